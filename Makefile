@@ -1,0 +1,25 @@
+# The README's commands. Everything a fresh machine needs is installed from here.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.qg-installed
+
+.PHONY: run test bench clean
+
+$(STAMP): pyproject.toml setup.py src/quota_gateway/_fastpath.pyx
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/quota-gateway serve $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(ARGS)
+
+clean:
+	rm -rf build src/*.egg-info src/quota_gateway/_fastpath.c src/quota_gateway/_fastpath*.so

@@ -1,0 +1,122 @@
+"""Application factory: the domains, the middleware stack, the lifespan, and the hot-route front.
+
+Each domain module exposes `routes` (Starlette routes, usually ApiRoute) and may expose
+`hot_routes` ({(method, path): async handler(services, scope, receive, send)}) served before any
+routing, plus `async start(services)` / `async stop(services)` for background work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from types import ModuleType
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from . import catalogue, db, health, metrics, openapi, tenants
+from .auth import routes as auth_routes
+from .auth.cache import TokenCache
+from .clock import Clock
+from .config import Settings
+from .errors import EXCEPTION_HANDLERS
+from .jsonio import JSONResponse
+from .metrics import Metrics
+from .middleware.logging import AccessLogMiddleware
+from .middleware.metrics import MetricsMiddleware
+from .redisconn import create_redis
+from .routing import ApiRoute, EndpointSpec
+from .services import Services
+
+log = logging.getLogger("quota_gateway")
+
+DOMAINS: tuple[ModuleType, ...] = (health, auth_routes, tenants, catalogue)
+
+
+class GatewayApp:
+    """Serves hot routes straight from the ASGI scope; everything else goes to Starlette."""
+
+    def __init__(self, router: Starlette, hot_routes: dict) -> None:
+        self.router = router
+        self.hot_routes = hot_routes
+
+    @property
+    def state(self):
+        return self.router.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.hot_routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                await handler(self.router.state.services, scope, receive, send)
+                return
+        await self.router(scope, receive, send)
+
+
+def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[ModuleType, ...] = DOMAINS) -> GatewayApp:
+    if not settings.redis_url or not settings.database_url:
+        raise ValueError("create_app needs QG_REDIS_URL and QG_DATABASE_URL (the `serve` command starts embedded servers)")
+    clock = clock or Clock()
+    hot_routes: dict = {}
+    hot_specs: list[EndpointSpec] = []
+    routes: list[Route] = []
+    for domain in domains:
+        routes.extend(getattr(domain, "routes", ()))
+        hot_routes.update(getattr(domain, "hot_routes", {}))
+        hot_specs.extend(getattr(domain, "hot_specs", ()))
+    spec = openapi.build(hot_specs + [r.spec for r in routes if isinstance(r, ApiRoute)])
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    routes += [Route("/openapi.json", openapi_json, methods=["GET"]),
+               Route("/metrics", metrics.metrics_endpoint, methods=["GET"])]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.migrate_url(settings.database_url)
+        pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+        tokens = TokenCache(pool, redis, clock, ttl=settings.token_cache_ttl)
+        services = Services(settings, clock, pool, redis, tokens, Metrics())
+        app.state.services = services
+        tokens.start()
+        started = []
+        try:
+            for domain in domains:
+                if hasattr(domain, "start"):
+                    await domain.start(services)
+                    started.append(domain)
+            yield
+        finally:
+            for domain in reversed(started):
+                if hasattr(domain, "stop"):
+                    try:
+                        await domain.stop(services)
+                    except Exception:
+                        log.exception("stopping %s failed", domain.__name__)
+            await tokens.stop()
+            await redis.aclose()
+            await pool.close()
+
+    router = Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLogMiddleware), Middleware(MetricsMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    return GatewayApp(router, hot_routes)
+
+
+def create_app_from_env() -> GatewayApp:
+    """Factory for uvicorn workers (`--factory`): settings come from QG_* variables."""
+    from .logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,110 @@
+"""In-process token cache with cross-process invalidation over Redis pub/sub.
+
+The hot path resolves a token with one dict lookup and one constant-time compare. A revoke
+publishes the token's public id; every process evicts it on receipt (well under 2 s). If the
+subscription drops, the whole cache is cleared on reconnect so nothing stale survives the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from ..clock import Clock
+from ..fastpath import parse_authorization
+from .tokens import Principal, load_principal
+
+log = logging.getLogger("quota_gateway.auth")
+
+CHANNEL = "qg:tokens:invalidate"
+_NEGATIVE_TTL = 1.0  # unknown tokens are remembered briefly so random ones cannot hammer Postgres
+
+
+class TokenCache:
+    def __init__(self, pool, redis, clock: Clock, ttl: float = 60.0, max_entries: int = 100_000) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._clock = clock
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._valid: dict[str, tuple[str, Principal, float]] = {}  # public id -> (token, principal, until)
+        self._invalid: dict[str, float] = {}  # full token -> until
+        self._listener: asyncio.Task | None = None
+        self.ready = asyncio.Event()
+
+    def lookup(self, header: str | None) -> tuple[bool, Principal | None]:
+        """Synchronous cache probe: (hit, principal). A hit with None means known-bad."""
+        parsed = parse_authorization(header)
+        if parsed is None:
+            return True, None
+        now = self._clock.now()
+        token = f"exo_at_{parsed[0]}_{parsed[1]}"
+        entry = self._valid.get(parsed[0])
+        if entry is not None and entry[2] >= now and hmac.compare_digest(entry[0], token):
+            principal = entry[1]
+            if principal.expires_at is not None and principal.expires_at <= now:
+                return True, None
+            return True, principal
+        until = self._invalid.get(token)
+        if until is not None and until >= now:
+            return True, None
+        return False, None
+
+    async def resolve(self, header: str | None) -> Principal | None:
+        hit, principal = self.lookup(header)
+        if hit:
+            return principal
+        public, secret = parse_authorization(header)  # type: ignore[misc]  # lookup() parsed it already
+        async with self._pool.acquire() as conn:
+            principal = await load_principal(conn, public, secret)
+        now = self._clock.now()
+        if principal is None:
+            if len(self._invalid) >= self._max_entries:
+                self._invalid.clear()
+            self._invalid[f"exo_at_{public}_{secret}"] = now + _NEGATIVE_TTL
+            return None
+        if len(self._valid) >= self._max_entries:
+            self._valid.clear()
+        self._valid[public] = (f"exo_at_{public}_{secret}", principal, now + self._ttl)
+        return self.lookup(header)[1]
+
+    def evict(self, public_id: str) -> None:
+        self._valid.pop(public_id, None)
+
+    def clear(self) -> None:
+        self._valid.clear()
+        self._invalid.clear()
+
+    async def publish_invalidation(self, public_id: str) -> None:
+        self.evict(public_id)
+        await self._redis.publish(CHANNEL, public_id)
+
+    def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="token-invalidation")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                await pubsub.subscribe(CHANNEL)
+                self.clear()  # anything revoked while we were not listening must not survive
+                self.ready.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        data = message["data"]
+                        self.evict(data.decode() if isinstance(data, bytes) else data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: retry, and clear on resubscribe
+                self.ready.clear()
+                log.warning("token invalidation channel lost (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)

@@ -1,0 +1,62 @@
+"""REST endpoints for access tokens. Creating or revoking tokens needs the admin permission."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..errors import ApiError
+from ..jsonio import JSONResponse
+from ..routing import Call, endpoint
+from ..schema import List, Str, obj
+from .tokens import SCOPES, create_token, list_tokens, revoke_token
+
+_CREATE = obj(
+    name=Str(required=True, min_len=1, max_len=100, description="label shown in listings"),
+    scopes=List(required=True, item=Str(choices=SCOPES), max_items=len(SCOPES)),
+    expiresAt=Str(max_len=40, description="ISO-8601 UTC; omitted = never expires"),
+)
+
+
+def _parse_time(text: str | None, field: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "invalid_field", f"{field}: must be an ISO-8601 timestamp", field=field) from None
+    if value.tzinfo is None:
+        raise ApiError(400, "invalid_field", f"{field}: must carry a time zone (use Z for UTC)", field=field)
+    return value
+
+
+async def create(call: Call) -> JSONResponse:
+    """Create an access token; the full token is in this response and nowhere else, ever."""
+    expires = _parse_time(call.body["expiresAt"], "expiresAt")
+    async with call.services.pool.acquire() as conn:
+        token = await create_token(conn, call.tenant_id, call.body["name"], call.body["scopes"], expires)
+    return JSONResponse(token, status_code=201)
+
+
+async def listing(call: Call) -> dict:
+    """List this tenant's access tokens, masked."""
+    async with call.services.pool.acquire() as conn:
+        return {"items": await list_tokens(conn, call.tenant_id)}
+
+
+async def revoke(call: Call) -> dict:
+    """Revoke an access token; every gateway process refuses it within moments."""
+    public_id = call.path["public_id"]
+    async with call.services.pool.acquire() as conn:
+        revoked = await revoke_token(conn, call.tenant_id, public_id)
+    if not revoked:
+        raise ApiError(404, "not_found", "no live access token with that id in this tenant")
+    await call.services.tokens.publish_invalidation(public_id)
+    return {"publicId": public_id, "revoked": True}
+
+
+routes = [
+    endpoint("POST", "/api/tokens", create, scope="admin", body=_CREATE, errors=("invalid_scopes",), tag="tokens",
+             responses={201: "the new token, shown in full once"}),
+    endpoint("GET", "/api/tokens", listing, scope="admin", tag="tokens"),
+    endpoint("DELETE", "/api/tokens/{public_id}", revoke, scope="admin", errors=("not_found",), tag="tokens"),
+]

@@ -1,0 +1,184 @@
+"""Products and their features: the one catalogue shared by API-key and activation licensing.
+
+Other domains plug in without this module knowing them:
+- FEATURE_CHECKS: functions name -> error message or None; a feature whose name some domain
+  reserves (e.g. `api:rate:minute:100`) is refused at creation when malformed.
+- ON_FEATURES_CHANGED: async (services, tenant_id, product_id) called after features change,
+  so cached rule sets can be dropped everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from .errors import ApiError
+from .jsonio import JSONResponse
+from .routing import Call, endpoint
+from .schema import Int, Str, obj
+
+FEATURE_CHECKS: list = []
+ON_FEATURES_CHANGED: list = []
+
+_PRODUCT_COLUMNS = "id, name, description, trial_days, minimum_required_version, deactivation_cooldown_hours, created_at"
+_VERSION = r"\d+(\.\d+){0,3}"
+
+_PRODUCT = obj(
+    id=Int(minimum=1, description="omit to create; set to update"),
+    name=Str(required=True, min_len=1, max_len=100),
+    description=Str(max_len=1000, default=""),
+    trialDays=Int(minimum=0, maximum=3650, default=0),
+    minimumRequiredVersion=Str(max_len=32, pattern=_VERSION, nullable=True),
+    deactivationCooldownHours=Int(minimum=0, maximum=24 * 365, default=0),
+)
+_FEATURE = obj(
+    code=Int(minimum=0, maximum=2**31 - 1, description="omit to take the next free code"),
+    name=Str(required=True, min_len=1, max_len=100),
+    description=Str(max_len=1000, default=""),
+)
+
+
+def product_json(row) -> dict:
+    return {"id": row["id"], "name": row["name"], "description": row["description"], "trialDays": row["trial_days"],
+            "minimumRequiredVersion": row["minimum_required_version"],
+            "deactivationCooldownHours": row["deactivation_cooldown_hours"], "createdAt": row["created_at"]}
+
+
+def feature_json(row) -> dict:
+    return {"id": row["id"], "productId": row["product_id"], "code": row["code"], "name": row["name"],
+            "description": row["description"]}
+
+
+async def get_product(conn: asyncpg.Connection, tenant_id: str, product_id: int) -> dict:
+    row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 AND id = $2",
+                              tenant_id, product_id)
+    if row is None:
+        raise ApiError(404, "product_not_found", f"no product {product_id}")
+    return product_json(row)
+
+
+async def find_product_by_name(conn: asyncpg.Connection, tenant_id: str, name: str) -> dict | None:
+    row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 AND lower(name) = lower($2)",
+                              tenant_id, name)
+    return product_json(row) if row else None
+
+
+async def product_features(conn: asyncpg.Connection, tenant_id: str, product_id: int) -> list[dict]:
+    rows = await conn.fetch("SELECT id, product_id, code, name, description FROM features "
+                            "WHERE tenant_id = $1 AND product_id = $2 ORDER BY code", tenant_id, product_id)
+    return [feature_json(r) for r in rows]
+
+
+def check_feature_name(name: str) -> None:
+    for check in FEATURE_CHECKS:
+        problem = check(name)
+        if problem:
+            raise ApiError(400, "invalid_feature", f"feature '{name}': {problem}", field="name")
+
+
+async def list_products(call: Call) -> dict:
+    """List the tenant's products."""
+    async with call.services.pool.acquire() as conn:
+        rows = await conn.fetch(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 ORDER BY id", call.tenant_id)
+    return {"items": [product_json(r) for r in rows]}
+
+
+async def save_product(call: Call) -> JSONResponse:
+    """Create a product (no id) or update one (id set)."""
+    b = call.body
+    values = (b["name"], b["description"], b["trialDays"], b["minimumRequiredVersion"], b["deactivationCooldownHours"])
+    async with call.services.pool.acquire() as conn:
+        try:
+            if b["id"] is None:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO products (tenant_id, name, description, trial_days, minimum_required_version,
+                                              deactivation_cooldown_hours)
+                        VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_PRODUCT_COLUMNS}""", call.tenant_id, *values)
+                status = 201
+            else:
+                row = await conn.fetchrow(
+                    f"""UPDATE products SET name = $3, description = $4, trial_days = $5, minimum_required_version = $6,
+                                            deactivation_cooldown_hours = $7
+                        WHERE tenant_id = $1 AND id = $2 RETURNING {_PRODUCT_COLUMNS}""", call.tenant_id, b["id"], *values)
+                if row is None:
+                    raise ApiError(404, "product_not_found", f"no product {b['id']}")
+                status = 200
+        except asyncpg.UniqueViolationError:
+            raise ApiError(409, "product_exists", f"a product named '{b['name']}' already exists") from None
+    return JSONResponse(product_json(row), status_code=status)
+
+
+async def show_product(call: Call) -> dict:
+    """One product with its features."""
+    product_id = _int_path(call, "product_id")
+    async with call.services.pool.acquire() as conn:
+        product = await get_product(conn, call.tenant_id, product_id)
+        product["features"] = await product_features(conn, call.tenant_id, product_id)
+    return product
+
+
+async def list_features(call: Call) -> dict:
+    """List a product's features."""
+    product_id = _int_path(call, "product_id")
+    async with call.services.pool.acquire() as conn:
+        await get_product(conn, call.tenant_id, product_id)
+        return {"items": await product_features(conn, call.tenant_id, product_id)}
+
+
+async def add_feature(call: Call) -> JSONResponse:
+    """Add a feature to a product (names reserved by a domain are checked, e.g. api:rate:minute:N)."""
+    product_id = _int_path(call, "product_id")
+    b = call.body
+    check_feature_name(b["name"])
+    async with call.services.pool.acquire() as conn:
+        await get_product(conn, call.tenant_id, product_id)
+        try:
+            row = await conn.fetchrow(
+                """INSERT INTO features (tenant_id, product_id, code, name, description)
+                   VALUES ($1, $2, COALESCE($3, (SELECT COALESCE(max(code), 0) + 1 FROM features WHERE product_id = $2)), $4, $5)
+                   RETURNING id, product_id, code, name, description""",
+                call.tenant_id, product_id, b["code"], b["name"], b["description"])
+        except asyncpg.UniqueViolationError:
+            raise ApiError(409, "feature_exists", "a feature with that code or name already exists on this product") from None
+    await _features_changed(call, product_id)
+    return JSONResponse(feature_json(row), status_code=201)
+
+
+async def delete_feature(call: Call) -> dict:
+    """Remove a feature from a product."""
+    product_id = _int_path(call, "product_id")
+    feature_id = _int_path(call, "feature_id")
+    async with call.services.pool.acquire() as conn:
+        status = await conn.execute("DELETE FROM features WHERE tenant_id = $1 AND product_id = $2 AND id = $3",
+                                    call.tenant_id, product_id, feature_id)
+    if not status.endswith(" 1"):
+        raise ApiError(404, "feature_not_found", f"no feature {feature_id} on product {product_id}")
+    await _features_changed(call, product_id)
+    return {"deleted": True, "id": feature_id}
+
+
+async def _features_changed(call: Call, product_id: int) -> None:
+    for hook in ON_FEATURES_CHANGED:
+        await hook(call.services, call.tenant_id, product_id)
+
+
+def _int_path(call: Call, name: str) -> int:
+    text = call.path[name]
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(400, "invalid_field", f"{name}: must be a positive integer", field=name)
+    return int(text)
+
+
+routes = [
+    endpoint("GET", "/api/product", list_products, scope="manage", tag="catalogue"),
+    endpoint("POST", "/api/product", save_product, scope="manage", body=_PRODUCT, tag="catalogue",
+             errors=("product_not_found", "product_exists"), responses={200: "updated", 201: "created"}),
+    endpoint("GET", "/api/product/{product_id}", show_product, scope="manage", tag="catalogue",
+             errors=("product_not_found",), responses={200: "the product", 404: "no such product"}),
+    endpoint("GET", "/api/product/{product_id}/features", list_features, scope="manage", tag="catalogue",
+             errors=("product_not_found",), responses={200: "the features", 404: "no such product"}),
+    endpoint("POST", "/api/product/{product_id}/features", add_feature, scope="manage", body=_FEATURE, tag="catalogue",
+             errors=("product_not_found", "feature_exists", "invalid_feature"),
+             responses={201: "created", 404: "no such product", 409: "duplicate code or name"}),
+    endpoint("DELETE", "/api/product/{product_id}/features/{feature_id}", delete_feature, scope="manage",
+             tag="catalogue", errors=("feature_not_found",), responses={200: "deleted", 404: "no such feature"}),
+]

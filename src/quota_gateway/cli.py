@@ -1,0 +1,218 @@
+"""`quota-gateway serve | migrate | tenant ... | token ... | config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import asyncpg
+
+from . import __version__, config, db
+from .auth.tokens import SCOPES, create_token, list_tokens, revoke_token
+from .config import Settings
+from .embedded import PostgresServer, RedisServer
+from .errors import ApiError
+from .logs import configure_logging
+from .tenants import create_tenant, get_tenant, list_tenants
+
+
+@contextlib.contextmanager
+def backing_services(settings: Settings, *, need_redis: bool = True) -> Iterator[Settings]:
+    """Settings with Redis/Postgres URLs, starting embedded servers for whatever is not configured."""
+    started = []
+    try:
+        if not settings.database_url:
+            pg = PostgresServer(settings.data_path / "postgres", fast=False).start()
+            started.append(pg)
+            settings = settings.with_(database_url=pg.url)
+        if need_redis and not settings.redis_url:
+            # AOF on: counters survive a restart of the embedded Redis.
+            rs = RedisServer(settings.data_path / "redis", appendonly=True).start()
+            started.append(rs)
+            settings = settings.with_(redis_url=rs.url)
+        yield settings
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def _ensure_master_key(settings: Settings) -> Settings:
+    """Embedded (development) mode keeps a generated master key in the data dir."""
+    if settings.master_key:
+        return settings
+    key_file = settings.data_path / "master.key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(os.urandom(32).hex())
+        key_file.chmod(0o600)
+    return settings.with_(master_key=key_file.read_text().strip())
+
+
+async def _bootstrap(settings: Settings) -> dict | None:
+    """First start: a default tenant and an admin token. None when tenants already exist."""
+    await db.migrate_url(settings.database_url)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if await conn.fetchval("SELECT count(*) FROM tenants"):
+            return None
+        tenant = await create_tenant(conn, "default", "Default tenant", master_key=settings.master_key)
+        token = await create_token(conn, tenant["id"], "bootstrap admin", ["admin"])
+        return {"tenant": tenant, "token": token["token"]}
+    finally:
+        await conn.close()
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .devtls import ensure_dev_certificate
+
+    settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers, tls_cert=args.tls_cert,
+                                 tls_key=args.tls_key, dev_tls=args.dev_tls or None)
+    configure_logging(settings.log_level)
+    embedded = not settings.redis_url or not settings.database_url
+    if embedded:
+        settings = _ensure_master_key(settings)
+    elif not settings.master_key:
+        print("QG_MASTER_KEY is required when Redis and PostgreSQL are external (production mode)", file=sys.stderr)
+        return 2
+    with backing_services(settings) as settings:
+        first = asyncio.run(_bootstrap(settings))
+        cert, key = settings.tls_cert, settings.tls_key
+        if settings.dev_tls and not cert:
+            cert_path, key_path = ensure_dev_certificate(settings.data_path / "tls")
+            cert, key = str(cert_path), str(key_path)
+        scheme = "https" if cert else "http"
+        print(f"quota-gateway {__version__} listening on {scheme}://{settings.host}:{settings.port}", flush=True)
+        if embedded:
+            print(f"  embedded redis: {settings.redis_url}\n  embedded postgres: {settings.database_url}", flush=True)
+        if first:
+            print(f"  created tenant '{first['tenant']['slug']}' ({first['tenant']['id']})\n"
+                  f"  admin access token (shown once): {first['token']}", flush=True)
+        os.environ.update(settings.to_env())  # uvicorn workers rebuild settings from the environment
+        uvicorn.run("quota_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, loop="uvloop", http="httptools", ssl_certfile=cert, ssl_keyfile=key,
+                    log_level="warning", access_log=False, lifespan="on")
+    return 0
+
+
+def _run_db(settings: Settings, work) -> object:
+    """Run `work(conn)` against the configured (or an embedded) database, migrated first."""
+
+    async def main(url: str):
+        await db.migrate_url(url)
+        conn = await asyncpg.connect(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with backing_services(settings, need_redis=False) as settings:
+        return asyncio.run(main(settings.database_url))
+
+
+def migrate(args: argparse.Namespace) -> int:
+    async def work(conn):
+        return await db.migrate(conn)
+
+    applied = _run_db(Settings.from_env(), work)
+    print(f"applied: {applied or 'nothing (schema is current)'}")
+    return 0
+
+
+def tenant(args: argparse.Namespace) -> int:
+    async def work(conn):
+        if args.action == "create":
+            return [await create_tenant(conn, args.slug, args.name or args.slug, master_key=settings.master_key)]
+        return await list_tenants(conn)
+
+    settings = _ensure_master_key(Settings.from_env())
+    for row in _run_db(settings, work):
+        print(f"{row['id']}  {row['slug']}  {row['name']}")
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    async def work(conn):
+        found = await get_tenant(conn, args.tenant)
+        if found is None:
+            raise ApiError(404, "tenant_not_found", f"no tenant '{args.tenant}'")
+        if args.action == "create":
+            return [await create_token(conn, found["id"], args.name, args.scopes.split(","))]
+        if args.action == "revoke":
+            if not await revoke_token(conn, found["id"], args.public_id):
+                raise ApiError(404, "not_found", "no live token with that id")
+            # Other processes evict it via Redis pub/sub when revoked over REST; from the CLI,
+            # their cache drops it within QG_TOKEN_CACHE_TTL.
+            return []
+        return await list_tokens(conn, found["id"])
+
+    for row in _run_db(Settings.from_env(), work):
+        print(f"{row['publicId']}  {row['token']}  scopes={','.join(row['scopes'])}  {row['name']}")
+    return 0
+
+
+def show_config(args: argparse.Namespace) -> int:
+    for env, doc, default in config.describe():
+        print(f"{env:24} {doc} (default: {default})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quota-gateway", description="multi-tenant licensing and API-quota gateway")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway (embedded Redis/Postgres when no URLs are set)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--dev-tls", action="store_true", help="serve HTTPS with a generated self-signed certificate")
+    p.set_defaults(func=serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=migrate)
+    sub.add_parser("config", help="list the QG_* settings").set_defaults(func=show_config)
+
+    p = sub.add_parser("tenant", help="manage tenants")
+    tsub = p.add_subparsers(dest="action", required=True)
+    c = tsub.add_parser("create")
+    c.add_argument("slug")
+    c.add_argument("--name")
+    tsub.add_parser("list")
+    p.set_defaults(func=tenant)
+
+    p = sub.add_parser("token", help="manage access tokens")
+    tsub = p.add_subparsers(dest="action", required=True)
+    c = tsub.add_parser("create")
+    c.add_argument("--tenant", required=True, help="tenant id or slug")
+    c.add_argument("--scopes", default="verify", help=f"comma-separated: {','.join(SCOPES)}")
+    c.add_argument("--name", default="cli")
+    ls = tsub.add_parser("list")
+    ls.add_argument("--tenant", required=True)
+    r = tsub.add_parser("revoke")
+    r.add_argument("--tenant", required=True)
+    r.add_argument("public_id")
+    p.set_defaults(func=token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ApiError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

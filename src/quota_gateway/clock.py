@@ -1,0 +1,41 @@
+"""Injectable time source: windows, expiry, trials and leases read the clock, never time.time()."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+
+class Clock:
+    """Wall-clock time in seconds since the epoch (UTC)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def utcnow(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
+
+
+class ManualClock(Clock):
+    """A clock that only moves when told to; for tests."""
+
+    def __init__(self, start: float | datetime = 1_800_000_000.0) -> None:
+        self._now = start.timestamp() if isinstance(start, datetime) else float(start)
+
+    def now(self) -> float:
+        return self._now
+
+    def set(self, when: float | datetime) -> None:
+        self._now = when.timestamp() if isinstance(when, datetime) else float(when)
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
+def iso_utc(ts: float | datetime | None) -> str | None:
+    """ISO-8601 UTC with a `Z`, second precision, as on the wire."""
+    if ts is None:
+        return None
+    if isinstance(ts, datetime):
+        ts = ts.timestamp()
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

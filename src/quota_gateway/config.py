@@ -1,0 +1,79 @@
+"""All settings in one place: environment variables (QG_*), overridable by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the gateway. Field docs are printed by `quota-gateway config`."""
+
+    redis_url: str | None = field(default=None, metadata={"env": "QG_REDIS_URL", "doc": "Redis URL; unset = embedded Redis"})
+    redis_cluster: bool = field(default=False, metadata={"env": "QG_REDIS_CLUSTER", "doc": "treat QG_REDIS_URL as a Redis Cluster seed"})
+    database_url: str | None = field(default=None, metadata={"env": "QG_DATABASE_URL", "doc": "PostgreSQL URL; unset = embedded PostgreSQL"})
+    data_dir: str = field(default=".qg-data", metadata={"env": "QG_DATA_DIR", "doc": "where embedded servers keep their data"})
+    host: str = field(default="127.0.0.1", metadata={"env": "QG_HOST", "doc": "bind address"})
+    port: int = field(default=8080, metadata={"env": "QG_PORT", "doc": "bind port"})
+    workers: int = field(default=1, metadata={"env": "QG_WORKERS", "doc": "uvicorn worker processes"})
+    tls_cert: str | None = field(default=None, metadata={"env": "QG_TLS_CERT", "doc": "TLS certificate (PEM) file"})
+    tls_key: str | None = field(default=None, metadata={"env": "QG_TLS_KEY", "doc": "TLS private key (PEM) file"})
+    dev_tls: bool = field(default=False, metadata={"env": "QG_DEV_TLS", "doc": "serve HTTPS with a self-signed certificate"})
+    master_key: str | None = field(default=None, metadata={"env": "QG_MASTER_KEY", "doc": "secret that encrypts tenant private keys at rest"})
+    max_body_bytes: int = field(default=64 * 1024, metadata={"env": "QG_MAX_BODY_BYTES", "doc": "largest accepted request body"})
+    db_pool_min: int = field(default=1, metadata={"env": "QG_DB_POOL_MIN", "doc": "PostgreSQL pool minimum size"})
+    db_pool_max: int = field(default=10, metadata={"env": "QG_DB_POOL_MAX", "doc": "PostgreSQL pool maximum size"})
+    token_cache_ttl: float = field(default=60.0, metadata={"env": "QG_TOKEN_CACHE_TTL", "doc": "seconds a verified access token stays cached (revocation is pushed sooner)"})
+    flush_interval: float = field(default=1.0, metadata={"env": "QG_FLUSH_INTERVAL", "doc": "seconds between write-behind flushes of usage to PostgreSQL"})
+    log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
+    server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings (for uvicorn worker processes)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
+
+    def with_(self, **changes: object) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+
+def _coerce(annotation: str, raw: str) -> object:
+    if annotation.startswith("bool"):
+        return _env_bool(raw)
+    if annotation.startswith("int"):
+        return int(raw)
+    if annotation.startswith("float"):
+        return float(raw)
+    return raw
+
+
+def describe() -> list[tuple[str, str, object]]:
+    """(variable, meaning, default) for every setting; the README table comes from this."""
+    return [(f.metadata["env"], f.metadata["doc"], f.default) for f in fields(Settings)]

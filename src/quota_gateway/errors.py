@@ -1,0 +1,64 @@
+"""The one error type endpoints raise, and how every failure becomes a JSON body."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger("quota_gateway")
+
+
+class ApiError(Exception):
+    """A failure with an HTTP status, a stable machine code and a human message."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+    def body(self) -> dict:
+        return {"error": self.code, "message": self.message, **self.extra}
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: object) -> Response:
+    body = orjson.dumps({"error": code, "message": message, **extra})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return json_error(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
+    return json_error(exc.status_code, code, str(message), dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Never a stack trace on the wire; the log keeps it.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json_error(500, "internal_error", "the server failed to handle this request")
+
+
+EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_exception, Exception: _unexpected}

@@ -1,0 +1,43 @@
+"""Redis clients and Lua scripts (files in quota_gateway/lua/, read once, called by SHA)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+
+def create_redis(url: str, *, cluster: bool = False, **kwargs):
+    """A redis.asyncio client: plain, or cluster-aware when `cluster` is set."""
+    if cluster:
+        return RedisCluster.from_url(url, **kwargs)
+    return aioredis.from_url(url, **kwargs)
+
+
+@lru_cache(maxsize=None)
+def lua_source(name: str) -> str:
+    return resources.files("quota_gateway.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+class LuaScript:
+    """One script file: EVALSHA first, SCRIPT LOAD + retry on NOSCRIPT (after a Redis restart)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = lua_source(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(self, client, keys: list, args: list):
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            if isinstance(client, RedisCluster):
+                # Load on the node that owns the keys' slot; evalsha routes by the first key.
+                await client.script_load(self.source, target_nodes=client.get_node_from_key(keys[0]))
+            else:
+                await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)

@@ -1,0 +1,98 @@
+"""Endpoints declare what they need (scope, body shape, query shape); this module enforces it.
+
+An endpoint is `async def handler(call: Call)`; it returns a Response, or anything JSON-able
+(sent as 200). The same declaration feeds /openapi.json, so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .auth.tokens import Principal
+from .errors import ApiError
+from .jsonio import JSONResponse, parse_json, read_body
+from .schema import Object, Query
+
+Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class Call:
+    """One request as an endpoint sees it: already authenticated and parsed."""
+
+    request: Request
+    services: Any
+    principal: Principal | None
+    body: Any
+    query: dict
+
+    @property
+    def tenant_id(self) -> str:
+        assert self.principal is not None
+        return self.principal.tenant_id
+
+    @property
+    def path(self) -> dict[str, Any]:
+        return self.request.path_params
+
+
+@dataclass
+class EndpointSpec:
+    method: str
+    path: str
+    summary: str
+    scope: str | None  # None: no token needed
+    body: Object | None = None
+    query: Query | None = None
+    errors: tuple[str, ...] = ()
+    responses: dict[int, str] = field(default_factory=dict)
+    raw_body: bool = False  # handler reads the body itself (e.g. non-JSON)
+    tag: str = "api"
+
+
+class ApiRoute(Route):
+    def __init__(self, spec: EndpointSpec, handler: Handler) -> None:
+        self.spec = spec
+        self.handler = handler
+        super().__init__(spec.path, self._endpoint, methods=[spec.method], name=handler.__name__)
+
+    async def _endpoint(self, request: Request) -> Response:
+        spec = self.spec
+        services = request.app.state.services
+        principal = None
+        if spec.scope is not None:
+            principal = await authenticate(services, request.headers.get("authorization"), spec.scope)
+        body = None
+        if spec.body is not None:
+            raw = await read_body(request, services.settings.max_body_bytes)
+            body = spec.body.parse(parse_json(raw))
+        query = spec.query.parse(request.query_params.multi_items()) if spec.query is not None else {}
+        result = await self.handler(Call(request, services, principal, body, query))
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(result)
+
+
+async def authenticate(services: Any, header: str | None, scope: str) -> Principal:
+    """The caller's principal, or 401 (no usable token) / 403 (token lacks `scope`)."""
+    if not header:
+        raise ApiError(401, "unauthorized", "missing Authorization header (expected: ExisOneApi <token>)")
+    principal = await services.tokens.resolve(header)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "access token is malformed, unknown, expired or revoked")
+    if not principal.allows(scope):
+        raise ApiError(403, "forbidden", f"this access token lacks the '{scope}' permission")
+    return principal
+
+
+def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, summary: str = "",
+             body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
+             responses: dict[int, str] | None = None, tag: str = "api") -> ApiRoute:
+    spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
+                        body, query, errors, responses or {}, tag=tag)
+    return ApiRoute(spec, handler)

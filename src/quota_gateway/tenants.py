@@ -1,0 +1,53 @@
+"""Tenants (publisher accounts): every other row in the system belongs to one."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+from .errors import ApiError
+from .routing import Call, endpoint
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+# Called with (conn, tenant_id, master_key) inside the creating transaction; domains that keep
+# per-tenant material (e.g. RSA key pairs encrypted under the master key) append here.
+ON_TENANT_CREATED: list = []
+
+
+async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, *, master_key: str | None) -> dict:
+    if not _SLUG.fullmatch(slug):
+        raise ApiError(400, "invalid_field", "slug: lowercase letters, digits and dashes, at most 63", field="slug")
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow("INSERT INTO tenants (slug, name) VALUES ($1, $2) RETURNING id, slug, name, created_at",
+                                      slug, name)
+        except asyncpg.UniqueViolationError:
+            raise ApiError(409, "tenant_exists", f"a tenant with slug '{slug}' already exists") from None
+        for hook in ON_TENANT_CREATED:
+            await hook(conn, str(row["id"]), master_key)
+    return _tenant(row)
+
+
+async def get_tenant(conn: asyncpg.Connection, tenant: str) -> dict | None:
+    """By id or slug."""
+    row = await conn.fetchrow("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1 OR id::text = $1", tenant)
+    return _tenant(row) if row else None
+
+
+async def list_tenants(conn: asyncpg.Connection) -> list[dict]:
+    return [_tenant(r) for r in await conn.fetch("SELECT id, slug, name, created_at FROM tenants ORDER BY created_at")]
+
+
+def _tenant(row) -> dict:
+    return {"id": str(row["id"]), "slug": row["slug"], "name": row["name"], "createdAt": row["created_at"]}
+
+
+async def current_tenant(call: Call) -> dict:
+    """The tenant the calling token belongs to."""
+    async with call.services.pool.acquire() as conn:
+        return await get_tenant(conn, call.tenant_id)
+
+
+routes = [endpoint("GET", "/api/tenant", current_tenant, scope="verify", tag="tenants")]

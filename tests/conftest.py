@@ -1,0 +1,162 @@
+"""Real Redis and PostgreSQL, started once per test session on free ports in temporary directories.
+
+State is reset between tests (FLUSHALL, TRUNCATE). Apps run their lifespan for real and are
+driven in-process through httpx's ASGI transport; tests that need a real socket start uvicorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+import redis as redis_sync
+
+from quota_gateway import db
+from quota_gateway.app import create_app
+from quota_gateway.auth.tokens import create_token
+from quota_gateway.clock import ManualClock
+from quota_gateway.config import Settings
+from quota_gateway.embedded import PostgresServer, RedisServer
+from quota_gateway.tenants import create_tenant
+
+# Test master key for tenant private keys at rest; never used outside tests.
+TEST_MASTER_KEY = "00" * 32
+
+
+# --- the fast path, twice (compiled and pure), like multidict's implementation fixture ---------
+
+def _fastpath_params():
+    return [pytest.param("python", id="py"), pytest.param("compiled", id="c", marks=pytest.mark.compiled)]
+
+
+@pytest.fixture(scope="session", params=_fastpath_params())
+def fastpath_impl(request):
+    """The `_fastpath` module under test: the pure-Python twin, then the compiled one."""
+    if request.param == "python":
+        return importlib.import_module("quota_gateway._fastpath_py")
+    try:
+        return importlib.import_module("quota_gateway._fastpath")
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("the compiled fast path is missing in CI (the build should have compiled it)")
+        pytest.skip("compiled fast path not built")
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    server = PostgresServer(tmp_path_factory.mktemp("pg")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def migrated_db(pg_server):
+    await db.migrate_url(pg_server.url)
+    return pg_server.url
+
+
+@pytest.fixture
+async def clean_state(redis_server, migrated_db):
+    """Empty Redis and empty tables (schema kept) before each test that touches them."""
+    redis_sync.Redis.from_url(redis_server.url).flushall()
+    conn = await asyncpg.connect(migrated_db)
+    try:
+        tables = [r["tablename"] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_version'")]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    yield
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def settings(redis_server, migrated_db, clean_state):
+    return Settings(redis_url=redis_server.url, database_url=migrated_db, master_key=TEST_MASTER_KEY,
+                    flush_interval=0.05, token_cache_ttl=60.0)
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, clock=None) -> AsyncIterator[tuple]:
+    """(app, client): lifespan started, an httpx client speaking ASGI to it."""
+    app = create_app(settings, clock=clock)
+    async with app.router.router.lifespan_context(app.router):
+        await app.state.services.tokens.ready.wait()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+
+
+@pytest.fixture
+async def app_client(settings, clock):
+    async with running_app(settings, clock) as (app, client):
+        yield app, client
+
+
+@pytest.fixture
+def app(app_client):
+    return app_client[0]
+
+
+@pytest.fixture
+def client(app_client):
+    return app_client[1]
+
+
+@dataclass
+class TenantCtx:
+    id: str
+    slug: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"ExisOneApi {self.token}"}
+
+    async def token_with(self, database_url: str, scopes: list[str]) -> dict[str, str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            made = await create_token(conn, self.id, "test", scopes)
+        finally:
+            await conn.close()
+        return {"Authorization": f"ExisOneApi {made['token']}"}
+
+
+async def make_tenant(database_url: str, slug: str) -> TenantCtx:
+    conn = await asyncpg.connect(database_url)
+    try:
+        tenant = await create_tenant(conn, slug, slug.title(), master_key=TEST_MASTER_KEY)
+        token = await create_token(conn, tenant["id"], "admin", ["admin"])
+    finally:
+        await conn.close()
+    return TenantCtx(tenant["id"], slug, token["token"])
+
+
+@pytest.fixture
+async def tenant(settings) -> TenantCtx:
+    return await make_tenant(settings.database_url, "acme")
+
+
+@pytest.fixture
+async def other_tenant(settings) -> TenantCtx:
+    return await make_tenant(settings.database_url, "globex")

@@ -1,0 +1,92 @@
+"""Service basics: JSON errors for every kind of bad input, probes, metrics, OpenAPI, migrations."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from quota_gateway import db
+
+BAD_BODIES = [
+    (b"{not json", 400, "invalid_json"),
+    (b"", 400, "invalid_json"),
+    (b"[]", 400, "invalid_body"),
+    (b'"text"', 400, "invalid_body"),
+    (b'{"name": 5, "scopes": ["verify"]}', 400, "invalid_field"),
+    (b'{"scopes": ["verify"]}', 400, "missing_field"),
+    (b'{"name": "x", "scopes": "verify"}', 400, "invalid_field"),
+    (b'{"name": "x", "scopes": ["root"]}', 400, "invalid_field"),
+    (b'{"name": "x", "scopes": []}', 400, "invalid_scopes"),
+    (b'{"name": "x", "scopes": ["verify"], "expiresAt": "soon"}', 400, "invalid_field"),
+    (b'{"name": "' + b"x" * 300 + b'", "scopes": ["verify"]}', 400, "invalid_field"),
+    (b'\xff\xfe', 400, "invalid_json"),
+]
+
+
+@pytest.mark.parametrize("raw,status,code", BAD_BODIES, ids=[c + str(i) for i, (_, _, c) in enumerate(BAD_BODIES)])
+async def test_bad_bodies_get_json_errors(client, tenant, raw, status, code):
+    r = await client.post("/api/tokens", content=raw, headers={**tenant.headers, "Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code and r.json()["message"]
+
+
+async def test_oversized_body_is_413(client, tenant, settings):
+    raw = b'{"name": "' + b"x" * (settings.max_body_bytes + 10) + b'", "scopes": ["verify"]}'
+    r = await client.post("/api/tokens", content=raw, headers=tenant.headers)
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+
+
+async def test_oversized_chunked_body_is_413(client, tenant, settings):
+    async def chunks():
+        for _ in range(settings.max_body_bytes // 1000 + 2):
+            yield b" " * 1000
+
+    r = await client.post("/api/tokens", content=chunks(), headers=tenant.headers)
+    assert r.status_code == 413
+
+
+async def test_unknown_route_and_method_are_json(client):
+    r = await client.get("/no/such/thing")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = await client.put("/api/tokens")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+async def test_health_ready_metrics(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"redis": "ok", "postgres": "ok"}
+    text = (await client.get("/metrics")).text
+    assert 'qg_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert "qg_http_request_duration_seconds_bucket" in text
+
+
+async def test_openapi_lists_every_api_route(app, client):
+    spec = (await client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.")
+    from quota_gateway.routing import ApiRoute
+
+    for route in app.router.routes:
+        if isinstance(route, ApiRoute):
+            assert route.spec.method.lower() in spec["paths"][route.spec.path], route.spec.path
+    for method, path in app.hot_routes:
+        assert method.lower() in spec["paths"][path]
+
+
+async def test_migrations_on_empty_and_migrated_database(pg_server):
+    admin = await asyncpg.connect(pg_server.url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS migrate_check")
+        await admin.execute("CREATE DATABASE migrate_check")
+    finally:
+        await admin.close()
+    url = pg_server.url.rsplit("/", 1)[0] + "/migrate_check"
+    first = await db.migrate_url(url)
+    assert first == [v for v, _, _ in db.migrations()]
+    assert await db.migrate_url(url) == []  # idempotent
+    conn = await asyncpg.connect(url)
+    try:
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+    finally:
+        await conn.close()
+    assert versions == first
