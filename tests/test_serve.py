@@ -98,6 +98,23 @@ def test_serve_bootstraps_embedded_servers_and_stops_cleanly(tmp_path):
         r = httpx.get(f"{base}/api/tenant", headers={"Authorization": f"ExisOneApi {token.group(1)}"})
         assert r.status_code == 200 and r.json()["slug"] == "default"
         assert len(_descendants(proc.pid)) >= 2  # redis + postgres at least
+
+        # The CLI finds the running gateway's embedded servers through the data dir.
+        cli = [sys.executable, "-m", "quota_gateway.cli", "token"]
+        env = {**os.environ, "QG_DATA_DIR": str(tmp_path / "data")}
+        made = subprocess.run([*cli, "create", "--tenant", "default", "--scopes", "verify"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        public_id, new_token = made.stdout.split()[:2]
+        headers = {"Authorization": f"ExisOneApi {new_token}"}
+        assert httpx.get(f"{base}/api/tenant", headers=headers).status_code == 200
+        revoked = subprocess.run([*cli, "revoke", "--tenant", "default", public_id], env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 2
+        while httpx.get(f"{base}/api/tenant", headers=headers).status_code != 401:
+            assert time.monotonic() < deadline, "CLI revocation not seen by the gateway within 2 s"
+            time.sleep(0.05)
     finally:
         leftovers = _stop(proc)
     assert proc.returncode in (0, 130, -signal.SIGINT), proc.returncode

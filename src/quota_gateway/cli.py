@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,10 +21,26 @@ from .errors import ApiError
 from .logs import configure_logging
 from .tenants import create_tenant, get_tenant, list_tenants
 
+_RUN_FILE = "embedded.json"
+
+
+def _running_embedded(settings: Settings) -> dict:
+    """URLs of the embedded servers of a `serve` still running on this data dir, else {}."""
+    try:
+        info = json.loads((settings.data_path / _RUN_FILE).read_text())
+        os.kill(info["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return {}
+    return info
+
 
 @contextlib.contextmanager
-def backing_services(settings: Settings, *, need_redis: bool = True) -> Iterator[Settings]:
-    """Settings with Redis/Postgres URLs, starting embedded servers for whatever is not configured."""
+def backing_services(settings: Settings, *, need_redis: bool = True, publish: bool = False) -> Iterator[Settings]:
+    """Settings with Redis/Postgres URLs: configured ones, those of a running `serve` on the same
+    data dir, or embedded servers started here for whatever is missing."""
+    running = _running_embedded(settings)
+    settings = settings.with_(database_url=settings.database_url or running.get("database_url"),
+                              redis_url=settings.redis_url or running.get("redis_url"))
     started = []
     try:
         if not settings.database_url:
@@ -35,10 +52,23 @@ def backing_services(settings: Settings, *, need_redis: bool = True) -> Iterator
             rs = RedisServer(settings.data_path / "redis", appendonly=True).start()
             started.append(rs)
             settings = settings.with_(redis_url=rs.url)
+        if publish and started:
+            run_file = settings.data_path / _RUN_FILE
+            run_file.write_text(json.dumps({"pid": os.getpid(), "database_url": settings.database_url,
+                                            "redis_url": settings.redis_url}))
+            started.append(_RunFile(run_file))
         yield settings
     finally:
         for server in reversed(started):
             server.stop()
+
+
+class _RunFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def stop(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _ensure_master_key(settings: Settings) -> Settings:
@@ -81,7 +111,7 @@ def serve(args: argparse.Namespace) -> int:
     elif not settings.master_key:
         print("QG_MASTER_KEY is required when Redis and PostgreSQL are external (production mode)", file=sys.stderr)
         return 2
-    with backing_services(settings) as settings:
+    with backing_services(settings, publish=True) as settings:
         first = asyncio.run(_bootstrap(settings))
         cert, key = settings.tls_cert, settings.tls_key
         if settings.dev_tls and not cert:
@@ -147,14 +177,33 @@ def token(args: argparse.Namespace) -> int:
         if args.action == "revoke":
             if not await revoke_token(conn, found["id"], args.public_id):
                 raise ApiError(404, "not_found", "no live token with that id")
-            # Other processes evict it via Redis pub/sub when revoked over REST; from the CLI,
-            # their cache drops it within QG_TOKEN_CACHE_TTL.
+            revoked.append(args.public_id)
             return []
         return await list_tokens(conn, found["id"])
 
-    for row in _run_db(Settings.from_env(), work):
+    revoked: list[str] = []
+    settings = Settings.from_env()
+    for row in _run_db(settings, work):
         print(f"{row['publicId']}  {row['token']}  scopes={','.join(row['scopes'])}  {row['name']}")
+    if revoked:
+        _announce_revocation(settings, revoked[0])
     return 0
+
+
+def _announce_revocation(settings: Settings, public_id: str) -> None:
+    """Tell running gateways to drop the token now (else their cache expires it within the TTL)."""
+    import redis
+
+    from .auth.cache import CHANNEL
+
+    url = settings.redis_url or _running_embedded(settings).get("redis_url")
+    if url:
+        client = redis.Redis.from_url(url)
+        try:
+            client.publish(CHANNEL, public_id)
+        finally:
+            client.close()
+    print(f"revoked {public_id}")
 
 
 def show_config(args: argparse.Namespace) -> int:
