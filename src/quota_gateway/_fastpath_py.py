@@ -1,12 +1,34 @@
-"""Pure-Python twin of _fastpath.pyx: the same names, the same results, no compiler needed."""
+"""Pure-Python twin of _fastpath.pyx: the same names, the same results, no compiler needed.
+
+API keys look like `qgk_` + 26 Crockford base32 characters (128 random bits) + 2 check
+characters (the low 10 bits of the CRC-32 of the 26). Input is forgiving (case, dashes, spaces,
+Crockford's O/I/L aliases); a key whose check characters do not match is refused before any I/O,
+so a mistyped or random key never reaches Redis (a random string passes with p = 1/1024).
+"""
 
 from __future__ import annotations
+
+import calendar
+import zlib
 
 _TOKEN_SCHEME = "ExisOneApi "
 _TOKEN_PREFIX = "exo_at_"
 _PUBLIC_LEN = 12
 _SECRET_LEN = 32
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+API_KEY_PREFIX = "qgk_"
+_BODY_LEN = 26
+_KEY_LEN = len(API_KEY_PREFIX) + _BODY_LEN + 2
+_DECODE = {c: c for c in CROCKFORD} | {c.lower(): c for c in CROCKFORD} | {
+    "O": "0", "o": "0", "I": "1", "i": "1", "L": "1", "l": "1"}
+BUCKETS = 1024
+
+PERIODS = ("minute", "hour", "day", "month")
+_PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+_RULE_KINDS = {"rate": "calls", "units": "units"}  # feature word -> rule kind
+_KIND_ORDER = ("calls", "units")
 
 
 def parse_authorization(header: str | None) -> tuple[str, str] | None:
@@ -27,3 +49,110 @@ def parse_access_token(token: str) -> tuple[str, str] | None:
     if not _ALNUM.issuperset(public) or not _ALNUM.issuperset(secret):
         return None
     return public, secret
+
+
+def _check_chars(body: str) -> str:
+    crc = zlib.crc32(body.encode("ascii")) & 0x3FF
+    return CROCKFORD[crc >> 5] + CROCKFORD[crc & 31]
+
+
+def generate_api_key(entropy: bytes) -> str:
+    """A new key from 16 random bytes."""
+    if len(entropy) != 16:
+        raise ValueError("entropy must be 16 bytes")
+    number = int.from_bytes(entropy, "big") << 2  # 128 bits → 130 bits = 26 characters
+    body = "".join(CROCKFORD[(number >> (5 * i)) & 31] for i in range(_BODY_LEN - 1, -1, -1))
+    return API_KEY_PREFIX + body + _check_chars(body)
+
+
+def normalize_api_key(raw: str) -> str | None:
+    """The canonical key, or None when malformed or its check characters do not match."""
+    if not isinstance(raw, str) or len(raw) > 128:
+        return None
+    text = raw.strip()
+    if text[:4].lower() != API_KEY_PREFIX:
+        return None
+    chars = []
+    for c in text[4:]:
+        if c == "-" or c == " ":
+            continue
+        mapped = _DECODE.get(c)
+        if mapped is None:
+            return None
+        chars.append(mapped)
+    if len(chars) != _BODY_LEN + 2:
+        return None
+    body = "".join(chars[:_BODY_LEN])
+    if _check_chars(body) != chars[_BODY_LEN] + chars[_BODY_LEN + 1]:
+        return None
+    return API_KEY_PREFIX + body + chars[_BODY_LEN] + chars[_BODY_LEN + 1]
+
+
+def api_key_bucket(key: str) -> int:
+    """Stable 0..1023 for the key's Redis hash tag {b<n>}."""
+    return zlib.crc32(key.encode("ascii")) % BUCKETS
+
+
+def _parse_rule(name: str) -> tuple[str, str, int] | str | None:
+    """(kind, period, limit) for a rule feature, an error message if malformed, None if not a rule."""
+    parts = name.split(":")
+    if len(parts) < 2 or parts[0] != "api" or parts[1] not in _RULE_KINDS:
+        return None
+    if len(parts) != 4:
+        return f"expected api:{parts[1]}:<minute|hour|day|month>:<N>"
+    period, count = parts[2], parts[3]
+    if period not in PERIODS:
+        return f"unknown period '{period}' (use minute, hour, day or month)"
+    if not count.isdigit() or not count.isascii() or len(count) > 15 or int(count) <= 0:
+        return f"limit '{count}' must be a positive integer"
+    return _RULE_KINDS[parts[1]], period, int(count)
+
+
+def check_rule_feature(name: str) -> str | None:
+    parsed = _parse_rule(name)
+    return parsed if isinstance(parsed, str) else None
+
+
+def compile_rules(features: list[str]) -> tuple[str, list[str]]:
+    """(rule_spec, passthrough): canonical "calls:minute:100,units:day:5000" and the other names."""
+    limits: dict[tuple[str, str], int] = {}
+    passthrough = []
+    for name in features:
+        parsed = _parse_rule(name)
+        if parsed is None:
+            passthrough.append(name)
+        elif not isinstance(parsed, str):
+            kind, period, limit = parsed
+            current = limits.get((kind, period))
+            if current is None or limit < current:
+                limits[(kind, period)] = limit
+    spec = ",".join(f"{kind}:{period}:{limits[(kind, period)]}"
+                    for kind in _KIND_ORDER for period in PERIODS if (kind, period) in limits)
+    return spec, passthrough
+
+
+def window_bounds(ts: int, period: str) -> tuple[int, int]:
+    """Calendar-aligned UTC [start, end) containing `ts`."""
+    seconds = _PERIOD_SECONDS.get(period)
+    if seconds is not None:
+        start = ts - ts % seconds
+        return start, start + seconds
+    if period != "month":
+        raise ValueError(f"unknown period {period!r}")
+    days = ts // 86400
+    year, month = _civil_year_month(days)
+    start = calendar.timegm((year, month, 1, 0, 0, 0))
+    end = calendar.timegm((year + (month == 12), month % 12 + 1, 1, 0, 0, 0))
+    return start, end
+
+
+def _civil_year_month(days: int) -> tuple[int, int]:
+    """Year and month of a day count since 1970-01-01 (Howard Hinnant's civil_from_days)."""
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month

@@ -19,5 +19,14 @@ else:
 
 COMPILED = _impl.__name__.endswith("._fastpath")
 
+API_KEY_PREFIX = _impl.API_KEY_PREFIX
+BUCKETS = _impl.BUCKETS
+PERIODS = _impl.PERIODS
 parse_authorization = _impl.parse_authorization
 parse_access_token = _impl.parse_access_token
+generate_api_key = _impl.generate_api_key
+normalize_api_key = _impl.normalize_api_key
+api_key_bucket = _impl.api_key_bucket
+check_rule_feature = _impl.check_rule_feature
+compile_rules = _impl.compile_rules
+window_bounds = _impl.window_bounds

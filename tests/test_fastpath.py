@@ -1,0 +1,132 @@
+"""The fast path, run against both implementations (the `fastpath_impl` fixture: py, then c)."""
+
+from __future__ import annotations
+
+import calendar
+import random
+
+import pytest
+
+from quota_gateway import _fastpath_py
+
+KEY = _fastpath_py.generate_api_key(bytes(range(16)))
+
+
+def test_generated_key_shape_and_round_trip(fastpath_impl):
+    key = fastpath_impl.generate_api_key(bytes(range(16)))
+    assert key == KEY
+    assert key.startswith("qgk_") and len(key) == 4 + 26 + 2
+    assert fastpath_impl.normalize_api_key(key) == key
+
+
+@pytest.mark.parametrize("variant", [
+    lambda k: k.lower(),
+    lambda k: f"  {k}\t",
+    lambda k: k[:4] + "-".join(k[4 + i:4 + i + 4] for i in range(0, 28, 4)),
+    lambda k: "QGK_" + k[4:],
+    lambda k: k[:4] + k[4:].replace("0", "O").replace("1", "I"),
+], ids=["lower", "spaces", "dashes", "upper-prefix", "aliases"])
+def test_forgiving_input_normalises_to_the_canonical_key(fastpath_impl, variant):
+    assert fastpath_impl.normalize_api_key(variant(KEY)) == KEY
+
+
+@pytest.mark.parametrize("raw", [
+    "", "qgk_", "abc", KEY[:-1], KEY + "0", "xyz_" + KEY[4:], KEY[:10] + "U" + KEY[11:], KEY[:10] + "é" + KEY[11:],
+    "qgk_" + "0" * 28, KEY + " " * 200,
+], ids=["empty", "prefix", "junk", "short", "long", "bad-prefix", "bad-char-U", "non-ascii", "zeros", "too-long"])
+def test_malformed_keys_are_refused(fastpath_impl, raw):
+    assert fastpath_impl.normalize_api_key(raw) is None
+
+
+def test_non_string_key_is_refused(fastpath_impl):
+    assert fastpath_impl.normalize_api_key(12345) is None
+    assert fastpath_impl.normalize_api_key(None) is None
+
+
+def test_every_single_character_typo_is_caught(fastpath_impl):
+    alphabet = _fastpath_py.CROCKFORD
+    for pos in range(4, len(KEY)):
+        for c in alphabet:
+            if c != KEY[pos]:
+                mistyped = KEY[:pos] + c + KEY[pos + 1:]
+                assert fastpath_impl.normalize_api_key(mistyped) is None, mistyped
+
+
+def test_random_keys_pass_the_checksum_rarely(fastpath_impl):
+    rng = random.Random(7)
+    passed = sum(fastpath_impl.normalize_api_key("qgk_" + "".join(rng.choice(_fastpath_py.CROCKFORD) for _ in range(28)))
+                 is not None for _ in range(20_000))
+    assert passed < 60  # expectation ≈ 20 (1/1024)
+
+
+def test_bucket_is_stable_and_in_range(fastpath_impl):
+    assert fastpath_impl.api_key_bucket(KEY) == _fastpath_py.api_key_bucket(KEY)
+    assert all(0 <= fastpath_impl.api_key_bucket(fastpath_impl.generate_api_key(bytes([i] * 16))) < 1024
+               for i in range(256))
+
+
+@pytest.mark.parametrize("features,expected", [
+    ([], ("", [])),
+    (["api:tier:premium"], ("", ["api:tier:premium"])),
+    (["api:rate:minute:100", "api:units:day:5000", "beta"], ("calls:minute:100,units:day:5000", ["beta"])),
+    (["api:units:month:9", "api:rate:month:3", "api:rate:minute:5"], ("calls:minute:5,calls:month:3,units:month:9", [])),
+    (["api:rate:minute:100", "api:rate:minute:50"], ("calls:minute:50", [])),
+    (["api:rate:week:5", "x"], ("", ["x"])),  # malformed rules are refused at creation; skipped here
+])
+def test_compile_rules(fastpath_impl, features, expected):
+    assert fastpath_impl.compile_rules(features) == expected
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("api:rate:minute:1", True), ("api:units:month:999999", True), ("api:tier:premium", True), ("plain", True),
+    ("api:rate:week:5", False), ("api:rate:minute:0", False), ("api:rate:minute:-1", False),
+    ("api:rate:minute:1.5", False), ("api:rate:minute", False), ("api:units:day:5:x", False),
+    ("api:rate:minute:١٢", False),
+])
+def test_check_rule_feature(fastpath_impl, name, ok):
+    assert (fastpath_impl.check_rule_feature(name) is None) is ok
+
+
+def _ts(*parts):
+    return calendar.timegm((*parts, 0, 0, 0)[:6])
+
+
+@pytest.mark.parametrize("ts,period,expected", [
+    (_ts(2026, 3, 14, 15, 9, 26), "minute", (_ts(2026, 3, 14, 15, 9, 0), _ts(2026, 3, 14, 15, 10, 0))),
+    (_ts(2026, 3, 14, 15, 9, 26), "hour", (_ts(2026, 3, 14, 15, 0, 0), _ts(2026, 3, 14, 16, 0, 0))),
+    (_ts(2026, 3, 14, 15, 9, 26), "day", (_ts(2026, 3, 14, 0, 0, 0), _ts(2026, 3, 15, 0, 0, 0))),
+    (_ts(2026, 3, 14, 15, 9, 26), "month", (_ts(2026, 3, 1, 0, 0, 0), _ts(2026, 4, 1, 0, 0, 0))),
+    (_ts(2026, 12, 31, 23, 59, 59), "month", (_ts(2026, 12, 1, 0, 0, 0), _ts(2027, 1, 1, 0, 0, 0))),
+    (_ts(2028, 2, 29, 12, 0, 0), "month", (_ts(2028, 2, 1, 0, 0, 0), _ts(2028, 3, 1, 0, 0, 0))),
+    (_ts(2027, 2, 28, 23, 59, 59), "month", (_ts(2027, 2, 1, 0, 0, 0), _ts(2027, 3, 1, 0, 0, 0))),
+    (_ts(2027, 3, 1, 0, 0, 0), "month", (_ts(2027, 3, 1, 0, 0, 0), _ts(2027, 4, 1, 0, 0, 0))),
+])
+def test_window_bounds_are_calendar_aligned(fastpath_impl, ts, period, expected):
+    assert fastpath_impl.window_bounds(ts, period) == expected
+
+
+def test_window_bounds_unknown_period(fastpath_impl):
+    with pytest.raises(ValueError):
+        fastpath_impl.window_bounds(0, "week")
+
+
+def test_both_twins_agree_on_many_random_inputs(fastpath_impl):
+    rng = random.Random(11)
+    for _ in range(3000):
+        ts = rng.randrange(0, 4_102_444_800)
+        for period in ("minute", "hour", "day", "month"):
+            assert fastpath_impl.window_bounds(ts, period) == _fastpath_py.window_bounds(ts, period)
+        entropy = rng.randbytes(16)
+        key = _fastpath_py.generate_api_key(entropy)
+        assert fastpath_impl.generate_api_key(entropy) == key
+        noisy = "".join(c.lower() if rng.random() < 0.3 else c for c in key)
+        assert fastpath_impl.normalize_api_key(noisy) == _fastpath_py.normalize_api_key(noisy)
+        assert fastpath_impl.api_key_bucket(key) == _fastpath_py.api_key_bucket(key)
+
+
+def test_token_parsing(fastpath_impl):
+    good = "exo_at_abcdefghijkl_" + "A1" * 16
+    assert fastpath_impl.parse_authorization("ExisOneApi " + good) == ("abcdefghijkl", "A1" * 16)
+    assert fastpath_impl.parse_access_token(good) == ("abcdefghijkl", "A1" * 16)
+    for bad in (None, "", "Bearer " + good, "ExisOneApi " + good[:-1], "ExisOneApi " + good.replace("_A", "-A")):
+        assert fastpath_impl.parse_authorization(bad) is None
