@@ -160,3 +160,23 @@ async def tenant(settings) -> TenantCtx:
 @pytest.fixture
 async def other_tenant(settings) -> TenantCtx:
     return await make_tenant(settings.database_url, "globex")
+
+
+# --- API-key licensing helpers -----------------------------------------------------------------
+
+async def make_product(client, headers, name: str = "Weather API", features: tuple[str, ...] = ()) -> int:
+    r = await client.post("/api/product", json={"name": name}, headers=headers)
+    assert r.status_code == 201, r.text
+    product_id = r.json()["id"]
+    for feature in features:
+        f = await client.post(f"/api/product/{product_id}/features", json={"name": feature}, headers=headers)
+        assert f.status_code == 201, f.text
+    return product_id
+
+
+async def make_api_key(client, headers, product_id: int, **fields) -> str:
+    r = await client.post("/api/apilicense", json={"productId": product_id, "email": "dev@example.com",
+                                                   "clientName": "Client", "clientIdentifier": "c-1", **fields},
+                          headers=headers)
+    assert r.status_code == 201, r.text
+    return r.json()["apiKey"]

@@ -15,6 +15,16 @@ from .errors import ApiError
 _MISSING = object()
 
 
+class _Unset:
+    """Default for fields whose absence differs from null (PATCH semantics)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+
+
 def _invalid(path: str, message: str) -> ApiError:
     return ApiError(400, "invalid_field", f"{path}: {message}", field=path)
 

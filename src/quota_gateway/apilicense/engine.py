@@ -1,0 +1,268 @@
+"""The quota engine: one Lua call per validation, metadata filled from Postgres on a miss."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+
+import orjson
+
+from .. import fastpath
+from ..clock import iso_utc
+from ..redisconn import LuaScript
+
+VALIDATE = LuaScript("apilicense_validate")
+FILL_META = LuaScript("apilicense_fill_meta")
+FILL_USED = LuaScript("apilicense_fill_used")
+INVALIDATE = LuaScript("apilicense_invalidate")
+RESET = LuaScript("apilicense_reset")
+
+META_TTL = 3600
+NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
+NEAR_LIMIT = 0.8
+MAX_UNITS = 1_000_000
+
+# errorCode -> (HTTP status, message)
+DENIALS = {
+    "not_found": (404, "no such API key"),
+    "revoked": (403, "this API key has been revoked"),
+    "expired": (403, "this API key has expired"),
+    "quota_exhausted": (429, "the lifetime quota of this API key is used up"),
+    "rate_limit_minute": (429, "per-minute limit reached"),
+    "rate_limit_hour": (429, "per-hour limit reached"),
+    "rate_limit_day": (429, "per-day limit reached"),
+    "rate_limit_month": (429, "per-month limit reached"),
+}
+_PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 2_592_000}
+_NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": DENIALS["not_found"][1]})
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class LicenseRef:
+    """Where one canonical key lives in Redis."""
+
+    __slots__ = ("key", "digest", "bucket", "prefix", "meta", "gen")
+
+    def __init__(self, key: str, bucket: int | None = None, digest: bytes | None = None) -> None:
+        self.key = key
+        self.digest = digest if digest is not None else key_digest(key)
+        self.bucket = fastpath.api_key_bucket(key) if bucket is None else bucket
+        self.prefix = f"qg:{{b{self.bucket}}}:"
+        hexdigest = self.digest.hex()[:32]
+        self.meta = f"{self.prefix}m:{hexdigest}"
+        self.gen = f"{self.prefix}gen:{hexdigest}"
+
+    @classmethod
+    def from_row(cls, digest: bytes, bucket: int) -> "LicenseRef":
+        return cls("", bucket=bucket, digest=bytes(digest))
+
+
+class Outcome:
+    """A decoded validate reply."""
+
+    __slots__ = ("code", "used", "limit", "consumed", "expires", "features", "product", "retry_after", "windows")
+
+    def __init__(self, reply: list) -> None:
+        self.code = _text(reply[0])
+        self.used = int(reply[1])
+        self.limit = int(reply[2])
+        self.consumed = int(reply[3])
+        self.expires = int(reply[4])
+        self.features = orjson.loads(reply[5]) if reply[5] else []
+        self.product = _text(reply[6])
+        self.retry_after = int(reply[7])
+        self.windows = [(_text(reply[i]), _text(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]), int(reply[i + 4]))
+                        for i in range(9, 9 + 5 * int(reply[8]), 5)]
+
+    def quota(self) -> dict:
+        if self.limit < 0:
+            return {"limit": None, "used": self.used, "remaining": None}
+        return {"limit": self.limit, "used": self.used, "remaining": max(self.limit - self.used, 0)}
+
+    def rate_limits(self) -> dict:
+        return {f"{kind}_{period}": {"limit": limit, "used": used, "remaining": max(limit - used, 0),
+                                     "resetsAt": iso_utc(end)}
+                for kind, period, limit, used, end in self.windows}
+
+    def near_limit(self) -> bool:
+        if self.limit > 0 and self.used >= NEAR_LIMIT * self.limit:
+            return True
+        return any(used >= NEAR_LIMIT * limit for _, _, limit, used, _ in self.windows)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class QuotaEngine:
+    def __init__(self, services, runner) -> None:
+        self.services = services
+        self.runner = runner
+        self._clock = services.clock
+        self._window_cache: tuple[int, list] = (-1, [])
+        metrics = services.metrics
+        from prometheus_client import Counter
+
+        self._validations = Counter("qg_apilicense_validations_total", "API-key validations by product and outcome",
+                                    ("product", "result", "code"), registry=metrics.registry)
+        self._near_limit = Counter("qg_apilicense_near_limit_total",
+                                   "validations of keys with >= 80% of a window or the quota used",
+                                   ("product",), registry=metrics.registry)
+        self._counters: dict = {}
+        self.dirty: set[int] = set()  # buckets with usage to write behind (shared with the flusher)
+
+    # -- the hot call -------------------------------------------------------------------------
+
+    async def validate(self, tenant_id: str, api_key_raw: str, units: int, consume: bool,
+                       idempotency_key: str | None) -> tuple[int, bytes, list]:
+        """(HTTP status, JSON body, extra headers) for one validation."""
+        key = fastpath.normalize_api_key(api_key_raw)
+        if key is None:  # malformed or bad checksum: refused without I/O
+            self._count("", "not_found")
+            return 404, _NOT_FOUND_BODY, []
+        ref = LicenseRef(key)
+        idem = hashlib.sha1(idempotency_key.encode()).hexdigest()[:20] if idempotency_key else ""
+        outcome = await self.run(ref, tenant_id, units, consume, idem)
+        if outcome is None:
+            self._count("", "not_found")
+            return 404, _NOT_FOUND_BODY, []
+        if outcome.consumed:
+            self.dirty.add(ref.bucket)
+        return self._respond(outcome)
+
+    async def run(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str = "") -> Outcome | None:
+        """The validate script, filling metadata and counters from Postgres when Redis lacks them."""
+        now = int(self._clock.now())
+        args = [tenant_id, now, units, 1 if consume else 0, *self._window_args(now), idem]
+        for _ in range(5):
+            reply = await self.runner.run(VALIDATE, [ref.meta, f"{ref.prefix}pending", ref.prefix], args)
+            head = reply[0]
+            if head == b"miss":
+                await self._fill_meta(ref, reply[1])
+            elif head == b"fill":
+                await self._fill_used(ref, int(reply[1]))
+            elif head == b"nf":
+                return None
+            elif head == b"idem":
+                return Outcome(orjson.loads(reply[1]))
+            else:
+                return Outcome(reply)
+        raise RuntimeError("license metadata kept changing during validation")
+
+    def _window_args(self, now: int) -> list:
+        cached_at, args = self._window_cache
+        if cached_at != now:
+            day = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%d")
+            args = [day]
+            for period in fastpath.PERIODS:
+                args.extend(fastpath.window_bounds(now, period))
+            self._window_cache = (now, args)
+        return args
+
+    def _respond(self, outcome: Outcome) -> tuple[int, bytes, list]:
+        self._count(outcome.product, outcome.code)
+        if outcome.near_limit():
+            self._near_limit.labels(outcome.product).inc()
+        if outcome.code == "ok":
+            body = {"isValid": True, "unitsConsumed": outcome.consumed, "quota": outcome.quota(),
+                    "rateLimits": outcome.rate_limits(), "features": outcome.features,
+                    "expiresAt": iso_utc(outcome.expires) if outcome.expires else None}
+            return 200, orjson.dumps(body), []
+        status, message = DENIALS[outcome.code]
+        body = {"isValid": False, "errorCode": outcome.code, "errorMessage": message,
+                "quota": outcome.quota(), "rateLimits": outcome.rate_limits()}
+        headers = []
+        if status == 429:
+            body["retryAfterSeconds"] = outcome.retry_after
+            headers = self._limit_headers(outcome)
+        return status, orjson.dumps(body), headers
+
+    def _limit_headers(self, outcome: Outcome) -> list:
+        """Retry-After, X-RateLimit-*, and the IETF RateLimit / RateLimit-Policy fields."""
+        retry = str(max(outcome.retry_after, 1)).encode()
+        if outcome.code == "quota_exhausted":
+            name, limit, remaining, window = "quota", outcome.limit, max(outcome.limit - outcome.used, 0), 0
+        else:
+            period = outcome.code[len("rate_limit_"):]
+            kind, _, limit, used, _ = min((w for w in outcome.windows if w[1] == period), key=lambda w: w[2] - w[3])
+            name, remaining, window = f"{kind}_{period}", max(limit - used, 0), _PERIOD_SECONDS[period]
+        reset_at = str(int(self._clock.now()) + outcome.retry_after).encode()
+        policy = f'"{name}";q={limit}' + (f";w={window}" if window else "")
+        return [
+            (b"retry-after", retry),
+            (b"x-ratelimit-limit", str(limit).encode()),
+            (b"x-ratelimit-remaining", str(remaining).encode()),
+            (b"x-ratelimit-reset", reset_at),
+            (b"ratelimit", f'"{name}";r={remaining};t={outcome.retry_after}'.encode()),
+            (b"ratelimit-policy", policy.encode()),
+        ]
+
+    def _count(self, product: str, code: str) -> None:
+        child = self._counters.get((product, code))
+        if child is None:
+            child = self._validations.labels(product, "allowed" if code == "ok" else "denied", code)
+            self._counters[(product, code)] = child
+        child.inc()
+
+    # -- cache fills --------------------------------------------------------------------------
+
+    async def _fill_meta(self, ref: LicenseRef, generation) -> None:
+        async with self.services.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """SELECT l.id, l.tenant_id, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, p.name,
+                          ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code) AS features
+                   FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""", ref.digest)
+        if row is None:
+            fields = ["ok", "0"]
+            ttl = NEGATIVE_TTL
+        else:
+            rules, passthrough = fastpath.compile_rules(list(row["features"]))
+            fields = ["ok", "1", "id", row["id"], "tenant", str(row["tenant_id"]),
+                      "revoked", "1" if row["revoked_at"] else "0",
+                      "exp", int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
+                      "limit", row["max_api_calls"] if row["max_api_calls"] is not None else -1,
+                      "off", row["used_offset"], "rules", rules, "feat", orjson.dumps(passthrough), "prod", row["name"]]
+            ttl = META_TTL
+        await self.runner.run(FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
+
+    async def _fill_used(self, ref: LicenseRef, license_id: int) -> None:
+        for _ in range(5):
+            async with self.services.pool.acquire() as conn:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    total = await conn.fetchval("SELECT used_total FROM api_licenses WHERE id = $1", license_id)
+                    applied = await conn.fetch("SELECT epoch, last_seq FROM api_flush_state WHERE bucket = $1",
+                                               ref.bucket)
+            snapshot = ",".join(f"{r['epoch']}:{r['last_seq']}" for r in applied)
+            p = ref.prefix
+            done = await self.runner.run(FILL_USED, [f"{p}u:{license_id}", f"{p}pending", f"{p}flushing", f"{p}applied"],
+                                         [license_id, total or 0, snapshot])
+            if int(done) == 1:
+                return
+        raise RuntimeError("could not rebuild a usage counter: flushes kept landing")
+
+    async def invalidate(self, ref: LicenseRef) -> None:
+        await self.runner.run(INVALIDATE, [ref.meta, ref.gen], [])
+
+    async def reset_windows(self, ref: LicenseRef, license_id: int, periods: list[str]) -> int:
+        now = int(self._clock.now())
+        args: list = [license_id]
+        for period in periods:
+            args += [period, fastpath.window_bounds(now, period)[0]]
+        return int(await self.runner.run(RESET, [ref.prefix], args))
+
+
+class RedisPyRunner:
+    """The default transport: redis-py's asyncio client (works with Redis Cluster too)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    async def run(self, script: LuaScript, keys: list, args: list):
+        return await script(self.client, keys, args)
+
+    async def aclose(self) -> None:
+        pass
+

@@ -1,0 +1,93 @@
+"""POST /api/apilicense/validate as a raw ASGI handler: no router, no Request object, no middleware.
+
+Token from the in-process cache, body parsed once by orjson, one engine call, prebuilt headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from ..errors import ApiError
+from ..schema import Bool, Int, Str, obj
+
+log = logging.getLogger("quota_gateway.apilicense")
+
+PATH = "/api/apilicense/validate"
+ROUTE_LABEL = PATH
+VALIDATE_BODY = obj(
+    apiKey=Str(required=True, min_len=1, max_len=128, description="the API key presented by the end-user's request"),
+    units=Int(minimum=1, maximum=1_000_000, default=1, description="units this request costs"),
+    consumeUnits=Bool(default=True, description="false: check only, consume nothing"),
+)
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def validate_endpoint(services, scope, receive, send) -> None:
+    started = time.perf_counter()
+    status = 500
+    try:
+        status, body, extra = await _handle(services, scope, receive)
+    except ApiError as exc:
+        status, body, extra = exc.status, orjson.dumps(exc.body()), []
+    except Exception as exc:  # Redis or Postgres unreachable: a clear 503, never a 500
+        log.warning("validate failed: %s: %s", type(exc).__name__, exc)
+        services.metrics.redis_errors.labels("validate").inc()
+        status, body, extra = 503, orjson.dumps({"error": "unavailable", "message": "quota store unavailable; retry"}), \
+            [(b"retry-after", b"1")]
+    headers = _JSON_HEADERS + [(b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    services.metrics.observe_request(ROUTE_LABEL, "POST", status, time.perf_counter() - started)
+
+
+async def _handle(services, scope, receive) -> tuple[int, bytes, list]:
+    authorization = idempotency_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"idempotency-key":
+            idempotency_key = value.decode("latin-1")
+    tokens = services.tokens
+    hit, principal = tokens.lookup(authorization)
+    if not hit:
+        principal = await tokens.resolve(authorization)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "missing, malformed, unknown, expired or revoked access token")
+    if not principal.allows("verify"):
+        raise ApiError(403, "forbidden", "this access token lacks the 'verify' permission")
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
+        raise ApiError(400, "invalid_header", "Idempotency-Key must be 1 to 200 characters")
+
+    raw = await _read_body(receive, services.settings.max_body_bytes)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    request = VALIDATE_BODY.parse(data)
+    engine = services.domains["apilicense"]
+    return await engine.validate(principal.tenant_id, request["apiKey"], request["units"], request["consumeUnits"],
+                                 idempotency_key)
+
+
+async def _read_body(receive, limit: int) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        if len(body) > limit:
+            raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

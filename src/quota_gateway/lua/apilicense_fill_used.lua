@@ -1,0 +1,39 @@
+-- Rebuild a lifetime counter lost from Redis: Postgres total + deltas not yet applied there.
+-- KEYS: 1 counter, 2 pending hash, 3 flushing hash, 4 last-applied marker "epoch:seq"
+-- ARGV: 1 license id, 2 Postgres used_total, 3 "epoch:last_seq,..." as read with that total
+-- Reply: 1 done (or already present) | -1 the Postgres snapshot is older than a finished flush: re-read
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 1
+end
+local applied = {}
+for epoch, seq in string.gmatch(ARGV[3], '([^:,]+):(%d+)') do
+  applied[epoch] = tonumber(seq)
+end
+local marker = redis.call('GET', KEYS[4])
+if marker then
+  local epoch, seq = string.match(marker, '([^:]+):(%d+)')
+  if tonumber(seq) > (applied[epoch] or 0) then
+    return -1
+  end
+end
+local field_prefix = ARGV[1] .. ':'
+local function sum(hash)
+  local total = 0
+  local flat = redis.call('HGETALL', hash)
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, #field_prefix) == field_prefix then
+      total = total + tonumber(flat[i + 1])
+    end
+  end
+  return total
+end
+local total = tonumber(ARGV[2]) + sum(KEYS[2])
+local fepoch = redis.call('HGET', KEYS[3], '__epoch')
+if fepoch then
+  local fseq = tonumber(redis.call('HGET', KEYS[3], '__seq'))
+  if fseq > (applied[fepoch] or 0) then
+    total = total + sum(KEYS[3])
+  end
+end
+redis.call('SET', KEYS[1], total)
+return 1
