@@ -11,6 +11,7 @@ from .. import catalogue, fastpath
 from ..clock import iso_utc
 from ..errors import ApiError
 from ..jsonio import JSONResponse
+from ..autopipeline import AutoPipeline
 from ..routing import Call, EndpointSpec, endpoint
 from ..schema import UNSET, Email, Int, Query, Str, obj
 from .engine import MAX_UNITS, LicenseRef, QuotaEngine, RedisPyRunner, key_digest
@@ -227,8 +228,15 @@ catalogue.FEATURE_CHECKS.append(fastpath.check_rule_feature)
 catalogue.ON_FEATURES_CHANGED.append(features_changed)
 
 
+def _runner(services):
+    """Auto-pipelining on one connection for a single Redis; redis-py routes slots on a cluster."""
+    if services.settings.redis_cluster:
+        return RedisPyRunner(services.redis)
+    return AutoPipeline(services.settings.redis_url)
+
+
 async def start(services) -> None:
-    runner = RedisPyRunner(services.redis)
+    runner = _runner(services)
     engine = QuotaEngine(services, runner)
     flusher = UsageFlusher(services, runner, services.settings.flush_interval)
     flusher.dirty = engine.dirty

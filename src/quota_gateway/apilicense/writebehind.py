@@ -35,7 +35,6 @@ class UsageFlusher:
         self.interval = interval
         self.dirty: set[int] = set()
         self._task: asyncio.Task | None = None
-        self._epoch = secrets.token_hex(8)  # adopted by a bucket only if it has none yet
 
     def mark(self, bucket: int) -> None:
         self.dirty.add(bucket)
@@ -98,10 +97,21 @@ class UsageFlusher:
         log.warning("usage flush failed (%s: %s); will retry", type(exc).__name__, exc)
 
     async def flush_bucket(self, bucket: int) -> int:
+        """Write the bucket's usage behind: an unfinished flush first, then what is pending."""
+        written = 0
+        for _ in range(4):  # bounded: under constant load a bucket is never empty for long
+            units = await self._flush_once(bucket)
+            if units is None:
+                break
+            written += units
+        return written
+
+    async def _flush_once(self, bucket: int) -> int | None:
         prefix = f"qg:{{b{bucket}}}:"
-        flat = await self.runner.run(TAKE, [f"{prefix}pending", f"{prefix}flushing", f"{prefix}fstate"], [self._epoch])
+        flat = await self.runner.run(TAKE, [f"{prefix}pending", f"{prefix}flushing", f"{prefix}fstate"],
+                                     [secrets.token_hex(8)])  # a fresh epoch, adopted only by a bucket with none
         if not flat:
-            return 0
+            return None
         fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
         epoch, seq = fields.pop("__epoch"), int(fields.pop("__seq"))
         license_ids, days, units = [], [], []

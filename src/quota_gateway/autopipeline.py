@@ -1,0 +1,136 @@
+"""A lean Redis client for the hot path: one connection, automatic pipelining.
+
+Every command issued during one event-loop tick is written with a single `write()` (one
+syscall, one packet train); replies are matched to callers in order. Under load, hundreds of
+concurrent validations share one round trip, where a pooled client would need one connection
+and one round trip each (and runs out of connections). Encoding and parsing are hiredis (C).
+
+On a lost connection every in-flight call fails with ConnectionError and the next call
+reconnects. EVALSHA falls back to SCRIPT LOAD on NOSCRIPT (a restarted or flushed Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from urllib.parse import unquote, urlparse
+
+import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from .redisconn import LuaScript
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reader = hiredis.Reader()
+        self._waiters: deque[asyncio.Future] = deque()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.writes = 0  # number of socket writes (observable batching)
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiters = self._waiters
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            future = waiters.popleft()
+            if future.done():  # caller gave up (cancelled): drop its reply, keep the order
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                message = str(reply)
+                future.set_exception(NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = RedisConnectionError(f"redis connection lost: {exc or 'closed'}")
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def send(self, packed: bytes) -> asyncio.Future:
+        if self.closed:
+            raise RedisConnectionError("redis connection is closed")
+        future = self._loop.create_future()
+        self._waiters.append(future)
+        self._outgoing.append(packed)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._outgoing and not self.closed:
+            data = b"".join(self._outgoing)
+            self._outgoing.clear()
+            self.writes += 1
+            self.transport.write(data)
+
+
+class AutoPipeline:
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        parsed = urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 6379
+        self.password = unquote(parsed.password) if parsed.password else None
+        self.username = unquote(parsed.username) if parsed.username else None
+        self.db = int(parsed.path.lstrip("/") or 0)
+        self.connect_timeout = connect_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    @property
+    def writes(self) -> int:
+        return self._protocol.writes if self._protocol else 0
+
+    async def _connection(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            return protocol
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is None or self._protocol.closed:
+                loop = asyncio.get_running_loop()
+                _, protocol = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Protocol(loop), self.host, self.port), self.connect_timeout)
+                if self.password:
+                    auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+                    await protocol.send(hiredis.pack_command(auth))
+                if self.db:
+                    await protocol.send(hiredis.pack_command(("SELECT", self.db)))
+                self._protocol = protocol
+            return self._protocol
+
+    async def execute(self, *args):
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connection()
+        return await protocol.send(hiredis.pack_command(args))
+
+    async def run(self, script: LuaScript, keys: list, args: list):
+        """EVALSHA, loading the script first if Redis does not know it (restart, SCRIPT FLUSH)."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script.source)
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None
