@@ -82,7 +82,9 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         await db.migrate_url(settings.database_url)
         pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
         redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
-        tokens = TokenCache(pool, redis, clock, ttl=settings.token_cache_ttl)
+        # Pub/sub through one plain connection: on a cluster, PUBLISH reaches subscribers on every node.
+        pubsub_redis = create_redis(settings.redis_url) if settings.redis_cluster else redis
+        tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
         services = Services(settings, clock, pool, redis, tokens, Metrics())
         app.state.services = services
         tokens.start()
@@ -101,6 +103,8 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
                     except Exception:
                         log.exception("stopping %s failed", domain.__name__)
             await tokens.stop()
+            if pubsub_redis is not redis:
+                await pubsub_redis.aclose()
             await redis.aclose()
             await pool.close()
 

@@ -16,6 +16,7 @@ from collections import deque
 from urllib.parse import unquote, urlparse
 
 import hiredis
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -134,3 +135,64 @@ class AutoPipeline:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         self._protocol = None
+
+
+class ClusterAutoPipeline:
+    """Auto-pipelining on Redis Cluster: one AutoPipeline per master, commands routed by the hash
+    slot of their first key. A MOVED or ASK reply (resharding, failover) refreshes the slot map
+    and the command is retried once."""
+
+    def __init__(self, url: str) -> None:
+        self._seed_url = url
+        self._scheme_auth = url.split("//", 1)[0] + "//" + (url.split("//", 1)[1].rsplit("@", 1)[0] + "@"
+                                                            if "@" in url else "")
+        self._slots: list[tuple[int, int, AutoPipeline]] = []
+        self._nodes: dict[tuple[str, int], AutoPipeline] = {}
+        self._refreshing: asyncio.Lock | None = None
+
+    async def _refresh(self) -> None:
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        async with self._refreshing:
+            sources = list(self._nodes.values()) or [AutoPipeline(self._seed_url)]
+            for source in sources:
+                try:
+                    layout = await source.execute("CLUSTER", "SLOTS")
+                    break
+                except (RedisConnectionError, OSError):
+                    continue
+            else:
+                raise RedisConnectionError("no cluster node answered CLUSTER SLOTS")
+            slots = []
+            for start, end, master, *_ in layout:
+                address = (master[0].decode(), int(master[1]))
+                if address not in self._nodes:
+                    self._nodes[address] = AutoPipeline(f"{self._scheme_auth}{address[0]}:{address[1]}")
+                slots.append((int(start), int(end), self._nodes[address]))
+            self._slots = sorted(slots, key=lambda s: s[0])
+
+    def _node_for(self, key: str) -> AutoPipeline | None:
+        slot = key_slot(key.encode())
+        for start, end, node in self._slots:
+            if start <= slot <= end:
+                return node
+        return None
+
+    async def run(self, script: LuaScript, keys: list, args: list):
+        node = self._node_for(keys[0])
+        if node is None:
+            await self._refresh()
+            node = self._node_for(keys[0])
+        try:
+            return await node.run(script, keys, args)
+        except ResponseError as exc:
+            if not str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")):
+                raise
+        except RedisConnectionError:
+            pass  # the master may have failed over: look again
+        await self._refresh()
+        return await self._node_for(keys[0]).run(script, keys, args)
+
+    async def aclose(self) -> None:
+        for node in self._nodes.values():
+            await node.aclose()

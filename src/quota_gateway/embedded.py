@@ -226,9 +226,9 @@ class RedisCluster:
             client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            infos = [c.execute_command("CLUSTER INFO") for c in clients]
-            texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
-            if all("cluster_state:ok" in t and f"cluster_known_nodes:{len(clients)}" in t for t in texts):
+            infos = [c.cluster("INFO") for c in clients]  # parsed into a dict by redis-py
+            if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == len(clients)
+                   for i in infos):
                 break
             time.sleep(0.1)
         else:

@@ -35,9 +35,5 @@ class LuaScript:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            if isinstance(client, RedisCluster):
-                # Load on the node that owns the keys' slot; evalsha routes by the first key.
-                await client.script_load(self.source, target_nodes=client.get_node_from_key(keys[0]))
-            else:
-                await client.script_load(self.source)
+            await client.script_load(self.source)  # on a cluster: loaded on every primary
             return await client.evalsha(self.sha, len(keys), *keys, *args)

@@ -252,17 +252,3 @@ class QuotaEngine:
         for period in periods:
             args += [period, fastpath.window_bounds(now, period)[0]]
         return int(await self.runner.run(RESET, [ref.prefix], args))
-
-
-class RedisPyRunner:
-    """The default transport: redis-py's asyncio client (works with Redis Cluster too)."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-
-    async def run(self, script: LuaScript, keys: list, args: list):
-        return await script(self.client, keys, args)
-
-    async def aclose(self) -> None:
-        pass
-

@@ -11,10 +11,10 @@ from .. import catalogue, fastpath
 from ..clock import iso_utc
 from ..errors import ApiError
 from ..jsonio import JSONResponse
-from ..autopipeline import AutoPipeline
+from ..autopipeline import AutoPipeline, ClusterAutoPipeline
 from ..routing import Call, EndpointSpec, endpoint
 from ..schema import UNSET, Email, Int, Query, Str, obj
-from .engine import MAX_UNITS, LicenseRef, QuotaEngine, RedisPyRunner, key_digest
+from .engine import MAX_UNITS, LicenseRef, QuotaEngine, key_digest
 from .hotroute import PATH as VALIDATE_PATH
 from .hotroute import VALIDATE_BODY, validate_endpoint
 from .writebehind import UsageFlusher
@@ -229,9 +229,9 @@ catalogue.ON_FEATURES_CHANGED.append(features_changed)
 
 
 def _runner(services):
-    """Auto-pipelining on one connection for a single Redis; redis-py routes slots on a cluster."""
+    """Auto-pipelining: one connection to a single Redis, or one per master of a cluster."""
     if services.settings.redis_cluster:
-        return RedisPyRunner(services.redis)
+        return ClusterAutoPipeline(services.settings.redis_url)
     return AutoPipeline(services.settings.redis_url)
 
 
