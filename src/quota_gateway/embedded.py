@@ -34,6 +34,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free port p with p + 10000 (the cluster bus) free too, so p <= 55535."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, 55535)
+        if _port_is_free(port) and _port_is_free(port + 10000):
+            return port
+    raise EmbeddedError("no free port pair for a Redis Cluster node")
+
+
 def _die_with_parent() -> None:
     """preexec_fn: the kernel sends SIGTERM to the child when its parent dies."""
     try:
@@ -164,7 +185,7 @@ class RedisServer(_Server):
 
     def __init__(self, data_dir: str | Path, port: int | None = None, *, cluster: bool = False,
                  appendonly: bool = False) -> None:
-        super().__init__(data_dir, port)
+        super().__init__(data_dir, port or (free_cluster_port() if cluster else None))
         self.cluster = cluster
         self.appendonly = appendonly
 
