@@ -8,7 +8,8 @@ in any process, takes the same `flushing` again and the guard makes the retry a 
 been applied. Postgres down: deltas wait in Redis, validation never waits for Postgres.
 
 Every process flushes the buckets it dirtied each interval, and sweeps all buckets now and then
-to finish what a dead process left behind.
+to finish what a dead process left behind. Buckets are flushed in batches: one pipelined round
+of take scripts, one Postgres transaction, one pipelined round of done scripts.
 """
 
 from __future__ import annotations
@@ -72,20 +73,18 @@ class UsageFlusher:
             await asyncio.sleep(self.interval)
 
     async def flush(self, buckets) -> int:
-        """Flush the given buckets; returns units written. Failed buckets stay dirty."""
+        """Flush the given buckets; returns units written. Buckets of a failed batch stay dirty."""
         written = 0
         buckets = list(buckets)
         for bucket in buckets:
             self.dirty.discard(bucket)
-        for start in range(0, len(buckets), 64):
-            batch = buckets[start:start + 64]
-            results = await asyncio.gather(*(self.flush_bucket(b) for b in batch), return_exceptions=True)
-            for bucket, result in zip(batch, results):
-                if isinstance(result, BaseException):
-                    self.dirty.add(bucket)
-                    self._record_error(result)
-                else:
-                    written += result
+        for start in range(0, len(buckets), 256):
+            batch = buckets[start:start + 256]
+            try:
+                written += await self.flush_batch(batch)
+            except Exception as exc:
+                self.dirty.update(batch)
+                self._record_error(exc)
         return written
 
     def _record_error(self, exc: BaseException) -> None:
@@ -96,41 +95,56 @@ class UsageFlusher:
             metrics.db_errors.labels("flush").inc()
         log.warning("usage flush failed (%s: %s); will retry", type(exc).__name__, exc)
 
-    async def flush_bucket(self, bucket: int) -> int:
-        """Write the bucket's usage behind: an unfinished flush first, then what is pending."""
+    async def flush_batch(self, buckets: list[int]) -> int:
+        """Take the buckets' usage (an unfinished flush first, then what is pending), write it in
+        one Postgres transaction, release it. Repeats while buckets still have something."""
         written = 0
         for _ in range(4):  # bounded: under constant load a bucket is never empty for long
-            units = await self._flush_once(bucket)
-            if units is None:
+            takes = await asyncio.gather(*(self.runner.run(TAKE, _keys(b, "pending", "flushing", "fstate"),
+                                                           [secrets.token_hex(8)])  # adopted only by a bucket with none
+                                           for b in buckets))
+            taken = [(b, _decode(flat)) for b, flat in zip(buckets, takes) if flat]
+            if not taken:
                 break
-            written += units
+            written += await self._write(taken)
+            await asyncio.gather(*(self.runner.run(DONE, _keys(b, "flushing", "applied"), [f["__epoch"], f["__seq"]])
+                                   for b, f in taken))
+            buckets = [b for b, _ in taken]
         return written
 
-    async def _flush_once(self, bucket: int) -> int | None:
-        prefix = f"qg:{{b{bucket}}}:"
-        flat = await self.runner.run(TAKE, [f"{prefix}pending", f"{prefix}flushing", f"{prefix}fstate"],
-                                     [secrets.token_hex(8)])  # a fresh epoch, adopted only by a bucket with none
-        if not flat:
-            return None
-        fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-        epoch, seq = fields.pop("__epoch"), int(fields.pop("__seq"))
-        license_ids, days, units = [], [], []
-        for field, value in fields.items():
-            license_id, day = field.split(":")
-            license_ids.append(int(license_id))
-            days.append(date(int(day[:4]), int(day[4:6]), int(day[6:])))
-            units.append(int(value))
+    async def _write(self, taken: list[tuple[int, dict]]) -> int:
         async with self.services.pool.acquire() as conn:
             async with conn.transaction():
-                first_time = await conn.fetchval(
-                    """INSERT INTO api_flush_state (bucket, epoch, last_seq) VALUES ($1, $2, $3)
+                fresh = await conn.fetch(
+                    """INSERT INTO api_flush_state (bucket, epoch, last_seq)
+                       SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[])
                        ON CONFLICT (bucket, epoch) DO UPDATE SET last_seq = EXCLUDED.last_seq
                        WHERE api_flush_state.last_seq < EXCLUDED.last_seq
-                       RETURNING 1""", bucket, epoch, seq)
-                if first_time:
+                       RETURNING bucket""",
+                    [b for b, _ in taken], [f["__epoch"] for _, f in taken], [int(f["__seq"]) for _, f in taken])
+                apply_to = {r["bucket"] for r in fresh}
+                license_ids, days, units = [], [], []
+                for bucket, fields in taken:
+                    if bucket not in apply_to:
+                        continue  # applied before; its owner died before releasing it
+                    for field, value in fields.items():
+                        if field.startswith("__"):
+                            continue
+                        license_id, day = field.split(":")
+                        license_ids.append(int(license_id))
+                        days.append(date(int(day[:4]), int(day[4:6]), int(day[6:])))
+                        units.append(int(value))
+                if license_ids:
                     await _apply(conn, license_ids, days, units)
-        await self.runner.run(DONE, [f"{prefix}flushing", f"{prefix}applied"], [epoch, seq])
-        return sum(units) if first_time else 0
+        return sum(units)
+
+
+def _keys(bucket: int, *names: str) -> list[str]:
+    return [f"qg:{{b{bucket}}}:{name}" for name in names]
+
+
+def _decode(flat: list) -> dict:
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
 async def _apply(conn, license_ids: list[int], days: list[date], units: list[int]) -> None:

@@ -1,0 +1,132 @@
+"""Load harness: a bare Starlette endpoint (a) vs the gateway's validate against real Redis (b).
+
+Both run under identical uvicorn settings (1 worker, uvloop, httptools) in their own processes;
+the same load generator (another process) drives each over 1,000 distinct API keys, and the
+ratios b/a are printed. Run: python -m benchmarks.load [--duration S] [--connections N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+
+from benchmarks import loadgen
+from quota_gateway.embedded import PostgresServer, RedisServer, free_port
+
+UVICORN = ["--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+           "--no-access-log"]
+PATH = "/api/apilicense/validate"
+
+
+@contextmanager
+def _server(app: str, port: int, env: dict[str, str], factory: bool = False):
+    argv = [sys.executable, "-m", "uvicorn", app, "--port", str(port), *UVICORN] + (["--factory"] if factory else [])
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(argv, env={**os.environ, **env, "PYTHONPATH": root}, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{app} did not start")
+                time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(loadgen.run, ("127.0.0.1", port, PATH, bodies, headers),
+                          {"connections": connections, "duration": duration})
+
+
+async def _provision(database_url: str, base: str, master_key: str, keys: int) -> tuple[str, list[str]]:
+    from quota_gateway import db
+    from quota_gateway.auth.tokens import create_token
+    from quota_gateway.tenants import create_tenant
+    import asyncpg
+
+    await db.migrate_url(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        tenant = await create_tenant(conn, "bench", "Bench", master_key=master_key)
+        token = (await create_token(conn, tenant["id"], "bench", ["admin"]))["token"]
+    finally:
+        await conn.close()
+    headers = {"Authorization": f"ExisOneApi {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        product = (await client.post("/api/product", json={"name": "Bench API"})).json()["id"]
+        # Rules make the script do real window work: generous enough never to deny in a run.
+        for rule in ("api:rate:minute:100000000", "api:units:day:1000000000"):
+            await client.post(f"/api/product/{product}/features", json={"name": rule})
+        api_keys = []
+        for start in range(0, keys, 50):
+            batch = await asyncio.gather(*(client.post("/api/apilicense", json={"productId": product,
+                                                                                 "maxApiCalls": 10**12})
+                                           for _ in range(min(50, keys - start))))
+            api_keys += [r.json()["apiKey"] for r in batch]
+    return token, api_keys
+
+
+def run(duration: float = 8.0, connections: int = 32, keys: int = 1000) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp) / "redis").start()
+        pg = PostgresServer(Path(tmp) / "pg").start()
+        try:
+            master = "11" * 32
+            env = {"QG_REDIS_URL": redis.url, "QG_DATABASE_URL": pg.url, "QG_MASTER_KEY": master,
+                   "QG_LOG_LEVEL": "warning"}
+            results = {}
+            port = free_port()
+            with _server("benchmarks.bare_app:app", port, {}):
+                bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
+                results["bare"] = _measure(port, bodies, {}, connections, duration)
+            port = free_port()
+            with _server("quota_gateway.app:create_app_from_env", port, env, factory=True):
+                token, api_keys = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{port}", master, keys))
+                bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
+                headers = {"Authorization": f"ExisOneApi {token}"}
+                results["gateway"] = _measure(port, bodies, headers, connections, duration)
+            return results
+        finally:
+            pg.stop()
+            redis.stop()
+
+
+def report(results: dict) -> str:
+    a, b = results["bare"], results["gateway"]
+    lines = [f"{'target':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  statuses"]
+    for name, r in (("bare (a)", a), ("validate (b)", b)):
+        lines.append(f"{name:10} {r['rps']:10.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {r['statuses']}")
+    lines.append(f"throughput b/a = {b['rps'] / a['rps']:.2f} (target >= 0.90); "
+                 f"p99 b/a = {b['p99_ms'] / a['p99_ms']:.2f} (target <= 2.00)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--keys", type=int, default=1000)
+    args = parser.parse_args(argv)
+    print(report(run(args.duration, args.connections, args.keys)))
+
+
+if __name__ == "__main__":
+    main()
