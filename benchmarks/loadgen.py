@@ -58,7 +58,7 @@ async def _run(host: str, port: int, path: str, bodies: list[bytes], headers: di
 
 
 def run(host: str, port: int, path: str, bodies: list[bytes], headers: dict[str, str], *, connections: int = 32,
-        duration: float = 8.0, warmup: float = 1.0) -> dict:
+        duration: float = 8.0, warmup: float = 2.0) -> dict:
     try:
         import uvloop
 

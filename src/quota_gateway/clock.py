@@ -32,10 +32,19 @@ class ManualClock(Clock):
         self._now += seconds
 
 
+_ISO_CACHE: dict[int, str] = {}
+
+
 def iso_utc(ts: float | datetime | None) -> str | None:
     """ISO-8601 UTC with a `Z`, second precision, as on the wire."""
     if ts is None:
         return None
     if isinstance(ts, datetime):
         ts = ts.timestamp()
-    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    seconds = int(ts)
+    text = _ISO_CACHE.get(seconds)
+    if text is None:  # window ends repeat on every response: format each once
+        if len(_ISO_CACHE) > 4096:
+            _ISO_CACHE.clear()
+        text = _ISO_CACHE[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return text

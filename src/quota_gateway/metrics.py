@@ -20,10 +20,15 @@ class Metrics:
                                     registry=self.registry)
         self.db_errors = Counter("qg_db_errors_total", "PostgreSQL operations that failed", ("operation",),
                                  registry=self.registry)
+        self._children: dict = {}  # label lookups cost more than the increments: reuse children
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = self._children[(route, method, status)] = (self.requests.labels(route, method, str(status)),
+                                                                  self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,7 @@ FILL_META = LuaScript("apilicense_fill_meta")
 FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("apilicense_invalidate")
 RESET = LuaScript("apilicense_reset")
+PRIME = LuaScript("apilicense_prime")
 
 META_TTL = 3600
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
@@ -242,6 +243,10 @@ class QuotaEngine:
             if int(done) == 1:
                 return
         raise RuntimeError("could not rebuild a usage counter: flushes kept landing")
+
+    async def prime(self, ref: LicenseRef, license_id: int) -> None:
+        """Ready a just-created license: counter at 0, no stale negative cache entry."""
+        await self.runner.run(PRIME, [f"{ref.prefix}u:{license_id}", ref.meta, ref.gen], [])
 
     async def invalidate(self, ref: LicenseRef) -> None:
         await self.runner.run(INVALIDATE, [ref.meta, ref.gen], [])

@@ -90,8 +90,7 @@ async def create(call: Call) -> JSONResponse:
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
             call.tenant_id, b["productId"], key_digest(key), fastpath.api_key_bucket(key), _mask(key), b["email"],
             b["clientName"], b["clientIdentifier"], b["maxApiCalls"], expires)
-    # A checksum-valid key may have been looked up (and cached as unknown) before it existed.
-    await _engine(call).invalidate(LicenseRef(key))
+    await _engine(call).prime(LicenseRef(key), row["id"])
     return JSONResponse({"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires),
                          "maxApiCalls": b["maxApiCalls"], "productId": b["productId"], "productName": product["name"],
                          "clientName": b["clientName"], "clientIdentifier": b["clientIdentifier"], "email": b["email"]},

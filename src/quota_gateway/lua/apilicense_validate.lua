@@ -71,7 +71,9 @@ if code == 'ok' and consume and units > 0 then
   used = tonumber(redis.call('INCRBY', used_key, units)) - offset
   for _, w in ipairs(windows) do
     w[4] = redis.call('INCRBY', w[6], w[7])
-    redis.call('EXPIRE', w[6], w[5] - now + 60)  -- relative: the injected clock need not match Redis's
+    if w[4] == w[7] then  -- a new window: it expires a minute after it ends (relative: the injected clock need not match Redis's)
+      redis.call('EXPIRE', w[6], w[5] - now + 60)
+    end
   end
   redis.call('HINCRBY', KEYS[2], id .. ':' .. ARGV[5], units)
 end

@@ -1,0 +1,24 @@
+"""`make bench`: every benchmark in one run, printed side by side with its ratio."""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks import load, micro
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per target")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--skip-load", action="store_true")
+    args = parser.parse_args()
+    print("== fast path: compiled vs pure-Python (ns per call) ==")
+    print(micro.report(micro.run()))
+    if not args.skip_load:
+        print("\n== validate vs a bare Starlette endpoint (1 uvicorn worker each, uvloop, httptools) ==")
+        print(load.report(load.run(args.duration, args.connections)))
+
+
+if __name__ == "__main__":
+    main()

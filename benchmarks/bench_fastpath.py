@@ -1,0 +1,41 @@
+"""pytest-benchmark: the compiled fast path vs its pure-Python twin.
+
+Run: .venv/bin/python -m pytest benchmarks/bench_fastpath.py --benchmark-enable
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+KEY = importlib.import_module("quota_gateway._fastpath_py").generate_api_key(bytes(range(16)))
+NOISY_KEY = " " + KEY.lower()[:12] + "-" + KEY.lower()[12:] + " "
+FEATURES = ["api:rate:minute:100", "api:rate:hour:5000", "api:units:day:100000", "api:units:month:1000000",
+            "api:tier:premium", "beta", "api:rate:minute:60"]
+HEADER = "ExisOneApi exo_at_abcdefghijkl_" + "A1b2" * 8
+
+CASES = {
+    "normalize_api_key": lambda m: m.normalize_api_key(NOISY_KEY),
+    "api_key_bucket": lambda m: m.api_key_bucket(KEY),
+    "parse_authorization": lambda m: m.parse_authorization(HEADER),
+    "compile_rules": lambda m: m.compile_rules(FEATURES),
+    "window_bounds_month": lambda m: m.window_bounds(1_800_000_000, "month"),
+}
+
+
+def implementations():
+    found = {"py": importlib.import_module("quota_gateway._fastpath_py")}
+    try:
+        found["c"] = importlib.import_module("quota_gateway._fastpath")
+    except ImportError:
+        pass
+    return found
+
+
+@pytest.mark.parametrize("impl", sorted(implementations()))
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fastpath(benchmark, impl, case):
+    module = implementations()[impl]
+    benchmark.group = case
+    benchmark(CASES[case], module)
