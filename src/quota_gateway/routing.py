@@ -64,6 +64,9 @@ class ApiRoute(Route):
     async def _endpoint(self, request: Request) -> Response:
         spec = self.spec
         services = request.app.state.services
+        for name, value in request.path_params.items():
+            if "\x00" in value or len(value) > 1000:
+                raise ApiError(400, "invalid_field", f"{name}: not a valid value", field=name)
         principal = None
         if spec.scope is not None:
             principal = await authenticate(services, request.headers.get("authorization"), spec.scope)

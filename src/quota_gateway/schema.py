@@ -63,6 +63,8 @@ class Str(Field):
             raise _invalid(path, "must be a string")
         if self.strip:
             value = value.strip()
+        if "\x00" in value:  # PostgreSQL text cannot hold NUL
+            raise _invalid(path, "must not contain NUL characters")
         if len(value) < self.min_len:
             raise _invalid(path, "must not be empty" if self.min_len == 1 else f"must be at least {self.min_len} characters")
         if len(value) > self.max_len:

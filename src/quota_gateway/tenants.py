@@ -6,15 +6,11 @@ import re
 
 import asyncpg
 
+from . import crypto
 from .errors import ApiError
 from .routing import Call, endpoint
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-
-# Called with (conn, tenant_id, master_key) inside the creating transaction; domains that keep
-# per-tenant material (e.g. RSA key pairs encrypted under the master key) append here.
-ON_TENANT_CREATED: list = []
-
 
 async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, *, master_key: str | None) -> dict:
     if not _SLUG.fullmatch(slug):
@@ -25,8 +21,8 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, *, maste
                                       slug, name)
         except asyncpg.UniqueViolationError:
             raise ApiError(409, "tenant_exists", f"a tenant with slug '{slug}' already exists") from None
-        for hook in ON_TENANT_CREATED:
-            await hook(conn, str(row["id"]), master_key)
+        # Every tenant signs with its own RSA key pair (offline codes, leases).
+        await crypto.create_key_pair(conn, str(row["id"]), master_key or "")
     return _tenant(row)
 
 

@@ -1,0 +1,121 @@
+"""Tenant RSA key pairs: made with the tenant, private halves encrypted at rest, rotatable.
+
+The private key is PKCS#8 DER, AES-256-GCM encrypted under a key that HKDF-SHA256 derives
+from the master key (QG_MASTER_KEY) and the tenant id (the tenant id is also the associated
+data, so a ciphertext cannot be moved to another tenant). Rotation makes a new active key;
+old public keys keep verifying what was signed before.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import ApiError
+
+KEY_BITS = 2048
+_CACHE_SECONDS = 5.0  # a rotation reaches every process within this
+_signing_cache: dict[str, tuple[float, str, rsa.RSAPrivateKey]] = {}
+
+
+def _wrapping_key(master_key: str, tenant_id: str) -> bytes:
+    if not master_key:
+        raise ApiError(500, "master_key_missing", "QG_MASTER_KEY is not configured")
+    try:
+        material = bytes.fromhex(master_key)
+    except ValueError:
+        material = master_key.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"quota_gateway tenant key " + tenant_id.encode()).derive(material)
+
+
+def _encrypt_private(key: rsa.RSAPrivateKey, master_key: str, tenant_id: str) -> bytes:
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    nonce = os.urandom(12)
+    return nonce + AESGCM(_wrapping_key(master_key, tenant_id)).encrypt(nonce, der, tenant_id.encode())
+
+
+def _decrypt_private(blob: bytes, master_key: str, tenant_id: str) -> rsa.RSAPrivateKey:
+    der = AESGCM(_wrapping_key(master_key, tenant_id)).decrypt(blob[:12], blob[12:], tenant_id.encode())
+    return serialization.load_der_private_key(der, password=None)
+
+
+async def create_key_pair(conn: asyncpg.Connection, tenant_id: str, master_key: str) -> str:
+    """A new active key pair for the tenant (the previous one stays, inactive). Returns its kid."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    kid = secrets.token_hex(8)
+    async with conn.transaction():
+        await conn.execute("UPDATE tenant_keys SET active = false WHERE tenant_id = $1 AND active", tenant_id)
+        await conn.execute("INSERT INTO tenant_keys (tenant_id, kid, public_pem, private_enc, active) "
+                           "VALUES ($1, $2, $3, $4, true)", tenant_id, kid, public_pem,
+                           _encrypt_private(key, master_key, tenant_id))
+    _signing_cache.pop(tenant_id, None)
+    return kid
+
+
+async def signing_key(conn: asyncpg.Connection, tenant_id: str, master_key: str) -> tuple[str, rsa.RSAPrivateKey]:
+    """(kid, private key) of the tenant's active pair; decrypted once per process per few seconds."""
+    cached = _signing_cache.get(tenant_id)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1], cached[2]
+    row = await conn.fetchrow("SELECT kid, private_enc FROM tenant_keys WHERE tenant_id = $1 AND active", tenant_id)
+    if row is None:  # a tenant made before keys existed: give it one now
+        await create_key_pair(conn, tenant_id, master_key)
+        return await signing_key(conn, tenant_id, master_key)
+    key = _decrypt_private(bytes(row["private_enc"]), master_key, tenant_id)
+    _signing_cache[tenant_id] = (time.monotonic() + _CACHE_SECONDS, row["kid"], key)
+    return row["kid"], key
+
+
+async def public_keys(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
+    """Every public key of the tenant, active first, then newest first."""
+    rows = await conn.fetch("SELECT kid, public_pem, active, created_at FROM tenant_keys WHERE tenant_id = $1 "
+                            "ORDER BY active DESC, id DESC", tenant_id)
+    return [{"kid": r["kid"], "publicKey": r["public_pem"], "active": r["active"], "createdAt": r["created_at"]}
+            for r in rows]
+
+
+async def current_public_pem(conn: asyncpg.Connection, tenant_id: str) -> str:
+    keys = await public_keys(conn, tenant_id)
+    if not keys:
+        raise ApiError(404, "no_key", "this tenant has no key pair yet")
+    return keys[0]["publicKey"]
+
+
+def sign_pkcs1v15_sha256(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def verify_pkcs1v15_sha256(public_pem: str, data: bytes, signature: bytes) -> bool:
+    public = serialization.load_pem_public_key(public_pem.encode())
+    try:
+        public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+async def decrypt_oaep(conn: asyncpg.Connection, tenant_id: str, master_key: str, ciphertext: bytes) -> bytes:
+    """RSA-OAEP-SHA256 decryption with the active key, then older ones (clients may hold an old PEM)."""
+    rows = await conn.fetch("SELECT private_enc FROM tenant_keys WHERE tenant_id = $1 ORDER BY active DESC, id DESC",
+                            tenant_id)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    for row in rows:
+        key = _decrypt_private(bytes(row["private_enc"]), master_key, tenant_id)
+        try:
+            return key.decrypt(ciphertext, oaep)
+        except ValueError:
+            continue
+    raise ApiError(400, "decryption_failed", "the payload was not encrypted with this tenant's public key")
+

@@ -1,0 +1,280 @@
+"""Endpoints of activation-key licensing, plans, offline codes, encrypted validation, tenant keys."""
+
+from __future__ import annotations
+
+from starlette.responses import PlainTextResponse, Response
+
+from .. import catalogue, crypto
+from ..errors import ApiError
+from ..jsonio import JSONResponse
+from ..routing import Call, endpoint
+from ..schema import Bool, Email, Int, List, Query, Str, obj
+from . import envelope, service
+
+_KEY = Str(required=True, min_len=1, max_len=4000, description="activation key (or offline code)")
+_HARDWARE = Str(required=True, min_len=1, max_len=256, description="opaque hardware id, compared case-insensitively")
+_VERSION = Str(max_len=32, nullable=True)
+_PRODUCT_NAME = Str(min_len=1, max_len=100)
+_ACTIVATE = obj(activationKey=_KEY, email=Email(required=True), hardwareId=_HARDWARE,
+                productName=Str(required=True, min_len=1, max_len=100), version=_VERSION)
+_VALIDATE = obj(activationKey=Str(max_len=4000, default=""), hardwareId=_HARDWARE, productName=_PRODUCT_NAME,
+                version=_VERSION)
+_DEACTIVATE = obj(licenseKey=_KEY, hardwareId=_HARDWARE, productName=_PRODUCT_NAME)
+_GENERATE = obj(productName=Str(required=True, min_len=1, max_len=100), email=Email(required=True),
+                planId=Int(minimum=1), validityDays=Int(minimum=1, maximum=36500))
+_CREATE = obj(productId=Int(required=True, minimum=1), email=Email(default=""),
+              kind=Str(choices=("standard", "corporate"), default="standard"),
+              maxSeats=Int(minimum=1, maximum=1_000_000, description="corporate only; omit for unlimited"),
+              planId=Int(minimum=1), validityDays=Int(minimum=1, maximum=36500),
+              features=List(item=Str(min_len=1, max_len=100), max_items=500))
+_PLAN = obj(id=Int(minimum=1), name=Str(required=True, min_len=1, max_len=100),
+            durationDays=Int(minimum=1, maximum=36500, nullable=True), isActive=Bool(default=True))
+_FEATURES_SET = obj(activationKey=_KEY, features=List(required=True, item=Str(min_len=1, max_len=100), max_items=500))
+_FEATURES_CSV = obj(activationKey=_KEY)
+_OFFLINE = obj(activationKey=_KEY, hardwareId=_HARDWARE, version=_VERSION)
+_ENCRYPTED = obj(payload=Str(required=True, min_len=1, max_len=60_000, strip=False))
+_TICKET = obj(productName=Str(required=True, max_len=100), email=Email(required=True),
+              subject=Str(required=True, max_len=200), message=Str(required=True, max_len=20_000))
+_PAGE = Query({"page": Int(minimum=1, default=1), "pageSize": Int(minimum=1, maximum=500, default=50)})
+_LIST = Query({"page": Int(minimum=1, default=1), "pageSize": Int(minimum=1, maximum=500, default=50),
+               "productId": Int(minimum=1), "kind": Str(choices=("standard", "corporate"))})
+
+
+def _now(call: Call):
+    return call.services.clock.utcnow()
+
+
+async def activate(call: Call) -> dict:
+    """Bind a hardware id to an activation key (a seat, for corporate keys)."""
+    async with call.services.pool.acquire() as conn:
+        return await service.activate(conn, call.tenant_id, _now(call), call.services.server_version, call.body)
+
+
+async def validate(call: Call) -> dict:
+    """Validate a key (or an offline code) for a hardware id; a blank key means trial mode. Always 200."""
+    async with call.services.pool.acquire() as conn:
+        return await service.validate_license(conn, call.tenant_id, _now(call), call.services.server_version,
+                                              call.body)
+
+
+async def deactivate(call: Call) -> dict:
+    """Release the seat of a hardware id (only from that hardware; the product's cooldown applies)."""
+    async with call.services.pool.acquire() as conn:
+        return await service.deactivate(conn, call.tenant_id, _now(call), call.body)
+
+
+async def generate(call: Call) -> PlainTextResponse:
+    """Generate a standard activation key; the body is the key as plain text."""
+    b = call.body
+    async with call.services.pool.acquire() as conn:
+        product = await catalogue.find_product_by_name(conn, call.tenant_id, b["productName"])
+        if product is None:
+            raise ApiError(404, "product_not_found", f"no product named '{b['productName']}'")
+        key, _ = await service.create_license(conn, call.tenant_id, _now(call), product_id=product["id"],
+                                              email=b["email"], plan_id=b["planId"], validity_days=b["validityDays"])
+    return PlainTextResponse(key)
+
+
+async def create_license(call: Call) -> JSONResponse:
+    """Create a standard (one device) or corporate (N seats, or unlimited) license key."""
+    b = call.body
+    if b["kind"] == "standard" and b["maxSeats"] not in (None, 1):
+        raise ApiError(400, "invalid_field", "maxSeats: a standard key has exactly one seat", field="maxSeats")
+    async with call.services.pool.acquire() as conn:
+        _, made = await service.create_license(conn, call.tenant_id, _now(call), product_id=b["productId"],
+                                               email=b["email"], kind=b["kind"], max_seats=b["maxSeats"],
+                                               plan_id=b["planId"], validity_days=b["validityDays"],
+                                               features=b["features"])
+    return JSONResponse(made, status_code=201)
+
+
+async def list_licenses(call: Call) -> dict:
+    """List license keys (masked), newest first."""
+    q = call.query
+    where, args = ["l.tenant_id = $1"], [call.tenant_id]
+    for column, value in (("l.product_id", q["productId"]), ("l.kind", q["kind"])):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    clause = " AND ".join(where)
+    async with call.services.pool.acquire() as conn:
+        total = await conn.fetchval(f"SELECT count(*) FROM licenses l WHERE {clause}", *args)
+        rows = await conn.fetch(
+            f"""SELECT {service._LICENSE_COLUMNS},
+                       (SELECT count(*) FROM activations a WHERE a.license_id = l.id AND a.deactivated_at IS NULL) AS seats
+                FROM licenses l JOIN products p ON p.id = l.product_id WHERE {clause}
+                ORDER BY l.id DESC LIMIT {q['pageSize']} OFFSET {(q['page'] - 1) * q['pageSize']}""", *args)
+    return {"items": [service.license_json(r, r["seats"]) for r in rows], "page": q["page"], "pageSize": q["pageSize"],
+            "totalCount": total, "totalPages": (total + q["pageSize"] - 1) // q["pageSize"]}
+
+
+async def show_license(call: Call) -> dict:
+    """One license key with its live activations."""
+    async with call.services.pool.acquire() as conn:
+        lic = await service.find_license(conn, call.tenant_id, call.path["key"])
+        if lic is None:
+            raise ApiError(404, "invalid_key", "no such activation key")
+        devices = await conn.fetch("SELECT hardware_id, activated_at, offline FROM activations WHERE license_id = $1 "
+                                   "AND deactivated_at IS NULL ORDER BY id", lic["id"])
+    return {**service.license_json(lic, len(devices)),
+            "activations": [{"hardwareId": d["hardware_id"], "activatedAt": d["activated_at"], "offline": d["offline"]}
+                            for d in devices]}
+
+
+async def revoke_license(call: Call) -> dict:
+    """Revoke a license key."""
+    async with call.services.pool.acquire() as conn:
+        return await service.revoke(conn, call.tenant_id, call.path["key"], _now(call))
+
+
+async def seat_usage(call: Call) -> dict:
+    """Seat usage of a corporate key (404 for other keys)."""
+    async with call.services.pool.acquire() as conn:
+        return await service.seat_usage(conn, call.tenant_id, call.path["key"])
+
+
+async def device_history(call: Call) -> dict:
+    """What happened to a hardware id, newest first."""
+    async with call.services.pool.acquire() as conn:
+        return await service.device_history(conn, call.tenant_id, call.path["hardware_id"], call.query["page"],
+                                            call.query["pageSize"])
+
+
+async def features_set(call: Call) -> dict:
+    """Give one license an explicit feature set (names of the product's features)."""
+    async with call.services.pool.acquire() as conn:
+        names = await service.set_features(conn, call.tenant_id, call.body["activationKey"], call.body["features"])
+    return {"features": names}
+
+
+async def features_csv(call: Call) -> dict:
+    """A license's feature names, comma-separated."""
+    async with call.services.pool.acquire() as conn:
+        lic = await service.find_license(conn, call.tenant_id, call.body["activationKey"])
+        if lic is None:
+            raise ApiError(404, "invalid_key", "no such activation key")
+        return {"features": ",".join(await service.license_features(conn, lic))}
+
+
+async def list_plans(call: Call) -> dict:
+    """List plans."""
+    async with call.services.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id, name, duration_days, is_active FROM plans WHERE tenant_id = $1 ORDER BY id",
+                                call.tenant_id)
+    return {"items": [_plan_json(r) for r in rows]}
+
+
+async def save_plan(call: Call) -> JSONResponse:
+    """Create a plan (id null) or update one (id set)."""
+    b = call.body
+    async with call.services.pool.acquire() as conn:
+        if b["id"] is None:
+            row = await conn.fetchrow("INSERT INTO plans (tenant_id, name, duration_days, is_active) VALUES ($1, $2, $3, $4) "
+                                      "ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id, name, duration_days, is_active",
+                                      call.tenant_id, b["name"], b["durationDays"], b["isActive"])
+            if row is None:
+                raise ApiError(409, "plan_exists", f"a plan named '{b['name']}' already exists")
+            return JSONResponse(_plan_json(row), status_code=201)
+        row = await conn.fetchrow("UPDATE plans SET name = $3, duration_days = $4, is_active = $5 "
+                                  "WHERE tenant_id = $1 AND id = $2 RETURNING id, name, duration_days, is_active",
+                                  call.tenant_id, b["id"], b["name"], b["durationDays"], b["isActive"])
+    if row is None:
+        raise ApiError(404, "plan_not_found", f"no plan {b['id']}")
+    return JSONResponse(_plan_json(row))
+
+
+def _plan_json(row) -> dict:
+    return {"id": row["id"], "name": row["name"], "durationDays": row["duration_days"], "isActive": row["is_active"]}
+
+
+async def make_offline_code(call: Call) -> dict:
+    """Sign an offline activation code (ExisOne format) binding a key to a hardware id."""
+    b = call.body
+    async with call.services.pool.acquire() as conn:
+        return await service.offline_code(conn, call.tenant_id, call.services.settings.master_key, _now(call),
+                                          b["activationKey"], b["hardwareId"], b["version"])
+
+
+async def validate_encrypted(call: Call) -> dict:
+    """Validation inside an encrypted envelope (see licensing/envelope.py)."""
+    master_key = call.services.settings.master_key
+    async with call.services.pool.acquire() as conn:
+        request, key = await envelope.open_request(conn, call.tenant_id, master_key, call.body["payload"])
+        body = _VALIDATE.parse(request)
+        answer = await service.validate_license(conn, call.tenant_id, _now(call), call.services.server_version, body)
+    return {"payload": envelope.seal_response(key, answer)}
+
+
+async def public_key(call: Call) -> Response:
+    """The tenant's current public key (PEM): verifies offline codes and leases."""
+    async with call.services.pool.acquire() as conn:
+        pem = await crypto.current_public_pem(conn, call.tenant_id)
+    return Response(pem, media_type="application/x-pem-file")
+
+
+async def list_keys(call: Call) -> dict:
+    """Every public key of the tenant (old ones still verify what they signed)."""
+    async with call.services.pool.acquire() as conn:
+        return {"items": await crypto.public_keys(conn, call.tenant_id)}
+
+
+async def rotate_key(call: Call) -> JSONResponse:
+    """Make a new active key pair; the old public key stays listed."""
+    async with call.services.pool.acquire() as conn:
+        kid = await crypto.create_key_pair(conn, call.tenant_id, call.services.settings.master_key)
+        pem = await crypto.current_public_pem(conn, call.tenant_id)
+    return JSONResponse({"kid": kid, "publicKey": pem}, status_code=201)
+
+
+async def support_ticket(call: Call) -> JSONResponse:
+    """Support tickets are not offered by this server yet: a clear 501."""
+    return JSONResponse({"error": "not_implemented", "message": "support tickets are not available on this server"},
+                        status_code=501)
+
+
+routes = [
+    endpoint("POST", "/api/license/activate", activate, scope="verify", body=_ACTIVATE, tag="licensing",
+             errors=("product_not_found", "invalid_key", "product_mismatch", "license_revoked", "license_expired",
+                     "already_activated", "seat_limit_reached", "version_outdated"),
+             responses={200: "activated", 400: "product_mismatch", 403: "revoked or expired", 404: "unknown key or product",
+                        409: "already_activated / seat_limit_reached", 426: "version_outdated"}),
+    endpoint("POST", "/api/license/validate", validate, scope="verify", body=_VALIDATE, tag="licensing",
+             responses={200: "always, with isValid and status"}),
+    endpoint("POST", "/api/license/validate-encrypted", validate_encrypted, scope="verify", body=_ENCRYPTED,
+             tag="licensing", errors=("invalid_payload", "decryption_failed"),
+             responses={200: "sealed answer"}),
+    endpoint("POST", "/api/license/deactivate", deactivate, scope="verify", body=_DEACTIVATE, tag="licensing",
+             errors=("invalid_key", "product_mismatch", "not_activated", "deactivation_cooldown"),
+             responses={200: "deactivated", 404: "unknown key or not activated here", 429: "deactivation_cooldown"}),
+    endpoint("POST", "/api/activationkey/generate", generate, scope="generate", body=_GENERATE, tag="licensing",
+             errors=("product_not_found", "plan_not_found"), responses={200: "the key, text/plain", 404: "no product"}),
+    endpoint("POST", "/api/license/features/set", features_set, scope="manage", body=_FEATURES_SET, tag="licensing",
+             errors=("invalid_key", "unknown_feature"), responses={200: "set", 404: "unknown key"}),
+    endpoint("POST", "/api/license/features/csv", features_csv, scope="verify", body=_FEATURES_CSV, tag="licensing",
+             errors=("invalid_key",), responses={200: "features", 404: "unknown key"}),
+    endpoint("POST", "/api/license/offline-code", make_offline_code, scope="manage", body=_OFFLINE, tag="licensing",
+             errors=("invalid_key", "license_revoked", "license_expired", "already_activated", "seat_limit_reached"),
+             responses={200: "offline code", 403: "revoked or expired", 404: "unknown key", 409: "no free seat"}),
+    endpoint("GET", "/api/license/device-history/{hardware_id}", device_history, scope="manage", query=_PAGE,
+             tag="licensing"),
+    endpoint("GET", "/api/license/{key}/usage", seat_usage, scope="verify", tag="licensing", errors=("not_corporate",),
+             responses={200: "seat usage", 404: "not a corporate key"}),
+    endpoint("POST", "/api/licenses", create_license, scope="manage", body=_CREATE, tag="licensing",
+             errors=("product_not_found", "plan_not_found", "unknown_feature"),
+             responses={201: "created; the key is shown once", 404: "no product or plan"}),
+    endpoint("GET", "/api/licenses", list_licenses, scope="manage", query=_LIST, tag="licensing"),
+    endpoint("GET", "/api/licenses/{key}", show_license, scope="manage", tag="licensing", errors=("invalid_key",),
+             responses={200: "the license", 404: "unknown key"}),
+    endpoint("DELETE", "/api/licenses/{key}", revoke_license, scope="manage", tag="licensing", errors=("invalid_key",),
+             responses={200: "revoked", 404: "unknown key"}),
+    endpoint("GET", "/api/plan", list_plans, scope="manage", tag="plans"),
+    endpoint("POST", "/api/plan", save_plan, scope="manage", body=_PLAN, tag="plans",
+             errors=("plan_not_found", "plan_exists"), responses={200: "updated", 201: "created", 404: "no plan",
+                                                                  409: "duplicate name"}),
+    endpoint("GET", "/api/crypto/keys/public", public_key, scope="verify", tag="crypto",
+             responses={200: "PEM", 404: "no key"}),
+    endpoint("GET", "/api/crypto/keys", list_keys, scope="manage", tag="crypto"),
+    endpoint("POST", "/api/crypto/keys/rotate", rotate_key, scope="admin", tag="crypto", responses={201: "rotated"}),
+    endpoint("POST", "/api/support/ticket", support_ticket, scope="verify", body=_TICKET, tag="support",
+             errors=("not_implemented",), responses={501: "support tickets are not available"}),
+]

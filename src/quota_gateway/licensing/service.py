@@ -1,0 +1,337 @@
+"""Activation-key licensing: keys, hardware-bound activations, seats, trials, offline codes.
+
+Validation statuses (POST /api/license/validate, always 200 so the SDKs can read them):
+  licensed          the key is valid and activated on this hardware
+  not_activated     the key is valid but holds no activation for this hardware
+  expired           the key (or the offline code) has expired
+  revoked           the key was revoked
+  invalid           unknown or malformed key, wrong product, tampered offline code
+  version_outdated  the client version is below the product's minimum
+  trial             no key: the device's trial is running
+  trial_expired     no key: the device's trial has ended (or the product offers none)
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import orjson
+
+from .. import catalogue, crypto, events, offline
+from ..errors import ApiError
+from . import keys
+
+_LICENSE_COLUMNS = """l.id, l.tenant_id, l.product_id, l.plan_id, l.key_hint, l.kind, l.max_seats, l.email, l.features,
+                      l.expires_at, l.revoked_at, l.last_deactivated_at, l.created_at, p.name AS product_name,
+                      p.trial_days, p.minimum_required_version, p.deactivation_cooldown_hours"""
+_VERSION = re.compile(r"\d+(\.\d+)*")
+
+
+def version_below(version: str | None, minimum: str | None) -> bool:
+    """Numeric, dot-separated comparison (1.10 > 1.9); an unparsable client version is outdated."""
+    if not version or not minimum:
+        return False
+    if not _VERSION.fullmatch(version.strip()):
+        return True
+    parse = lambda v: [int(p) for p in v.strip().split(".")]  # noqa: E731
+    a, b = parse(version), parse(minimum)
+    width = max(len(a), len(b))
+    return a + [0] * (width - len(a)) < b + [0] * (width - len(b))
+
+
+def _hardware(raw: str) -> str:
+    return raw.strip().upper()
+
+
+async def find_license(conn: asyncpg.Connection, tenant_id: str, raw_key: str | None):
+    key = keys.normalize(raw_key or "")
+    if key is None:
+        return None
+    return await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses l JOIN products p ON p.id = l.product_id "
+                               "WHERE l.key_digest = $1 AND l.tenant_id = $2", keys.digest(key), tenant_id)
+
+
+async def license_features(conn: asyncpg.Connection, lic) -> list[str]:
+    if lic["features"] is not None:
+        return list(lic["features"])
+    return [r["name"] for r in await conn.fetch("SELECT name FROM features WHERE product_id = $1 ORDER BY code",
+                                                lic["product_id"])]
+
+
+def license_json(lic, live_seats: int | None = None) -> dict:
+    return {"id": lic["id"], "activationKey": lic["key_hint"], "productId": lic["product_id"],
+            "productName": lic["product_name"], "planId": lic["plan_id"], "licenseType": lic["kind"],
+            "maxSeats": lic["max_seats"], "email": lic["email"], "features": lic["features"],
+            "expirationDate": lic["expires_at"], "revokedAt": lic["revoked_at"], "createdAt": lic["created_at"],
+            **({"seatsUsed": live_seats} if live_seats is not None else {})}
+
+
+async def _history(conn, tenant_id: str, hardware_id: str, action: str, now: datetime, lic=None, **details) -> None:
+    await conn.execute("INSERT INTO device_history (tenant_id, hardware_id, license_id, product_id, action, at, details) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, $7)", tenant_id, hardware_id, lic["id"] if lic else None,
+                       lic["product_id"] if lic else details.pop("product_id", None), action, now, details)
+
+
+# --- management ----------------------------------------------------------------------------------
+
+async def create_license(conn: asyncpg.Connection, tenant_id: str, now: datetime, *, product_id: int, email: str,
+                         kind: str = "standard", max_seats: int | None = None, plan_id: int | None = None,
+                         validity_days: int | None = None, features: list[str] | None = None) -> tuple[str, dict]:
+    product = await catalogue.get_product(conn, tenant_id, product_id)
+    if plan_id is not None:
+        plan = await conn.fetchrow("SELECT duration_days, is_active FROM plans WHERE id = $1 AND tenant_id = $2",
+                                   plan_id, tenant_id)
+        if plan is None or not plan["is_active"]:
+            raise ApiError(404, "plan_not_found", f"no active plan {plan_id}")
+        if validity_days is None:
+            validity_days = plan["duration_days"]
+    if features is not None:
+        await _check_features(conn, tenant_id, product_id, features)
+    seats = 1 if kind == "standard" else max_seats
+    expires = now + timedelta(days=validity_days) if validity_days else None
+    key = keys.generate()
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """INSERT INTO licenses (tenant_id, product_id, plan_id, key_digest, key_hint, kind, max_seats, email,
+                                     features, expires_at, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
+            tenant_id, product_id, plan_id, keys.digest(key), keys.hint(key), kind, seats, email, features, expires, now)
+        await events.emit(conn, tenant_id, events.LICENSE_CREATED,
+                          {"licenseId": row["id"], "productId": product_id, "kind": kind, "email": email})
+    lic = await find_license(conn, tenant_id, key)
+    return key, {**license_json(lic), "activationKey": key, "productName": product["name"]}
+
+
+async def _check_features(conn, tenant_id: str, product_id: int, names: list[str]) -> None:
+    known = {r["name"] for r in await conn.fetch("SELECT name FROM features WHERE tenant_id = $1 AND product_id = $2",
+                                                 tenant_id, product_id)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ApiError(400, "unknown_feature", f"not features of this product: {', '.join(unknown)}", features=unknown)
+
+
+async def set_features(conn, tenant_id: str, raw_key: str, names: list[str]) -> list[str]:
+    lic = await find_license(conn, tenant_id, raw_key)
+    if lic is None:
+        raise ApiError(404, "invalid_key", "no such activation key")
+    await _check_features(conn, tenant_id, lic["product_id"], names)
+    await conn.execute("UPDATE licenses SET features = $2 WHERE id = $1", lic["id"], names)
+    return names
+
+
+async def revoke(conn, tenant_id: str, raw_key: str, now: datetime) -> dict:
+    lic = await find_license(conn, tenant_id, raw_key)
+    if lic is None:
+        raise ApiError(404, "invalid_key", "no such activation key")
+    async with conn.transaction():
+        await conn.execute("UPDATE licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", lic["id"], now)
+        await events.emit(conn, tenant_id, events.LICENSE_REVOKED, {"licenseId": lic["id"]})
+    return {"revoked": True, "activationKey": lic["key_hint"]}
+
+
+# --- the client calls ----------------------------------------------------------------------------
+
+def _versions(product, server_version: str) -> dict:
+    return {"serverVersion": server_version,
+            "minimumRequiredVersion": product["minimum_required_version"] if product else None}
+
+
+async def activate(conn, tenant_id: str, now: datetime, server_version: str, body: dict) -> dict:
+    hardware = _hardware(body["hardwareId"])
+    product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"])
+    versions = {"serverVersion": server_version,
+                "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
+    if product is None:
+        raise ApiError(404, "product_not_found", f"no product named '{body['productName']}'", **versions)
+    if version_below(body["version"], product["minimumRequiredVersion"]):
+        raise ApiError(426, "version_outdated", f"version {body['version']} is below the minimum "
+                       f"{product['minimumRequiredVersion']}", **versions)
+    lic = await find_license(conn, tenant_id, body["activationKey"])
+    if lic is None:
+        raise ApiError(404, "invalid_key", "no such activation key", **versions)
+    if lic["product_id"] != product["id"]:
+        raise ApiError(400, "product_mismatch", "this key belongs to another product", **versions)
+    if lic["revoked_at"] is not None:
+        raise ApiError(403, "license_revoked", "this key has been revoked", **versions)
+    if lic["expires_at"] is not None and lic["expires_at"] <= now:
+        raise ApiError(403, "license_expired", "this key has expired", **versions)
+    seats = await _take_seat(conn, tenant_id, lic, hardware, now, body.get("email", ""), body["version"], offline=False)
+    features = await license_features(conn, lic)
+    return {"success": True, "licenseType": lic["kind"], "expirationDate": lic["expires_at"], "features": features,
+            "seatsUsed": seats, "maxSeats": lic["max_seats"], **versions}
+
+
+async def _take_seat(conn, tenant_id: str, lic, hardware: str, now: datetime, email: str, version: str | None,
+                     *, offline: bool) -> int:
+    """Bind `hardware` to the license unless every seat is taken; the license row lock makes
+    concurrent activations queue, so seats are never over-issued. Returns live seats."""
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM licenses WHERE id = $1 FOR UPDATE", lic["id"])
+        live = await conn.fetch("SELECT hardware_id FROM activations WHERE license_id = $1 AND deactivated_at IS NULL",
+                                lic["id"])
+        if any(r["hardware_id"] == hardware for r in live):
+            return len(live)  # already bound here: activating again is harmless
+        if lic["max_seats"] is not None and len(live) >= lic["max_seats"]:
+            if lic["kind"] == "standard":
+                raise ApiError(409, "already_activated", "this key is already activated on another device")
+            raise ApiError(409, "seat_limit_reached", f"all {lic['max_seats']} seats of this key are in use")
+        await conn.execute(
+            """INSERT INTO activations (tenant_id, license_id, hardware_id, email, client_version, offline, activated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""", tenant_id, lic["id"], hardware, email or "", version, offline, now)
+        await conn.execute("INSERT INTO device_sightings (tenant_id, product_id, hardware_id, first_seen_at) "
+                           "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", tenant_id, lic["product_id"], hardware, now)
+        await _history(conn, tenant_id, hardware, "activated", now, lic, offline=offline)
+        await events.emit(conn, tenant_id, events.LICENSE_ACTIVATED,
+                          {"licenseId": lic["id"], "hardwareId": hardware, "offline": offline})
+        return len(live) + 1
+
+
+async def _first_sighting(conn, tenant_id: str, product_id: int, hardware: str, now: datetime) -> datetime:
+    return await conn.fetchval(
+        """WITH ins AS (INSERT INTO device_sightings (tenant_id, product_id, hardware_id, first_seen_at)
+                        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING first_seen_at)
+           SELECT first_seen_at FROM ins
+           UNION ALL SELECT first_seen_at FROM device_sightings WHERE tenant_id = $1 AND product_id = $2 AND hardware_id = $3
+           LIMIT 1""", tenant_id, product_id, hardware, now)
+
+
+async def validate_license(conn, tenant_id: str, now: datetime, server_version: str, body: dict) -> dict:
+    """The answer to POST /api/license/validate (statuses: see the module docstring)."""
+    hardware = _hardware(body["hardwareId"])
+    raw_key = (body.get("activationKey") or "").strip()
+    product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"]) if body["productName"] else None
+    if raw_key and offline.is_offline_code(raw_key):
+        return await _validate_offline_code(conn, tenant_id, now, server_version, raw_key, hardware, product)
+    lic = await find_license(conn, tenant_id, raw_key) if raw_key else None
+    if lic is not None and product is None:
+        product = await catalogue.get_product(conn, tenant_id, lic["product_id"])
+    answer = {"isValid": False, "status": "invalid", "expirationDate": None, "features": [],
+              "serverVersion": server_version,
+              "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
+    if product is not None and version_below(body["version"], product["minimumRequiredVersion"]):
+        return {**answer, "status": "version_outdated"}
+    if lic is None or lic["product_id"] != product["id"]:
+        # No (usable) key: trial mode, running from the device's first sighting.
+        if product is None:
+            return answer
+        first = await _first_sighting(conn, tenant_id, product["id"], hardware, now)
+        ends = first + timedelta(days=product["trialDays"])
+        answer["expirationDate"] = ends
+        if raw_key:
+            return answer  # an invalid key is not a trial, but still learns when the trial would end
+        features = [f["name"] for f in await catalogue.product_features(conn, tenant_id, product["id"])]
+        running = now < ends
+        return {**answer, "isValid": running, "status": "trial" if running else "trial_expired",
+                "features": features if running else []}
+    answer["expirationDate"] = lic["expires_at"]
+    if lic["revoked_at"] is not None:
+        status = "revoked"
+    elif lic["expires_at"] is not None and lic["expires_at"] <= now:
+        status = "expired"
+    elif not await conn.fetchval("SELECT 1 FROM activations WHERE license_id = $1 AND hardware_id = $2 "
+                                 "AND deactivated_at IS NULL", lic["id"], hardware):
+        status = "not_activated"
+    else:
+        return {**answer, "isValid": True, "status": "licensed", "licenseType": lic["kind"],
+                "features": await license_features(conn, lic)}
+    await events.emit(conn, tenant_id, events.VALIDATION_FAILED,
+                      {"licenseId": lic["id"], "hardwareId": hardware, "status": status})
+    return {**answer, "status": status}
+
+
+async def _validate_offline_code(conn, tenant_id: str, now: datetime, server_version: str, code: str, hardware: str,
+                                 product) -> dict:
+    answer = {"isValid": False, "status": "invalid", "expirationDate": None, "features": [],
+              "serverVersion": server_version,
+              "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
+    try:
+        payload_bytes, signature = offline.decode(code)
+    except ValueError:
+        return answer
+    if not any(crypto.verify_pkcs1v15_sha256(k["publicKey"], payload_bytes, signature)
+               for k in await crypto.public_keys(conn, tenant_id)):
+        return answer
+    payload = orjson.loads(payload_bytes)
+    expires = datetime.fromisoformat(payload["expirationDate"].replace("Z", "+00:00"))
+    answer["expirationDate"] = expires
+    if payload.get("hardwareId", "").upper() != hardware:
+        return answer
+    if expires <= now:
+        return {**answer, "status": "expired"}
+    return {**answer, "isValid": True, "status": "licensed", "features": payload.get("features", [])}
+
+
+async def deactivate(conn, tenant_id: str, now: datetime, body: dict) -> dict:
+    hardware = _hardware(body["hardwareId"])
+    lic = await find_license(conn, tenant_id, body["licenseKey"])
+    if lic is None:
+        raise ApiError(404, "invalid_key", "no such activation key")
+    if body["productName"] and lic["product_name"].lower() != body["productName"].lower():
+        raise ApiError(400, "product_mismatch", "this key belongs to another product")
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM licenses WHERE id = $1 FOR UPDATE", lic["id"])
+        activation = await conn.fetchval("SELECT id FROM activations WHERE license_id = $1 AND hardware_id = $2 "
+                                         "AND deactivated_at IS NULL", lic["id"], hardware)
+        if activation is None:
+            raise ApiError(404, "not_activated", "this key is not activated on this hardware")
+        cooldown = timedelta(hours=lic["deactivation_cooldown_hours"])
+        last = await conn.fetchval("SELECT last_deactivated_at FROM licenses WHERE id = $1", lic["id"])
+        if cooldown and last is not None and now < last + cooldown:
+            wait = int((last + cooldown - now).total_seconds()) + 1
+            raise ApiError(429, "deactivation_cooldown", f"this key was deactivated recently; retry in {wait} s",
+                           headers={"Retry-After": str(wait)}, retryAfterSeconds=wait)
+        await conn.execute("UPDATE activations SET deactivated_at = $2 WHERE id = $1", activation, now)
+        await conn.execute("UPDATE licenses SET last_deactivated_at = $2 WHERE id = $1", lic["id"], now)
+        await _history(conn, tenant_id, hardware, "deactivated", now, lic)
+        await events.emit(conn, tenant_id, events.DEVICE_DEACTIVATED, {"licenseId": lic["id"], "hardwareId": hardware})
+    return {"success": True}
+
+
+async def seat_usage(conn, tenant_id: str, raw_key: str) -> dict:
+    lic = await find_license(conn, tenant_id, raw_key)
+    if lic is None or lic["kind"] != "corporate":
+        raise ApiError(404, "not_corporate", "no corporate license with this key")
+    used = await conn.fetchval("SELECT count(*) FROM activations WHERE license_id = $1 AND deactivated_at IS NULL",
+                               lic["id"])
+    maximum = lic["max_seats"]
+    return {"currentSeats": used, "maxSeats": maximum, "hasCapacity": maximum is None or used < maximum,
+            "isUnlimited": maximum is None}
+
+
+async def offline_code(conn, tenant_id: str, master_key: str, now: datetime, raw_key: str, hardware_id: str,
+                       version: str | None) -> dict:
+    """Bind the hardware (a seat, like an online activation) and sign an offline code for it."""
+    lic = await find_license(conn, tenant_id, raw_key)
+    if lic is None:
+        raise ApiError(404, "invalid_key", "no such activation key")
+    if lic["revoked_at"] is not None:
+        raise ApiError(403, "license_revoked", "this key has been revoked")
+    if lic["expires_at"] is not None and lic["expires_at"] <= now:
+        raise ApiError(403, "license_expired", "this key has expired")
+    hardware = _hardware(hardware_id)
+    await _take_seat(conn, tenant_id, lic, hardware, now, lic["email"], version, offline=True)
+    expires = lic["expires_at"] or datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    payload = {"productId": lic["product_id"], "productName": lic["product_name"], "hardwareId": hardware,
+               "expirationDate": expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "email": lic["email"], "features": await license_features(conn, lic), "tenantId": tenant_id,
+               "version": version or ""}
+    _, key = await crypto.signing_key(conn, tenant_id, master_key)
+    return {"offlineCode": offline.encode(payload, lambda data: crypto.sign_pkcs1v15_sha256(key, data)),
+            "expirationDate": expires, "hardwareId": hardware}
+
+
+async def device_history(conn, tenant_id: str, hardware_id: str, page: int, page_size: int) -> dict:
+    hardware = _hardware(hardware_id)
+    total = await conn.fetchval("SELECT count(*) FROM device_history WHERE tenant_id = $1 AND hardware_id = $2",
+                                tenant_id, hardware)
+    rows = await conn.fetch(
+        """SELECT h.action, h.at, h.details, l.key_hint, p.name AS product_name FROM device_history h
+           LEFT JOIN licenses l ON l.id = h.license_id LEFT JOIN products p ON p.id = h.product_id
+           WHERE h.tenant_id = $1 AND h.hardware_id = $2 ORDER BY h.id DESC LIMIT $3 OFFSET $4""",
+        tenant_id, hardware, page_size, (page - 1) * page_size)
+    return {"items": [{"action": r["action"], "at": r["at"], "activationKey": r["key_hint"],
+                       "productName": r["product_name"], "details": r["details"]} for r in rows],
+            "page": page, "pageSize": page_size, "totalCount": total,
+            "totalPages": (total + page_size - 1) // page_size}
