@@ -205,7 +205,9 @@ async def validate_license(conn, tenant_id: str, now: datetime, server_version: 
     if raw_key and offline.is_offline_code(raw_key):
         return await _validate_offline_code(conn, tenant_id, now, server_version, raw_key, hardware, product)
     lic = await find_license(conn, tenant_id, raw_key) if raw_key else None
-    if lic is not None and product is None:
+    if body["productName"] and product is None:
+        lic = None  # a product this tenant does not have: nothing can be valid for it
+    elif lic is not None and product is None:
         product = await catalogue.get_product(conn, tenant_id, lic["product_id"])
     answer = {"isValid": False, "status": "invalid", "expirationDate": None, "features": [],
               "serverVersion": server_version,

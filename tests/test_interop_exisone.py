@@ -1,0 +1,124 @@
+"""The published ExisOne Python SDK (exisone-client 0.10.0), unchanged, against this server over HTTPS."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import requests
+from exisone import ExisOneClient, ExisOneClientOptions
+
+from conftest import TEST_MASTER_KEY, make_tenant
+from quota_gateway.devtls import ensure_dev_certificate
+from quota_gateway.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def https_server(settings, tmp_path):
+    """The gateway under uvicorn with a self-signed certificate; yields (base_url, cert_path)."""
+    cert, key = ensure_dev_certificate(tmp_path / "tls")
+    port = free_port()
+    env = {**os.environ, **settings.to_env(), "QG_MASTER_KEY": TEST_MASTER_KEY, "QG_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "quota_gateway.app:create_app_from_env",
+                             "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(cert),
+                             "--ssl-keyfile", str(key), "--log-level", "warning"], env=env)
+    base = f"https://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", verify=ssl.create_default_context(cafile=str(cert)),
+                         timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    yield base, str(cert)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _sdk(base: str, cert: str, token: str, public_key: str | None = None) -> ExisOneClient:
+    session = requests.Session()
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides `verify`
+    session.verify = cert
+    return ExisOneClient(ExisOneClientOptions(base_url=base, access_token=token, offline_public_key=public_key),
+                         session=session)
+
+
+async def test_exisone_sdk_end_to_end(https_server, settings):
+    base, cert = https_server
+    tenant = await make_tenant(settings.database_url, "sdk")
+    admin = httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=cert), headers=tenant.headers)
+    product = admin.post("/api/product", json={"name": "SdkApp", "minimumRequiredVersion": "1.0"}).json()
+    for feature in ("Pro", "Cloud"):
+        admin.post(f"/api/product/{product['id']}/features", json={"name": feature})
+    pem = admin.get("/api/crypto/keys/public").text
+    sdk = _sdk(base, cert, tenant.token, pem)
+    hardware = sdk.generate_hardware_id()
+
+    # generate, activate, validate, features csv, deactivate
+    key = sdk.generate_activation_key("SdkApp", "user@example.com", validity_days=30)
+    assert len(key) == 19
+    activated = sdk.activate(key, "user@example.com", hardware, "SdkApp", version="1.2")
+    assert activated.success, activated.error_message
+    assert activated.server_version and activated.minimum_required_version == "1.0"
+    result = sdk.validate(key, hardware, "SdkApp", version="1.2")
+    assert result.is_valid and result.status == "licensed" and result.features == ["Pro", "Cloud"]
+    assert result.expiration_date is not None
+    assert sdk.get_licensed_features_csv(key) == "Pro,Cloud"
+    outdated = sdk.activate(key, "user@example.com", hardware, "SdkApp", version="0.9")
+    assert not outdated.success and outdated.error_code == "version_outdated"
+    assert outdated.minimum_required_version == "1.0"
+    second = sdk.activate(key, "user@example.com", "F" * 64, "SdkApp")
+    assert not second.success and second.error_code == "already_activated"
+    assert sdk.deactivate(key, hardware, "SdkApp") is True
+    assert sdk.validate(key, hardware, "SdkApp").status == "not_activated"
+    unknown = sdk.validate("AAAA-BBBB-CCCC-DDDD", hardware, "SdkApp")
+    assert not unknown.is_valid and unknown.status == "invalid"
+
+    # seat usage: corporate answers, standard is a 404 the SDK raises on
+    corporate = admin.post("/api/licenses", json={"productId": product["id"], "kind": "corporate",
+                                                  "maxSeats": 3}).json()["activationKey"]
+    assert sdk.activate(corporate, "a@example.com", hardware, "SdkApp").success
+    usage = sdk.get_seat_usage(corporate)
+    assert (usage.current_seats, usage.max_seats, usage.has_capacity, usage.is_unlimited) == (1, 3, True, False)
+    with pytest.raises(requests.HTTPError) as raised:
+        sdk.get_seat_usage(key)
+    assert raised.value.response.status_code == 404
+
+    # support ticket: a clean 501, not a crash
+    with pytest.raises(requests.HTTPError) as raised:
+        sdk.send_support_ticket("SdkApp", "user@example.com", "Help", "It broke")
+    assert raised.value.response.status_code == 501
+
+    # offline codes issued here verify in the SDK; smart validation for both kinds of key
+    offline_key = admin.post("/api/licenses", json={"productId": product["id"], "validityDays": 10}).json()
+    code = admin.post("/api/license/offline-code", json={"activationKey": offline_key["activationKey"],
+                                                         "hardwareId": hardware}).json()["offlineCode"]
+    offline = sdk.validate_offline(code, hardware)
+    assert offline.is_valid and offline.features == ["Pro", "Cloud"] and offline.product_name == "SdkApp"
+    smart_offline = sdk.validate_smart(code, hardware)
+    assert smart_offline.is_valid and smart_offline.was_offline and smart_offline.status == "licensed"
+    assert not sdk.validate_smart(code, "0" * 64).is_valid
+    assert sdk.activate(corporate, "a@example.com", "E" * 64, "SdkApp").success
+    smart_online = sdk.validate_smart(corporate, "E" * 64, "SdkApp")
+    assert smart_online.is_valid and not smart_online.was_offline and smart_online.status == "licensed"
+
+    # a token of another tenant sees none of it
+    stranger = await make_tenant(settings.database_url, "stranger")
+    other = _sdk(base, cert, stranger.token)
+    assert other.validate(corporate, "E" * 64, "SdkApp").status == "invalid"
+    assert not other.activate(corporate, "x@example.com", "D" * 64, "SdkApp").success
