@@ -12,9 +12,9 @@ from ..clock import iso_utc
 from ..redisconn import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
-FILL_META = LuaScript("apilicense_fill_meta")
+FILL_META = LuaScript("meta_fill")
 FILL_USED = LuaScript("apilicense_fill_used")
-INVALIDATE = LuaScript("apilicense_invalidate")
+INVALIDATE = LuaScript("meta_invalidate")
 RESET = LuaScript("apilicense_reset")
 PRIME = LuaScript("apilicense_prime")
 

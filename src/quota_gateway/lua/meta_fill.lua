@@ -1,4 +1,4 @@
--- Cache a license's metadata (read from Postgres) unless it was invalidated meanwhile.
+-- Cache metadata read from Postgres (a license, a pool key) unless it was invalidated meanwhile.
 -- KEYS: 1 meta hash, 2 generation counter.  ARGV: 1 generation seen before the read, 2 ttl, 3.. field/value pairs
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then
   return 0

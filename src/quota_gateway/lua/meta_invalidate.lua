@@ -1,4 +1,4 @@
--- Drop a license's cached metadata and bump its generation so no in-flight fill re-caches stale data.
+-- Drop cached metadata and bump its generation so no in-flight fill re-caches stale data.
 -- KEYS: 1 meta hash, 2 generation counter
 redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], 86400)
