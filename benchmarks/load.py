@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from benchmarks import loadgen
+from benchmarks import bench_leases, loadgen
 from quota_gateway.embedded import PostgresServer, RedisServer, free_port
 
 UVICORN = ["--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
@@ -56,7 +56,7 @@ def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connection
                           {"connections": connections, "duration": duration})
 
 
-async def _provision(database_url: str, base: str, master_key: str, keys: int) -> tuple[str, list[str]]:
+async def _provision(database_url: str, base: str, master_key: str, keys: int) -> tuple[str, list[str], dict]:
     from quota_gateway import db
     from quota_gateway.auth.tokens import create_token
     from quota_gateway.tenants import create_tenant
@@ -81,7 +81,10 @@ async def _provision(database_url: str, base: str, master_key: str, keys: int) -
                                                                                  "maxApiCalls": 10**12})
                                            for _ in range(min(50, keys - start))))
             api_keys += [r.json()["apiKey"] for r in batch]
-    return token, api_keys
+        customer = (await client.post("/api/customers", json={"name": "Bench"})).json()["id"]
+        floating = (await client.post("/api/floating/keys", json={"customerId": customer, "leaseLimit": 1000,
+                                                                  "products": [{"productId": product}]})).json()["key"]
+    return token, api_keys, {"org": tenant["id"], "key": floating}
 
 
 def run(duration: float = 8.0, connections: int = 32, keys: int = 1000) -> dict:
@@ -99,10 +102,13 @@ def run(duration: float = 8.0, connections: int = 32, keys: int = 1000) -> dict:
                 results["bare"] = _measure(port, bodies, {}, connections, duration)
             port = free_port()
             with _server("quota_gateway.app:create_app_from_env", port, env, factory=True):
-                token, api_keys = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{port}", master, keys))
+                token, api_keys, pool = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{port}", master, keys))
                 bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
                 headers = {"Authorization": f"ExisOneApi {token}"}
                 results["gateway"] = _measure(port, bodies, headers, connections, duration)
+                with multiprocessing.get_context("spawn").Pool(1) as worker:
+                    results["leases"] = worker.apply(bench_leases.run, ("127.0.0.1", port, pool["org"], pool["key"]),
+                                                     {"duration": min(duration, 5.0)})
             return results
         finally:
             pg.stop()
@@ -116,6 +122,10 @@ def report(results: dict) -> str:
         lines.append(f"{name:10} {r['rps']:10.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {r['statuses']}")
     lines.append(f"throughput b/a = {b['rps'] / a['rps']:.2f} (target >= 0.90); "
                  f"p99 b/a = {b['p99_ms'] / a['p99_ms']:.2f} (target <= 2.00)")
+    if "leases" in results:
+        lease = results["leases"]
+        lines.append(f"floating leases: {lease['pairs_per_sec']:.0f} obtain+release pairs/s "
+                     f"({lease['pairs_per_sec'] / b['rps']:.2f} pairs per validate)")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from .errors import ApiError
 KEY_BITS = 2048
 _CACHE_SECONDS = 5.0  # a rotation reaches every process within this
 _signing_cache: dict[str, tuple[float, str, rsa.RSAPrivateKey]] = {}
+_verifying_cache: dict[str, tuple[float, list[str]]] = {}
 
 
 def _wrapping_key(master_key: str, tenant_id: str) -> bytes:
@@ -61,6 +62,7 @@ async def create_key_pair(conn: asyncpg.Connection, tenant_id: str, master_key: 
                            "VALUES ($1, $2, $3, $4, true)", tenant_id, kid, public_pem,
                            _encrypt_private(key, master_key, tenant_id))
     _signing_cache.pop(tenant_id, None)
+    _verifying_cache.pop(tenant_id, None)
     return kid
 
 
@@ -84,6 +86,16 @@ async def public_keys(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
                             "ORDER BY active DESC, id DESC", tenant_id)
     return [{"kid": r["kid"], "publicKey": r["public_pem"], "active": r["active"], "createdAt": r["created_at"]}
             for r in rows]
+
+
+async def verifying_pems(conn: asyncpg.Connection, tenant_id: str) -> list[str]:
+    """The tenant's public keys (PEM), active first; cached per process for a few seconds."""
+    cached = _verifying_cache.get(tenant_id)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    pems = [k["publicKey"] for k in await public_keys(conn, tenant_id)]
+    _verifying_cache[tenant_id] = (time.monotonic() + _CACHE_SECONDS, pems)
+    return pems
 
 
 async def current_public_pem(conn: asyncpg.Connection, tenant_id: str) -> str:

@@ -163,7 +163,7 @@ async def _verified_lease(call: Call, tenant_id: str, lease: str) -> dict | None
     if payload.get("org") != tenant_id:
         return None
     async with call.services.pool.acquire() as conn:
-        pems = [k["publicKey"] for k in await crypto.public_keys(conn, tenant_id)]
+        pems = await crypto.verifying_pems(conn, tenant_id)
     return payload if lease_token.verify(pems, signed, signature) else None
 
 

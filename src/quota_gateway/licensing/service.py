@@ -252,8 +252,8 @@ async def _validate_offline_code(conn, tenant_id: str, now: datetime, server_ver
         payload_bytes, signature = offline.decode(code)
     except ValueError:
         return answer
-    if not any(crypto.verify_pkcs1v15_sha256(k["publicKey"], payload_bytes, signature)
-               for k in await crypto.public_keys(conn, tenant_id)):
+    if not any(crypto.verify_pkcs1v15_sha256(pem, payload_bytes, signature)
+               for pem in await crypto.verifying_pems(conn, tenant_id)):
         return answer
     payload = orjson.loads(payload_bytes)
     expires = datetime.fromisoformat(payload["expirationDate"].replace("Z", "+00:00"))
