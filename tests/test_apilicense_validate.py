@@ -49,6 +49,27 @@ async def test_no_quota_no_expiry(client, tenant):
     assert body["expiresAt"] is None and body["rateLimits"] == {}
 
 
+async def test_large_counts_render_as_plain_integers(client, tenant):
+    product = await make_product(client, tenant.headers, features=("api:units:month:5000000000000",))
+    key = await make_api_key(client, tenant.headers, product, maxApiCalls=10**13)
+    body = (await _validate(client, tenant.headers, key, units=1_000_000)).json()
+    assert body["quota"] == {"limit": 10**13, "used": 1_000_000, "remaining": 10**13 - 1_000_000}
+    assert body["rateLimits"]["units_month"]["remaining"] == 5 * 10**12 - 1_000_000
+
+
+async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenant, clock):
+    clock.set(_at(2026, 3, 14, 15, 9, 26))
+    product = await make_product(client, tenant.headers)
+    key = await make_api_key(client, tenant.headers, product, validityDays=30)
+    await _validate(client, tenant.headers, key)
+    from quota_gateway.apilicense.engine import LicenseRef
+
+    meta = LicenseRef(_fastpath_py.normalize_api_key(key)).meta
+    await app.state.services.redis.hdel(meta, "expiso")  # as a gateway before expiresAt was cached left it
+    body = (await _validate(client, tenant.headers, key)).json()
+    assert body["expiresAt"] == "2026-04-13T15:09:26Z" and body["quota"]["used"] == 2
+
+
 @pytest.mark.parametrize("key", ["qgk_" + "0" * 28, "nonsense", "qgk_7ZZZZZZZZZZZZZZZZZZZZZZZZZZZ"])
 async def test_unknown_and_mistyped_keys_are_not_found(client, tenant, key):
     r = await _validate(client, tenant.headers, key)

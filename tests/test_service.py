@@ -90,3 +90,18 @@ async def test_migrations_on_empty_and_migrated_database(pg_server):
     finally:
         await conn.close()
     assert versions == first
+
+
+def test_latency_histogram_exports_cumulative_buckets():
+    from quota_gateway.metrics import Metrics
+
+    metrics = Metrics()
+    for seconds in (0.0001, 0.003, 0.003, 7.0):  # 7 s is beyond the last bound: only +Inf counts it
+        metrics.observe_request("/r", "POST", 200, seconds)
+    text = metrics.render().decode()
+    assert 'qg_http_requests_total{method="POST",route="/r",status="200"} 4.0' in text
+    assert 'qg_http_request_duration_seconds_bucket{le="0.0005",route="/r"} 1.0' in text
+    assert 'qg_http_request_duration_seconds_bucket{le="0.005",route="/r"} 3.0' in text
+    assert 'qg_http_request_duration_seconds_bucket{le="2.5",route="/r"} 3.0' in text
+    assert 'qg_http_request_duration_seconds_bucket{le="+Inf",route="/r"} 4.0' in text
+    assert 'qg_http_request_duration_seconds_count{route="/r"} 4.0' in text

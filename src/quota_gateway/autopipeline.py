@@ -125,8 +125,11 @@ class AutoPipeline:
 
     async def run(self, script: LuaScript, keys: list, args: list):
         """EVALSHA, loading the script first if Redis does not know it (restart, SCRIPT FLUSH)."""
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connection()
+        try:  # execute() inlined: one coroutine frame less on the hot path
+            return await protocol.send(hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)))
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script.source)
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -9,6 +9,7 @@ import orjson
 
 from .. import fastpath
 from ..clock import iso_utc
+from ..metrics import CountsByLabels
 from ..redisconn import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
@@ -20,22 +21,21 @@ PRIME = LuaScript("apilicense_prime")
 
 META_TTL = 3600
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
-NEAR_LIMIT = 0.8
 MAX_UNITS = 1_000_000
 
-# errorCode -> (HTTP status, message)
-DENIALS = {
-    "not_found": (404, "no such API key"),
-    "revoked": (403, "this API key has been revoked"),
-    "expired": (403, "this API key has expired"),
-    "quota_exhausted": (429, "the lifetime quota of this API key is used up"),
-    "rate_limit_minute": (429, "per-minute limit reached"),
-    "rate_limit_hour": (429, "per-hour limit reached"),
-    "rate_limit_day": (429, "per-day limit reached"),
-    "rate_limit_month": (429, "per-month limit reached"),
+# errorCode -> HTTP status (the script writes the messages beside the numbers)
+DENIAL_STATUS = {
+    "not_found": 404,
+    "revoked": 403,
+    "expired": 403,
+    "quota_exhausted": 429,
+    "rate_limit_minute": 429,
+    "rate_limit_hour": 429,
+    "rate_limit_day": 429,
+    "rate_limit_month": 429,
 }
-_PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 2_592_000}
-_NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": DENIALS["not_found"][1]})
+_NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
+_REF_CACHE_SIZE = 65536
 
 
 def key_digest(key: str) -> bytes:
@@ -45,7 +45,7 @@ def key_digest(key: str) -> bytes:
 class LicenseRef:
     """Where one canonical key lives in Redis."""
 
-    __slots__ = ("key", "digest", "bucket", "prefix", "meta", "gen")
+    __slots__ = ("key", "digest", "bucket", "prefix", "meta", "gen", "validate_keys")
 
     def __init__(self, key: str, bucket: int | None = None, digest: bytes | None = None) -> None:
         self.key = key
@@ -55,6 +55,7 @@ class LicenseRef:
         hexdigest = self.digest.hex()[:32]
         self.meta = f"{self.prefix}m:{hexdigest}"
         self.gen = f"{self.prefix}gen:{hexdigest}"
+        self.validate_keys = [self.meta, f"{self.prefix}pending", self.prefix]
 
     @classmethod
     def from_row(cls, digest: bytes, bucket: int) -> "LicenseRef":
@@ -62,36 +63,28 @@ class LicenseRef:
 
 
 class Outcome:
-    """A decoded validate reply."""
+    """A decoded validate reply: the answer's body as the script rendered it, and what the gateway
+    needs besides (status, metrics, the limit a 429 names)."""
 
-    __slots__ = ("code", "used", "limit", "consumed", "expires", "features", "product", "retry_after", "windows")
+    __slots__ = ("code", "consumed", "retry_after", "near_limit", "product", "body", "limit_name", "limit",
+                 "remaining", "window", "used")
 
     def __init__(self, reply: list) -> None:
         self.code = _text(reply[0])
-        self.used = int(reply[1])
-        self.limit = int(reply[2])
-        self.consumed = int(reply[3])
-        self.expires = int(reply[4])
-        self.features = orjson.loads(reply[5]) if reply[5] else []
-        self.product = _text(reply[6])
-        self.retry_after = int(reply[7])
-        self.windows = [(_text(reply[i]), _text(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]), int(reply[i + 4]))
-                        for i in range(9, 9 + 5 * int(reply[8]), 5)]
+        self.consumed = int(reply[1])
+        self.retry_after = int(reply[2])
+        self.near_limit = reply[3] == 1
+        self.product = _text(reply[4])
+        body = reply[5]
+        self.body = body if isinstance(body, bytes) else body.encode()
+        self.limit_name = _text(reply[6])
+        self.limit = int(reply[7])
+        self.remaining = int(reply[8])
+        self.window = int(reply[9])
+        self.used = int(reply[10])
 
-    def quota(self) -> dict:
-        if self.limit < 0:
-            return {"limit": None, "used": self.used, "remaining": None}
-        return {"limit": self.limit, "used": self.used, "remaining": max(self.limit - self.used, 0)}
-
-    def rate_limits(self) -> dict:
-        return {f"{kind}_{period}": {"limit": limit, "used": used, "remaining": max(limit - used, 0),
-                                     "resetsAt": iso_utc(end)}
-                for kind, period, limit, used, end in self.windows}
-
-    def near_limit(self) -> bool:
-        if self.limit > 0 and self.used >= NEAR_LIMIT * self.limit:
-            return True
-        return any(used >= NEAR_LIMIT * limit for _, _, limit, used, _ in self.windows)
+    def document(self) -> dict:
+        return orjson.loads(self.body)
 
 
 def _text(value) -> str:
@@ -104,15 +97,13 @@ class QuotaEngine:
         self.runner = runner
         self._clock = services.clock
         self._window_cache: tuple[int, list] = (-1, [])
-        metrics = services.metrics
-        from prometheus_client import Counter
-
-        self._validations = Counter("qg_apilicense_validations_total", "API-key validations by product and outcome",
-                                    ("product", "result", "code"), registry=metrics.registry)
-        self._near_limit = Counter("qg_apilicense_near_limit_total",
-                                   "validations of keys with >= 80% of a window or the quota used",
-                                   ("product",), registry=metrics.registry)
-        self._counters: dict = {}
+        registry = services.metrics.registry
+        self._validations = CountsByLabels("qg_apilicense_validations", "API-key validations by product and outcome",
+                                           ("product", "result", "code"), registry)
+        self._near_limit = CountsByLabels("qg_apilicense_near_limit",
+                                          "validations of keys with >= 80% of a window or the quota used",
+                                          ("product",), registry)
+        self._refs: dict[str, LicenseRef] = {}  # normalised key -> where it lives (hashing once per key)
         self.dirty: set[int] = set()  # buckets with usage to write behind (shared with the flusher)
 
     # -- the hot call -------------------------------------------------------------------------
@@ -124,7 +115,9 @@ class QuotaEngine:
         if key is None:  # malformed or bad checksum: refused without I/O
             self._count("", "not_found")
             return 404, _NOT_FOUND_BODY, []
-        ref = LicenseRef(key)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._remember(key)
         idem = hashlib.sha1(idempotency_key.encode()).hexdigest()[:20] if idempotency_key else ""
         outcome = await self.run(ref, tenant_id, units, consume, idem)
         if outcome is None:
@@ -132,14 +125,26 @@ class QuotaEngine:
             return 404, _NOT_FOUND_BODY, []
         if outcome.consumed:
             self.dirty.add(ref.bucket)
-        return self._respond(outcome)
+        self._count(outcome.product, outcome.code)
+        if outcome.near_limit:
+            self._near_limit.inc((outcome.product,))
+        if outcome.code == "ok":
+            return 200, outcome.body, []
+        status = DENIAL_STATUS[outcome.code]
+        return status, outcome.body, self._limit_headers(outcome) if status == 429 else []
+
+    def _remember(self, key: str) -> LicenseRef:
+        if len(self._refs) >= _REF_CACHE_SIZE:
+            self._refs.clear()
+        ref = self._refs[key] = LicenseRef(key)
+        return ref
 
     async def run(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str = "") -> Outcome | None:
         """The validate script, filling metadata and counters from Postgres when Redis lacks them."""
         now = int(self._clock.now())
-        args = [tenant_id, now, units, 1 if consume else 0, *self._window_args(now), idem]
+        args = [tenant_id, now, units, 1 if consume else 0, idem, *self._window_args(now)]
         for _ in range(5):
-            reply = await self.runner.run(VALIDATE, [ref.meta, f"{ref.prefix}pending", ref.prefix], args)
+            reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
             head = reply[0]
             if head == b"miss":
                 await self._fill_meta(ref, reply[1])
@@ -154,46 +159,22 @@ class QuotaEngine:
         raise RuntimeError("license metadata kept changing during validation")
 
     def _window_args(self, now: int) -> list:
+        """Day, window bounds and window ends as ISO text: the same for a whole second."""
         cached_at, args = self._window_cache
         if cached_at != now:
             day = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%d")
-            args = [day]
-            for period in fastpath.PERIODS:
-                args.extend(fastpath.window_bounds(now, period))
+            bounds = [fastpath.window_bounds(now, period) for period in fastpath.PERIODS]
+            args = [day, *(edge for pair in bounds for edge in pair), *(iso_utc(end) for _, end in bounds)]
             self._window_cache = (now, args)
         return args
 
-    def _respond(self, outcome: Outcome) -> tuple[int, bytes, list]:
-        self._count(outcome.product, outcome.code)
-        if outcome.near_limit():
-            self._near_limit.labels(outcome.product).inc()
-        if outcome.code == "ok":
-            body = {"isValid": True, "unitsConsumed": outcome.consumed, "quota": outcome.quota(),
-                    "rateLimits": outcome.rate_limits(), "features": outcome.features,
-                    "expiresAt": iso_utc(outcome.expires) if outcome.expires else None}
-            return 200, orjson.dumps(body), []
-        status, message = DENIALS[outcome.code]
-        body = {"isValid": False, "errorCode": outcome.code, "errorMessage": message,
-                "quota": outcome.quota(), "rateLimits": outcome.rate_limits()}
-        headers = []
-        if status == 429:
-            body["retryAfterSeconds"] = outcome.retry_after
-            headers = self._limit_headers(outcome)
-        return status, orjson.dumps(body), headers
-
     def _limit_headers(self, outcome: Outcome) -> list:
         """Retry-After, X-RateLimit-*, and the IETF RateLimit / RateLimit-Policy fields."""
-        retry = str(max(outcome.retry_after, 1)).encode()
-        if outcome.code == "quota_exhausted":
-            name, limit, remaining, window = "quota", outcome.limit, max(outcome.limit - outcome.used, 0), 0
-        else:
-            period = outcome.code[len("rate_limit_"):]
-            kind, _, limit, used, _ = min((w for w in outcome.windows if w[1] == period), key=lambda w: w[2] - w[3])
-            name, remaining, window = f"{kind}_{period}", max(limit - used, 0), _PERIOD_SECONDS[period]
+        name, limit, remaining, window = outcome.limit_name, outcome.limit, outcome.remaining, outcome.window
         reset_at = str(int(self._clock.now()) + outcome.retry_after).encode()
         policy = f'"{name}";q={limit}' + (f";w={window}" if window else "")
         return [
-            (b"retry-after", retry),
+            (b"retry-after", str(max(outcome.retry_after, 1)).encode()),
             (b"x-ratelimit-limit", str(limit).encode()),
             (b"x-ratelimit-remaining", str(remaining).encode()),
             (b"x-ratelimit-reset", reset_at),
@@ -202,11 +183,7 @@ class QuotaEngine:
         ]
 
     def _count(self, product: str, code: str) -> None:
-        child = self._counters.get((product, code))
-        if child is None:
-            child = self._validations.labels(product, "allowed" if code == "ok" else "denied", code)
-            self._counters[(product, code)] = child
-        child.inc()
+        self._validations.inc((product, "allowed" if code == "ok" else "denied", code))
 
     # -- cache fills --------------------------------------------------------------------------
 
@@ -224,6 +201,7 @@ class QuotaEngine:
             fields = ["ok", "1", "id", row["id"], "tenant", str(row["tenant_id"]),
                       "revoked", "1" if row["revoked_at"] else "0",
                       "exp", int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
+                      "expiso", iso_utc(row["expires_at"]) if row["expires_at"] else "",
                       "limit", row["max_api_calls"] if row["max_api_calls"] is not None else -1,
                       "off", row["used_offset"], "rules", rules, "feat", orjson.dumps(passthrough), "prod", row["name"]]
             ttl = META_TTL

@@ -12,6 +12,7 @@ import orjson
 
 from ..errors import ApiError
 from ..schema import Bool, Int, Str, obj
+from .engine import MAX_UNITS
 
 log = logging.getLogger("quota_gateway.apilicense")
 
@@ -19,7 +20,7 @@ PATH = "/api/apilicense/validate"
 ROUTE_LABEL = PATH
 VALIDATE_BODY = obj(
     apiKey=Str(required=True, min_len=1, max_len=128, description="the API key presented by the end-user's request"),
-    units=Int(minimum=1, maximum=1_000_000, default=1, description="units this request costs"),
+    units=Int(minimum=1, maximum=MAX_UNITS, default=1, description="units this request costs"),
     consumeUnits=Bool(default=True, description="false: check only, consume nothing"),
 )
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -68,10 +69,20 @@ async def _handle(services, scope, receive) -> tuple[int, bytes, list]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    api_key, units, consume = _parse_body(data)
+    return await services.domains["apilicense"].validate(principal.tenant_id, api_key, units, consume, idempotency_key)
+
+
+def _parse_body(data) -> tuple[str, int, bool]:
+    """A well-formed body passes a few type checks; anything else gets the schema's precise error.
+    (What passes here, the schema accepts too, with the same values once the key is normalised.)"""
+    if type(data) is dict:
+        api_key, units, consume = data.get("apiKey"), data.get("units", 1), data.get("consumeUnits", True)
+        if (type(api_key) is str and 0 < len(api_key) <= 128 and "\x00" not in api_key and not api_key.isspace()
+                and type(units) is int and 0 < units <= MAX_UNITS and type(consume) is bool):
+            return api_key, units, consume
     request = VALIDATE_BODY.parse(data)
-    engine = services.domains["apilicense"]
-    return await engine.validate(principal.tenant_id, request["apiKey"], request["units"], request["consumeUnits"],
-                                 idempotency_key)
+    return request["apiKey"], request["units"], request["consumeUnits"]
 
 
 async def _read_body(receive, limit: int) -> bytes:

@@ -185,7 +185,8 @@ async def usage(call: Call) -> dict:
     outcome = await engine.run(_ref(row), call.tenant_id, 0, False)
     if outcome is None:
         raise ApiError(404, "not_found", "no such API key")
-    return {"apiKey": row["key_hint"], "quota": outcome.quota(), "rateLimits": outcome.rate_limits(),
+    document = outcome.document()
+    return {"apiKey": row["key_hint"], "quota": document["quota"], "rateLimits": document["rateLimits"],
             "history": [{"date": r["day"].isoformat(), "units": r["units"]} for r in history]}
 
 
