@@ -10,7 +10,8 @@ from benchmarks import load, micro
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per target")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=load._levels, default=(32, 128),
+                        help="comma-separated concurrency levels")
     parser.add_argument("--skip-load", action="store_true")
     args = parser.parse_args()
     print("== fast path: compiled vs pure-Python (ns per call) ==")

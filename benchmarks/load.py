@@ -2,7 +2,7 @@
 
 Both run under identical uvicorn settings (1 worker, uvloop, httptools) in their own processes;
 the same load generator (another process) drives each over 1,000 distinct API keys, and the
-ratios b/a are printed. Run: python -m benchmarks.load [--duration S] [--connections N]
+ratios b/a are printed. Run: python -m benchmarks.load [--duration S] [--connections 32,128]
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,12 @@ def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connection
     drive = _drive_wrk if generator == "wrk" else _drive_python
     drive(port, bodies, headers, connections, 2.0)
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = drive(port, bodies, headers, connections, duration)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if generator == "wrk" and result["requests"]:  # wrk is a reaped child: its CPU is in RUSAGE_CHILDREN
+        spent = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
+        result["loadgen_cpu_us"] = spent / result["requests"] * 1e6
     for name, pid in pids.items():
         after = _cpu_seconds(pid)
         if after is not None and before[name] is not None and result["requests"]:
@@ -127,7 +133,10 @@ async def _provision(database_url: str, base: str, master_key: str, keys: int) -
     return token, api_keys, {"org": tenant["id"], "key": floating}
 
 
-def run(duration: float = 8.0, connections: int = 32, keys: int = 1000, generator: str = "auto") -> dict:
+def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: int = 1000,
+        generator: str = "auto") -> dict:
+    """Both targets at each concurrency level: closed-loop load is latency-bound at low concurrency,
+    where each validate also waits a Redis round trip, and CPU-bound at high concurrency."""
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,49 +146,60 @@ def run(duration: float = 8.0, connections: int = 32, keys: int = 1000, generato
             master = "11" * 32
             env = {"QG_REDIS_URL": redis.url, "QG_DATABASE_URL": pg.url, "QG_MASTER_KEY": master,
                    "QG_LOG_LEVEL": "warning"}
-            results = {"generator": generator}
+            levels: dict[int, dict] = {n: {} for n in connections}
             port = free_port()
             with _server("benchmarks.bare_app:app", port, {}) as server:
                 bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
-                results["bare"] = _measure(port, bodies, {}, connections, duration, generator, {"server": server.pid})
+                for n in connections:
+                    levels[n]["bare"] = _measure(port, bodies, {}, n, duration, generator, {"server": server.pid})
             port = free_port()
             with _server("quota_gateway.app:create_app_from_env", port, env, factory=True) as server:
                 token, api_keys, pool = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{port}", master, keys))
                 bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
                 headers = {"Authorization": f"ExisOneApi {token}"}
-                results["gateway"] = _measure(port, bodies, headers, connections, duration, generator,
-                                              {"server": server.pid, "redis": redis.process.pid})
+                for n in connections:
+                    levels[n]["gateway"] = _measure(port, bodies, headers, n, duration, generator,
+                                                    {"server": server.pid, "redis": redis.process.pid})
                 with multiprocessing.get_context("spawn").Pool(1) as worker:
-                    results["leases"] = worker.apply(bench_leases.run, ("127.0.0.1", port, pool["org"], pool["key"]),
-                                                     {"duration": min(duration, 5.0)})
-            return results
+                    leases = worker.apply(bench_leases.run, ("127.0.0.1", port, pool["org"], pool["key"]),
+                                          {"duration": min(duration, 5.0)})
+            return {"generator": generator, "levels": levels, "leases": leases}
         finally:
             pg.stop()
             redis.stop()
 
 
 def report(results: dict) -> str:
-    a, b = results["bare"], results["gateway"]
-    lines = [f"load generator: {results['generator']}", f"{'target':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  statuses"]
-    for name, r in (("bare (a)", a), ("validate (b)", b)):
-        lines.append(f"{name:10} {r['rps']:10.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {r['statuses']}")
-    if "server_cpu_us" in a and "server_cpu_us" in b:
-        lines.append(f"CPU per request: bare server {a['server_cpu_us']:.1f} us; gateway server {b['server_cpu_us']:.1f} us "
-                     f"+ Redis {b.get('redis_cpu_us', 0):.1f} us (server b/a = {b['server_cpu_us'] / a['server_cpu_us']:.2f}); "
-                     f"all of it shares {os.cpu_count()} cores with the load generator")
-    lines.append(f"throughput b/a = {b['rps'] / a['rps']:.2f} (target >= 0.90); "
-                 f"p99 b/a = {b['p99_ms'] / a['p99_ms']:.2f} (target <= 2.00)")
-    if "leases" in results:
-        lease = results["leases"]
-        lines.append(f"floating leases: {lease['pairs_per_sec']:.0f} obtain+release pairs/s "
-                     f"({lease['pairs_per_sec'] / b['rps']:.2f} pairs per validate)")
+    lines = [f"load generator: {results['generator']}; {os.cpu_count()} cores shared by server, Redis and generator"]
+    for connections, level in results["levels"].items():
+        a, b = level["bare"], level["gateway"]
+        lines += [f"-- {connections} connections", f"{'target':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  statuses"]
+        for name, r in (("bare (a)", a), ("validate (b)", b)):
+            lines.append(f"{name:12} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {r['statuses']}")
+        if "server_cpu_us" in a and "server_cpu_us" in b:
+            lines.append(f"CPU per request: bare server {a['server_cpu_us']:.1f} us; validate server "
+                         f"{b['server_cpu_us']:.1f} us + Redis {b.get('redis_cpu_us', 0):.1f} us "
+                         f"(server b/a = {b['server_cpu_us'] / a['server_cpu_us']:.2f})")
+            if "loadgen_cpu_us" in a and "loadgen_cpu_us" in b:
+                busy = [r["rps"] * (r["server_cpu_us"] + r.get("redis_cpu_us", 0) + r["loadgen_cpu_us"]) / 1e6
+                        for r in (a, b)]
+                lines.append(f"cores busy (server + Redis + generator): bare {busy[0]:.2f}, validate {busy[1]:.2f}")
+        lines.append(f"throughput b/a = {b['rps'] / a['rps']:.2f} (target >= 0.90); "
+                     f"p99 b/a = {b['p99_ms'] / a['p99_ms']:.2f} (target <= 2.00)")
+    lease = results["leases"]
+    lines.append(f"floating leases: {lease['pairs_per_sec']:.0f} obtain+release pairs/s (each obtain signs a lease "
+                 f"with RSA-2048)")
     return "\n".join(lines)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=_levels, default=(32, 128), help="comma-separated concurrency levels")
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="auto: wrk when installed, else the in-repo asyncio generator")
