@@ -19,6 +19,7 @@ import logging
 import secrets
 from datetime import date
 
+from ..background import WriteBehindLoop
 from ..redisconn import LuaScript
 
 log = logging.getLogger("quota_gateway.writebehind")
@@ -26,51 +27,25 @@ log = logging.getLogger("quota_gateway.writebehind")
 TAKE = LuaScript("apilicense_flush_take")
 DONE = LuaScript("apilicense_flush_done")
 BUCKETS = 1024
-SWEEP_EVERY = 30.0  # seconds between full sweeps
 
 
-class UsageFlusher:
+class UsageFlusher(WriteBehindLoop):
+    name = "usage-write-behind"
+
     def __init__(self, services, runner, interval: float) -> None:
+        super().__init__(interval)
         self.services = services
         self.runner = runner
-        self.interval = interval
         self.dirty: set[int] = set()
-        self._task: asyncio.Task | None = None
 
-    def mark(self, bucket: int) -> None:
-        self.dirty.add(bucket)
+    def touched(self) -> list[int]:
+        return list(self.dirty)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="usage-write-behind")
+    async def everything(self) -> list[int]:
+        return list(range(BUCKETS))
 
-    async def stop(self) -> None:
-        """Stop the loop, then one last flush so a clean shutdown leaves nothing behind."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        try:
-            await self.flush(list(self.dirty))
-        except Exception:
-            log.warning("final usage flush failed; the deltas stay in Redis for the next flusher")
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_sweep = loop.time()
-        while True:
-            try:
-                if loop.time() >= next_sweep:
-                    await self.flush(range(BUCKETS))
-                    next_sweep = loop.time() + SWEEP_EVERY
-                else:
-                    await self.flush(list(self.dirty))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("usage flush cycle failed")
-            await asyncio.sleep(self.interval)
+    async def drain(self, targets: list) -> int:
+        return await self.flush(targets)
 
     async def flush(self, buckets) -> int:
         """Flush the given buckets; returns units written. Buckets of a failed batch stay dirty."""

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 
+from ..background import cancel_and_wait
 from ..clock import Clock
 from ..fastpath import parse_authorization
 from .tokens import Principal, load_principal
@@ -84,12 +85,7 @@ class TokenCache:
         self._listener = asyncio.create_task(self._listen(), name="token-invalidation")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._listener)
 
     async def _listen(self) -> None:
         while True:

@@ -7,52 +7,24 @@ process drains the pools it touched, and sweeps all pools now and then for the r
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from datetime import datetime, timezone
 
-log = logging.getLogger("quota_gateway.leases")
-SWEEP_EVERY = 30.0
+from ..background import WriteBehindLoop
 
 
-class HistoryDrainer:
+class HistoryDrainer(WriteBehindLoop):
+    name = "lease-history"
+
     def __init__(self, services, pools, interval: float) -> None:
+        super().__init__(interval)
         self.services = services
         self.pools = pools
-        self.interval = interval
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="lease-history")
+    def touched(self) -> list[str]:
+        return list(self.pools.dirty)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        try:
-            await self.drain(list(self.pools.dirty))
-        except Exception:
-            log.warning("final lease history drain failed; entries stay in Redis")
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_sweep = loop.time()
-        while True:
-            try:
-                if loop.time() >= next_sweep:
-                    await self.drain([k.decode()[:-len("hist")] async for k in
-                                      self.services.redis.scan_iter(match="qg:{fl:*}:hist", count=1000)])
-                    next_sweep = loop.time() + SWEEP_EVERY
-                else:
-                    await self.drain(list(self.pools.dirty))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("lease history drain failed (%s); will retry", exc)
-            await asyncio.sleep(self.interval)
+    async def everything(self) -> list[str]:
+        return [k.decode()[:-len("hist")] async for k in self.services.redis.scan_iter(match="qg:{fl:*}:hist", count=1000)]
 
     async def drain(self, prefixes: list[str]) -> int:
         """Move the history of these pools (prefix "qg:{fl:<d>}:") to Postgres; returns rows written."""
