@@ -16,13 +16,14 @@ from quota_gateway.redisconn import LuaScript
 VALIDATE = LuaScript("apilicense_validate")
 
 
-async def test_calls_in_one_tick_share_one_write_and_keep_order(redis_server):
-    pipe = AutoPipeline(redis_server.url)
+@pytest.mark.parametrize("flush_at, expected_writes", [(1000, 1), (4, 125)], ids=["one-write-per-tick", "every-4"])
+async def test_calls_in_one_tick_share_writes_and_keep_order(redis_server, flush_at, expected_writes):
+    pipe = AutoPipeline(redis_server.url, flush_at=flush_at)
     await pipe.execute("PING")
     writes = pipe.writes
     replies = await asyncio.gather(*(pipe.execute("ECHO", str(i)) for i in range(500)))
     assert replies == [str(i).encode() for i in range(500)]
-    assert pipe.writes - writes == 1
+    assert pipe.writes - writes == expected_writes
     await pipe.aclose()
 
 

@@ -23,9 +23,18 @@ from redis.exceptions import NoScriptError, ResponseError
 from .redisconn import LuaScript
 
 
+# Commands are written at the end of the event-loop tick, or as soon as this many are queued.
+# Writing a whole tick at once makes the server and Redis take turns in lock-step (a convoy: the
+# server idles while Redis runs the batch, then Redis idles while the server answers it); small
+# writes keep both busy. Measured with benchmarks/load.py at 32 connections: one write per tick
+# 0.68 of the bare endpoint's throughput, every 16 commands 0.81, every 4 commands 0.88-0.91.
+FLUSH_AT = 4
+
+
 class _Protocol(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, flush_at: int) -> None:
         self._loop = loop
+        self._flush_at = flush_at
         self._reader = hiredis.Reader()
         self._waiters: deque[asyncio.Future] = deque()
         self._outgoing: list[bytes] = []
@@ -68,7 +77,9 @@ class _Protocol(asyncio.Protocol):
         future = self._loop.create_future()
         self._waiters.append(future)
         self._outgoing.append(packed)
-        if not self._flush_scheduled:
+        if len(self._outgoing) >= self._flush_at:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return future
@@ -83,7 +94,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class AutoPipeline:
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, flush_at: int = FLUSH_AT) -> None:
         parsed = urlparse(url)
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or 6379
@@ -91,6 +102,7 @@ class AutoPipeline:
         self.username = unquote(parsed.username) if parsed.username else None
         self.db = int(parsed.path.lstrip("/") or 0)
         self.connect_timeout = connect_timeout
+        self.flush_at = flush_at
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -108,7 +120,7 @@ class AutoPipeline:
             if self._protocol is None or self._protocol.closed:
                 loop = asyncio.get_running_loop()
                 _, protocol = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(loop), self.host, self.port), self.connect_timeout)
+                    loop.create_connection(lambda: _Protocol(loop, self.flush_at), self.host, self.port), self.connect_timeout)
                 if self.password:
                     auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
                     await protocol.send(hiredis.pack_command(auth))
