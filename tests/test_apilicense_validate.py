@@ -65,7 +65,7 @@ async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenan
     from quota_gateway.apilicense.engine import LicenseRef
 
     meta = LicenseRef(_fastpath_py.normalize_api_key(key)).meta
-    await app.state.services.redis.hdel(meta, "expiso")  # as a gateway before expiresAt was cached left it
+    await app.state.services.redis.hdel(meta, "v")  # as a gateway with an older metadata format left it
     body = (await _validate(client, tenant.headers, key)).json()
     assert body["expiresAt"] == "2026-04-13T15:09:26Z" and body["quota"]["used"] == 2
 

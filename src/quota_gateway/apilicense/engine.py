@@ -20,6 +20,7 @@ RESET = LuaScript("apilicense_reset")
 PRIME = LuaScript("apilicense_prime")
 
 META_TTL = 3600
+META_FORMAT = "2"  # the script refills metadata cached in any other format
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 MAX_UNITS = 1_000_000
 
@@ -36,6 +37,15 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
+
+
+def _rule_fields(spec: str) -> list:
+    """The compiled rules as the script reads them: one meta field per limited (kind, period)."""
+    fields: list = []
+    for rule in filter(None, spec.split(",")):
+        kind, period, limit = rule.split(":")
+        fields += [f"{kind}:{period}", limit]
+    return fields
 
 
 def key_digest(key: str) -> bytes:
@@ -203,7 +213,8 @@ class QuotaEngine:
                       "exp", int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
                       "expiso", iso_utc(row["expires_at"]) if row["expires_at"] else "",
                       "limit", row["max_api_calls"] if row["max_api_calls"] is not None else -1,
-                      "off", row["used_offset"], "rules", rules, "feat", orjson.dumps(passthrough), "prod", row["name"]]
+                      "off", row["used_offset"], "feat", orjson.dumps(passthrough), "prod", row["name"], "v", META_FORMAT,
+                      *_rule_fields(rules)]
             ttl = META_TTL
         await self.runner.run(FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
 

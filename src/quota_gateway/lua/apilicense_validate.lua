@@ -8,9 +8,12 @@
 -- Reply: {"miss", gen} | {"fill", id} | {"nf"} | {"idem", json of a reply} |
 --        {code, consumed, retry_after, near_limit (0|1), product, body_json,
 --         limit_name, limit, remaining, window_seconds (the limit a 429 names), used}
-local meta = redis.call('HMGET', KEYS[1], 'ok', 'id', 'tenant', 'revoked', 'exp', 'limit', 'off', 'rules', 'feat',
-  'prod', 'expiso')
-if not meta[1] or (meta[1] == '1' and not meta[11]) then  -- absent, or cached by an older format
+-- Meta fields 12..19 hold the window limits, one field per (kind, period) that has one, in the
+-- order calls then units, each minute, hour, day, month (so no rule text is parsed per call).
+local meta = redis.call('HMGET', KEYS[1], 'ok', 'id', 'tenant', 'revoked', 'exp', 'limit', 'off', 'v', 'feat',
+  'prod', 'expiso', 'calls:minute', 'calls:hour', 'calls:day', 'calls:month', 'units:minute', 'units:hour', 'units:day',
+  'units:month')
+if not meta[1] or (meta[1] == '1' and meta[8] ~= '2') then  -- absent, or cached in an older format
   return {'miss', redis.call('GET', KEYS[3] .. 'gen:' .. string.sub(KEYS[1], #KEYS[3] + 3)) or '0'}
 end
 if meta[1] ~= '1' or meta[3] ~= ARGV[1] then
@@ -50,39 +53,38 @@ elseif limit >= 0 and used + units > limit then
   retry_after = exp > 0 and (exp - now) or 86400
 end
 
--- Window ARGV positions by period: start at ARGV[i], end at ARGV[i + 1], ISO end at ARGV[iso].
--- (Plain comparisons: a table literal here would be allocated on every call.)
-local function window_args(period)
-  if period == 'minute' then return 7, 15 elseif period == 'hour' then return 9, 16
-  elseif period == 'day' then return 11, 17 else return 13, 18 end
-end
-local n = 0
-local w_kind, w_period, w_limit, w_used, w_key, w_cost, w_end, w_iso = {}, {}, {}, {}, {}, {}, {}, {}
-for kind, period, wlimit in string.gmatch(meta[8], '(%a+):(%a+):(%d+)') do
-  local at, iso = window_args(period)
-  local wend = tonumber(ARGV[at + 1])
-  local wkey = prefix .. 'w:' .. id .. ':' .. kind .. ':' .. period .. ':' .. ARGV[at]
-  local current = tonumber(redis.call('GET', wkey) or '0')
-  local cost = (units == 0 and 0) or (kind == 'calls' and 1) or units
-  wlimit = tonumber(wlimit)
-  if (code == 'ok' or string.sub(code, 1, 11) == 'rate_limit_') and current + cost > wlimit and wend - now > retry_after then
-    code = 'rate_limit_' .. period
-    retry_after = wend - now
+-- Windows: W[i] = {kind, period, limit, used, key, cost, end, iso}. Period p (0..3) starts at
+-- ARGV[7 + 2p], ends at ARGV[8 + 2p] and ends at ARGV[15 + p] as ISO text.
+local W = {}
+local limited = false
+for slot = 0, 7 do
+  local wlimit = meta[12 + slot]
+  if wlimit then
+    local p = slot % 4
+    local kind = slot < 4 and 'calls' or 'units'
+    local period = (p == 0 and 'minute') or (p == 1 and 'hour') or (p == 2 and 'day') or 'month'
+    local wend = tonumber(ARGV[8 + 2 * p])
+    local wkey = prefix .. 'w:' .. id .. ':' .. kind .. ':' .. period .. ':' .. ARGV[7 + 2 * p]
+    local current = tonumber(redis.call('GET', wkey) or '0')
+    local cost = (units == 0 and 0) or (slot < 4 and 1) or units
+    wlimit = tonumber(wlimit)
+    if (code == 'ok' or limited) and current + cost > wlimit and wend - now > retry_after then
+      code = 'rate_limit_' .. period
+      limited = true
+      retry_after = wend - now
+    end
+    W[#W + 1] = {kind, period, wlimit, current, wkey, cost, wend, ARGV[15 + p]}
   end
-  n = n + 1
-  w_kind[n], w_period[n], w_limit[n], w_used[n], w_key[n], w_cost[n], w_end[n], w_iso[n] =
-    kind, period, wlimit, current, wkey, cost, wend, ARGV[iso]
 end
 
 local consumed = 0
 if code == 'ok' and consume and units > 0 then
   consumed = units
   used = redis.call('INCRBY', used_key, units) - offset
-  for i = 1, n do
-    local value = redis.call('INCRBY', w_key[i], w_cost[i])
-    w_used[i] = value
-    if value == w_cost[i] then  -- a new window: it expires a minute after it ends (relative: the injected clock need not match Redis's)
-      redis.call('EXPIRE', w_key[i], w_end[i] - now + 60)
+  for _, w in ipairs(W) do
+    w[4] = redis.call('INCRBY', w[5], w[6])
+    if w[4] == w[6] then  -- a new window: it expires a minute after it ends (relative: the injected clock need not match Redis's)
+      redis.call('EXPIRE', w[5], w[7] - now + 60)
     end
   end
   redis.call('HINCRBY', KEYS[2], id .. ':' .. ARGV[6], units)
@@ -97,10 +99,10 @@ else
   quota = string.format('{"limit":%d,"used":%d,"remaining":%d}', limit, used, math.max(limit - used, 0))
 end
 local parts = {}
-for i = 1, n do
-  near = near or w_used[i] >= 0.8 * w_limit[i]
-  parts[i] = string.format('"%s_%s":{"limit":%d,"used":%d,"remaining":%d,"resetsAt":"%s"}', w_kind[i], w_period[i],
-    w_limit[i], w_used[i], math.max(w_limit[i] - w_used[i], 0), w_iso[i])
+for i, w in ipairs(W) do
+  near = near or w[4] >= 0.8 * w[3]
+  parts[i] = string.format('"%s_%s":{"limit":%d,"used":%d,"remaining":%d,"resetsAt":"%s"}', w[1], w[2], w[3], w[4],
+    math.max(w[3] - w[4], 0), w[8])
 end
 local rate_limits = '{' .. table.concat(parts, ',') .. '}'
 
@@ -124,16 +126,16 @@ else
     messages[code], quota, rate_limits)
   if code == 'quota_exhausted' then
     limit_name, named_limit, remaining = 'quota', limit, math.max(limit - used, 0)
-  elseif string.sub(code, 1, 11) == 'rate_limit_' then
+  elseif limited then
     local period = string.sub(code, 12)
     local tightest = nil
-    for i = 1, n do
-      if w_period[i] == period and (not tightest or w_limit[i] - w_used[i] < w_limit[tightest] - w_used[tightest]) then
-        tightest = i
+    for _, w in ipairs(W) do
+      if w[2] == period and (not tightest or w[3] - w[4] < tightest[3] - tightest[4]) then
+        tightest = w
       end
     end
-    limit_name = w_kind[tightest] .. '_' .. period
-    named_limit, remaining = w_limit[tightest], math.max(w_limit[tightest] - w_used[tightest], 0)
+    limit_name = tightest[1] .. '_' .. period
+    named_limit, remaining = tightest[3], math.max(tightest[3] - tightest[4], 0)
     window_seconds = ({minute = 60, hour = 3600, day = 86400, month = 2592000})[period]
   end
   if limit_name ~= '' then
