@@ -134,7 +134,7 @@ async def _provision(database_url: str, base: str, master_key: str, keys: int) -
 
 
 def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: int = 1000,
-        generator: str = "auto") -> dict:
+        generator: str = "auto", with_redis_py: bool = True) -> dict:
     """Both targets at each concurrency level: closed-loop load is latency-bound at low concurrency,
     where each validate also waits a Redis round trip, and CPU-bound at high concurrency."""
     if generator == "auto":
@@ -163,6 +163,13 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
                 with multiprocessing.get_context("spawn").Pool(1) as worker:
                     leases = worker.apply(bench_leases.run, ("127.0.0.1", port, pool["org"], pool["key"]),
                                           {"duration": min(duration, 5.0)})
+            if with_redis_py:  # the same gateway, hot path on redis.asyncio (one EVALSHA per pooled connection)
+                port = free_port()
+                with _server("quota_gateway.app:create_app_from_env", port, {**env, "QG_REDIS_TRANSPORT": "redis-py"},
+                             factory=True) as server:
+                    for n in connections:
+                        levels[n]["redis-py"] = _measure(port, bodies, headers, n, duration, generator,
+                                                         {"server": server.pid, "redis": redis.process.pid})
             return {"generator": generator, "levels": levels, "leases": leases}
         finally:
             pg.stop()
@@ -174,7 +181,8 @@ def report(results: dict) -> str:
     for connections, level in results["levels"].items():
         a, b = level["bare"], level["gateway"]
         lines += [f"-- {connections} connections", f"{'target':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  statuses"]
-        for name, r in (("bare (a)", a), ("validate (b)", b)):
+        rows = [("bare (a)", a), ("validate (b)", b)] + ([("b, redis-py", level["redis-py"])] if "redis-py" in level else [])
+        for name, r in rows:
             lines.append(f"{name:12} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {r['statuses']}")
         if "server_cpu_us" in a and "server_cpu_us" in b:
             lines.append(f"CPU per request: bare server {a['server_cpu_us']:.1f} us; validate server "
@@ -186,6 +194,10 @@ def report(results: dict) -> str:
                 lines.append(f"cores busy (server + Redis + generator): bare {busy[0]:.2f}, validate {busy[1]:.2f}")
         lines.append(f"throughput b/a = {b['rps'] / a['rps']:.2f} (target >= 0.90); "
                      f"p99 b/a = {b['p99_ms'] / a['p99_ms']:.2f} (target <= 2.00)")
+        if "redis-py" in level:
+            c = level["redis-py"]
+            lines.append(f"with redis.asyncio instead of auto-pipelining: throughput {c['rps'] / a['rps']:.2f} of bare, "
+                         f"server CPU {c.get('server_cpu_us', 0):.1f} us per request")
     lease = results["leases"]
     lines.append(f"floating leases: {lease['pairs_per_sec']:.0f} obtain+release pairs/s (each obtain signs a lease "
                  f"with RSA-2048)")
@@ -201,10 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--connections", type=_levels, default=(32, 128), help="comma-separated concurrency levels")
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--no-redis-py", action="store_true", help="skip the redis.asyncio comparison run")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="auto: wrk when installed, else the in-repo asyncio generator")
     args = parser.parse_args(argv)
-    print(report(run(args.duration, args.connections, args.keys, args.generator)))
+    print(report(run(args.duration, args.connections, args.keys, args.generator, not args.no_redis_py)))
 
 
 if __name__ == "__main__":

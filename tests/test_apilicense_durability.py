@@ -48,6 +48,25 @@ async def test_500_concurrent_consumes_against_quota_100(app, client, tenant, se
     assert await _pg_usage(settings.database_url) == (100, 100)
 
 
+async def test_redis_py_transport_is_exact_too(tenant, settings):
+    """QG_REDIS_TRANSPORT=redis-py (the transport the benchmark compares against) gives the same answers."""
+    async with running_app(settings.with_(redis_transport="redis-py")) as (app, client):
+        product = await make_product(client, tenant.headers, features=("api:rate:hour:60",))
+        key = await make_api_key(client, tenant.headers, product, maxApiCalls=50)
+        results = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)
+                                         for _ in range(200)))
+        assert [r.status_code for r in results].count(200) == 50
+        assert results[0].json()["quota"]["limit"] == 50
+        await _flusher(app).flush(range(1024))
+    assert await _pg_usage(settings.database_url) == (50, 50)
+
+
+async def test_unknown_redis_transport_is_refused_at_start(settings):
+    with pytest.raises(ValueError, match="QG_REDIS_TRANSPORT"):
+        async with running_app(settings.with_(redis_transport="carrier-pigeon")):
+            pass
+
+
 @pytest.mark.parametrize("period", ["minute", "hour", "day", "month"])
 async def test_concurrent_consumes_per_window_are_exact(app, client, tenant, settings, period):
     product = await make_product(client, tenant.headers, features=(f"api:rate:{period}:37",))

@@ -17,6 +17,7 @@ class Settings:
 
     redis_url: str | None = field(default=None, metadata={"env": "QG_REDIS_URL", "doc": "Redis URL; unset = embedded Redis"})
     redis_cluster: bool = field(default=False, metadata={"env": "QG_REDIS_CLUSTER", "doc": "treat QG_REDIS_URL as a Redis Cluster seed"})
+    redis_transport: str = field(default="autopipeline", metadata={"env": "QG_REDIS_TRANSPORT", "doc": "hot-path Redis transport: autopipeline (one auto-pipelined connection per Redis) or redis-py (redis.asyncio's pool, one connection per concurrent call; kept to measure against)"})
     database_url: str | None = field(default=None, metadata={"env": "QG_DATABASE_URL", "doc": "PostgreSQL URL; unset = embedded PostgreSQL"})
     data_dir: str = field(default=".qg-data", metadata={"env": "QG_DATA_DIR", "doc": "where embedded servers keep their data"})
     host: str = field(default="127.0.0.1", metadata={"env": "QG_HOST", "doc": "bind address"})

@@ -37,3 +37,23 @@ class LuaScript:
         except NoScriptError:
             await client.script_load(self.source)  # on a cluster: loaded on every primary
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+class RedisPyRunner:
+    """The script-runner interface of AutoPipeline over redis.asyncio: one EVALSHA per call on a
+    pooled connection. Selected with QG_REDIS_TRANSPORT=redis-py; benchmarks/load.py measures it
+    beside the auto-pipelining transport. The pool blocks when all its connections are busy
+    (redis-py's default pool raises MaxConnectionsError instead)."""
+
+    def __init__(self, url: str, *, cluster: bool = False, max_connections: int = 128) -> None:
+        if cluster:
+            self.client = RedisCluster.from_url(url, max_connections=max_connections)
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+            self.client = aioredis.Redis(connection_pool=pool)
+
+    async def run(self, script: LuaScript, keys: list, args: list):
+        return await script(self.client, keys, args)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 from starlette.responses import Response
 
 from .. import catalogue, fastpath
+from ..autopipeline import AutoPipeline, ClusterAutoPipeline
 from ..clock import iso_utc
 from ..errors import ApiError
 from ..jsonio import JSONResponse
-from ..autopipeline import AutoPipeline, ClusterAutoPipeline
+from ..redisconn import RedisPyRunner
 from ..routing import Call, EndpointSpec, endpoint
 from ..schema import UNSET, Email, Int, Query, Str, obj
 from .engine import MAX_UNITS, LicenseRef, QuotaEngine, key_digest
@@ -230,6 +231,11 @@ catalogue.ON_FEATURES_CHANGED.append(features_changed)
 
 def _runner(services):
     """Auto-pipelining: one connection to a single Redis, or one per master of a cluster."""
+    transport = services.settings.redis_transport
+    if transport == "redis-py":
+        return RedisPyRunner(services.settings.redis_url, cluster=services.settings.redis_cluster)
+    if transport != "autopipeline":
+        raise ValueError(f"QG_REDIS_TRANSPORT must be autopipeline or redis-py, not {transport!r}")
     if services.settings.redis_cluster:
         return ClusterAutoPipeline(services.settings.redis_url)
     return AutoPipeline(services.settings.redis_url)
