@@ -106,7 +106,7 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
             if pubsub_redis is not redis:
                 await pubsub_redis.aclose()
             await redis.aclose()
-            await pool.close()
+            await db.close_pool(pool)
 
     router = Starlette(
         routes=routes,

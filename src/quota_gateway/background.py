@@ -8,15 +8,21 @@ import logging
 log = logging.getLogger("quota_gateway.background")
 
 
-async def cancel_and_wait(task: asyncio.Task | None) -> None:
-    """Cancel a background task and wait until it has stopped, whatever it was doing."""
+async def cancel_and_wait(task: asyncio.Task | None, attempts: int = 10) -> None:
+    """Cancel a background task and wait until it has stopped. Cancels again if the task swallowed
+    the cancellation (client libraries caught mid-command have been seen to), and gives up after
+    `attempts` seconds rather than hang a shutdown."""
     if task is None:
         return
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):
-        pass
+    for _ in range(attempts):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.done():
+        log.warning("background task %s did not stop", task.get_name())
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("background task %s failed: %r", task.get_name(), task.exception())
 
 
 class WriteBehindLoop:
@@ -24,7 +30,8 @@ class WriteBehindLoop:
     (to finish what a dead process left behind). On stop, one last drain of what was touched.
 
     Subclasses provide `touched()`, `everything()` and `drain(targets)`; a failed cycle is logged
-    and retried on the next one (the data waits in Redis meanwhile)."""
+    and retried on the next one (the data waits in Redis meanwhile). Stopping lets a running cycle
+    finish instead of cancelling it mid-command."""
 
     name = "write-behind"
 
@@ -32,6 +39,7 @@ class WriteBehindLoop:
         self.interval = interval
         self.sweep_every = sweep_every
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
 
     def touched(self) -> list:
         raise NotImplementedError
@@ -45,8 +53,11 @@ class WriteBehindLoop:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=self.name)
 
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self._task is not None:
+            self._stopping.set()
+            await asyncio.wait({self._task}, timeout=timeout)
+            await cancel_and_wait(self._task)  # only if the cycle is stuck (e.g. Redis unreachable)
         try:
             await self.drain(self.touched())
         except Exception as exc:
@@ -55,15 +66,16 @@ class WriteBehindLoop:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
-        while True:
+        while not self._stopping.is_set():
             try:
                 if loop.time() >= next_sweep:
                     await self.drain(await self.everything())
                     next_sweep = loop.time() + self.sweep_every
                 else:
                     await self.drain(self.touched())
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("%s cycle failed; will retry", self.name)
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from importlib import resources
@@ -63,6 +64,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
+    """Close gracefully; a connection still held after `timeout` (a stuck query) must not keep
+    the process from stopping, so the pool is then terminated."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except asyncio.TimeoutError:
+        log.warning("PostgreSQL pool did not close within %.1f s; terminating its connections", timeout)
+        pool.terminate()
 
 
 async def migrate_url(url: str) -> list[int]:
