@@ -129,12 +129,19 @@ class QuotaEngine:
         if ref is None:
             ref = self._remember(key)
         idem = hashlib.sha1(idempotency_key.encode()).hexdigest()[:20] if idempotency_key else ""
-        outcome = await self.run(ref, tenant_id, units, consume, idem)
-        if outcome is None:
+        reply = await self._reply(ref, tenant_id, units, consume, idem)
+        if reply is None:
             self._count("", "not_found")
             return 404, _NOT_FOUND_BODY, []
-        if outcome.consumed:
-            self.dirty.add(ref.bucket)
+        if reply[0] == b"ok":  # the common answer, straight from the reply: no Outcome decoding
+            if reply[1]:
+                self.dirty.add(ref.bucket)
+            product = reply[4].decode()
+            self._validations.inc((product, "allowed", "ok"))
+            if reply[3] == 1:
+                self._near_limit.inc((product,))
+            return 200, reply[5], []
+        outcome = Outcome(reply)  # a denial, or an idempotent replay (nothing new to write behind)
         self._count(outcome.product, outcome.code)
         if outcome.near_limit:
             self._near_limit.inc((outcome.product,))
@@ -150,6 +157,11 @@ class QuotaEngine:
         return ref
 
     async def run(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str = "") -> Outcome | None:
+        """The validate script's answer, decoded (None: no such key for this tenant)."""
+        reply = await self._reply(ref, tenant_id, units, consume, idem)
+        return None if reply is None else Outcome(reply)
+
+    async def _reply(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str) -> list | None:
         """The validate script, filling metadata and counters from Postgres when Redis lacks them."""
         now = int(self._clock.now())
         args = [tenant_id, now, units, 1 if consume else 0, idem, *self._window_args(now)]
@@ -163,9 +175,9 @@ class QuotaEngine:
             elif head == b"nf":
                 return None
             elif head == b"idem":
-                return Outcome(orjson.loads(reply[1]))
+                return orjson.loads(reply[1])  # the first answer (its strings come back as str)
             else:
-                return Outcome(reply)
+                return reply
         raise RuntimeError("license metadata kept changing during validation")
 
     def _window_args(self, now: int) -> list:
