@@ -119,8 +119,8 @@ class AutoPipeline:
         async with self._connecting:
             if self._protocol is None or self._protocol.closed:
                 loop = asyncio.get_running_loop()
-                _, protocol = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(loop, self.flush_at), self.host, self.port), self.connect_timeout)
+                connecting = loop.create_connection(lambda: _Protocol(loop, self.flush_at), self.host, self.port)
+                _, protocol = await asyncio.wait_for(connecting, self.connect_timeout)
                 if self.password:
                     auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
                     await protocol.send(hiredis.pack_command(auth))

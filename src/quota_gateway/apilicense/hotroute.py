@@ -18,8 +18,9 @@ log = logging.getLogger("quota_gateway.apilicense")
 
 PATH = "/api/apilicense/validate"
 ROUTE_LABEL = PATH
+_KEY_MAX_LEN = 128
 VALIDATE_BODY = obj(
-    apiKey=Str(required=True, min_len=1, max_len=128, description="the API key presented by the end-user's request"),
+    apiKey=Str(required=True, min_len=1, max_len=_KEY_MAX_LEN, description="the API key presented by the end-user's request"),
     units=Int(minimum=1, maximum=MAX_UNITS, default=1, description="units this request costs"),
     consumeUnits=Bool(default=True, description="false: check only, consume nothing"),
 )
@@ -78,7 +79,7 @@ def _parse_body(data) -> tuple[str, int, bool]:
     (What passes here, the schema accepts too, with the same values once the key is normalised.)"""
     if type(data) is dict:
         api_key, units, consume = data.get("apiKey"), data.get("units", 1), data.get("consumeUnits", True)
-        if (type(api_key) is str and 0 < len(api_key) <= 128 and "\x00" not in api_key and not api_key.isspace()
+        if (type(api_key) is str and 0 < len(api_key) <= _KEY_MAX_LEN and "\x00" not in api_key and not api_key.isspace()
                 and type(units) is int and 0 < units <= MAX_UNITS and type(consume) is bool):
             return api_key, units, consume
     request = VALIDATE_BODY.parse(data)
