@@ -114,3 +114,22 @@ async def test_closing_the_pool_never_hangs_on_a_held_connection(migrated_db):
     await pool.acquire()  # e.g. a request stuck in a query when the process stops
     await asyncio.wait_for(db.close_pool(pool, timeout=0.5), 5)  # pool.close() alone would wait forever
     assert pool.is_closing()
+
+
+async def test_workers_share_metrics_through_the_metrics_directory(tmp_path, monkeypatch):
+    import os
+
+    from quota_gateway.metrics import Metrics
+
+    worker_a, worker_b = Metrics(str(tmp_path)), Metrics(str(tmp_path))
+    worker_a.observe_request("/r", "POST", 200, 0.003)
+    worker_a.redis_errors.inc(("validate",))
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # worker A writes its snapshot as another process
+    worker_a.write_snapshot()
+    monkeypatch.undo()
+    worker_b.observe_request("/r", "POST", 200, 0.0001)
+    text = worker_b.render().decode()  # any worker answers for all of them
+    assert 'qg_http_requests_total{method="POST",route="/r",status="200"} 2.0' in text
+    assert 'qg_http_request_duration_seconds_bucket{le="0.0005",route="/r"} 1.0' in text
+    assert 'qg_http_request_duration_seconds_count{route="/r"} 2.0' in text
+    assert 'qg_redis_errors_total{operation="validate"} 1.0' in text

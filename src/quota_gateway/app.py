@@ -85,9 +85,10 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         # Pub/sub through one plain connection: on a cluster, PUBLISH reaches subscribers on every node.
         pubsub_redis = create_redis(settings.redis_url) if settings.redis_cluster else redis
         tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
-        services = Services(settings, clock, pool, redis, tokens, Metrics())
+        services = Services(settings, clock, pool, redis, tokens, Metrics(settings.metrics_dir))
         app.state.services = services
         tokens.start()
+        services.metrics.start_sharing()
         started = []
         try:
             for domain in domains:
@@ -102,6 +103,7 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
                         await domain.stop(services)
                     except Exception:
                         log.exception("stopping %s failed", domain.__name__)
+            await services.metrics.stop_sharing()
             await tokens.stop()
             if pubsub_redis is not redis:
                 await pubsub_redis.aclose()

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -124,10 +126,18 @@ def serve(args: argparse.Namespace) -> int:
         if first:
             print(f"  created tenant '{first['tenant']['slug']}' ({first['tenant']['id']})\n"
                   f"  admin access token (shown once): {first['token']}", flush=True)
+        shared_metrics = None
+        if settings.workers > 1 and not settings.metrics_dir:  # workers answer /metrics for the whole server
+            shared_metrics = tempfile.mkdtemp(prefix="qg-metrics-")
+            settings = settings.with_(metrics_dir=shared_metrics)
         os.environ.update(settings.to_env())  # uvicorn workers rebuild settings from the environment
-        uvicorn.run("quota_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, loop="uvloop", http="httptools", ssl_certfile=cert, ssl_keyfile=key,
-                    log_level="warning", access_log=False, lifespan="on")
+        try:
+            uvicorn.run("quota_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+                        workers=settings.workers, loop="uvloop", http="httptools", ssl_certfile=cert, ssl_keyfile=key,
+                        log_level="warning", access_log=False, lifespan="on")
+        finally:
+            if shared_metrics:
+                shutil.rmtree(shared_metrics, ignore_errors=True)
     return 0
 
 

@@ -32,6 +32,7 @@ class Settings:
     db_pool_max: int = field(default=10, metadata={"env": "QG_DB_POOL_MAX", "doc": "PostgreSQL pool maximum size"})
     token_cache_ttl: float = field(default=60.0, metadata={"env": "QG_TOKEN_CACHE_TTL", "doc": "seconds a verified access token stays cached (revocation is pushed sooner)"})
     flush_interval: float = field(default=1.0, metadata={"env": "QG_FLUSH_INTERVAL", "doc": "seconds between write-behind flushes of usage to PostgreSQL"})
+    metrics_dir: str | None = field(default=None, metadata={"env": "QG_METRICS_DIR", "doc": "directory where worker processes share metrics snapshots (serve --workers N sets a temporary one)"})
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
 

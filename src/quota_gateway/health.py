@@ -21,14 +21,14 @@ async def readyz(call: Call) -> JSONResponse:
         await asyncio.wait_for(services.redis.ping(), 2)
         checks["redis"] = "ok"
     except Exception as exc:  # any failure is "not ready", reported by kind only
-        services.metrics.redis_errors.labels("ping").inc()
+        services.metrics.redis_errors.inc(("ping",))
         checks["redis"] = f"error: {type(exc).__name__}"
     try:
         async with services.pool.acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1")
         checks["postgres"] = "ok"
     except Exception as exc:
-        services.metrics.db_errors.labels("ping").inc()
+        services.metrics.db_errors.inc(("ping",))
         checks["postgres"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)

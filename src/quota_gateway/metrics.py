@@ -1,38 +1,61 @@
-"""Prometheus metrics, one registry per application instance (several apps may share a process in tests).
+"""Prometheus metrics, one set per application instance (several apps may share a process in tests).
 
 Per-request series (request counts, latency, validation outcomes) are plain dictionaries of
 numbers folded into metric families when /metrics is scraped: prometheus_client's own counters
 and histograms take a lock per update, which cost the hot path about a fifth of its time.
 All updates happen on the event loop's thread, so no lock is needed.
+
+With several worker processes (`serve --workers N`), each writes a snapshot of its numbers to a
+shared directory every second, and /metrics adds the other workers' latest snapshots to its own
+live numbers, so any worker answers for the whole server. Snapshots of workers that have exited
+stay: counters never go backwards while the server runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from bisect import bisect_left
+from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .background import cancel_and_wait
+
+log = logging.getLogger("quota_gateway.metrics")
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_SHARE_EVERY = 1.0
 
 
 class CountsByLabels:
     """A counter family whose children are dictionary entries (label values -> count)."""
 
-    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry) -> None:
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
         self.name, self.documentation, self.labels = name, documentation, labels
         self.counts: dict[tuple[str, ...], int] = {}
-        registry.register(self)
+        self.peers: list = []  # other workers' snapshots, set just before a scrape
 
     def inc(self, label_values: tuple[str, ...]) -> None:
         counts = self.counts
         counts[label_values] = counts.get(label_values, 0) + 1
 
+    def snapshot(self) -> list:
+        return [[list(label_values), count] for label_values, count in self.counts.items()]
+
     def collect(self):
+        totals = dict(self.counts)
+        for peer in self.peers:
+            for label_values, count in peer:
+                key = tuple(label_values)
+                totals[key] = totals.get(key, 0) + count
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for label_values, count in self.counts.items():
+        for label_values, count in totals.items():
             family.add_metric(label_values, count)
         yield family
 
@@ -43,10 +66,10 @@ class CountsByLabels:
 class LatencyByRoute:
     """A histogram family per route: bucket counts (non-cumulative) and the sum, in one list."""
 
-    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+    def __init__(self, name: str, documentation: str) -> None:
         self.name, self.documentation = name, documentation
         self.series: dict[str, list] = {}
-        registry.register(self)
+        self.peers: list = []
 
     def observe(self, route: str, seconds: float) -> None:
         series = self.series.get(route)
@@ -55,9 +78,17 @@ class LatencyByRoute:
         series[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
         series[-1] += seconds
 
+    def snapshot(self) -> dict:
+        return self.series
+
     def collect(self):
+        totals = {route: list(series) for route, series in self.series.items()}
+        for peer in self.peers:
+            for route, series in peer.items():
+                mine = totals.setdefault(route, [0] * len(series))
+                totals[route] = [a + b for a, b in zip(mine, series)]
         family = HistogramMetricFamily(self.name, self.documentation, labels=("route",))
-        for route, series in self.series.items():
+        for route, series in totals.items():
             cumulative, buckets = 0, []
             for bound, count in zip((*_LATENCY_BUCKETS, float("inf")), series):
                 cumulative += count
@@ -70,23 +101,75 @@ class LatencyByRoute:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = CountsByLabels("qg_http_requests", "HTTP requests by route, method and status",
-                                       ("route", "method", "status"), self.registry)
-        self.latency = LatencyByRoute("qg_http_request_duration_seconds", "HTTP request latency by route",
-                                      self.registry)
-        self.redis_errors = Counter("qg_redis_errors_total", "Redis commands that failed", ("operation",),
-                                    registry=self.registry)
-        self.db_errors = Counter("qg_db_errors_total", "PostgreSQL operations that failed", ("operation",),
-                                 registry=self.registry)
+        self._families: dict[str, CountsByLabels | LatencyByRoute] = {}
+        self._shared_dir = Path(shared_dir) if shared_dir else None
+        self._sharing: asyncio.Task | None = None
+        self.requests = self.counts("qg_http_requests", "HTTP requests by route, method and status",
+                                    ("route", "method", "status"))
+        self.latency = self._register(LatencyByRoute("qg_http_request_duration_seconds", "HTTP request latency by route"))
+        self.redis_errors = self.counts("qg_redis_errors", "Redis commands that failed", ("operation",))
+        self.db_errors = self.counts("qg_db_errors", "PostgreSQL operations that failed", ("operation",))
+
+    def counts(self, name: str, documentation: str, labels: tuple[str, ...]) -> CountsByLabels:
+        return self._register(CountsByLabels(name, documentation, labels))
+
+    def _register(self, family):
+        self._families[family.name] = family
+        self.registry.register(family)
+        return family
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.inc((route, method, str(status)))
         self.latency.observe(route, seconds)
 
     def render(self) -> bytes:
+        peers = self._peer_snapshots()
+        for name, family in self._families.items():
+            family.peers = [snapshot[name] for snapshot in peers if name in snapshot]
         return generate_latest(self.registry)
+
+    # -- sharing between worker processes ----------------------------------------------------
+
+    def start_sharing(self) -> None:
+        if self._shared_dir is not None:
+            self._shared_dir.mkdir(parents=True, exist_ok=True)
+            self._sharing = asyncio.create_task(self._share_loop(), name="metrics-sharing")
+
+    async def stop_sharing(self) -> None:
+        if self._sharing is not None:
+            await cancel_and_wait(self._sharing)
+            self.write_snapshot()
+
+    def write_snapshot(self) -> None:
+        snapshot = {name: family.snapshot() for name, family in self._families.items()}
+        target = self._shared_dir / f"{os.getpid()}.json"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps(snapshot))
+        temporary.replace(target)  # readers never see half a file
+
+    async def _share_loop(self) -> None:
+        while True:
+            try:
+                self.write_snapshot()
+            except OSError as exc:
+                log.warning("could not share metrics: %s", exc)
+            await asyncio.sleep(_SHARE_EVERY)
+
+    def _peer_snapshots(self) -> list[dict]:
+        if self._shared_dir is None:
+            return []
+        mine = f"{os.getpid()}.json"
+        snapshots = []
+        for path in self._shared_dir.glob("*.json"):
+            if path.name == mine:
+                continue
+            try:
+                snapshots.append(orjson.loads(path.read_bytes()))
+            except (OSError, orjson.JSONDecodeError):
+                continue  # a worker's file being replaced right now: its next scrape counts it
+        return snapshots
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -9,7 +9,6 @@ import orjson
 
 from .. import fastpath
 from ..clock import iso_utc
-from ..metrics import CountsByLabels
 from ..redisconn import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
@@ -107,12 +106,11 @@ class QuotaEngine:
         self.runner = runner
         self._clock = services.clock
         self._window_cache: tuple[int, list] = (-1, [])
-        registry = services.metrics.registry
-        self._validations = CountsByLabels("qg_apilicense_validations", "API-key validations by product and outcome",
-                                           ("product", "result", "code"), registry)
-        self._near_limit = CountsByLabels("qg_apilicense_near_limit",
-                                          "validations of keys with >= 80% of a window or the quota used",
-                                          ("product",), registry)
+        metrics = services.metrics
+        self._validations = metrics.counts("qg_apilicense_validations", "API-key validations by product and outcome",
+                                           ("product", "result", "code"))
+        self._near_limit = metrics.counts("qg_apilicense_near_limit",
+                                          "validations of keys with >= 80% of a window or the quota used", ("product",))
         self._refs: dict[str, LicenseRef] = {}  # normalised key -> where it lives (hashing once per key)
         self.dirty: set[int] = set()  # buckets with usage to write behind (shared with the flusher)
 

@@ -36,7 +36,7 @@ async def validate_endpoint(services, scope, receive, send) -> None:
         status, body, extra = exc.status, orjson.dumps(exc.body()), []
     except Exception as exc:  # Redis or Postgres unreachable: a clear 503, never a 500
         log.warning("validate failed: %s: %s", type(exc).__name__, exc)
-        services.metrics.redis_errors.labels("validate").inc()
+        services.metrics.redis_errors.inc(("validate",))
         status, body, extra = 503, orjson.dumps({"error": "unavailable", "message": "quota store unavailable; retry"}), \
             [(b"retry-after", b"1")]
     headers = _JSON_HEADERS + [(b"content-length", str(len(body)).encode())]

@@ -65,9 +65,9 @@ class UsageFlusher(WriteBehindLoop):
     def _record_error(self, exc: BaseException) -> None:
         metrics = self.services.metrics
         if "redis" in type(exc).__module__:
-            metrics.redis_errors.labels("flush").inc()
+            metrics.redis_errors.inc(("flush",))
         else:
-            metrics.db_errors.labels("flush").inc()
+            metrics.db_errors.inc(("flush",))
         log.warning("usage flush failed (%s: %s); will retry", type(exc).__name__, exc)
 
     async def flush_batch(self, buckets: list[int]) -> int:
