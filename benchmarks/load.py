@@ -80,6 +80,11 @@ def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connection
     return result
 
 
+def _measure_levels(port: int, bodies: list[bytes], headers: dict[str, str], connections: tuple[int, ...],
+                    duration: float, generator: str, pids: dict[str, int]) -> dict[int, dict]:
+    return {n: _measure(port, bodies, headers, n, duration, generator, pids) for n in connections}
+
+
 def _drive_python(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float) -> dict:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(loadgen.run, ("127.0.0.1", port, PATH, bodies, headers),
@@ -146,20 +151,19 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
             master = "11" * 32
             env = {"QG_REDIS_URL": redis.url, "QG_DATABASE_URL": pg.url, "QG_MASTER_KEY": master,
                    "QG_LOG_LEVEL": "warning"}
-            levels: dict[int, dict] = {n: {} for n in connections}
+            targets: dict[str, dict[int, dict]] = {}
             port = free_port()
             with _server("benchmarks.bare_app:app", port, {}) as server:
                 bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
-                for n in connections:
-                    levels[n]["bare"] = _measure(port, bodies, {}, n, duration, generator, {"server": server.pid})
+                targets["bare"] = _measure_levels(port, bodies, {}, connections, duration, generator,
+                                                  {"server": server.pid})
             port = free_port()
             with _server("quota_gateway.app:create_app_from_env", port, env, factory=True) as server:
                 token, api_keys, pool = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{port}", master, keys))
                 bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
                 headers = {"Authorization": f"ExisOneApi {token}"}
-                for n in connections:
-                    levels[n]["gateway"] = _measure(port, bodies, headers, n, duration, generator,
-                                                    {"server": server.pid, "redis": redis.process.pid})
+                targets["gateway"] = _measure_levels(port, bodies, headers, connections, duration, generator,
+                                                     {"server": server.pid, "redis": redis.process.pid})
                 with multiprocessing.get_context("spawn").Pool(1) as worker:
                     leases = worker.apply(bench_leases.run, ("127.0.0.1", port, pool["org"], pool["key"]),
                                           {"duration": min(duration, 5.0)})
@@ -167,9 +171,9 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
                 port = free_port()
                 with _server("quota_gateway.app:create_app_from_env", port, {**env, "QG_REDIS_TRANSPORT": "redis-py"},
                              factory=True) as server:
-                    for n in connections:
-                        levels[n]["redis-py"] = _measure(port, bodies, headers, n, duration, generator,
-                                                         {"server": server.pid, "redis": redis.process.pid})
+                    targets["redis-py"] = _measure_levels(port, bodies, headers, connections, duration, generator,
+                                                          {"server": server.pid, "redis": redis.process.pid})
+            levels = {n: {name: results[n] for name, results in targets.items()} for n in connections}
             return {"generator": generator, "levels": levels, "leases": leases}
         finally:
             pg.stop()

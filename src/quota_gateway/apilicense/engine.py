@@ -131,21 +131,17 @@ class QuotaEngine:
         if reply is None:
             self._count("", "not_found")
             return 404, _NOT_FOUND_BODY, []
-        if reply[0] == b"ok":  # the common answer, straight from the reply: no Outcome decoding
-            if reply[1]:
+        code, product = _text(reply[0]), _text(reply[4])
+        self._count(product, code)
+        if reply[3] == 1:
+            self._near_limit.inc((product,))
+        if code == "ok":  # the common answer goes out as the script rendered it
+            if reply[1]:  # consumed (an idempotent replay marks a bucket with nothing new: harmless)
                 self.dirty.add(ref.bucket)
-            product = reply[4].decode()
-            self._validations.inc((product, "allowed", "ok"))
-            if reply[3] == 1:
-                self._near_limit.inc((product,))
-            return 200, reply[5], []
-        outcome = Outcome(reply)  # a denial, or an idempotent replay (nothing new to write behind)
-        self._count(outcome.product, outcome.code)
-        if outcome.near_limit:
-            self._near_limit.inc((outcome.product,))
-        if outcome.code == "ok":
-            return 200, outcome.body, []
-        status = DENIAL_STATUS[outcome.code]
+            body = reply[5]
+            return 200, body if isinstance(body, bytes) else body.encode(), []
+        outcome = Outcome(reply)
+        status = DENIAL_STATUS[code]
         return status, outcome.body, self._limit_headers(outcome) if status == 429 else []
 
     def _remember(self, key: str) -> LicenseRef:

@@ -14,7 +14,7 @@
 local meta = redis.call('HMGET', KEYS[1], 'ok', 'id', 'tenant', 'revoked', 'exp', 'limit', 'off', 'v', 'feat',
   'prod', 'expiso', 'calls:minute', 'calls:hour', 'calls:day', 'calls:month', 'units:minute', 'units:hour', 'units:day',
   'units:month')
-if not meta[1] or (meta[1] == '1' and meta[8] ~= '2') then  -- absent, or cached in an older format
+if not meta[1] or (meta[1] == '1' and meta[8] ~= '2') then  -- absent, or not in engine.META_FORMAT
   return {'miss', redis.call('GET', KEYS[3] .. 'gen:' .. string.sub(KEYS[1], #KEYS[3] + 3)) or '0'}
 end
 if meta[1] ~= '1' or meta[3] ~= ARGV[1] then
