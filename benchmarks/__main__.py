@@ -12,13 +12,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per target")
     parser.add_argument("--connections", type=load._levels, default=(32, 128),
                         help="comma-separated concurrency levels")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating load measurements per target and level")
     parser.add_argument("--skip-load", action="store_true")
     args = parser.parse_args()
     print("== fast path: compiled vs pure-Python (ns per call) ==")
     print(micro.report(micro.run()))
     if not args.skip_load:
         print("\n== validate vs a bare Starlette endpoint (1 uvicorn worker each, uvloop, httptools) ==")
-        print(load.report(load.run(args.duration, args.connections)))
+        print(load.report(load.run(args.duration, args.connections, rounds=args.rounds)))
 
 
 if __name__ == "__main__":

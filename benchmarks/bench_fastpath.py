@@ -14,6 +14,9 @@ NOISY_KEY = " " + KEY.lower()[:12] + "-" + KEY.lower()[12:] + " "
 FEATURES = ["api:rate:minute:100", "api:rate:hour:5000", "api:units:day:100000", "api:units:month:1000000",
             "api:tier:premium", "beta", "api:rate:minute:60"]
 HEADER = "ExisOneApi exo_at_abcdefghijkl_" + "A1b2" * 8
+# A validate script reply for a key with a quota and two windows, as hiredis decodes it.
+REPLY = [b"ok", 1, 0, 0, b"Bench API", 463, 10**12, b'["api:tier:premium"]', b"", 0, 100_000_000, 174, 6, 10**9, 463]
+RESETS = (b"2026-11-26T19:59:00Z", b"2026-11-26T20:00:00Z", b"2026-11-27T00:00:00Z", b"2026-12-01T00:00:00Z")
 
 CASES = {
     "normalize_api_key": lambda m: m.normalize_api_key(NOISY_KEY),
@@ -21,6 +24,7 @@ CASES = {
     "parse_authorization": lambda m: m.parse_authorization(HEADER),
     "compile_rules": lambda m: m.compile_rules(FEATURES),
     "window_bounds_month": lambda m: m.window_bounds(1_800_000_000, "month"),
+    "render_validation": lambda m: m.render_validation(REPLY, RESETS),
 }
 
 

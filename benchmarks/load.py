@@ -11,8 +11,8 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,22 +67,12 @@ def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connection
     drive = _drive_wrk if generator == "wrk" else _drive_python
     drive(port, bodies, headers, connections, 2.0)
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = drive(port, bodies, headers, connections, duration)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if generator == "wrk" and result["requests"]:  # wrk is a reaped child: its CPU is in RUSAGE_CHILDREN
-        spent = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
-        result["loadgen_cpu_us"] = spent / result["requests"] * 1e6
     for name, pid in pids.items():
         after = _cpu_seconds(pid)
         if after is not None and before[name] is not None and result["requests"]:
             result[f"{name}_cpu_us"] = (after - before[name]) / result["requests"] * 1e6
     return result
-
-
-def _measure_levels(port: int, bodies: list[bytes], headers: dict[str, str], connections: tuple[int, ...],
-                    duration: float, generator: str, pids: dict[str, int]) -> dict[int, dict]:
-    return {n: _measure(port, bodies, headers, n, duration, generator, pids) for n in connections}
 
 
 def _drive_python(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float) -> dict:
@@ -139,9 +129,13 @@ async def _provision(database_url: str, base: str, master_key: str, keys: int) -
 
 
 def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: int = 1000,
-        generator: str = "auto", with_redis_py: bool = True) -> dict:
+        generator: str = "auto", with_redis_py: bool = True, rounds: int = 3) -> dict:
     """Both targets at each concurrency level: closed-loop load is latency-bound at low concurrency,
-    where each validate also waits a Redis round trip, and CPU-bound at high concurrency."""
+    where each validate also waits a Redis round trip, and CPU-bound at high concurrency.
+
+    Both servers run side by side and are measured in alternation, `rounds` times per level: on a
+    shared machine throughput drifts by more than the difference being measured, and a drift hits
+    both targets of a round alike, so each round's ratio is fair and the median ratio is reported."""
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,57 +145,65 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
             master = "11" * 32
             env = {"QG_REDIS_URL": redis.url, "QG_DATABASE_URL": pg.url, "QG_MASTER_KEY": master,
                    "QG_LOG_LEVEL": "warning"}
-            targets: dict[str, dict[int, dict]] = {}
-            port = free_port()
-            with _server("benchmarks.bare_app:app", port, {}) as server:
-                bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
-                targets["bare"] = _measure_levels(port, bodies, {}, connections, duration, generator,
-                                                  {"server": server.pid})
-            port = free_port()
-            with _server("quota_gateway.app:create_app_from_env", port, env, factory=True) as server:
-                token, api_keys, pool = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{port}", master, keys))
+            bare_port, gateway_port = free_port(), free_port()
+            with _server("benchmarks.bare_app:app", bare_port, {}) as bare, \
+                    _server("quota_gateway.app:create_app_from_env", gateway_port, env, factory=True) as gateway:
+                token, api_keys, pool = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{gateway_port}", master, keys))
+                bare_bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
                 bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
                 headers = {"Authorization": f"ExisOneApi {token}"}
-                targets["gateway"] = _measure_levels(port, bodies, headers, connections, duration, generator,
-                                                     {"server": server.pid, "redis": redis.process.pid})
+                levels: dict[int, dict] = {}
+                for n in connections:
+                    levels[n] = {"bare": [], "gateway": []}
+                    for _ in range(rounds):
+                        levels[n]["bare"].append(_measure(bare_port, bare_bodies, {}, n, duration, generator,
+                                                          {"server": bare.pid}))
+                        levels[n]["gateway"].append(_measure(gateway_port, bodies, headers, n, duration, generator,
+                                                             {"server": gateway.pid, "redis": redis.process.pid}))
                 with multiprocessing.get_context("spawn").Pool(1) as worker:
-                    leases = worker.apply(bench_leases.run, ("127.0.0.1", port, pool["org"], pool["key"]),
+                    leases = worker.apply(bench_leases.run, ("127.0.0.1", gateway_port, pool["org"], pool["key"]),
                                           {"duration": min(duration, 5.0)})
             if with_redis_py:  # the same gateway, hot path on redis.asyncio (one EVALSHA per pooled connection)
                 port = free_port()
                 with _server("quota_gateway.app:create_app_from_env", port, {**env, "QG_REDIS_TRANSPORT": "redis-py"},
                              factory=True) as server:
-                    targets["redis-py"] = _measure_levels(port, bodies, headers, connections, duration, generator,
-                                                          {"server": server.pid, "redis": redis.process.pid})
-            levels = {n: {name: results[n] for name, results in targets.items()} for n in connections}
-            return {"generator": generator, "levels": levels, "leases": leases}
+                    for n in connections:
+                        levels[n]["redis-py"] = [_measure(port, bodies, headers, n, duration, generator,
+                                                          {"server": server.pid, "redis": redis.process.pid})]
+            return {"generator": generator, "rounds": rounds, "levels": levels, "leases": leases}
         finally:
             pg.stop()
             redis.stop()
 
 
+def _median(runs: list[dict], field: str) -> float:
+    return statistics.median(r[field] for r in runs if field in r) if any(field in r for r in runs) else float("nan")
+
+
 def report(results: dict) -> str:
-    lines = [f"load generator: {results['generator']}; {os.cpu_count()} cores shared by server, Redis and generator"]
+    lines = [f"load generator: {results['generator']}; {os.cpu_count()} cores shared by server, Redis and generator; "
+             f"{results['rounds']} alternating rounds per level, medians shown"]
     for connections, level in results["levels"].items():
         a, b = level["bare"], level["gateway"]
-        lines += [f"-- {connections} connections", f"{'target':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  statuses"]
+        lines += [f"-- {connections} connections", f"{'target':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  "
+                  f"{'server us/req':>13} {'redis us/req':>12}"]
         rows = [("bare (a)", a), ("validate (b)", b)] + ([("b, redis-py", level["redis-py"])] if "redis-py" in level else [])
-        for name, r in rows:
-            lines.append(f"{name:12} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {r['statuses']}")
-        if "server_cpu_us" in a and "server_cpu_us" in b:
-            lines.append(f"CPU per request: bare server {a['server_cpu_us']:.1f} us; validate server "
-                         f"{b['server_cpu_us']:.1f} us + Redis {b.get('redis_cpu_us', 0):.1f} us "
-                         f"(server b/a = {b['server_cpu_us'] / a['server_cpu_us']:.2f})")
-            if "loadgen_cpu_us" in a and "loadgen_cpu_us" in b:
-                busy = [r["rps"] * (r["server_cpu_us"] + r.get("redis_cpu_us", 0) + r["loadgen_cpu_us"]) / 1e6
-                        for r in (a, b)]
-                lines.append(f"cores busy (server + Redis + generator): bare {busy[0]:.2f}, validate {busy[1]:.2f}")
-        lines.append(f"throughput b/a = {b['rps'] / a['rps']:.2f} (target >= 0.90); "
-                     f"p99 b/a = {b['p99_ms'] / a['p99_ms']:.2f} (target <= 2.00)")
+        for name, runs in rows:
+            lines.append(f"{name:12} {_median(runs, 'rps'):8.0f} {_median(runs, 'p50_ms'):8.2f} "
+                         f"{_median(runs, 'p99_ms'):8.2f}  {_median(runs, 'server_cpu_us'):13.1f} "
+                         f"{_median(runs, 'redis_cpu_us'):12.1f}")
+        errors = sum(r["statuses"]["other"] + r["statuses"]["socket errors"] for _, runs in rows for r in runs)
+        if errors:
+            lines.append(f"WARNING: {errors} non-2xx answers or socket errors")
+        ratios = [y["rps"] / x["rps"] for x, y in zip(a, b)]
+        p99s = [y["p99_ms"] / x["p99_ms"] for x, y in zip(a, b)]
+        lines.append(f"throughput b/a = {statistics.median(ratios):.2f} (target >= 0.90; rounds: "
+                     f"{' '.join(f'{r:.2f}' for r in ratios)}); p99 b/a = {statistics.median(p99s):.2f} "
+                     f"(target <= 2.00; rounds: {' '.join(f'{r:.2f}' for r in p99s)})")
         if "redis-py" in level:
             c = level["redis-py"]
-            lines.append(f"with redis.asyncio instead of auto-pipelining: throughput {c['rps'] / a['rps']:.2f} of bare, "
-                         f"server CPU {c.get('server_cpu_us', 0):.1f} us per request")
+            lines.append(f"with redis.asyncio instead of auto-pipelining: throughput "
+                         f"{_median(c, 'rps') / _median(a, 'rps'):.2f} of bare")
     lease = results["leases"]
     lines.append(f"floating leases: {lease['pairs_per_sec']:.0f} obtain+release pairs/s (each obtain signs a lease "
                  f"with RSA-2048)")
@@ -217,11 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--connections", type=_levels, default=(32, 128), help="comma-separated concurrency levels")
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurements per target and level")
     parser.add_argument("--no-redis-py", action="store_true", help="skip the redis.asyncio comparison run")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="auto: wrk when installed, else the in-repo asyncio generator")
     args = parser.parse_args(argv)
-    print(report(run(args.duration, args.connections, args.keys, args.generator, not args.no_redis_py)))
+    print(report(run(args.duration, args.connections, args.keys, args.generator, not args.no_redis_py,
+                     args.rounds)))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ async def test_large_counts_render_as_plain_integers(client, tenant):
     assert body["rateLimits"]["units_month"]["remaining"] == 5 * 10**12 - 1_000_000
 
 
-async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenant, clock):
+@pytest.mark.parametrize("stale", ["hash", "packed"], ids=["format-2-hash", "other-packed-format"])
+async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenant, clock, stale):
     clock.set(_at(2026, 3, 14, 15, 9, 26))
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product, validityDays=30)
@@ -65,7 +66,12 @@ async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenan
     from quota_gateway.apilicense.engine import LicenseRef
 
     meta = LicenseRef(_fastpath_py.normalize_api_key(key)).meta
-    await app.state.services.redis.hdel(meta, "v")  # as a gateway with an older metadata format left it
+    redis = app.state.services.redis
+    await redis.delete(meta)
+    if stale == "hash":  # as a gateway of the hash-based format left it
+        await redis.hset(meta, mapping={"ok": "1", "id": "1", "v": "2"})
+    else:
+        await redis.eval("redis.call('SET', KEYS[1], cmsgpack.pack('2', '1'))", 1, meta)
     body = (await _validate(client, tenant.headers, key)).json()
     assert body["expiresAt"] == "2026-04-13T15:09:26Z" and body["quota"]["used"] == 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import random
 
+import orjson
 import pytest
 
 from quota_gateway import _fastpath_py
@@ -130,3 +131,66 @@ def test_token_parsing(fastpath_impl):
     assert fastpath_impl.parse_access_token(good) == ("abcdefghijkl", "A1" * 16)
     for bad in (None, "", "Bearer " + good, "ExisOneApi " + good[:-1], "ExisOneApi " + good.replace("_A", "-A")):
         assert fastpath_impl.parse_authorization(bad) is None
+
+
+# -- the validate answer, rendered from a script reply ------------------------------------------
+
+RESETS = (b"2026-03-14T15:10:00Z", b"2026-03-14T16:00:00Z", b"2026-03-15T00:00:00Z", b"2026-04-01T00:00:00Z")
+
+
+def _expected(reply, resets):
+    """What the answer means, built as a dict: the renderers must produce exactly its JSON."""
+    text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+    code, used, limit = text(reply[0]), reply[5], reply[6]
+    quota = ({"limit": None, "used": used, "remaining": None} if limit < 0
+             else {"limit": limit, "used": used, "remaining": max(limit - used, 0)})
+    rate_limits = {}
+    for i in range(9, len(reply), 3):
+        slot, wlimit, wused = reply[i:i + 3]
+        rate_limits[_fastpath_py.WINDOW_NAMES[slot]] = {"limit": wlimit, "used": wused,
+                                                       "remaining": max(wlimit - wused, 0),
+                                                       "resetsAt": text(resets[slot % 4])}
+    if code == "ok":
+        expires = text(reply[8])
+        return {"isValid": True, "unitsConsumed": reply[1], "quota": quota, "rateLimits": rate_limits,
+                "features": orjson.loads(reply[7]), "expiresAt": expires or None}
+    answer = {"isValid": False, "errorCode": code, "errorMessage": _fastpath_py.DENIAL_MESSAGES[code],
+              "quota": quota, "rateLimits": rate_limits}
+    if code == "quota_exhausted" or code.startswith("rate_limit_"):
+        answer["retryAfterSeconds"] = reply[2]
+    return answer
+
+
+def _random_reply(rng):
+    code = rng.choice(["ok"] * 4 + list(_fastpath_py.DENIAL_MESSAGES))
+    features = [rng.choice(["api:tier:premium", "beta", "é\"quoted\"", "x" * rng.choice([1, 3000])])
+                for _ in range(rng.randrange(4))]
+    slots = sorted(rng.sample(range(8), rng.randrange(9)))
+    reply = [code.encode(), rng.randrange(1_000_001), rng.randrange(3_000_000), rng.randrange(2), b"Product",
+             rng.choice([0, 5, 10**15, 2**53 - 1]), rng.choice([-1, 0, 7, 10**13, 2**53 - 1]), orjson.dumps(features),
+             rng.choice([b"", b"2027-01-01T00:00:00Z"])]
+    for slot in slots:
+        reply += [slot, rng.choice([1, 100, 10**12]), rng.choice([0, 1, 99, 100, 5 * 10**12])]
+    return reply
+
+
+def test_rendered_answer_is_exactly_the_json_of_its_meaning(fastpath_impl):
+    rng = random.Random(5)
+    for _ in range(2000):
+        reply = _random_reply(rng)
+        rendered = fastpath_impl.render_validation(reply, RESETS)
+        assert rendered == orjson.dumps(_expected(reply, RESETS)), reply
+        assert rendered == _fastpath_py.render_validation(reply, RESETS)
+
+
+def test_rendering_accepts_text_as_str(fastpath_impl):
+    """Replies decoded elsewhere (e.g. with decode_responses) carry str where hiredis gives bytes."""
+    reply = [b"ok", 1, 0, 0, b"P", 3, 10, b'["beta"]', b"", 0, 60, 1]
+    as_str = [v.decode() if isinstance(v, bytes) else v for v in reply]
+    resets = tuple(r.decode() for r in RESETS)
+    assert fastpath_impl.render_validation(as_str, resets) == fastpath_impl.render_validation(reply, RESETS)
+
+
+def test_unknown_denial_code_is_an_error(fastpath_impl):
+    with pytest.raises(KeyError):
+        fastpath_impl.render_validation([b"weird", 0, 0, 0, b"P", 0, -1, b"[]", b""], RESETS)

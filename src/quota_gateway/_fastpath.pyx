@@ -1,7 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled hot-path functions. Twin: _fastpath_py.py (same names, same results; see its docstring)."""
 
-from libc.stdint cimport uint32_t, int64_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, strlen
 
 cdef str _TOKEN_SCHEME = "ExisOneApi "
 cdef Py_ssize_t _PUBLIC_LEN = 12
@@ -227,3 +230,151 @@ cpdef tuple window_bounds(int64_t ts, str period):
         raise ValueError(f"unknown period {period!r}")
     start = ts - (ts % size + size) % size
     return start, start + size
+
+
+# -- the validate answer, rendered from the script's reply ------------------------------------
+
+WINDOW_NAMES = ("calls_minute", "calls_hour", "calls_day", "calls_month",
+                "units_minute", "units_hour", "units_day", "units_month")
+DENIAL_MESSAGES = {
+    "revoked": "this API key has been revoked",
+    "expired": "this API key has expired",
+    "quota_exhausted": "the lifetime quota of this API key is used up",
+    "rate_limit_minute": "per-minute limit reached",
+    "rate_limit_hour": "per-hour limit reached",
+    "rate_limit_day": "per-day limit reached",
+    "rate_limit_month": "per-month limit reached",
+}
+cdef tuple _WINDOW_NAMES_B = tuple(name.encode() for name in WINDOW_NAMES)
+cdef dict _DENIAL_MESSAGES_B = {code.encode(): message.encode() for code, message in DENIAL_MESSAGES.items()}
+cdef Py_ssize_t _INT_MAX_CHARS = 21
+cdef Py_ssize_t _STACK_BUFFER = 2048
+
+
+cdef inline bytes _as_bytes(object value):
+    return <bytes>value if type(value) is bytes else str(value).encode()
+
+
+cdef inline char* _put(char* p, bytes text):
+    cdef Py_ssize_t n = len(text)
+    memcpy(p, PyBytes_AS_STRING(text), n)
+    return p + n
+
+
+cdef inline char* _put_lit(char* p, const char* text):
+    cdef size_t n = strlen(text)
+    memcpy(p, text, n)
+    return p + n
+
+
+cdef char* _put_int(char* p, int64_t value):
+    cdef char digits[20]
+    cdef int n = 0
+    cdef uint64_t magnitude
+    if value < 0:
+        p[0] = b'-'
+        p += 1
+        magnitude = <uint64_t>(-(value + 1)) + 1
+    else:
+        magnitude = <uint64_t>value
+    while True:
+        digits[n] = <char>(48 + magnitude % 10)
+        n += 1
+        magnitude //= 10
+        if magnitude == 0:
+            break
+    while n > 0:
+        n -= 1
+        p[0] = digits[n]
+        p += 1
+    return p
+
+
+cdef char* _put_quota(char* p, int64_t limit, int64_t used):
+    if limit < 0:
+        p = _put_lit(p, b'{"limit":null,"used":')
+        p = _put_int(p, used)
+        return _put_lit(p, b',"remaining":null}')
+    p = _put_lit(p, b'{"limit":')
+    p = _put_int(p, limit)
+    p = _put_lit(p, b',"used":')
+    p = _put_int(p, used)
+    p = _put_lit(p, b',"remaining":')
+    p = _put_int(p, limit - used if limit > used else 0)
+    return _put_lit(p, b'}')
+
+
+def render_validation(list reply, tuple resets_at):
+    """The JSON answer to a validation from the validate script's reply; see the twin's docstring."""
+    cdef bytes code = _as_bytes(reply[0])
+    cdef bytes features = _as_bytes(reply[7])
+    cdef bytes expires = _as_bytes(reply[8])
+    cdef list resets = [_as_bytes(iso) for iso in resets_at]
+    cdef bytes message = None
+    cdef Py_ssize_t n = len(reply), i, windows = (n - 9) // 3 if n > 9 else 0
+    cdef int64_t wlimit, wused
+    cdef int slot
+    cdef bint ok = code == b"ok"
+    if not ok:
+        message = _DENIAL_MESSAGES_B[code]
+    # Upper bound: fixed text, integers at their widest, the strings as they are.
+    cdef Py_ssize_t capacity = 200 + len(features) + len(expires) + len(code) + (len(message) if message else 0) \
+        + windows * (100 + 3 * _INT_MAX_CHARS + 40) + 5 * _INT_MAX_CHARS
+    for iso in resets:
+        capacity += len(<bytes>iso)
+    cdef char stack[2048]
+    cdef char* buffer = &stack[0]
+    if capacity > _STACK_BUFFER:
+        buffer = <char*>malloc(capacity)
+    if buffer == NULL:
+        raise MemoryError()
+    cdef char* p = buffer
+    try:
+        if ok:
+            p = _put_lit(p, b'{"isValid":true,"unitsConsumed":')
+            p = _put_int(p, reply[1])
+        else:
+            p = _put_lit(p, b'{"isValid":false,"errorCode":"')
+            p = _put(p, code)
+            p = _put_lit(p, b'","errorMessage":"')
+            p = _put(p, message)
+            p = _put_lit(p, b'"')
+        p = _put_lit(p, b',"quota":')
+        p = _put_quota(p, reply[6], reply[5])
+        p = _put_lit(p, b',"rateLimits":{')
+        for i in range(windows):
+            slot = reply[9 + 3 * i]
+            wlimit = reply[10 + 3 * i]
+            wused = reply[11 + 3 * i]
+            if i:
+                p = _put_lit(p, b',')
+            p = _put_lit(p, b'"')
+            p = _put(p, <bytes>_WINDOW_NAMES_B[slot])
+            p = _put_lit(p, b'":{"limit":')
+            p = _put_int(p, wlimit)
+            p = _put_lit(p, b',"used":')
+            p = _put_int(p, wused)
+            p = _put_lit(p, b',"remaining":')
+            p = _put_int(p, wlimit - wused if wlimit > wused else 0)
+            p = _put_lit(p, b',"resetsAt":"')
+            p = _put(p, <bytes>resets[slot % 4])
+            p = _put_lit(p, b'"}')
+        p = _put_lit(p, b'}')
+        if ok:
+            p = _put_lit(p, b',"features":')
+            p = _put(p, features)
+            if len(expires):
+                p = _put_lit(p, b',"expiresAt":"')
+                p = _put(p, expires)
+                p = _put_lit(p, b'"}')
+            else:
+                p = _put_lit(p, b',"expiresAt":null}')
+        else:
+            if code == b"quota_exhausted" or code.startswith(b"rate_limit_"):
+                p = _put_lit(p, b',"retryAfterSeconds":')
+                p = _put_int(p, reply[2])
+            p = _put_lit(p, b'}')
+        return PyBytes_FromStringAndSize(buffer, p - buffer)
+    finally:
+        if buffer != &stack[0]:
+            free(buffer)

@@ -156,3 +156,51 @@ def _civil_year_month(days: int) -> tuple[int, int]:
     mp = (5 * doy + 2) // 153
     month = mp + 3 if mp < 10 else mp - 9
     return yoe + era * 400 + (month <= 2), month
+
+
+# -- the validate answer, rendered from the script's reply ------------------------------------
+
+WINDOW_NAMES = ("calls_minute", "calls_hour", "calls_day", "calls_month",
+                "units_minute", "units_hour", "units_day", "units_month")
+DENIAL_MESSAGES = {
+    "revoked": "this API key has been revoked",
+    "expired": "this API key has expired",
+    "quota_exhausted": "the lifetime quota of this API key is used up",
+    "rate_limit_minute": "per-minute limit reached",
+    "rate_limit_hour": "per-hour limit reached",
+    "rate_limit_day": "per-day limit reached",
+    "rate_limit_month": "per-month limit reached",
+}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def render_validation(reply: list, resets_at: tuple) -> bytes:
+    """The JSON answer to a validation from the validate script's reply (see its header):
+    `{code, consumed, retry_after, near, product, used, limit, features json, expires ISO,
+    (slot, limit, used)...}`; `resets_at` holds the ISO ends of the minute, hour, day and month
+    windows. Integers are written in full (never in exponent form)."""
+    code = _text(reply[0])
+    used, limit = int(reply[5]), int(reply[6])
+    if limit < 0:
+        quota = f'{{"limit":null,"used":{used},"remaining":null}}'
+    else:
+        quota = f'{{"limit":{limit},"used":{used},"remaining":{max(limit - used, 0)}}}'
+    windows = []
+    for i in range(9, len(reply), 3):
+        slot, wlimit, wused = int(reply[i]), int(reply[i + 1]), int(reply[i + 2])
+        windows.append(f'"{WINDOW_NAMES[slot]}":{{"limit":{wlimit},"used":{wused},'
+                       f'"remaining":{max(wlimit - wused, 0)},"resetsAt":"{_text(resets_at[slot % 4])}"}}')
+    rate_limits = "{" + ",".join(windows) + "}"
+    if code == "ok":
+        expires = _text(reply[8])
+        expires_at = f'"{expires}"' if expires else "null"
+        return (f'{{"isValid":true,"unitsConsumed":{int(reply[1])},"quota":{quota},"rateLimits":{rate_limits},'
+                f'"features":{_text(reply[7])},"expiresAt":{expires_at}}}').encode()
+    body = (f'{{"isValid":false,"errorCode":"{code}","errorMessage":"{DENIAL_MESSAGES[code]}","quota":{quota},'
+            f'"rateLimits":{rate_limits}')
+    if code == "quota_exhausted" or code.startswith("rate_limit_"):
+        body += f',"retryAfterSeconds":{int(reply[2])}'
+    return (body + "}").encode()

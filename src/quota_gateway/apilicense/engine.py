@@ -12,18 +12,18 @@ from ..clock import iso_utc
 from ..redisconn import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
-FILL_META = LuaScript("meta_fill")
+FILL_META = LuaScript("apilicense_meta_fill")
 FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("meta_invalidate")
 RESET = LuaScript("apilicense_reset")
 PRIME = LuaScript("apilicense_prime")
 
 META_TTL = 3600
-META_FORMAT = "2"  # the script refills metadata cached in any other format
+META_FORMAT = "3"  # the script refills metadata cached in any other format
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 MAX_UNITS = 1_000_000
 
-# errorCode -> HTTP status (the script writes the messages beside the numbers)
+# errorCode -> HTTP status (messages: fastpath.DENIAL_MESSAGES)
 DENIAL_STATUS = {
     "not_found": 404,
     "revoked": 403,
@@ -36,15 +36,17 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
+_WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 2592000}  # RateLimit-Policy w=
 
 
-def _rule_fields(spec: str) -> list:
-    """The compiled rules as the script reads them: one meta field per limited (kind, period)."""
-    fields: list = []
+def _window_limits(spec: str) -> list[int]:
+    """The compiled rules as the script reads them: 8 limits, calls then units, each minute..month
+    (0: none)."""
+    limits = [0] * 8
     for rule in filter(None, spec.split(",")):
         kind, period, limit = rule.split(":")
-        fields += [f"{kind}:{period}", limit]
-    return fields
+        limits[(0 if kind == "calls" else 4) + fastpath.PERIODS.index(period)] = int(limit)
+    return limits
 
 
 def key_digest(key: str) -> bytes:
@@ -72,28 +74,33 @@ class LicenseRef:
 
 
 class Outcome:
-    """A decoded validate reply: the answer's body as the script rendered it, and what the gateway
-    needs besides (status, metrics, the limit a 429 names)."""
+    """A decoded validate reply (see apilicense_validate.lua): the numbers, and the answer's body."""
 
-    __slots__ = ("code", "consumed", "retry_after", "near_limit", "product", "body", "limit_name", "limit",
-                 "remaining", "window", "used")
+    __slots__ = ("code", "consumed", "retry_after", "near_limit", "product", "used", "limit", "windows", "body")
 
-    def __init__(self, reply: list) -> None:
+    def __init__(self, reply: list, resets_at: tuple) -> None:
         self.code = _text(reply[0])
         self.consumed = int(reply[1])
         self.retry_after = int(reply[2])
         self.near_limit = reply[3] == 1
         self.product = _text(reply[4])
-        body = reply[5]
-        self.body = body if isinstance(body, bytes) else body.encode()
-        self.limit_name = _text(reply[6])
-        self.limit = int(reply[7])
-        self.remaining = int(reply[8])
-        self.window = int(reply[9])
-        self.used = int(reply[10])
+        self.used = int(reply[5])
+        self.limit = int(reply[6])
+        self.windows = [(int(reply[i]), int(reply[i + 1]), int(reply[i + 2])) for i in range(9, len(reply), 3)]
+        self.body = fastpath.render_validation(reply, resets_at)
 
     def document(self) -> dict:
         return orjson.loads(self.body)
+
+    def named_limit(self) -> tuple[str, int, int, int]:
+        """(name, limit, remaining, window seconds) of the limit that refused the request: the
+        quota, or the window of the refusing period with the least left."""
+        if self.code == "quota_exhausted":
+            return "quota", self.limit, max(self.limit - self.used, 0), 0
+        period = self.code.removeprefix("rate_limit_")
+        slot, limit, used = min((w for w in self.windows if fastpath.PERIODS[w[0] % 4] == period),
+                                key=lambda w: w[1] - w[2])
+        return fastpath.WINDOW_NAMES[slot], limit, max(limit - used, 0), _WINDOW_SECONDS[period]
 
 
 def _text(value) -> str:
@@ -105,7 +112,7 @@ class QuotaEngine:
         self.services = services
         self.runner = runner
         self._clock = services.clock
-        self._window_cache: tuple[int, list] = (-1, [])
+        self._window_cache: tuple[int, list, tuple] = (-1, [], ())
         metrics = services.metrics
         self._validations = metrics.counts("qg_apilicense_validations", "API-key validations by product and outcome",
                                            ("product", "result", "code"))
@@ -127,7 +134,7 @@ class QuotaEngine:
         if ref is None:
             ref = self._remember(key)
         idem = hashlib.sha1(idempotency_key.encode()).hexdigest()[:20] if idempotency_key else ""
-        reply = await self._reply(ref, tenant_id, units, consume, idem)
+        reply, resets_at = await self._reply(ref, tenant_id, units, consume, idem)
         if reply is None:
             self._count("", "not_found")
             return 404, _NOT_FOUND_BODY, []
@@ -135,12 +142,11 @@ class QuotaEngine:
         self._count(product, code)
         if reply[3] == 1:
             self._near_limit.inc((product,))
-        if code == "ok":  # the common answer goes out as the script rendered it
+        if code == "ok":  # the common answer: rendered straight from the reply
             if reply[1]:  # consumed (an idempotent replay marks a bucket with nothing new: harmless)
                 self.dirty.add(ref.bucket)
-            body = reply[5]
-            return 200, body if isinstance(body, bytes) else body.encode(), []
-        outcome = Outcome(reply)
+            return 200, fastpath.render_validation(reply, resets_at), []
+        outcome = Outcome(reply, resets_at)
         status = DENIAL_STATUS[code]
         return status, outcome.body, self._limit_headers(outcome) if status == 429 else []
 
@@ -152,13 +158,16 @@ class QuotaEngine:
 
     async def run(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str = "") -> Outcome | None:
         """The validate script's answer, decoded (None: no such key for this tenant)."""
-        reply = await self._reply(ref, tenant_id, units, consume, idem)
-        return None if reply is None else Outcome(reply)
+        reply, resets_at = await self._reply(ref, tenant_id, units, consume, idem)
+        return None if reply is None else Outcome(reply, resets_at)
 
-    async def _reply(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str) -> list | None:
-        """The validate script, filling metadata and counters from Postgres when Redis lacks them."""
+    async def _reply(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool,
+                     idem: str) -> tuple[list | None, tuple]:
+        """The validate script's reply (None: no such key for this tenant) and the ISO ends of the
+        windows it counted in, filling metadata and counters from Postgres when Redis lacks them."""
         now = int(self._clock.now())
-        args = [tenant_id, now, units, 1 if consume else 0, idem, *self._window_args(now)]
+        args, resets_at = self._window_args(now)
+        args = [tenant_id, now, units, 1 if consume else 0, idem, *args]
         for _ in range(5):
             reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
             head = reply[0]
@@ -167,26 +176,26 @@ class QuotaEngine:
             elif head == b"fill":
                 await self._fill_used(ref, int(reply[1]))
             elif head == b"nf":
-                return None
-            elif head == b"idem":
-                return orjson.loads(reply[1])  # the first answer (its strings come back as str)
+                return None, resets_at
             else:
-                return reply
+                return reply, resets_at
         raise RuntimeError("license metadata kept changing during validation")
 
-    def _window_args(self, now: int) -> list:
-        """Day, window bounds and window ends as ISO text: the same for a whole second."""
-        cached_at, args = self._window_cache
+    def _window_args(self, now: int) -> tuple[list, tuple]:
+        """The script's day and window bounds, and the windows' ends as ISO text: the same for a
+        whole second."""
+        cached_at, args, resets_at = self._window_cache
         if cached_at != now:
             day = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%d")
             bounds = [fastpath.window_bounds(now, period) for period in fastpath.PERIODS]
-            args = [day, *(edge for pair in bounds for edge in pair), *(iso_utc(end) for _, end in bounds)]
-            self._window_cache = (now, args)
-        return args
+            args = [day, *(edge for pair in bounds for edge in pair)]
+            resets_at = tuple(iso_utc(end).encode() for _, end in bounds)
+            self._window_cache = (now, args, resets_at)
+        return args, resets_at
 
     def _limit_headers(self, outcome: Outcome) -> list:
         """Retry-After, X-RateLimit-*, and the IETF RateLimit / RateLimit-Policy fields."""
-        name, limit, remaining, window = outcome.limit_name, outcome.limit, outcome.remaining, outcome.window
+        name, limit, remaining, window = outcome.named_limit()
         reset_at = str(int(self._clock.now()) + outcome.retry_after).encode()
         policy = f'"{name}";q={limit}' + (f";w={window}" if window else "")
         return [
@@ -210,17 +219,15 @@ class QuotaEngine:
                           ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code) AS features
                    FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""", ref.digest)
         if row is None:
-            fields = ["ok", "0"]
+            fields = [META_FORMAT, "0"]
             ttl = NEGATIVE_TTL
-        else:
+        else:  # the layout apilicense_validate.lua unpacks
             rules, passthrough = fastpath.compile_rules(list(row["features"]))
-            fields = ["ok", "1", "id", row["id"], "tenant", str(row["tenant_id"]),
-                      "revoked", "1" if row["revoked_at"] else "0",
-                      "exp", int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
-                      "expiso", iso_utc(row["expires_at"]) if row["expires_at"] else "",
-                      "limit", row["max_api_calls"] if row["max_api_calls"] is not None else -1,
-                      "off", row["used_offset"], "feat", orjson.dumps(passthrough), "prod", row["name"], "v", META_FORMAT,
-                      *_rule_fields(rules)]
+            fields = [META_FORMAT, "1", row["id"], str(row["tenant_id"]), "1" if row["revoked_at"] else "0",
+                      int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
+                      row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
+                      orjson.dumps(passthrough), row["name"], iso_utc(row["expires_at"]) if row["expires_at"] else "",
+                      *_window_limits(rules)]
             ttl = META_TTL
         await self.runner.run(FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
 
