@@ -71,20 +71,20 @@ class UsageFlusher(WriteBehindLoop):
         log.warning("usage flush failed (%s: %s); will retry", type(exc).__name__, exc)
 
     async def flush_batch(self, buckets: list[int]) -> int:
-        """Take the buckets' usage (an unfinished flush first, then what is pending), write it in
-        one Postgres transaction, release it. Repeats while buckets still have something."""
-        written = 0
-        for _ in range(4):  # bounded: under constant load a bucket is never empty for long
-            takes = await asyncio.gather(*(self.runner.run(TAKE, _keys(b, "pending", "flushing", "fstate"),
-                                                           [secrets.token_hex(8)])  # adopted only by a bucket with none
-                                           for b in buckets))
-            taken = [(b, _decode(flat)) for b, flat in zip(buckets, takes) if flat]
-            if not taken:
-                break
-            written += await self._write(taken)
-            await asyncio.gather(*(self.runner.run(DONE, _keys(b, "flushing", "applied"), [f["__epoch"], f["__seq"]])
-                                   for b, f in taken))
-            buckets = [b for b, _ in taken]
+        """Take the buckets' usage (an unfinished flush first, else what is pending), write it in one
+        Postgres transaction, release it. What arrives meanwhile waits for the next cycle: the
+        buckets it lands in are dirty again, and a bucket whose unfinished flush was taken while
+        more was pending is marked dirty here."""
+        epoch = secrets.token_hex(8)  # adopted only by a bucket that has none (new, or lost by Redis)
+        takes = await asyncio.gather(*(self.runner.run(TAKE, _keys(b, "pending", "flushing", "fstate"), [epoch])
+                                       for b in buckets))
+        taken = [(b, _decode(flat)) for b, flat in zip(buckets, takes) if flat]
+        if not taken:
+            return 0
+        written = await self._write(taken)
+        await asyncio.gather(*(self.runner.run(DONE, _keys(b, "flushing", "applied"), [f["__epoch"], f["__seq"]])
+                               for b, f in taken))
+        self.dirty.update(b for b, f in taken if "__more" in f)
         return written
 
     async def _write(self, taken: list[tuple[int, dict]]) -> int:
@@ -103,7 +103,7 @@ class UsageFlusher(WriteBehindLoop):
                     if bucket not in apply_to:
                         continue  # applied before; its owner died before releasing it
                     for field, value in fields.items():
-                        if field.startswith("__"):
+                        if field.startswith("__"):  # __epoch, __seq, __more
                             continue
                         license_id, day = field.split(":")
                         license_ids.append(int(license_id))
