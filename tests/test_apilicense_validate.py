@@ -232,6 +232,23 @@ async def test_limit_and_feature_changes_take_effect_on_next_request(client, ten
     assert r.json()["errorCode"] == "rate_limit_minute"  # 2 calls made this minute already, limit now 1
 
 
+async def test_a_window_limit_added_later_counts_what_the_window_already_saw(client, tenant, clock):
+    clock.set(_at(2026, 5, 5, 10, 20, 0))
+    product = await make_product(client, tenant.headers)
+    key = await make_api_key(client, tenant.headers, product)
+    for _ in range(3):
+        assert (await _validate(client, tenant.headers, key, units=2)).status_code == 200
+    for rule in ("api:rate:hour:5", "api:units:hour:8"):
+        assert (await client.post(f"/api/product/{product}/features", json={"name": rule},
+                                  headers=tenant.headers)).status_code == 201
+    body = (await _validate(client, tenant.headers, key, units=2)).json()
+    assert (body["rateLimits"]["calls_hour"]["used"], body["rateLimits"]["units_hour"]["used"]) == (4, 8)
+    r = await _validate(client, tenant.headers, key, units=2)
+    assert r.status_code == 429 and r.json()["errorCode"] == "rate_limit_hour"
+    clock.set(_at(2026, 5, 5, 11, 0, 0))  # a new hour: nothing counted in it yet
+    assert (await _validate(client, tenant.headers, key, units=2)).json()["rateLimits"]["units_hour"]["used"] == 2
+
+
 async def test_patch_keeps_absent_fields(client, tenant):
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product, maxApiCalls=10, validityDays=5)

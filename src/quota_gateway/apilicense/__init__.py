@@ -3,10 +3,10 @@
 Redis is the arbiter of quota (one atomic Lua script per validate); Postgres is the record,
 fed by write-behind (see writebehind.py). Key layout, all keys of one license in one slot:
 
-    qg:{b<n>}:m:<digest>        license metadata cached from Postgres (hash, TTL 1 h)
+    qg:{b<n>}:m:<digest>        license metadata cached from Postgres (msgpack, TTL 1 h)
     qg:{b<n>}:gen:<digest>      metadata generation (bumped on every invalidation)
-    qg:{b<n>}:u:<id>            lifetime units ever consumed (no TTL: may hold unflushed usage)
-    qg:{b<n>}:w:<id>:<kind>:<period>:<start>   window counter, expires after its window
+    qg:{b<n>}:c:<id>            counters (msgpack): lifetime units ever consumed, and each window's
+                                start and count (no TTL: the total may hold unflushed usage)
     qg:{b<n>}:i:<id>:<hash>     first answer to an Idempotency-Key (24 h)
     qg:{b<n>}:pending / :flushing / :fstate / :applied   write-behind of usage
 

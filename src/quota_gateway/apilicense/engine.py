@@ -240,22 +240,20 @@ class QuotaEngine:
                                                ref.bucket)
             snapshot = ",".join(f"{r['epoch']}:{r['last_seq']}" for r in applied)
             p = ref.prefix
-            done = await self.runner.run(FILL_USED, [f"{p}u:{license_id}", f"{p}pending", f"{p}flushing", f"{p}applied"],
+            done = await self.runner.run(FILL_USED, [f"{p}c:{license_id}", f"{p}pending", f"{p}flushing", f"{p}applied"],
                                          [license_id, total or 0, snapshot])
             if int(done) == 1:
                 return
         raise RuntimeError("could not rebuild a usage counter: flushes kept landing")
 
     async def prime(self, ref: LicenseRef, license_id: int) -> None:
-        """Ready a just-created license: counter at 0, no stale negative cache entry."""
-        await self.runner.run(PRIME, [f"{ref.prefix}u:{license_id}", ref.meta, ref.gen], [])
+        """Ready a just-created license: counters at 0, no stale negative cache entry."""
+        await self.runner.run(PRIME, [f"{ref.prefix}c:{license_id}", ref.meta, ref.gen], [])
 
     async def invalidate(self, ref: LicenseRef) -> None:
         await self.runner.run(INVALIDATE, [ref.meta, ref.gen], [])
 
     async def reset_windows(self, ref: LicenseRef, license_id: int, periods: list[str]) -> int:
-        now = int(self._clock.now())
-        args: list = [license_id]
-        for period in periods:
-            args += [period, fastpath.window_bounds(now, period)[0]]
-        return int(await self.runner.run(RESET, [ref.prefix], args))
+        """Zero the current windows of `periods`; returns how many had counted something."""
+        indexes = [fastpath.PERIODS.index(period) for period in periods]
+        return int(await self.runner.run(RESET, [f"{ref.prefix}c:{license_id}"], indexes))

@@ -72,19 +72,25 @@ class UsageFlusher(WriteBehindLoop):
 
     async def flush_batch(self, buckets: list[int]) -> int:
         """Take the buckets' usage (an unfinished flush first, else what is pending), write it in one
-        Postgres transaction, release it. What arrives meanwhile waits for the next cycle: the
-        buckets it lands in are dirty again, and a bucket whose unfinished flush was taken while
-        more was pending is marked dirty here."""
-        epoch = secrets.token_hex(8)  # adopted only by a bucket that has none (new, or lost by Redis)
-        takes = await asyncio.gather(*(self.runner.run(TAKE, _keys(b, "pending", "flushing", "fstate"), [epoch])
-                                       for b in buckets))
-        taken = [(b, _decode(flat)) for b, flat in zip(buckets, takes) if flat]
-        if not taken:
-            return 0
-        written = await self._write(taken)
-        await asyncio.gather(*(self.runner.run(DONE, _keys(b, "flushing", "applied"), [f["__epoch"], f["__seq"]])
-                               for b, f in taken))
-        self.dirty.update(b for b, f in taken if "__more" in f)
+        Postgres transaction, release it. A bucket whose unfinished flush (a dead or concurrent
+        flusher's) was taken while more was pending goes round again; usage that arrives
+        meanwhile waits for the next cycle (its bucket is dirty again)."""
+        written = 0
+        for _ in range(4):  # bounded: each round finishes one unfinished flush per bucket
+            epoch = secrets.token_hex(8)  # adopted only by a bucket that has none (new, or lost by Redis)
+            takes = await asyncio.gather(*(self.runner.run(TAKE, _keys(b, "pending", "flushing", "fstate"), [epoch])
+                                           for b in buckets))
+            taken = [(b, _decode(flat)) for b, flat in zip(buckets, takes) if flat]
+            if not taken:
+                break
+            written += await self._write(taken)
+            await asyncio.gather(*(self.runner.run(DONE, _keys(b, "flushing", "applied"), [f["__epoch"], f["__seq"]])
+                                   for b, f in taken))
+            buckets = [b for b, f in taken if "__more" in f]
+            if not buckets:
+                break
+        else:
+            self.dirty.update(buckets)
         return written
 
     async def _write(self, taken: list[tuple[int, dict]]) -> int:

@@ -1,5 +1,6 @@
--- Rebuild a lifetime counter lost from Redis: Postgres total + deltas not yet applied there.
--- KEYS: 1 counter, 2 pending hash, 3 flushing hash, 4 last-applied marker "epoch:seq"
+-- Rebuild a license's counters lost from Redis: the lifetime total is Postgres's + the deltas not
+-- yet applied there; window counts start again at 0.
+-- KEYS: 1 packed counters (see apilicense_validate.lua), 2 pending hash, 3 flushing hash, 4 last-applied marker "epoch:seq"
 -- ARGV: 1 license id, 2 Postgres used_total, 3 "epoch:last_seq,..." as read with that total
 -- Reply: 1 done (or already present) | -1 the Postgres snapshot is older than a finished flush: re-read
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -35,5 +36,5 @@ if fepoch then
     total = total + sum(KEYS[3])
   end
 end
-redis.call('SET', KEYS[1], total)
+redis.call('SET', KEYS[1], cmsgpack.pack(total))
 return 1
