@@ -62,12 +62,12 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float,
-             generator: str, pids: dict[str, int]) -> dict:
+             generator: str, pids: dict[str, int], nice: int) -> dict:
     """Warm up, then one measured run; CPU microseconds per request of each process in `pids`."""
     drive = _drive_wrk if generator == "wrk" else _drive_python
-    drive(port, bodies, headers, connections, 2.0)
+    drive(port, bodies, headers, connections, 2.0, nice)
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-    result = drive(port, bodies, headers, connections, duration)
+    result = drive(port, bodies, headers, connections, duration, nice)
     for name, pid in pids.items():
         after = _cpu_seconds(pid)
         if after is not None and before[name] is not None and result["requests"]:
@@ -75,13 +75,15 @@ def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connection
     return result
 
 
-def _drive_python(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+def _drive_python(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float,
+                  nice: int) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1, initializer=os.nice, initargs=(nice,)) as pool:
         return pool.apply(loadgen.run, ("127.0.0.1", port, PATH, bodies, headers),
                           {"connections": connections, "duration": duration, "warmup": 0})
 
 
-def _drive_wrk(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float) -> dict:
+def _drive_wrk(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float,
+               nice: int) -> dict:
     """wrk (C, one thread) leaves more of a 2-core machine to the server under test than Python can."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "bodies").write_bytes(b"\n".join(bodies) + b"\n")
@@ -89,7 +91,8 @@ def _drive_wrk(port: int, bodies: list[bytes], headers: dict[str, str], connecti
         env = {**os.environ, "QG_BENCH_BODIES": str(Path(tmp) / "bodies"), "QG_BENCH_HEADERS": str(Path(tmp) / "headers")}
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(int(duration), 1)}s", "-s",
                 str(Path(__file__).with_name("wrk_driver.lua")), f"http://127.0.0.1:{port}{PATH}"]
-        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
+                             preexec_fn=lambda: os.nice(nice)).stdout
     result = orjson.loads(next(line for line in out.splitlines() if line.startswith("QG_RESULT "))[10:])
     n = result["requests"]
     return {"requests": n, "rps": n / (result["duration_us"] / 1e6), "p50_ms": result["p50_us"] / 1000,
@@ -129,13 +132,16 @@ async def _provision(database_url: str, base: str, master_key: str, keys: int) -
 
 
 def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: int = 1000,
-        generator: str = "auto", with_redis_py: bool = True, rounds: int = 3) -> dict:
+        generator: str = "auto", with_redis_py: bool = True, rounds: int = 3, loadgen_nice: int = 10) -> dict:
     """Both targets at each concurrency level: closed-loop load is latency-bound at low concurrency,
     where each validate also waits a Redis round trip, and CPU-bound at high concurrency.
 
     Both servers run side by side and are measured in alternation, `rounds` times per level: on a
     shared machine throughput drifts by more than the difference being measured, and a drift hits
-    both targets of a round alike, so each round's ratio is fair and the median ratio is reported."""
+    both targets of a round alike, so each round's ratio is fair and the median ratio is reported.
+    The load generator runs at a lower priority (`loadgen_nice`), for both targets alike: it stands
+    for clients on other machines, so where it shares cores with the system under test (the
+    server, and the gateway's Redis) it should not take their turn."""
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,9 +163,10 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
                     levels[n] = {"bare": [], "gateway": []}
                     for _ in range(rounds):
                         levels[n]["bare"].append(_measure(bare_port, bare_bodies, {}, n, duration, generator,
-                                                          {"server": bare.pid}))
+                                                          {"server": bare.pid}, loadgen_nice))
                         levels[n]["gateway"].append(_measure(gateway_port, bodies, headers, n, duration, generator,
-                                                             {"server": gateway.pid, "redis": redis.process.pid}))
+                                                             {"server": gateway.pid, "redis": redis.process.pid},
+                                                             loadgen_nice))
                 with multiprocessing.get_context("spawn").Pool(1) as worker:
                     leases = worker.apply(bench_leases.run, ("127.0.0.1", gateway_port, pool["org"], pool["key"]),
                                           {"duration": min(duration, 5.0)})
@@ -169,8 +176,9 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
                              factory=True) as server:
                     for n in connections:
                         levels[n]["redis-py"] = [_measure(port, bodies, headers, n, duration, generator,
-                                                          {"server": server.pid, "redis": redis.process.pid})]
-            return {"generator": generator, "rounds": rounds, "levels": levels, "leases": leases}
+                                                          {"server": server.pid, "redis": redis.process.pid},
+                                                          loadgen_nice)]
+            return {"generator": generator, "rounds": rounds, "nice": loadgen_nice, "levels": levels, "leases": leases}
         finally:
             pg.stop()
             redis.stop()
@@ -181,8 +189,8 @@ def _median(runs: list[dict], field: str) -> float:
 
 
 def report(results: dict) -> str:
-    lines = [f"load generator: {results['generator']}; {os.cpu_count()} cores shared by server, Redis and generator; "
-             f"{results['rounds']} alternating rounds per level, medians shown"]
+    lines = [f"load generator: {results['generator']} (nice {results['nice']}); {os.cpu_count()} cores shared by server, "
+             f"Redis and generator; {results['rounds']} alternating rounds per level, medians shown"]
     for connections, level in results["levels"].items():
         a, b = level["bare"], level["gateway"]
         lines += [f"-- {connections} connections", f"{'target':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  "
@@ -220,12 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=_levels, default=(32, 128), help="comma-separated concurrency levels")
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="alternating measurements per target and level")
+    parser.add_argument("--loadgen-nice", type=int, default=10,
+                        help="priority of the load generator below the servers under test (0: the same)")
     parser.add_argument("--no-redis-py", action="store_true", help="skip the redis.asyncio comparison run")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="auto: wrk when installed, else the in-repo asyncio generator")
     args = parser.parse_args(argv)
     print(report(run(args.duration, args.connections, args.keys, args.generator, not args.no_redis_py,
-                     args.rounds)))
+                     args.rounds, args.loadgen_nice)))
 
 
 if __name__ == "__main__":
