@@ -194,3 +194,16 @@ def test_rendering_accepts_text_as_str(fastpath_impl):
 def test_unknown_denial_code_is_an_error(fastpath_impl):
     with pytest.raises(KeyError):
         fastpath_impl.render_validation([b"weird", 0, 0, 0, b"P", 0, -1, b"[]", b""], RESETS)
+
+
+def test_both_twins_agree_on_rule_like_features(fastpath_impl):
+    rng = random.Random(3)
+    pieces = ["api", "rate", "units", "tier", "minute", "hour", "day", "month", "week", "0", "7", "15",
+              "999999999999999", "1000000000000000", "1.5", "-1", "", "x", "é", "١٢", "Rate"]
+    for _ in range(5000):
+        name = ":".join(rng.choice(pieces) for _ in range(rng.randrange(1, 6)))
+        if rng.random() < 0.5:
+            name = "api:" + name
+        assert fastpath_impl.check_rule_feature(name) == _fastpath_py.check_rule_feature(name), name
+        features = [name, "api:rate:minute:60", "beta"]
+        assert fastpath_impl.compile_rules(features) == _fastpath_py.compile_rules(features), features

@@ -135,56 +135,155 @@ cpdef int api_key_bucket(str key):
     return _crc32(data, len(data)) % 1024
 
 
-cdef object _parse_rule(str name):
-    """(kind, period, limit), an error message, or None when not a rule feature."""
-    cdef list parts
-    cdef str word, period, count
-    if not name.startswith("api:"):
-        return None
-    parts = name.split(":")
-    word = parts[1]
-    if word == "rate":
-        kind = "calls"
-    elif word == "units":
-        kind = "units"
+cdef inline bytes _as_bytes(object value):
+    return <bytes>value if type(value) is bytes else str(value).encode()
+
+
+cdef inline char* _put(char* p, bytes text):
+    cdef Py_ssize_t n = len(text)
+    memcpy(p, PyBytes_AS_STRING(text), n)
+    return p + n
+
+
+cdef inline char* _put_lit(char* p, const char* text):
+    cdef size_t n = strlen(text)
+    memcpy(p, text, n)
+    return p + n
+
+
+cdef char* _put_int(char* p, int64_t value):
+    cdef char digits[20]
+    cdef int n = 0
+    cdef uint64_t magnitude
+    if value < 0:
+        p[0] = b'-'
+        p += 1
+        magnitude = <uint64_t>(-(value + 1)) + 1
     else:
-        return None
-    if len(parts) != 4:
-        return f"expected api:{word}:<minute|hour|day|month>:<N>"
-    period = parts[2]
-    count = parts[3]
-    if period not in PERIODS:
-        return f"unknown period '{period}' (use minute, hour, day or month)"
-    if not count.isdigit() or not count.isascii() or len(count) > 15 or int(count) <= 0:
-        return f"limit '{count}' must be a positive integer"
-    return (kind, period, int(count))
+        magnitude = <uint64_t>value
+    while True:
+        digits[n] = <char>(48 + magnitude % 10)
+        n += 1
+        magnitude //= 10
+        if magnitude == 0:
+            break
+    while n > 0:
+        n -= 1
+        p[0] = digits[n]
+        p += 1
+    return p
+
+
+# _scan_rule's verdicts
+cdef enum:
+    _NOT_A_RULE = 0
+    _RULE = 1
+    _BAD_PARTS = 2
+    _BAD_PERIOD = 3
+    _BAD_LIMIT = 4
+
+cdef const char* _PERIOD_NAMES[4]
+_PERIOD_NAMES[0] = b"minute"
+_PERIOD_NAMES[1] = b"hour"
+_PERIOD_NAMES[2] = b"day"
+_PERIOD_NAMES[3] = b"month"
+
+
+cdef inline Py_ssize_t _find_colon(str text, Py_ssize_t start, Py_ssize_t end):
+    cdef Py_ssize_t i
+    for i in range(start, end):
+        if text[i] == u':':
+            return i
+    return end
+
+
+cdef bint _equals(str text, Py_ssize_t start, Py_ssize_t end, const char* word):
+    cdef Py_ssize_t i
+    for i in range(end - start):
+        if word[i] == 0 or text[start + i] != <Py_UCS4>(<unsigned char>word[i]):
+            return False
+    return word[end - start] == 0
+
+
+cdef int _scan_rule(str name, int* slot, int64_t* limit):
+    """api:{rate|units}:{minute|hour|day|month}:N read character by character (no substrings):
+    a verdict, and the rule's slot (calls 0..3, units 4..7) and limit when it is _RULE."""
+    cdef Py_ssize_t n = len(name), word_end, period_end, i
+    cdef int kind, period
+    cdef Py_UCS4 c
+    if n < 4 or not _equals(name, 0, 4, b"api:"):
+        return _NOT_A_RULE
+    word_end = _find_colon(name, 4, n)
+    if _equals(name, 4, word_end, b"rate"):
+        kind = 0
+    elif _equals(name, 4, word_end, b"units"):
+        kind = 4
+    else:
+        return _NOT_A_RULE
+    if word_end == n:
+        return _BAD_PARTS
+    period_end = _find_colon(name, word_end + 1, n)
+    if period_end == n or _find_colon(name, period_end + 1, n) != n:
+        return _BAD_PARTS
+    for period in range(4):
+        if _equals(name, word_end + 1, period_end, _PERIOD_NAMES[period]):
+            break
+    else:
+        return _BAD_PERIOD
+    if n - period_end - 1 < 1 or n - period_end - 1 > 15:
+        return _BAD_LIMIT
+    limit[0] = 0
+    for i in range(period_end + 1, n):
+        c = name[i]
+        if c < u'0' or c > u'9':
+            return _BAD_LIMIT
+        limit[0] = limit[0] * 10 + (<int>c - 48)
+    if limit[0] <= 0:
+        return _BAD_LIMIT
+    slot[0] = kind + period
+    return _RULE
 
 
 def check_rule_feature(str name):
-    parsed = _parse_rule(name)
-    return parsed if isinstance(parsed, str) else None
+    """What is wrong with a rule feature, or None (also for features that are not rules)."""
+    cdef int slot
+    cdef int64_t limit
+    cdef int verdict = _scan_rule(name, &slot, &limit)
+    if verdict <= _RULE:
+        return None
+    parts = name.split(":")
+    if verdict == _BAD_PARTS:
+        return f"expected api:{parts[1]}:<minute|hour|day|month>:<N>"
+    if verdict == _BAD_PERIOD:
+        return f"unknown period '{parts[2]}' (use minute, hour, day or month)"
+    return f"limit '{parts[3]}' must be a positive integer"
 
 
 def compile_rules(list features):
     """(rule_spec, passthrough): canonical "calls:minute:100,units:day:5000" and the other names."""
     cdef int64_t limits[8]
+    cdef int64_t limit
     cdef int i, slot
     cdef list passthrough = []
-    cdef list out = []
+    cdef char spec[512]  # 8 rules of at most 13 + 15 characters and a comma each
+    cdef char* p = spec
     for i in range(8):
         limits[i] = -1
     for name in features:
-        parsed = _parse_rule(name)
-        if parsed is None:
+        verdict = _scan_rule(name, &slot, &limit)
+        if verdict == _NOT_A_RULE:
             passthrough.append(name)
-        elif not isinstance(parsed, str):
-            slot = (0 if parsed[0] == "calls" else 4) + PERIODS.index(parsed[1])
-            if limits[slot] < 0 or parsed[2] < limits[slot]:
-                limits[slot] = parsed[2]
+        elif verdict == _RULE and (limits[slot] < 0 or limit < limits[slot]):
+            limits[slot] = limit
     for i in range(8):
         if limits[i] >= 0:
-            out.append(f"{'calls' if i < 4 else 'units'}:{PERIODS[i % 4]}:{limits[i]}")
-    return ",".join(out), passthrough
+            if p != spec:
+                p = _put_lit(p, b",")
+            p = _put_lit(p, b"calls:" if i < 4 else b"units:")
+            p = _put_lit(p, _PERIOD_NAMES[i % 4])
+            p = _put_lit(p, b":")
+            p = _put_int(p, limits[i])
+    return spec[:p - spec].decode("ascii"), passthrough
 
 
 cdef inline int64_t _floordiv(int64_t a, int64_t b):
@@ -249,45 +348,6 @@ cdef tuple _WINDOW_NAMES_B = tuple(name.encode() for name in WINDOW_NAMES)
 cdef dict _DENIAL_MESSAGES_B = {code.encode(): message.encode() for code, message in DENIAL_MESSAGES.items()}
 cdef Py_ssize_t _INT_MAX_CHARS = 21
 cdef Py_ssize_t _STACK_BUFFER = 2048
-
-
-cdef inline bytes _as_bytes(object value):
-    return <bytes>value if type(value) is bytes else str(value).encode()
-
-
-cdef inline char* _put(char* p, bytes text):
-    cdef Py_ssize_t n = len(text)
-    memcpy(p, PyBytes_AS_STRING(text), n)
-    return p + n
-
-
-cdef inline char* _put_lit(char* p, const char* text):
-    cdef size_t n = strlen(text)
-    memcpy(p, text, n)
-    return p + n
-
-
-cdef char* _put_int(char* p, int64_t value):
-    cdef char digits[20]
-    cdef int n = 0
-    cdef uint64_t magnitude
-    if value < 0:
-        p[0] = b'-'
-        p += 1
-        magnitude = <uint64_t>(-(value + 1)) + 1
-    else:
-        magnitude = <uint64_t>value
-    while True:
-        digits[n] = <char>(48 + magnitude % 10)
-        n += 1
-        magnitude //= 10
-        if magnitude == 0:
-            break
-    while n > 0:
-        n -= 1
-        p[0] = digits[n]
-        p += 1
-    return p
 
 
 cdef char* _put_quota(char* p, int64_t limit, int64_t used):
