@@ -132,7 +132,7 @@ async def _provision(database_url: str, base: str, master_key: str, keys: int) -
 
 
 def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: int = 1000,
-        generator: str = "auto", with_redis_py: bool = True, rounds: int = 3, loadgen_nice: int = 10) -> dict:
+        generator: str = "auto", with_redis_py: bool = True, rounds: int = 5, loadgen_nice: int = 10) -> dict:
     """Both targets at each concurrency level: closed-loop load is latency-bound at low concurrency,
     where each validate also waits a Redis round trip, and CPU-bound at high concurrency.
 
@@ -224,10 +224,10 @@ def _levels(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--connections", type=_levels, default=(32, 128), help="comma-separated concurrency levels")
     parser.add_argument("--keys", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating measurements per target and level")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating measurements per target and level")
     parser.add_argument("--loadgen-nice", type=int, default=10,
                         help="priority of the load generator below the servers under test (0: the same)")
     parser.add_argument("--no-redis-py", action="store_true", help="skip the redis.asyncio comparison run")
