@@ -333,35 +333,26 @@ cpdef tuple window_bounds(int64_t ts, str period):
 
 # -- the validate answer, rendered from the script's reply ------------------------------------
 
-WINDOW_NAMES = ("calls_minute", "calls_hour", "calls_day", "calls_month",
-                "units_minute", "units_hour", "units_day", "units_month")
-DENIAL_MESSAGES = {
-    "revoked": "this API key has been revoked",
-    "expired": "this API key has expired",
-    "quota_exhausted": "the lifetime quota of this API key is used up",
-    "rate_limit_minute": "per-minute limit reached",
-    "rate_limit_hour": "per-hour limit reached",
-    "rate_limit_day": "per-day limit reached",
-    "rate_limit_month": "per-month limit reached",
-}
+from ._fastpath_py import DENIAL_MESSAGES, WINDOW_NAMES  # one copy of the wire text
+
 cdef tuple _WINDOW_NAMES_B = tuple(name.encode() for name in WINDOW_NAMES)
 cdef dict _DENIAL_MESSAGES_B = {code.encode(): message.encode() for code, message in DENIAL_MESSAGES.items()}
 cdef Py_ssize_t _INT_MAX_CHARS = 21
 cdef Py_ssize_t _STACK_BUFFER = 2048
 
 
-cdef char* _put_quota(char* p, int64_t limit, int64_t used):
+cdef char* _put_counts(char* p, int64_t limit, int64_t used):
+    """`{"limit":L,"used":U,"remaining":R` (open: a window adds its resetsAt); no limit is null."""
     if limit < 0:
         p = _put_lit(p, b'{"limit":null,"used":')
         p = _put_int(p, used)
-        return _put_lit(p, b',"remaining":null}')
+        return _put_lit(p, b',"remaining":null')
     p = _put_lit(p, b'{"limit":')
     p = _put_int(p, limit)
     p = _put_lit(p, b',"used":')
     p = _put_int(p, used)
     p = _put_lit(p, b',"remaining":')
-    p = _put_int(p, limit - used if limit > used else 0)
-    return _put_lit(p, b'}')
+    return _put_int(p, limit - used if limit > used else 0)
 
 
 def render_validation(list reply, tuple resets_at):
@@ -400,7 +391,8 @@ def render_validation(list reply, tuple resets_at):
             p = _put(p, message)
             p = _put_lit(p, b'"')
         p = _put_lit(p, b',"quota":')
-        p = _put_quota(p, reply[6], reply[5])
+        p = _put_counts(p, reply[6], reply[5])
+        p = _put_lit(p, b'}')
         p = _put_lit(p, b',"rateLimits":{')
         for i in range(windows):
             slot = reply[9 + 3 * i]
@@ -410,12 +402,8 @@ def render_validation(list reply, tuple resets_at):
                 p = _put_lit(p, b',')
             p = _put_lit(p, b'"')
             p = _put(p, <bytes>_WINDOW_NAMES_B[slot])
-            p = _put_lit(p, b'":{"limit":')
-            p = _put_int(p, wlimit)
-            p = _put_lit(p, b',"used":')
-            p = _put_int(p, wused)
-            p = _put_lit(p, b',"remaining":')
-            p = _put_int(p, wlimit - wused if wlimit > wused else 0)
+            p = _put_lit(p, b'":')
+            p = _put_counts(p, wlimit, wused)
             p = _put_lit(p, b',"resetsAt":"')
             p = _put(p, <bytes>resets[slot % 4])
             p = _put_lit(p, b'"}')
