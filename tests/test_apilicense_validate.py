@@ -305,6 +305,20 @@ async def test_idempotent_retry_returns_first_answer_without_consuming(client, t
     assert other.json()["quota"]["used"] == 5
 
 
+async def test_idempotent_replays_keep_big_counts_and_denials_exact(client, tenant):
+    product = await make_product(client, tenant.headers, features=("api:units:month:5000000000000",))
+    key = await make_api_key(client, tenant.headers, product, maxApiCalls=2**53 - 1)
+    headers = {**tenant.headers, "Idempotency-Key": "big"}
+    first = await client.post(VALIDATE, json={"apiKey": key, "units": 999_999}, headers=headers)
+    again = await client.post(VALIDATE, json={"apiKey": key, "units": 999_999}, headers=headers)
+    assert first.content == again.content and first.json()["quota"]["remaining"] == 2**53 - 1 - 999_999
+    await client.patch(f"/api/apilicense/{key}", json={"maxApiCalls": 999_999}, headers=tenant.headers)
+    denied = [await client.post(VALIDATE, json={"apiKey": key}, headers={**tenant.headers, "Idempotency-Key": "no"})
+              for _ in range(2)]
+    assert [r.status_code for r in denied] == [429, 429] and denied[0].content == denied[1].content
+    assert denied[1].headers["ratelimit"] == '"quota";r=0;t=86400'
+
+
 async def test_concurrent_idempotent_retries_consume_once(client, tenant):
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product, maxApiCalls=100)
