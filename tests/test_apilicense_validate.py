@@ -273,6 +273,18 @@ async def test_reset_each_period(client, tenant, clock, period):
         assert window["used"] == (0 if reset_here else 2), name
 
 
+async def test_a_look_at_zero_units_is_not_refused_by_full_limits(app, client, tenant):
+    """What the usage and reset endpoints take: the numbers, never a denial of the look itself."""
+    from quota_gateway.apilicense.engine import LicenseRef
+
+    product = await make_product(client, tenant.headers, features=("api:rate:minute:1",))
+    key = await make_api_key(client, tenant.headers, product, maxApiCalls=1)
+    assert (await _validate(client, tenant.headers, key)).status_code == 200
+    engine = app.state.services.domains["apilicense"]
+    outcome = await engine.run(LicenseRef(_fastpath_py.normalize_api_key(key)), tenant.id, 0, False)
+    assert (outcome.code, outcome.used, outcome.windows) == ("ok", 1, [(0, 1, 1)])
+
+
 async def test_reset_bad_period_is_400(client, tenant):
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product)

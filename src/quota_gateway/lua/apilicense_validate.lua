@@ -78,7 +78,7 @@ for slot = 1, 8 do
   local current = c[2 * slot] == start and c[2 * slot + 1] or 0
   if wlimit > 0 then
     local wend = tonumber(ARGV[8 + 2 * p])
-    local cost = slot <= 4 and 1 or units
+    local cost = (units == 0 and 0) or (slot <= 4 and 1) or units  -- units 0: a look, as usage takes
     if (code == 'ok' or limited) and current + cost > wlimit and wend - now > retry_after then
       code = 'rate_limit_' .. PERIODS[p + 1]
       limited = true
