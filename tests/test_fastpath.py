@@ -207,3 +207,14 @@ def test_both_twins_agree_on_rule_like_features(fastpath_impl):
         assert fastpath_impl.check_rule_feature(name) == _fastpath_py.check_rule_feature(name), name
         features = [name, "api:rate:minute:60", "beta"]
         assert fastpath_impl.compile_rules(features) == _fastpath_py.compile_rules(features), features
+
+
+def test_malformed_replies_are_errors_not_crashes(fastpath_impl):
+    reply = [b"ok", 1, 0, 0, b"P", 3, 10, b"[]", b"", 8, 60, 1]
+    with pytest.raises(ValueError):
+        fastpath_impl.render_validation(reply, RESETS)  # slot 8: no such window
+    with pytest.raises(ValueError):
+        fastpath_impl.render_validation(reply[:9], RESETS[:3])
+    long_resets = tuple(b"9" * 500 for _ in range(4))
+    full = [b"ok", 1, 0, 0, b"P", 3, 10, b"[]", b""] + [v for slot in range(8) for v in (slot, 10**15, 10**15)]
+    assert fastpath_impl.render_validation(full, long_resets) == _fastpath_py.render_validation(full, long_resets)

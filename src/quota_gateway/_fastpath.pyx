@@ -366,13 +366,16 @@ def render_validation(list reply, tuple resets_at):
     cdef int64_t wlimit, wused
     cdef int slot
     cdef bint ok = code == b"ok"
+    cdef Py_ssize_t longest_reset = 0
     if not ok:
         message = _DENIAL_MESSAGES_B[code]
+    if len(resets) != 4:
+        raise ValueError("resets_at must hold the ends of the minute, hour, day and month windows")
+    for iso in resets:
+        longest_reset = max(longest_reset, len(<bytes>iso))
     # Upper bound: fixed text, integers at their widest, the strings as they are.
     cdef Py_ssize_t capacity = 200 + len(features) + len(expires) + len(code) + (len(message) if message else 0) \
-        + windows * (100 + 3 * _INT_MAX_CHARS + 40) + 5 * _INT_MAX_CHARS
-    for iso in resets:
-        capacity += len(<bytes>iso)
+        + windows * (100 + 3 * _INT_MAX_CHARS + longest_reset) + 5 * _INT_MAX_CHARS
     cdef char stack[2048]
     cdef char* buffer = &stack[0]
     if capacity > _STACK_BUFFER:
@@ -396,6 +399,8 @@ def render_validation(list reply, tuple resets_at):
         p = _put_lit(p, b',"rateLimits":{')
         for i in range(windows):
             slot = reply[9 + 3 * i]
+            if slot < 0 or slot >= 8:  # the names are indexed without bounds checks
+                raise ValueError(f"window slot {slot} out of range")
             wlimit = reply[10 + 3 * i]
             wused = reply[11 + 3 * i]
             if i:

@@ -182,6 +182,8 @@ def render_validation(reply: list, resets_at: tuple) -> bytes:
     `{code, consumed, retry_after, near, product, used, limit, features json, expires ISO,
     (slot, limit, used)...}`; `resets_at` holds the ISO ends of the minute, hour, day and month
     windows. Integers are written in full (never in exponent form)."""
+    if len(resets_at) != 4:
+        raise ValueError("resets_at must hold the ends of the minute, hour, day and month windows")
     code = _text(reply[0])
     used, limit = int(reply[5]), int(reply[6])
     if limit < 0:
@@ -191,6 +193,8 @@ def render_validation(reply: list, resets_at: tuple) -> bytes:
     windows = []
     for i in range(9, len(reply), 3):
         slot, wlimit, wused = int(reply[i]), int(reply[i + 1]), int(reply[i + 2])
+        if not 0 <= slot < 8:
+            raise ValueError(f"window slot {slot!r} out of range")
         windows.append(f'"{WINDOW_NAMES[slot]}":{{"limit":{wlimit},"used":{wused},'
                        f'"remaining":{max(wlimit - wused, 0)},"resetsAt":"{_text(resets_at[slot % 4])}"}}')
     rate_limits = "{" + ",".join(windows) + "}"
