@@ -7,7 +7,7 @@ fed by write-behind (see writebehind.py). Key layout, all keys of one license in
     qg:{b<n>}:gen:<digest>      metadata generation (bumped on every invalidation)
     qg:{b<n>}:c:<id>            counters (msgpack): lifetime units ever consumed, and each window's
                                 start and count (no TTL: the total may hold unflushed usage)
-    qg:{b<n>}:i:<id>:<hash>     first answer to an Idempotency-Key (24 h)
+    qg:{b<n>}:ir:<id>:<hash>    first reply to an Idempotency-Key (msgpack, 24 h)
     qg:{b<n>}:pending / :flushing / :fstate / :applied   write-behind of usage
 
 n = fastpath.api_key_bucket(key) in 0..1023, so a bucket's pending usage shares the slot of the

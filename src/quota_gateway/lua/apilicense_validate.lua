@@ -38,7 +38,7 @@ local prefix = KEYS[3]
 local consume = ARGV[4] == '1'
 local idem_key = nil
 if consume and ARGV[5] ~= '' then
-  idem_key = prefix .. 'i:' .. id .. ':' .. ARGV[5]
+  idem_key = prefix .. 'ir:' .. id .. ':' .. ARGV[5]  -- ir: msgpack replies (i: held JSON)
   local stored = redis.call('GET', idem_key)
   if stored then
     return {cmsgpack.unpack(stored)}
