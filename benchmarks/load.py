@@ -185,7 +185,8 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
 
 
 def _median(runs: list[dict], field: str) -> float:
-    return statistics.median(r[field] for r in runs if field in r) if any(field in r for r in runs) else float("nan")
+    values = [r[field] for r in runs if field in r]
+    return statistics.median(values) if values else float("nan")
 
 
 def report(results: dict) -> str:

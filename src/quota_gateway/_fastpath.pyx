@@ -338,7 +338,8 @@ from ._fastpath_py import DENIAL_MESSAGES, WINDOW_NAMES  # one copy of the wire 
 cdef tuple _WINDOW_NAMES_B = tuple(name.encode() for name in WINDOW_NAMES)
 cdef dict _DENIAL_MESSAGES_B = {code.encode(): message.encode() for code, message in DENIAL_MESSAGES.items()}
 cdef Py_ssize_t _INT_MAX_CHARS = 21
-cdef Py_ssize_t _STACK_BUFFER = 2048
+cdef enum:
+    _STACK_BUFFER = 2048  # answers up to this size are written on the stack
 
 
 cdef char* _put_counts(char* p, int64_t limit, int64_t used):
@@ -376,7 +377,7 @@ def render_validation(list reply, tuple resets_at):
     # Upper bound: fixed text, integers at their widest, the strings as they are.
     cdef Py_ssize_t capacity = 200 + len(features) + len(expires) + len(code) + (len(message) if message else 0) \
         + windows * (100 + 3 * _INT_MAX_CHARS + longest_reset) + 5 * _INT_MAX_CHARS
-    cdef char stack[2048]
+    cdef char stack[_STACK_BUFFER]
     cdef char* buffer = &stack[0]
     if capacity > _STACK_BUFFER:
         buffer = <char*>malloc(capacity)
