@@ -57,7 +57,8 @@ async def test_large_counts_render_as_plain_integers(client, tenant):
     assert body["rateLimits"]["units_month"]["remaining"] == 5 * 10**12 - 1_000_000
 
 
-@pytest.mark.parametrize("stale", ["hash", "packed"], ids=["format-2-hash", "other-packed-format"])
+@pytest.mark.parametrize("stale", ["hash", "packed", "text-numbers"],
+                         ids=["format-2-hash", "other-packed-format", "format-3-numbers-as-text"])
 async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenant, clock, stale):
     clock.set(_at(2026, 3, 14, 15, 9, 26))
     product = await make_product(client, tenant.headers)
@@ -70,8 +71,11 @@ async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenan
     await redis.delete(meta)
     if stale == "hash":  # as a gateway of the hash-based format left it
         await redis.hset(meta, mapping={"ok": "1", "id": "1", "v": "2"})
-    else:
+    elif stale == "packed":
         await redis.eval("redis.call('SET', KEYS[1], cmsgpack.pack('2', '1'))", 1, meta)
+    else:  # format 3 held the same fields, its numbers as text
+        await redis.eval("redis.call('SET', KEYS[1], cmsgpack.pack('3', '1', '1', ARGV[1], '0', '0', '-1', '0', '[]', "
+                         "'P', '', '0', '0', '0', '0', '0', '0', '0', '0'))", 1, meta, tenant.id)
     body = (await _validate(client, tenant.headers, key)).json()
     assert body["expiresAt"] == "2026-04-13T15:09:26Z" and body["quota"]["used"] == 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from datetime import datetime, timezone
 
 import orjson
@@ -19,7 +20,7 @@ RESET = LuaScript("apilicense_reset")
 PRIME = LuaScript("apilicense_prime")
 
 META_TTL = 3600
-META_FORMAT = "3"  # the script refills metadata cached in any other format
+META_FORMAT = "4"  # the script refills metadata cached in any other format
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 MAX_UNITS = 1_000_000
 
@@ -103,6 +104,10 @@ class Outcome:
         return fastpath.WINDOW_NAMES[slot], limit, max(limit - used, 0), _WINDOW_SECONDS[period]
 
 
+def _msgpack_uint(value: int) -> bytes:
+    return struct.pack(">BQ", 0xCF, value)  # uint 64
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -112,7 +117,7 @@ class QuotaEngine:
         self.services = services
         self.runner = runner
         self._clock = services.clock
-        self._window_cache: tuple[int, list, tuple] = (-1, [], ())
+        self._clock_cache: tuple[int, bytes, tuple] = (-1, b"", ())
         metrics = services.metrics
         self._validations = metrics.counts("qg_apilicense_validations", "API-key validations by product and outcome",
                                            ("product", "result", "code"))
@@ -165,9 +170,8 @@ class QuotaEngine:
                      idem: str) -> tuple[list | None, tuple]:
         """The validate script's reply (None: no such key for this tenant) and the ISO ends of the
         windows it counted in, filling metadata and counters from Postgres when Redis lacks them."""
-        now = int(self._clock.now())
-        args, resets_at = self._window_args(now)
-        args = [tenant_id, now, units, 1 if consume else 0, idem, *args]
+        packed_clock, resets_at = self._packed_clock(int(self._clock.now()))
+        args = [tenant_id, units, 1 if consume else 0, idem, packed_clock]
         for _ in range(5):
             reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
             head = reply[0]
@@ -181,17 +185,18 @@ class QuotaEngine:
                 return reply, resets_at
         raise RuntimeError("license metadata kept changing during validation")
 
-    def _window_args(self, now: int) -> tuple[list, tuple]:
-        """The script's day and window bounds, and the windows' ends as ISO text: the same for a
-        whole second."""
-        cached_at, args, resets_at = self._window_cache
+    def _packed_clock(self, now: int) -> tuple[bytes, tuple]:
+        """The script's clock argument (msgpack: now, day yyyymmdd, each window's start and end),
+        and the windows' ends as ISO text: the same for a whole second."""
+        cached_at, packed, resets_at = self._clock_cache
         if cached_at != now:
-            day = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%d")
+            day = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%d").encode()
             bounds = [fastpath.window_bounds(now, period) for period in fastpath.PERIODS]
-            args = [day, *(edge for pair in bounds for edge in pair)]
+            packed = (_msgpack_uint(now) + bytes([0xA0 | len(day)]) + day  # fixstr: 8 bytes
+                      + b"".join(_msgpack_uint(edge) for pair in bounds for edge in pair))
             resets_at = tuple(iso_utc(end).encode() for _, end in bounds)
-            self._window_cache = (now, args, resets_at)
-        return args, resets_at
+            self._clock_cache = (now, packed, resets_at)
+        return packed, resets_at
 
     def _limit_headers(self, outcome: Outcome) -> list:
         """Retry-After, X-RateLimit-*, and the IETF RateLimit / RateLimit-Policy fields."""

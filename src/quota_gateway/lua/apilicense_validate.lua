@@ -5,18 +5,19 @@
 -- Every redis.call costs more than the Lua around it, so a validation makes four: the packed
 -- metadata, the packed counters, their new value, and the pending usage.
 -- KEYS: 1 packed metadata, 2 pending-usage hash, 3 key prefix "qg:{b<n>}:" (for derived keys)
--- ARGV: 1 tenant, 2 now, 3 units, 4 consume (1|0), 5 idempotency suffix or "", 6 day yyyymmdd,
---       7..14 start/end of the minute, hour, day, month windows
--- Metadata (engine.py fills it): cmsgpack {format, found (0|1), id, tenant, revoked (0|1), exp,
---   limit (-1: none), offset, features json, product, expires ISO or "", 8 window limits (calls
---   then units, each minute..month; 0: none)}
+-- ARGV: 1 tenant, 2 units, 3 consume (1|0), 4 idempotency suffix or "", 5 the clock, packed
+--       (cmsgpack: now, day yyyymmdd, then start/end of the minute, hour, day, month windows)
+-- Metadata (engine.py fills it): cmsgpack {format, found (0|1), id, tenant, revoked (0|1), then
+--   as numbers exp, limit (-1: none), offset, then features json, product, expires ISO or "",
+--   then as numbers 8 window limits (calls then units, each minute..month; 0: none)}
+-- Numbers arrive packed, not as text: parsing them cost Redis more than the rest of the ARGV.
 -- Counters (no TTL: they may hold unflushed usage): cmsgpack {total consumed ever, then for each
 --   of the 8 windows its start and count}; a count is of the current window only if its start is.
 -- Reply: {"miss", gen} | {"fill", id} | {"nf"} |
 --        {code, consumed, retry_after, near_limit (0|1), product, used, limit, features json,
 --         expires ISO, then slot (0..7), limit, used for each limited window}
 -- A retried consume with an Idempotency-Key gets the first reply again, as it was.
-local FORMAT = '3'  -- engine.META_FORMAT
+local FORMAT = '4'  -- engine.META_FORMAT
 local packed = redis.pcall('GET', KEYS[1])  -- metadata of an older format may be of another type
 local format, found, id, tenant, revoked, exp, limit, offset, features, product, expires
 local limits = {}
@@ -25,7 +26,7 @@ if type(packed) == 'string' then
   format, found, id, tenant, revoked, exp, limit, offset, features, product, expires =
     m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11]
   for slot = 1, 8 do
-    limits[slot] = tonumber(m[11 + slot])
+    limits[slot] = m[11 + slot]
   end
 end
 if format ~= FORMAT then
@@ -35,10 +36,10 @@ if found ~= '1' or tenant ~= ARGV[1] then
   return {'nf'}
 end
 local prefix = KEYS[3]
-local consume = ARGV[4] == '1'
+local consume = ARGV[3] == '1'
 local idem_key = nil
-if consume and ARGV[5] ~= '' then
-  idem_key = prefix .. 'ir:' .. id .. ':' .. ARGV[5]  -- ir: msgpack replies (i: held JSON)
+if consume and ARGV[4] ~= '' then
+  idem_key = prefix .. 'ir:' .. id .. ':' .. ARGV[4]  -- ir: msgpack replies (i: held JSON)
   local stored = redis.call('GET', idem_key)
   if stored then
     return {cmsgpack.unpack(stored)}
@@ -50,12 +51,10 @@ if not blob then
   return {'fill', id}
 end
 local c = {cmsgpack.unpack(blob)}
-local now = tonumber(ARGV[2])
-local units = tonumber(ARGV[3])
-offset = tonumber(offset)
+local clock = {cmsgpack.unpack(ARGV[5])}
+local now, day = clock[1], clock[2]
+local units = tonumber(ARGV[2])
 local used = c[1] - offset
-limit = tonumber(limit)
-exp = tonumber(exp)
 local code = 'ok'
 local retry_after = 0
 
@@ -74,10 +73,10 @@ local limited = false
 for slot = 1, 8 do
   local wlimit = limits[slot]
   local p = (slot - 1) % 4
-  local start = tonumber(ARGV[7 + 2 * p])
+  local start = clock[3 + 2 * p]
   local current = c[2 * slot] == start and c[2 * slot + 1] or 0
   if wlimit > 0 then
-    local wend = tonumber(ARGV[8 + 2 * p])
+    local wend = clock[4 + 2 * p]
     local cost = (units == 0 and 0) or (slot <= 4 and 1) or units  -- units 0: a look, as usage takes
     if (code == 'ok' or limited) and current + cost > wlimit and wend - now > retry_after then
       code = 'rate_limit_' .. PERIODS[p + 1]
@@ -102,7 +101,7 @@ if code == 'ok' and consume and units > 0 then
     reply[i + 2] = c[2 * reply[i] + 3]
   end
   redis.call('SET', counters_key, cmsgpack.pack(unpack(c)))
-  redis.call('HINCRBY', KEYS[2], id .. ':' .. ARGV[6], units)
+  redis.call('HINCRBY', KEYS[2], id .. ':' .. day, units)
 end
 
 local near = limit > 0 and used >= 0.8 * limit
