@@ -9,10 +9,10 @@ from benchmarks import load, micro
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds of load per target and round")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per target and turn")
     parser.add_argument("--connections", type=load._levels, default=(32, 128),
                         help="comma-separated concurrency levels")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating load measurements per target and level")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating turns per target and level")
     parser.add_argument("--skip-load", action="store_true")
     args = parser.parse_args()
     print("== fast path: compiled vs pure-Python (ns per call) ==")

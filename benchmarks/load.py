@@ -62,10 +62,12 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float,
-             generator: str, pids: dict[str, int], nice: int) -> dict:
-    """Warm up, then one measured run; CPU microseconds per request of each process in `pids`."""
+             generator: str, pids: dict[str, int], nice: int, warmup: float = 0.0) -> dict:
+    """One measured run (after `warmup` seconds of unmeasured load); CPU microseconds per request of
+    each process in `pids`."""
     drive = _drive_wrk if generator == "wrk" else _drive_python
-    drive(port, bodies, headers, connections, 2.0, nice)
+    if warmup:
+        drive(port, bodies, headers, connections, warmup, nice)
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     result = drive(port, bodies, headers, connections, duration, nice)
     for name, pid in pids.items():
@@ -95,7 +97,7 @@ def _drive_wrk(port: int, bodies: list[bytes], headers: dict[str, str], connecti
                              preexec_fn=lambda: os.nice(nice)).stdout
     result = orjson.loads(next(line for line in out.splitlines() if line.startswith("QG_RESULT "))[10:])
     n = result["requests"]
-    return {"requests": n, "rps": n / (result["duration_us"] / 1e6), "p50_ms": result["p50_us"] / 1000,
+    return {"requests": n, "seconds": result["duration_us"] / 1e6, "rps": n / (result["duration_us"] / 1e6), "p50_ms": result["p50_us"] / 1000,
             "p99_ms": result["p99_us"] / 1000,
             "statuses": {"2xx": n - result["non2xx"], "other": result["non2xx"], "socket errors": result["socket_errors"]}}
 
@@ -131,14 +133,15 @@ async def _provision(database_url: str, base: str, master_key: str, keys: int) -
     return token, api_keys, {"org": tenant["id"], "key": floating}
 
 
-def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: int = 1000,
-        generator: str = "auto", with_redis_py: bool = True, rounds: int = 5, loadgen_nice: int = 10) -> dict:
+def run(duration: float = 3.0, connections: tuple[int, ...] = (32, 128), keys: int = 1000,
+        generator: str = "auto", with_redis_py: bool = True, rounds: int = 10, loadgen_nice: int = 10) -> dict:
     """Both targets at each concurrency level: closed-loop load is latency-bound at low concurrency,
     where each validate also waits a Redis round trip, and CPU-bound at high concurrency.
 
-    Both servers run side by side and are measured in alternation, `rounds` times per level: on a
-    shared machine throughput drifts by more than the difference being measured, and a drift hits
-    both targets of a round alike, so each round's ratio is fair and the median ratio is reported.
+    Both servers run side by side and are measured in alternation, `rounds` short turns each per
+    level, in the order ab, ba, ab, ...: on a shared machine throughput drifts by more than the
+    difference being measured, and short turns in mirrored order expose both targets to the same
+    drift. The ratio reported is of the throughputs summed over all turns.
     The load generator runs at a lower priority (`loadgen_nice`), for both targets alike: it stands
     for clients on other machines, so where it shares cores with the system under test (the
     server, and the gateway's Redis) it should not take their turn."""
@@ -158,15 +161,19 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
                 bare_bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
                 bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
                 headers = {"Authorization": f"ExisOneApi {token}"}
+                targets = {"bare": (bare_port, bare_bodies, {}, {"server": bare.pid}),
+                           "gateway": (gateway_port, bodies, headers, {"server": gateway.pid,
+                                                                       "redis": redis.process.pid})}
                 levels: dict[int, dict] = {}
                 for n in connections:
                     levels[n] = {"bare": [], "gateway": []}
-                    for _ in range(rounds):
-                        levels[n]["bare"].append(_measure(bare_port, bare_bodies, {}, n, duration, generator,
-                                                          {"server": bare.pid}, loadgen_nice))
-                        levels[n]["gateway"].append(_measure(gateway_port, bodies, headers, n, duration, generator,
-                                                             {"server": gateway.pid, "redis": redis.process.pid},
-                                                             loadgen_nice))
+                    for name, (port, load, extra, pids) in targets.items():
+                        _measure(port, load, extra, n, 2.0, generator, {}, loadgen_nice)  # warm-up
+                    for turn in range(rounds):
+                        for name in ("bare", "gateway") if turn % 2 == 0 else ("gateway", "bare"):
+                            port, load, extra, pids = targets[name]
+                            levels[n][name].append(_measure(port, load, extra, n, duration, generator, pids,
+                                                            loadgen_nice))
                 with multiprocessing.get_context("spawn").Pool(1) as worker:
                     leases = worker.apply(bench_leases.run, ("127.0.0.1", gateway_port, pool["org"], pool["key"]),
                                           {"duration": min(duration, 5.0)})
@@ -175,9 +182,9 @@ def run(duration: float = 8.0, connections: tuple[int, ...] = (32, 128), keys: i
                 with _server("quota_gateway.app:create_app_from_env", port, {**env, "QG_REDIS_TRANSPORT": "redis-py"},
                              factory=True) as server:
                     for n in connections:
-                        levels[n]["redis-py"] = [_measure(port, bodies, headers, n, duration, generator,
+                        levels[n]["redis-py"] = [_measure(port, bodies, headers, n, 2 * duration, generator,
                                                           {"server": server.pid, "redis": redis.process.pid},
-                                                          loadgen_nice)]
+                                                          loadgen_nice, warmup=2.0)]
             return {"generator": generator, "rounds": rounds, "nice": loadgen_nice, "levels": levels, "leases": leases}
         finally:
             pg.stop()
@@ -189,16 +196,22 @@ def _median(runs: list[dict], field: str) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _throughput(runs: list[dict]) -> float:
+    """Requests per second over all of a target's turns."""
+    return sum(r["requests"] for r in runs) / sum(r["seconds"] for r in runs)
+
+
 def report(results: dict) -> str:
     lines = [f"load generator: {results['generator']} (nice {results['nice']}); {os.cpu_count()} cores shared by server, "
-             f"Redis and generator; {results['rounds']} alternating rounds per level, medians shown"]
+             f"Redis and generator; {results['rounds']} alternating turns per target and level: req/s over all "
+             f"turns, other columns their medians"]
     for connections, level in results["levels"].items():
         a, b = level["bare"], level["gateway"]
         lines += [f"-- {connections} connections", f"{'target':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  "
                   f"{'server us/req':>13} {'redis us/req':>12}"]
         rows = [("bare (a)", a), ("validate (b)", b)] + ([("b, redis-py", level["redis-py"])] if "redis-py" in level else [])
         for name, runs in rows:
-            lines.append(f"{name:12} {_median(runs, 'rps'):8.0f} {_median(runs, 'p50_ms'):8.2f} "
+            lines.append(f"{name:12} {_throughput(runs):8.0f} {_median(runs, 'p50_ms'):8.2f} "
                          f"{_median(runs, 'p99_ms'):8.2f}  {_median(runs, 'server_cpu_us'):13.1f} "
                          f"{_median(runs, 'redis_cpu_us'):12.1f}")
         errors = sum(r["statuses"]["other"] + r["statuses"]["socket errors"] for _, runs in rows for r in runs)
@@ -206,13 +219,13 @@ def report(results: dict) -> str:
             lines.append(f"WARNING: {errors} non-2xx answers or socket errors")
         ratios = [y["rps"] / x["rps"] for x, y in zip(a, b)]
         p99s = [y["p99_ms"] / x["p99_ms"] for x, y in zip(a, b)]
-        lines.append(f"throughput b/a = {statistics.median(ratios):.2f} (target >= 0.90; rounds: "
+        lines.append(f"throughput b/a = {_throughput(b) / _throughput(a):.2f} (target >= 0.90; turns: "
                      f"{' '.join(f'{r:.2f}' for r in ratios)}); p99 b/a = {statistics.median(p99s):.2f} "
-                     f"(target <= 2.00; rounds: {' '.join(f'{r:.2f}' for r in p99s)})")
+                     f"(target <= 2.00; turns: {' '.join(f'{r:.2f}' for r in p99s)})")
         if "redis-py" in level:
             c = level["redis-py"]
             lines.append(f"with redis.asyncio instead of auto-pipelining: throughput "
-                         f"{_median(c, 'rps') / _median(a, 'rps'):.2f} of bare")
+                         f"{_throughput(c) / _throughput(a):.2f} of bare")
     lease = results["leases"]
     lines.append(f"floating leases: {lease['pairs_per_sec']:.0f} obtain+release pairs/s (each obtain signs a lease "
                  f"with RSA-2048)")
@@ -225,10 +238,10 @@ def _levels(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per target and turn")
     parser.add_argument("--connections", type=_levels, default=(32, 128), help="comma-separated concurrency levels")
     parser.add_argument("--keys", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating measurements per target and level")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating turns per target and level")
     parser.add_argument("--loadgen-nice", type=int, default=10,
                         help="priority of the load generator below the servers under test (0: the same)")
     parser.add_argument("--no-redis-py", action="store_true", help="skip the redis.asyncio comparison run")

@@ -53,8 +53,15 @@ async def _run(host: str, port: int, path: str, bodies: list[bytes], headers: di
     elapsed = time.perf_counter() - started
     latencies.sort()
     n = len(latencies)
-    return {"requests": n, "rps": n / elapsed, "p50_ms": latencies[n // 2] * 1000 if n else 0.0,
-            "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0, "statuses": statuses}
+    return {"requests": n, "seconds": elapsed, "rps": n / elapsed, "p50_ms": latencies[n // 2] * 1000 if n else 0.0,
+            "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
+            "statuses": _summary(statuses)}
+
+
+def _summary(statuses: dict[int, int]) -> dict[str, int]:
+    """The shape the wrk driver reports (a failed connection ends the run with its error)."""
+    ok = sum(count for status, count in statuses.items() if 200 <= status < 300)
+    return {"2xx": ok, "other": sum(statuses.values()) - ok, "socket errors": 0}
 
 
 def run(host: str, port: int, path: str, bodies: list[bytes], headers: dict[str, str], *, connections: int = 32,

@@ -19,16 +19,9 @@
 -- A retried consume with an Idempotency-Key gets the first reply again, as it was.
 local FORMAT = '4'  -- engine.META_FORMAT
 local packed = redis.pcall('GET', KEYS[1])  -- metadata of an older format may be of another type
-local format, found, id, tenant, revoked, exp, limit, offset, features, product, expires
-local limits = {}
-if type(packed) == 'string' then
-  local m = {cmsgpack.unpack(packed)}
-  format, found, id, tenant, revoked, exp, limit, offset, features, product, expires =
-    m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11]
-  for slot = 1, 8 do
-    limits[slot] = m[11 + slot]
-  end
-end
+local m = type(packed) == 'string' and {cmsgpack.unpack(packed)} or {}
+local format, found, id, tenant, revoked, exp, limit, offset, features, product, expires =
+  m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11]  -- then window limits m[12..19]
 if format ~= FORMAT then
   return {'miss', redis.call('GET', KEYS[3] .. 'gen:' .. string.sub(KEYS[1], #KEYS[3] + 3)) or '0'}
 end
@@ -67,19 +60,19 @@ elseif limit >= 0 and used + units > limit then
   retry_after = exp > 0 and (exp - now) or 86400
 end
 
-local PERIODS = {'minute', 'hour', 'day', 'month'}
 local reply = {code, 0, 0, 0, product, used, limit, features, expires}
 local limited = false
+local call_cost = units == 0 and 0 or 1  -- units 0: a look, as usage takes
 for slot = 1, 8 do
-  local wlimit = limits[slot]
+  local wlimit = m[11 + slot]
   local p = (slot - 1) % 4
   local start = clock[3 + 2 * p]
   local current = c[2 * slot] == start and c[2 * slot + 1] or 0
   if wlimit > 0 then
     local wend = clock[4 + 2 * p]
-    local cost = (units == 0 and 0) or (slot <= 4 and 1) or units  -- units 0: a look, as usage takes
+    local cost = slot <= 4 and call_cost or units
     if (code == 'ok' or limited) and current + cost > wlimit and wend - now > retry_after then
-      code = 'rate_limit_' .. PERIODS[p + 1]
+      code = 'rate_limit_' .. ({'minute', 'hour', 'day', 'month'})[p + 1]
       limited = true
       retry_after = wend - now
     end

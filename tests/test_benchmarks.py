@@ -1,0 +1,20 @@
+"""The load harness runs end to end (tiny and short: it checks the harness, not the speed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import load
+
+pytestmark = pytest.mark.slow
+
+
+def test_load_harness_alternates_turns_and_reports_ratios():
+    results = load.run(duration=0.5, connections=(4,), keys=20, generator="python", with_redis_py=False, rounds=2)
+    level = results["levels"][4]
+    assert len(level["bare"]) == len(level["gateway"]) == 2
+    for run in level["bare"] + level["gateway"]:
+        assert run["requests"] > 0 and run["statuses"]["other"] == 0 and run["statuses"]["socket errors"] == 0
+    assert "redis_cpu_us" in level["gateway"][0] or load._cpu_seconds(1) is None
+    text = load.report(results)
+    assert "throughput b/a = " in text and "turns: " in text and "floating leases:" in text
