@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+QUANTILES = 1000  # latency quantiles reported per run (as benchmarks/wrk_driver.lua), for pooling runs
+
 
 def _request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -53,8 +55,9 @@ async def _run(host: str, port: int, path: str, bodies: list[bytes], headers: di
     elapsed = time.perf_counter() - started
     latencies.sort()
     n = len(latencies)
+    quantiles = [latencies[min(n - 1, int((i + 0.5) * n / QUANTILES))] * 1000 for i in range(QUANTILES)] if n else []
     return {"requests": n, "seconds": elapsed, "rps": n / elapsed, "p50_ms": latencies[n // 2] * 1000 if n else 0.0,
-            "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0,
+            "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0, "quantiles_ms": quantiles,
             "statuses": _summary(statuses)}
 
 

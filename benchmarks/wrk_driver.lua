@@ -11,6 +11,7 @@ if header_file and header_file ~= "" then
   end
 end
 local counter = 0
+local QUANTILES = 1000  -- benchmarks/loadgen.py QUANTILES
 local thread_count = 0
 
 function setup(thread)
@@ -25,7 +26,12 @@ end
 
 function done(summary, latency, requests)
   local errors = summary.errors
+  local quantiles = {}  -- the latency distribution, so the harness can pool runs
+  for i = 1, QUANTILES do
+    quantiles[i] = latency:percentile((i - 0.5) * 100 / QUANTILES)
+  end
   io.write(string.format('QG_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
-    '"non2xx": %d, "socket_errors": %d}\n', summary.requests, summary.duration, latency:percentile(50),
-    latency:percentile(99), errors.status, errors.connect + errors.read + errors.write + errors.timeout))
+    '"non2xx": %d, "socket_errors": %d, "quantiles_us": [%s]}\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), errors.status,
+    errors.connect + errors.read + errors.write + errors.timeout, table.concat(quantiles, ",")))
 end

@@ -6,9 +6,7 @@ import pytest
 
 from benchmarks import load
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_load_harness_alternates_turns_and_reports_ratios():
     results = load.run(duration=0.5, connections=(4,), keys=20, generator="python", with_redis_py=False, rounds=2)
     level = results["levels"][4]
@@ -18,3 +16,9 @@ def test_load_harness_alternates_turns_and_reports_ratios():
     assert "redis_cpu_us" in level["gateway"][0] or load._cpu_seconds(1) is None
     text = load.report(results)
     assert "throughput b/a = " in text and "turns: " in text and "floating leases:" in text
+
+
+def test_latency_percentiles_pool_turns_by_their_requests():
+    turns = [{"requests": 3000, "quantiles_ms": [1.0] * 10}, {"requests": 1000, "quantiles_ms": [10.0] * 10}]
+    assert load._latency(turns, 50) == load._latency(turns, 75) == 1.0
+    assert load._latency(turns, 76) == load._latency(turns, 99) == 10.0
