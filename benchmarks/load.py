@@ -168,13 +168,13 @@ def run(duration: float = 3.0, connections: tuple[int, ...] = (32, 128), keys: i
                 levels: dict[int, dict] = {}
                 for n in connections:
                     levels[n] = {"bare": [], "gateway": []}
-                    for name, (port, load, extra, pids) in targets.items():
-                        _measure(port, load, extra, n, 2.0, generator, {}, loadgen_nice)  # warm-up
+                    for port, target_bodies, target_headers, _ in targets.values():
+                        _measure(port, target_bodies, target_headers, n, 2.0, generator, {}, loadgen_nice)  # warm-up
                     for turn in range(rounds):
                         for name in ("bare", "gateway") if turn % 2 == 0 else ("gateway", "bare"):
-                            port, load, extra, pids = targets[name]
-                            levels[n][name].append(_measure(port, load, extra, n, duration, generator, pids,
-                                                            loadgen_nice))
+                            port, target_bodies, target_headers, pids = targets[name]
+                            levels[n][name].append(_measure(port, target_bodies, target_headers, n, duration, generator,
+                                                            pids, loadgen_nice))
                 with multiprocessing.get_context("spawn").Pool(1) as worker:
                     leases = worker.apply(bench_leases.run, ("127.0.0.1", gateway_port, pool["org"], pool["key"]),
                                           {"duration": min(duration, 5.0)})
