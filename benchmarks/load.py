@@ -62,12 +62,9 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _measure(port: int, bodies: list[bytes], headers: dict[str, str], connections: int, duration: float,
-             generator: str, pids: dict[str, int], nice: int, warmup: float = 0.0) -> dict:
-    """One measured run (after `warmup` seconds of unmeasured load); CPU microseconds per request of
-    each process in `pids`."""
+             generator: str, pids: dict[str, int], nice: int) -> dict:
+    """One measured run; CPU microseconds per request of each process in `pids`."""
     drive = _drive_wrk if generator == "wrk" else _drive_python
-    if warmup:
-        drive(port, bodies, headers, connections, warmup, nice)
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     result = drive(port, bodies, headers, connections, duration, nice)
     for name, pid in pids.items():
@@ -183,9 +180,10 @@ def run(duration: float = 3.0, connections: tuple[int, ...] = (32, 128), keys: i
                 with _server("quota_gateway.app:create_app_from_env", port, {**env, "QG_REDIS_TRANSPORT": "redis-py"},
                              factory=True) as server:
                     for n in connections:
+                        _measure(port, bodies, headers, n, 2.0, generator, {}, loadgen_nice)  # warm-up
                         levels[n]["redis-py"] = [_measure(port, bodies, headers, n, 2 * duration, generator,
                                                           {"server": server.pid, "redis": redis.process.pid},
-                                                          loadgen_nice, warmup=2.0)]
+                                                          loadgen_nice)]
             return {"generator": generator, "rounds": rounds, "nice": loadgen_nice, "levels": levels, "leases": leases}
         finally:
             pg.stop()
