@@ -42,14 +42,23 @@ def _flusher(app):
     return app.state.services.domains["apilicense.flusher"]
 
 
-async def test_500_concurrent_consumes_against_quota_100(app, client, tenant, settings):
+@pytest.fixture
+async def flusher(app):
+    """The app's usage flusher with its background loop stopped: these tests flush by hand and
+    count what each flush wrote, which a background cycle running in between would take."""
+    flusher = _flusher(app)
+    await flusher.stop()
+    return flusher
+
+
+async def test_500_concurrent_consumes_against_quota_100(flusher, client, tenant, settings):
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product, maxApiCalls=100)
     results = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)
                                      for _ in range(500)))
     codes = [r.status_code for r in results]
     assert codes.count(200) == 100 and codes.count(429) == 400
-    await _flusher(app).flush(range(1024))
+    await flusher.flush(range(1024))
     assert await _pg_usage(settings.database_url) == (100, 100)
 
 
@@ -73,18 +82,18 @@ async def test_unknown_redis_transport_is_refused_at_start(settings):
 
 
 @pytest.mark.parametrize("period", ["minute", "hour", "day", "month"])
-async def test_concurrent_consumes_per_window_are_exact(app, client, tenant, settings, period):
+async def test_concurrent_consumes_per_window_are_exact(flusher, client, tenant, settings, period):
     product = await make_product(client, tenant.headers, features=(f"api:rate:{period}:37",))
     key = await make_api_key(client, tenant.headers, product)
     results = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)
                                      for _ in range(150)))
     assert [r.status_code for r in results].count(200) == 37
     assert {r.json()["errorCode"] for r in results if r.status_code == 429} == {f"rate_limit_{period}"}
-    await _flusher(app).flush(range(1024))
+    await flusher.flush(range(1024))
     assert await _pg_usage(settings.database_url) == (37, 37)
 
 
-async def test_concurrent_mixed_units_never_exceed_and_match_postgres(app, client, tenant, settings):
+async def test_concurrent_mixed_units_never_exceed_and_match_postgres(flusher, client, tenant, settings):
     product = await make_product(client, tenant.headers, features=("api:units:hour:500",))
     key = await make_api_key(client, tenant.headers, product, maxApiCalls=450)
     rng = random.Random(5)
@@ -95,18 +104,17 @@ async def test_concurrent_mixed_units_never_exceed_and_match_postgres(app, clien
     assert 450 - 9 < granted <= 450
     final = (await client.get(f"/api/apilicense/validate/{key}", headers=tenant.headers)).json()
     assert final["quota"]["used"] == granted
-    await _flusher(app).flush(range(1024))
+    await flusher.flush(range(1024))
     assert await _pg_usage(settings.database_url) == (granted, granted)
 
 
-async def test_flush_is_idempotent_and_feeds_usage_history(app, client, tenant, settings, clock):
+async def test_flush_is_idempotent_and_feeds_usage_history(flusher, client, tenant, settings, clock):
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product)
     for units in (3, 4):
         await client.post(VALIDATE, json={"apiKey": key, "units": units}, headers=tenant.headers)
     clock.advance(86400)
     await client.post(VALIDATE, json={"apiKey": key, "units": 5}, headers=tenant.headers)
-    flusher = _flusher(app)
     assert await flusher.flush(range(1024)) == 12
     assert await flusher.flush(range(1024)) == 0
     usage = (await client.get(f"/api/apilicense/{key}/usage", headers=tenant.headers)).json()
@@ -126,12 +134,11 @@ class _DiesAfterCommit:
         return await self.inner.run(script, keys, args)
 
 
-async def test_retried_flush_after_partial_failure_counts_once(app, client, tenant, settings):
+async def test_retried_flush_after_partial_failure_counts_once(flusher, client, tenant, settings):
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product)
     for _ in range(6):
         await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)
-    flusher = _flusher(app)
     real_runner = flusher.runner
     flusher.runner = _DiesAfterCommit(real_runner)
     await flusher.flush(range(1024))  # applied in Postgres, flushing key left behind in Redis
@@ -150,11 +157,11 @@ async def test_retried_flush_after_partial_failure_counts_once(app, client, tena
     assert flusher.touched() == []
 
 
-async def test_counter_rebuilt_from_postgres_plus_pending_after_loss(app, client, tenant, settings):
+async def test_counter_rebuilt_from_postgres_plus_pending_after_loss(flusher, client, tenant, settings):
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product, maxApiCalls=100)
     await client.post(VALIDATE, json={"apiKey": key, "units": 10}, headers=tenant.headers)
-    await _flusher(app).flush(range(1024))
+    await flusher.flush(range(1024))
     await client.post(VALIDATE, json={"apiKey": key, "units": 5}, headers=tenant.headers)  # pending only
     r = redis_sync.Redis.from_url(settings.redis_url)
     for name in list(r.scan_iter("qg:*:c:*")) + list(r.scan_iter("qg:*:m:*")):
@@ -163,11 +170,11 @@ async def test_counter_rebuilt_from_postgres_plus_pending_after_loss(app, client
     assert body["quota"]["used"] == 16
     # Redis losing everything (no persistence): what was flushed survives; the bound on loss is
     # what had not been flushed yet (at most one flush interval of usage).
-    await _flusher(app).flush(range(1024))
+    await flusher.flush(range(1024))
     r.flushall()
     body = (await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)).json()
     assert body["quota"]["used"] == 17
-    await _flusher(app).flush(range(1024))
+    await flusher.flush(range(1024))
     assert await _pg_usage(settings.database_url) == (17, 17)
 
 
