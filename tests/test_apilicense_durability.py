@@ -19,6 +19,7 @@ from conftest import TEST_MASTER_KEY, make_api_key, make_product, running_app
 from quota_gateway.apilicense.writebehind import DONE
 from quota_gateway.config import Settings
 from quota_gateway.embedded import PostgresServer, free_port
+from quota_gateway.redisconn import ScriptRunner
 
 VALIDATE = "/api/apilicense/validate"
 
@@ -122,7 +123,7 @@ async def test_flush_is_idempotent_and_feeds_usage_history(flusher, client, tena
     assert usage["quota"]["used"] == 12
 
 
-class _DiesAfterCommit:
+class _DiesAfterCommit(ScriptRunner):
     """Transport whose connection drops right after Postgres committed (before the done script)."""
 
     def __init__(self, inner) -> None:

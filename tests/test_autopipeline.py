@@ -84,3 +84,30 @@ async def test_hot_path_survives_redis_restart(tmp_path, migrated_db, clean_stat
             assert r.status_code == 200  # scripts reloaded, metadata and counter rebuilt
     finally:
         server.stop()
+
+
+ECHO_KEYS = LuaScript("apilicense_flush_done")  # any script: the done script answers 1 and sets KEYS[2]
+
+
+async def test_run_many_is_one_write_in_order_and_reloads_unknown_scripts(redis_server):
+    pipe = AutoPipeline(redis_server.url)
+    redis_sync.Redis.from_url(redis_server.url).script_flush()
+    calls = [(["qg:{b7}:flushing", f"qg:{{b7}}:applied{i}"], ["e", i]) for i in range(300)]
+    assert await pipe.run_many(ECHO_KEYS, calls) == [1] * 300  # NOSCRIPT for each: loaded, then retried
+    writes = pipe.writes
+    ordered = await asyncio.gather(pipe.execute("SET", "ap:first", "1"), pipe.run_many(ECHO_KEYS, calls[:5]),
+                                   pipe.execute("GET", "qg:{b7}:applied4"))
+    assert ordered == [b"OK", [1] * 5, b"e:4"]
+    assert pipe.writes - writes <= 2  # the batch, with what this tick queued before it, then the GET
+    await pipe.aclose()
+
+
+async def test_run_many_raises_the_first_error_after_all_answered(redis_server):
+    pipe = AutoPipeline(redis_server.url)
+    await pipe.execute("SET", "qg:{b8}:flushing", "a string, not a hash")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await pipe.run_many(ECHO_KEYS, [(["qg:{b9}:flushing", "qg:{b9}:applied"], ["e", 1]),
+                                        (["qg:{b8}:flushing", "qg:{b8}:applied"], ["e", 1])])
+    assert await pipe.execute("GET", "qg:{b9}:applied") == b"e:1"  # the others ran
+    assert await pipe.execute("PING") == b"PONG"  # and the connection stays in step
+    await pipe.aclose()

@@ -20,7 +20,7 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from .redisconn import LuaScript
+from .redisconn import LuaScript, ScriptRunner
 
 
 # Commands are written at the end of the event-loop tick, or as soon as this many are queued.
@@ -84,6 +84,16 @@ class _Protocol(asyncio.Protocol):
             self._loop.call_soon(self._flush)
         return future
 
+    def send_many(self, packed: list[bytes]) -> list[asyncio.Future]:
+        """Commands written at once (with whatever this tick queued before them)."""
+        if self.closed:
+            raise RedisConnectionError("redis connection is closed")
+        futures = [self._loop.create_future() for _ in packed]
+        self._waiters.extend(futures)
+        self._outgoing.extend(packed)
+        self._flush()
+        return futures
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._outgoing and not self.closed:
@@ -93,7 +103,7 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(data)
 
 
-class AutoPipeline:
+class AutoPipeline(ScriptRunner):
     def __init__(self, url: str, *, connect_timeout: float = 5.0, flush_at: int = FLUSH_AT) -> None:
         parsed = urlparse(url)
         self.host = parsed.hostname or "127.0.0.1"
@@ -146,13 +156,34 @@ class AutoPipeline:
             await self.execute("SCRIPT", "LOAD", script.source)
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
+    async def run_many(self, script: LuaScript, calls: list[tuple[list, list]]) -> list:
+        """One EVALSHA per (keys, args), all in one write: a write-behind batch of hundreds of
+        buckets costs one syscall and a future per call, where separate calls would cost a task
+        each and a write per FLUSH_AT commands. Calls Redis did not know the script for are
+        retried once it is loaded."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connection()
+        futures = protocol.send_many([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+                                      for keys, args in calls])
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:
+            await self.execute("SCRIPT", "LOAD", script.source)
+            for i, reply in zip(unknown, await super().run_many(script, [calls[i] for i in unknown])):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
+
     async def aclose(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         self._protocol = None
 
 
-class ClusterAutoPipeline:
+class ClusterAutoPipeline(ScriptRunner):
     """Auto-pipelining on Redis Cluster: one AutoPipeline per master, commands routed by the hash
     slot of their first key. A MOVED or ASK reply (resharding, failover) refreshes the slot map
     and the command is retried once."""

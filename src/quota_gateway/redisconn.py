@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from functools import lru_cache
 from importlib import resources
@@ -39,9 +40,20 @@ class LuaScript:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
-class RedisPyRunner:
-    """The script-runner interface of AutoPipeline over redis.asyncio: one EVALSHA per call on a
-    pooled connection. Selected with QG_REDIS_TRANSPORT=redis-py; benchmarks/load.py measures it
+class ScriptRunner:
+    """How the domains call Redis: `run` one script; `run_many` one script for many (keys, args),
+    replies in the same order (a transport may send them together; by default they are concurrent
+    calls). The first error, if any, is raised once every call has answered."""
+
+    async def run(self, script: LuaScript, keys: list, args: list):
+        raise NotImplementedError
+
+    async def run_many(self, script: LuaScript, calls: list[tuple[list, list]]) -> list:
+        return list(await asyncio.gather(*(self.run(script, keys, args) for keys, args in calls)))
+
+
+class RedisPyRunner(ScriptRunner):
+    """The script-runner interface over redis.asyncio: one EVALSHA per call on a pooled connection. Selected with QG_REDIS_TRANSPORT=redis-py; benchmarks/load.py measures it
     beside the auto-pipelining transport. The pool blocks when all its connections are busy
     (redis-py's default pool raises MaxConnectionsError instead)."""
 

@@ -14,7 +14,6 @@ of take scripts, one Postgres transaction, one pipelined round of done scripts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from datetime import date
@@ -78,14 +77,12 @@ class UsageFlusher(WriteBehindLoop):
         written = 0
         for _ in range(4):  # bounded: each round finishes one unfinished flush per bucket
             epoch = secrets.token_hex(8)  # adopted only by a bucket that has none (new, or lost by Redis)
-            takes = await asyncio.gather(*(self.runner.run(TAKE, _keys(b, "pending", "flushing", "fstate"), [epoch])
-                                           for b in buckets))
+            takes = await self.runner.run_many(TAKE, [(_TAKE_KEYS[b], [epoch]) for b in buckets])
             taken = [(b, _decode(flat)) for b, flat in zip(buckets, takes) if flat]
             if not taken:
                 break
             written += await self._write(taken)
-            await asyncio.gather(*(self.runner.run(DONE, _keys(b, "flushing", "applied"), [f["__epoch"], f["__seq"]])
-                                   for b, f in taken))
+            await self.runner.run_many(DONE, [(_DONE_KEYS[b], [f["__epoch"], f["__seq"]]) for b, f in taken])
             buckets = [b for b, f in taken if "__more" in f]
             if not buckets:
                 break
@@ -122,6 +119,10 @@ class UsageFlusher(WriteBehindLoop):
 
 def _keys(bucket: int, *names: str) -> list[str]:
     return [f"qg:{{b{bucket}}}:{name}" for name in names]
+
+
+_TAKE_KEYS = [_keys(b, "pending", "flushing", "fstate") for b in range(BUCKETS)]
+_DONE_KEYS = [_keys(b, "flushing", "applied") for b in range(BUCKETS)]
 
 
 def _decode(flat: list) -> dict:
