@@ -123,6 +123,20 @@ async def test_flush_is_idempotent_and_feeds_usage_history(flusher, client, tena
     assert usage["quota"]["used"] == 12
 
 
+async def test_a_flush_batch_costs_one_redis_write_per_script(flusher, client, tenant, settings):
+    product = await make_product(client, tenant.headers)
+    keys = [await make_api_key(client, tenant.headers, product) for _ in range(20)]
+    for _ in range(2):  # the first flush may find Redis without the scripts loaded
+        writes = flusher.runner.writes
+        for key in keys:
+            await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)
+        assert await flusher.flush(range(1024)) == 20
+    # 4 batches of 256 buckets: a write of take scripts each, and one of done scripts where any was
+    # taken (one write per call would be hundreds: a task each, FLUSH_AT commands per write)
+    assert flusher.runner.writes - writes <= 8 + 20  # (the 20 validations write too)
+    assert await _pg_usage(settings.database_url) == (40, 40)
+
+
 class _DiesAfterCommit(ScriptRunner):
     """Transport whose connection drops right after Postgres committed (before the done script)."""
 
