@@ -20,7 +20,7 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from .redisconn import LuaScript, ScriptRunner
+from .redisconn import LuaScript, ScriptRunner, first_error_raised
 
 
 # Commands are written at the end of the event-loop tick, or as soon as this many are queued.
@@ -172,10 +172,7 @@ class AutoPipeline(ScriptRunner):
             await self.execute("SCRIPT", "LOAD", script.source)
             for i, reply in zip(unknown, await super().run_many(script, [calls[i] for i in unknown])):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        return replies
+        return first_error_raised(replies)
 
     async def aclose(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:

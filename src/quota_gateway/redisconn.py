@@ -49,11 +49,21 @@ class ScriptRunner:
         raise NotImplementedError
 
     async def run_many(self, script: LuaScript, calls: list[tuple[list, list]]) -> list:
-        return list(await asyncio.gather(*(self.run(script, keys, args) for keys, args in calls)))
+        return first_error_raised(await asyncio.gather(*(self.run(script, keys, args) for keys, args in calls),
+                                                       return_exceptions=True))
+
+
+def first_error_raised(replies: list) -> list:
+    """The replies, unless one of them is an error: then the first error is raised."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
 
 
 class RedisPyRunner(ScriptRunner):
-    """The script-runner interface over redis.asyncio: one EVALSHA per call on a pooled connection. Selected with QG_REDIS_TRANSPORT=redis-py; benchmarks/load.py measures it
+    """The script-runner interface over redis.asyncio: one EVALSHA per call on a pooled
+    connection. Selected with QG_REDIS_TRANSPORT=redis-py; benchmarks/load.py measures it
     beside the auto-pipelining transport. The pool blocks when all its connections are busy
     (redis-py's default pool raises MaxConnectionsError instead)."""
 
