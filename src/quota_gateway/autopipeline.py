@@ -161,9 +161,7 @@ class AutoPipeline(ScriptRunner):
         buckets costs one syscall and a future per call, where separate calls would cost a task
         each and a write per FLUSH_AT commands. Calls Redis did not know the script for are
         retried once it is loaded."""
-        protocol = self._protocol
-        if protocol is None or protocol.closed:
-            protocol = await self._connection()
+        protocol = await self._connection()  # off the hot path: no need to inline its fast case
         futures = protocol.send_many([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
                                       for keys, args in calls])
         replies = await asyncio.gather(*futures, return_exceptions=True)
