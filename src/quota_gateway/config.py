@@ -34,6 +34,7 @@ class Settings:
     flush_interval: float = field(default=1.0, metadata={"env": "QG_FLUSH_INTERVAL", "doc": "seconds between write-behind flushes of usage to PostgreSQL"})
     metrics_dir: str | None = field(default=None, metadata={"env": "QG_METRICS_DIR", "doc": "directory where worker processes share metrics snapshots (serve --workers N sets a temporary one)"})
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
+    public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL", "doc": "base URL people reach this gateway at, used in sign-in links and e-mails (default: from host and port)"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
 
     @classmethod
