@@ -60,7 +60,7 @@ async def test_cookie_flags(client, settings, tenant, clock):
     csrf_cookie = page.headers["set-cookie"].lower()
     assert "httponly" in csrf_cookie and "samesite=strict" in csrf_cookie
     r = await client.post(f"/admin/{tenant.slug}/login/link", data={"csrf_token": csrf_of(page.text), "token": token})
-    session_cookie = [c for c in r.headers.get_list("set-cookie") if c.startswith("qg_admin=")][0].lower()
+    session_cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("qg_admin=")).lower()
     assert "httponly" in session_cookie and "samesite=strict" in session_cookie
     assert f"path=/admin/{tenant.slug}" in session_cookie
     assert "secure" not in session_cookie   # plain HTTP here; see the TLS test
@@ -78,7 +78,7 @@ async def test_cookies_are_secure_under_tls(app, settings, tenant, clock):
         assert "secure" in page.headers["set-cookie"].lower()
         r = await tls_client.post(f"/admin/{tenant.slug}/login/link",
                                   data={"csrf_token": csrf_of(page.text), "token": token})
-        session_cookie = [c for c in r.headers.get_list("set-cookie") if c.startswith("qg_admin=")][0].lower()
+        session_cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("qg_admin=")).lower()
         assert "secure" in session_cookie
 
 

@@ -6,12 +6,11 @@ import re
 
 import asyncpg
 import httpx
+from conftest import TEST_MASTER_KEY
 
 from quota_gateway.clock import Clock
 from quota_gateway.web import signin
 from quota_gateway.web.keys import WebKeys
-
-from conftest import TEST_MASTER_KEY
 
 KEYS = WebKeys.from_master(TEST_MASTER_KEY)
 _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from ..config import Settings
 from . import mail, service, sessions, signin
-from .pages import PageContext, action, page
+from .pages import Endpoint, PageContext, action, page
 
 
 def public_base(settings: Settings) -> str:
@@ -45,21 +45,21 @@ async def _branding(ctx: PageContext) -> None:
         ctx.extra["brand"] = await service.branding(conn, ctx.tenant)
 
 
-def login_form(audience: str):  # noqa: ANN201 - a decorated endpoint
+def login_form(audience: str) -> Endpoint:
     @page(audience, signed_in=False)
     async def login_page(ctx: PageContext) -> Response:
         await _branding(ctx)
-        return ctx.render("login.html", mail_available=mail.available())
+        return ctx.render("login.html")
     return login_page
 
 
-def request_code(audience: str):  # noqa: ANN201
+def request_code(audience: str) -> Endpoint:
     @action(audience, signed_in=False, back="/login")
     async def ask_for_code(ctx: PageContext) -> Response:
         await _branding(ctx)
         email = signin.normalise_email(ctx.value("email"))
         if not signin.plausible_email(email):
-            return ctx.render("login.html", 400, mail_available=mail.available(), email=email,
+            return ctx.render("login.html", 400, email=email,
                               error="Enter the e-mail address you use with us.")
         async with ctx.pool.acquire() as conn:
             if audience == "admin":
@@ -72,9 +72,7 @@ def request_code(audience: str):  # noqa: ANN201
                                                       audience=audience, email=email, client=ctx.client)
                     link = (f"{public_base(ctx.services.settings)}{ctx.base}/login/code?"
                             + urlencode({"email": email, "code": code}))
-                    brand = ctx.extra["brand"]
                     await mail.send_login_code(conn, ctx.tenant_id, email, code=code, link=link,
-                                               tenant_name=brand["displayName"],
                                                portal_url=f"{public_base(ctx.services.settings)}/portal/"
                                                           f"{ctx.tenant['slug']}/",
                                                minutes=int(signin.CODE_TTL.total_seconds() // 60))
@@ -85,7 +83,7 @@ def request_code(audience: str):  # noqa: ANN201
     return ask_for_code
 
 
-def code_form(audience: str):  # noqa: ANN201
+def code_form(audience: str) -> Endpoint:
     @page(audience, signed_in=False)
     async def enter_code(ctx: PageContext) -> Response:
         await _branding(ctx)
@@ -95,7 +93,7 @@ def code_form(audience: str):  # noqa: ANN201
     return enter_code
 
 
-def redeem_code(audience: str):  # noqa: ANN201
+def redeem_code(audience: str) -> Endpoint:
     @action(audience, signed_in=False, back="/login")
     async def sign_in_with_code(ctx: PageContext) -> Response:
         email = signin.normalise_email(ctx.value("email"))
@@ -130,7 +128,7 @@ async def link_redeem(ctx: PageContext) -> Response:
     return await _signed_in(ctx, email, admin_id)
 
 
-def logout(audience: str):  # noqa: ANN201
+def logout(audience: str) -> Endpoint:
     @action(audience, signed_in=False)
     async def sign_out(ctx: PageContext) -> Response:
         async with ctx.pool.acquire() as conn:

@@ -9,11 +9,11 @@ handler runs, and turns an ApiError into a flash message on the page the form ca
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -107,8 +107,8 @@ class PageContext:
         value = self.form.get(name) if self.form is not None else None
         return value.strip() if isinstance(value, str) else default
 
-    def render(self, template: str, status: int = 200, **values: Any) -> Response:
-        return render(self.request, self.keys, template, status, ctx=self, **values)
+    def render(self, template: str, status_code: int = 200, /, **values: Any) -> Response:
+        return render(self.request, self.keys, template, status_code, ctx=self, **values)
 
     def redirect(self, path: str, flash: str | None = None, error: bool = False) -> Response:
         response = RedirectResponse(path, status_code=303)
@@ -142,14 +142,15 @@ def _take_flash(request: Request, keys: WebKeys) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def render(request: Request, keys: WebKeys, template: str, status: int = 200, *, ctx: PageContext | None = None,
-           **values: Any) -> Response:
+def render(request: Request, keys: WebKeys, template: str, status_code: int = 200, /, *,
+           ctx: PageContext | None = None, **values: Any) -> Response:
     seed, new_seed = csrf.seed_of(request)
     flash = _take_flash(request, keys)
     context = {"request": request, "csrf_token": csrf.token_for(keys.csrf, seed), "flash": flash, "ctx": ctx,
                "tenant": ctx.tenant if ctx else None, "session": ctx.session if ctx else None,
                "base": ctx.base if ctx else "", **(ctx.extra if ctx else {}), **values}
-    response = TEMPLATES.TemplateResponse(request, template, context, status_code=status, headers=SECURITY_HEADERS)
+    response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code,
+                                          headers=SECURITY_HEADERS)
     secure = request.url.scheme == "https"
     if new_seed:
         csrf.set_cookie(response, seed, secure)
@@ -188,12 +189,13 @@ async def _context(request: Request, audience: str, signed_in: bool) -> PageCont
 
 
 Handler = Callable[[PageContext], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def page(audience: str, *, signed_in: bool = True) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+def page(audience: str, *, signed_in: bool = True) -> Callable[[Handler], Endpoint]:
     """A GET page of `audience` ('admin' or 'portal')."""
 
-    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(handler: Handler) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             ctx = await _context(request, audience, signed_in)
@@ -213,11 +215,11 @@ def page(audience: str, *, signed_in: bool = True) -> Callable[[Handler], Callab
 
 
 def action(audience: str, *, signed_in: bool = True,
-           back: str = "") -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+           back: str = "") -> Callable[[Handler], Endpoint]:
     """A form POST of `audience`: CSRF checked first; an ApiError becomes a flash message on
     `back` (a path below the tenant's base, formatted with the path parameters)."""
 
-    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(handler: Handler) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             keys = web_keys(request.app.state.services)

@@ -50,7 +50,7 @@ async def deactivate(ctx: PageContext) -> Response:
             await licensing.deactivate_found(conn, ctx.tenant_id, ctx.now, lic, hardware)
         except ApiError as exc:
             if exc.code == "deactivation_cooldown":
-                wait = int(exc.extra.get("retryAfterSeconds", 0) or 0)
+                wait = int(str(exc.extra.get("retryAfterSeconds") or 0))
                 raise ApiError(429, exc.code, f"This license freed a device recently. You can free another in "
                                f"{_duration(wait)}.") from None
             raise

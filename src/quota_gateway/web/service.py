@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -66,7 +67,8 @@ async def plans(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
 async def licenses(conn: asyncpg.Connection, tenant_id: str, now: datetime, *, search: str = "",
                    product_id: int | None = None, status: str = "", page: int = 1) -> dict:
     """License keys, newest first; `search` matches the e-mail, the masked key's visible part or the product."""
-    where, args = ["l.tenant_id = $1"], [tenant_id]
+    where: list[str] = ["l.tenant_id = $1"]
+    args: list[Any] = [tenant_id]
     if search:
         args.append(f"%{search.lower()}%")
         where.append(f"(lower(l.email) LIKE ${len(args)} OR lower(l.key_hint) LIKE ${len(args)} "
@@ -120,7 +122,8 @@ async def license_history(conn: asyncpg.Connection, tenant_id: str, license_id: 
 
 async def api_keys(conn: asyncpg.Connection, tenant_id: str, now: datetime, *, search: str = "",
                    page: int = 1) -> dict:
-    where, args = ["l.tenant_id = $1"], [tenant_id]
+    where: list[str] = ["l.tenant_id = $1"]
+    args: list[Any] = [tenant_id]
     if search:
         args.append(f"%{search.lower()}%")
         where.append(f"(lower(l.email) LIKE ${len(args)} OR lower(l.key_hint) LIKE ${len(args)} "
