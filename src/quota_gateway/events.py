@@ -11,8 +11,10 @@ LICENSE_CREATED = "license.created"
 LICENSE_ACTIVATED = "license.activated"
 LICENSE_EXPIRED = "license.expired"
 LICENSE_REVOKED = "license.revoked"
-VALIDATION_FAILED = "validation.failed"
+VALIDATION_FAILED = "license.validation.failed"  # the ExisOne webhook document's name
 DEVICE_DEACTIVATED = "device.deactivated"
+API_LICENSE_CREATED = "api.license.created"
+API_LICENSE_REVOKED = "api.license.revoked"
 
 
 async def emit(conn: asyncpg.Connection, tenant_id: str, event_type: str, data: dict) -> None:
