@@ -160,3 +160,34 @@ async def test_tampered_offline_code_answers_like_an_invalid_key(client, tenant,
     assert on_other_device["status"] == "invalid" and on_other_device["features"] == ["Export", "Sync"]
     assert on_other_device["expirationDate"] == iso_utc(datetime.fromtimestamp(1_800_000_000, timezone.utc)
                                                        + timedelta(days=5))
+
+
+async def test_deactivate_with_an_offline_code_releases_its_seat(client, tenant, other_tenant):
+    """exisone-client 0.10.0's deactivate_smart posts the offline code as `licenseKey` to
+    /api/license/deactivate ("Attempts to notify the server"): the seat it was issued for is freed."""
+    product_id = await _product(client, tenant)
+    key = await _license(client, tenant, product_id, kind="corporate", maxSeats=2)
+    codes = {}
+    for hw in (HW, HW2):
+        r = await client.post("/api/license/offline-code", json={"activationKey": key, "hardwareId": hw},
+                              headers=tenant.headers)
+        assert r.status_code == 200, r.text
+        codes[hw] = r.json()["offlineCode"]
+    body = {"licenseKey": codes[HW], "hardwareId": HW.lower(), "productName": "Desktop App"}
+    wrong_device = await client.post("/api/license/deactivate", json={**body, "hardwareId": HW2},
+                                     headers=tenant.headers)
+    assert wrong_device.status_code == 404 and wrong_device.json()["error"] == "not_activated"
+    stranger = await client.post("/api/license/deactivate", json=body, headers=other_tenant.headers)
+    assert stranger.status_code == 404 and stranger.json()["error"] == "invalid_key"
+    r = await client.post("/api/license/deactivate", json=body, headers=tenant.headers)
+    assert r.status_code == 200 and r.json() == {"success": True}
+    usage = (await client.get(f"/api/license/{key}/usage", headers=tenant.headers)).json()
+    assert usage["currentSeats"] == 1
+    assert (await _validate(client, tenant, key, hw=HW))["status"] == "not_activated"
+    assert (await _validate(client, tenant, key, hw=HW2))["status"] == "licensed"
+    again = await client.post("/api/license/deactivate", json=body, headers=tenant.headers)
+    assert again.status_code == 404  # the code's seat is already released
+    tampered = codes[HW2][:-3] + ("000" if not codes[HW2].endswith("000") else "111")
+    r = await client.post("/api/license/deactivate", json={**body, "licenseKey": tampered, "hardwareId": HW2},
+                          headers=tenant.headers)
+    assert r.status_code == 404 and r.json()["error"] == "invalid_key"

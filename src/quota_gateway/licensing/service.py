@@ -13,6 +13,7 @@ Validation statuses (POST /api/license/validate, always 200 so the SDKs can read
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -317,10 +318,19 @@ async def _validate_offline_code(conn, tenant_id: str, now: datetime, server_ver
 
 
 async def deactivate(conn, tenant_id: str, now: datetime, body: dict) -> dict:
+    """Release the seat of `hardwareId`. `licenseKey` is an activation key, or an offline code this
+    server issued (the SDK's deactivate_smart sends the code): the seat the code was issued for."""
     hardware = _hardware(body["hardwareId"])
-    lic = await find_license(conn, tenant_id, body["licenseKey"])
+    raw_key = body["licenseKey"].strip()
+    code_hardware = None
+    if offline.is_offline_code(raw_key):
+        lic, code_hardware = await _license_of_offline_code(conn, tenant_id, raw_key)
+    else:
+        lic = await find_license(conn, tenant_id, raw_key)
     if lic is None:
         raise ApiError(404, "invalid_key", "no such activation key")
+    if code_hardware is not None and code_hardware != hardware:
+        raise ApiError(404, "not_activated", "this offline code was issued for another hardware id")
     if body["productName"] and lic["product_name"].lower() != body["productName"].lower():
         raise ApiError(400, "product_mismatch", "this key belongs to another product")
     async with conn.transaction():
@@ -340,6 +350,26 @@ async def deactivate(conn, tenant_id: str, now: datetime, body: dict) -> dict:
         await _history(conn, tenant_id, hardware, "deactivated", now, lic)
         await events.emit(conn, tenant_id, events.DEVICE_DEACTIVATED, {"licenseId": lic["id"], "hardwareId": hardware})
     return {"success": True}
+
+
+def _offline_code_digest(payload_bytes: bytes, signature: bytes) -> bytes:
+    return hashlib.sha256(payload_bytes + signature).digest()
+
+
+async def _license_of_offline_code(conn, tenant_id: str, code: str) -> tuple[object, str | None]:
+    """(license, hardware id) of the live activation a code of this tenant was issued for, else (None, None)."""
+    try:
+        payload_bytes, signature = offline.decode(code)
+    except ValueError:
+        return None, None
+    activation = await conn.fetchrow(
+        "SELECT license_id, hardware_id FROM activations WHERE tenant_id = $1 AND offline_code_digest = $2 "
+        "AND deactivated_at IS NULL ORDER BY id LIMIT 1", tenant_id, _offline_code_digest(payload_bytes, signature))
+    if activation is None:
+        return None, None
+    lic = await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses l JOIN products p ON p.id = l.product_id "
+                              "WHERE l.id = $1 AND l.tenant_id = $2", activation["license_id"], tenant_id)
+    return lic, activation["hardware_id"]
 
 
 async def seat_usage(conn, tenant_id: str, raw_key: str) -> dict:
@@ -371,8 +401,10 @@ async def offline_code(conn, tenant_id: str, master_key: str, now: datetime, raw
                "email": lic["email"], "features": await license_features(conn, lic), "tenantId": tenant_id,
                "version": version or ""}
     _, key = await crypto.signing_key(conn, tenant_id, master_key)
-    return {"offlineCode": offline.encode(payload, lambda data: crypto.sign_pkcs1v15_sha256(key, data)),
-            "expirationDate": expires, "hardwareId": hardware}
+    code = offline.encode(payload, lambda data: crypto.sign_pkcs1v15_sha256(key, data))
+    await conn.execute("UPDATE activations SET offline_code_digest = $3 WHERE license_id = $1 AND hardware_id = $2 "
+                       "AND deactivated_at IS NULL", lic["id"], hardware, _offline_code_digest(*offline.decode(code)))
+    return {"offlineCode": code, "expirationDate": expires, "hardwareId": hardware}
 
 
 async def device_history(conn, tenant_id: str, hardware_id: str, page: int, page_size: int) -> dict:
