@@ -228,7 +228,7 @@ async def validate_license(conn, tenant_id: str, now: datetime, server_version: 
             answer["expirationDate"] = await _trial_end(conn, tenant_id, product, hardware, now)
         if not answer["features"]:
             answer["features"] = await _product_feature_names(conn, tenant_id, product["id"])
-    await events.emit(conn, tenant_id, events.VALIDATION_FAILED,
+    await events.emit(conn, tenant_id, events.LICENSE_VALIDATION_FAILED,
                       {"licenseId": lic["id"] if lic else None, "hardwareId": hardware, "status": answer["status"],
                        "productName": product["name"] if product else body["productName"]})
     return answer
