@@ -18,3 +18,15 @@ async def test_renaming_a_plan_to_another_plans_name_is_409(client, tenant):
     assert r.json()["error"] == "plan_exists"
     names = [p["name"] for p in (await client.get("/api/plan", headers=tenant.headers)).json()["items"]]
     assert names == ["Annual", "Monthly"]
+
+
+async def test_concurrent_first_sightings_of_a_device_agree(client, tenant):
+    r = await client.post("/api/product", json={"name": "Desktop App", "trialDays": 14}, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    for round_ in range(5):  # a few new devices: the race is between the insert and the read of a sighting
+        body = {"activationKey": "", "hardwareId": f"HW-NEW-{round_}", "productName": "Desktop App"}
+        answers = await asyncio.gather(*(client.post("/api/license/validate", json=body, headers=tenant.headers)
+                                         for _ in range(16)))
+        assert [a.status_code for a in answers] == [200] * 16, [a.text for a in answers if a.status_code != 200]
+        assert {a.json()["status"] for a in answers} == {"trial"}
+        assert len({a.json()["expirationDate"] for a in answers}) == 1
