@@ -20,6 +20,7 @@ CHANGE = LuaScript("leases_change")
 FILL = LuaScript("meta_fill")
 INVALIDATE = LuaScript("meta_invalidate")
 META_TTL = 3600
+NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
 MARKER_TTL = 7 * 86400
 
 
@@ -67,13 +68,14 @@ class LeasePools:
         return int(code)
 
     async def fill(self, ref: PoolRef, generation, row) -> None:
-        if row is None:
-            fields = ["ok", "0"]
+        ttl = META_TTL
+        if row is None:  # no such key in any organization (a key's owner is cached, not the asker's view)
+            fields, ttl = ["ok", "0"], NEGATIVE_TTL
         else:
             fields = ["ok", "1", "id", row["id"], "tenant", str(row["tenant_id"]), "limit", row["lease_limit"],
                       "exp", int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
                       "revoked", "1" if row["revoked_at"] else "0", "products", orjson.dumps(row["products"])]
-        await self.runner.run(FILL, ref.keys("meta", "gen"), [generation, META_TTL, *fields])
+        await self.runner.run(FILL, ref.keys("meta", "gen"), [generation, ttl, *fields])
 
     async def invalidate(self, ref: PoolRef) -> None:
         await self.runner.run(INVALIDATE, ref.keys("meta", "gen"), [])

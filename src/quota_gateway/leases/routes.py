@@ -79,10 +79,20 @@ def _pool_ref(raw_key: str) -> tuple[PoolRef, bytes] | None:
     return PoolRef(digest.hex()), digest
 
 
+_KEY_COLUMNS = "id, tenant_id, lease_limit, expires_at, revoked_at, products"
+
+
 async def _key_row(call: Call, tenant_id: str, digest: bytes):
     async with call.services.pool.acquire() as conn:
-        return await conn.fetchrow("SELECT id, tenant_id, lease_limit, expires_at, revoked_at, products "
-                                   "FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2", digest, tenant_id)
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2",
+                                   digest, tenant_id)
+
+
+async def _owner_row(call: Call, digest: bytes):
+    """The key's row whoever owns it: what the pool's Redis metadata caches (the scripts compare
+    the owner with the asking organization, so one organization's answer never lands in another's)."""
+    async with call.services.pool.acquire() as conn:
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1", digest)
 
 
 def _now(call: Call) -> int:
@@ -138,7 +148,7 @@ async def obtain(call: Call) -> dict:
     lease_id = secrets.token_hex(12)
 
     async def load():
-        return await _key_row(call, tenant_id, digest)
+        return await _owner_row(call, digest)
 
     reply = await _pools(call).obtain(ref, tenant_id, load, now, b["expiry"], lease_id, b["clientId"])
     code = reply[0]
