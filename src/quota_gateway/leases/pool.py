@@ -54,17 +54,24 @@ class LeasePools:
         raise RuntimeError("pool metadata kept changing")
 
     async def change(self, ref: PoolRef, action: str, now: int, lease_id: str, new_lease_id: str = "",
-                     seconds: int = 0) -> tuple[str, int]:
-        code, expiry = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:{lease_id}"],
-                                             [action, now, lease_id, new_lease_id, seconds, MARKER_TTL])
-        if action != "check":
-            self.dirty.add(ref.prefix)
-        return code.decode(), int(expiry)
+                     seconds: int = 0, *, tenant_id: str, loader) -> tuple[str, int]:
+        """Renew, release or check a lease; `loader()` reads the pool key's row when Redis has no
+        metadata for it (a lease of a revoked key must never pass for want of cached metadata)."""
+        keys = [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:{lease_id}", ref.prefix + "gen"]
+        for _ in range(3):
+            code, value = await self.runner.run(CHANGE, keys, [action, now, lease_id, new_lease_id, seconds, MARKER_TTL,
+                                                               tenant_id])
+            if code != b"miss":
+                if action != "check":
+                    self.dirty.add(ref.prefix)
+                return code.decode(), int(value)
+            await self.fill(ref, value, await loader())
+        raise RuntimeError("pool metadata kept changing")
 
     async def used(self, ref: PoolRef, now: int) -> int:
         """Live leases (a read: expired ones are not counted, and removed by the next obtain)."""
-        code, _ = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:"],
-                                        ["count", now, "", "", 0, MARKER_TTL])
+        code, _ = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:",
+                                                 ref.prefix + "gen"], ["count", now, "", "", 0, MARKER_TTL, ""])
         return int(code)
 
     async def fill(self, ref: PoolRef, generation, row) -> None:
