@@ -202,3 +202,22 @@ async def make_api_key(client, headers, product_id: int, **fields) -> str:
                           headers=headers)
     assert r.status_code == 201, r.text
     return r.json()["apiKey"]
+
+
+# --- e-mail: a real SMTP server on loopback ----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smtp_server_session():
+    from smtp_capture import SmtpCapture
+
+    server = SmtpCapture().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server(smtp_server_session):
+    """A real aiosmtpd server on 127.0.0.1 (`.host`, `.port`): `.messages`, `await .wait_for(n)`,
+    `.fail_next(n)`, `.passwords[user] = password`. Emptied before each test."""
+    smtp_server_session.reset()
+    return smtp_server_session
