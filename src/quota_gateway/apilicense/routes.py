@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 from starlette.responses import Response
 
 from .. import catalogue, fastpath
 from ..autopipeline import AutoPipeline, ClusterAutoPipeline
+from ..clock import parse_iso_utc
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..redisconn import RedisPyRunner
@@ -111,12 +111,9 @@ async def update(call: Call) -> dict:
     expires = b["expirationDate"]
     if isinstance(expires, str):
         try:
-            expires = datetime.fromisoformat(b["expirationDate"].replace("Z", "+00:00"))
-        except ValueError:
-            raise ApiError(400, "invalid_field", "expirationDate: must be an ISO-8601 timestamp",
-                           field="expirationDate") from None
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=timezone.utc)
+            expires = parse_iso_utc(expires, naive_is_utc=True)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_field", f"expirationDate: {exc}", field="expirationDate") from None
     async with call.services.pool.acquire() as conn:
         row = await _find(call, conn, call.path["api_key"])
         # An absent field keeps its value; an explicit null clears it.

@@ -82,13 +82,13 @@ async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, row, pe
     """Reset the lifetime counter ('lifetime'), one window ('minute'...'month'), or everything ('all')."""
     ref = ref_of(row)
     if period_type in ("all", "lifetime"):
-        # The offset makes "used" zero without rewriting history: used = total - offset.
-        outcome = await engine.run(ref, tenant_id, 0, False)
-        if outcome is None:
-            raise ApiError(404, "not_found", "no such API key")
+        # The offset makes "used" zero without rewriting history: used = total - offset. It is set
+        # to the total (Redis's, so unflushed usage counts), never raised by "used": concurrent
+        # resets then agree, and the offset only ever grows.
+        total = await engine.lifetime_total(ref, row["id"])
         async with pool.acquire() as conn:
-            await conn.execute("UPDATE api_licenses SET used_offset = used_offset + $2 WHERE id = $1", row["id"],
-                               outcome.used)
+            await conn.execute("UPDATE api_licenses SET used_offset = GREATEST(used_offset, $2) WHERE id = $1",
+                               row["id"], total)
         await engine.invalidate(ref)
     periods = list(PERIODS) if period_type == "all" else [period_type] if period_type in PERIODS else []
     if periods:
