@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import overload
 
 
 class Clock:
@@ -13,7 +14,7 @@ class Clock:
         return time.time()
 
     def utcnow(self) -> datetime:
-        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.now(), tz=UTC)
 
 
 class ManualClock(Clock):
@@ -35,6 +36,14 @@ class ManualClock(Clock):
 _ISO_CACHE: dict[int, str] = {}
 
 
+@overload
+def iso_utc(ts: float | datetime) -> str: ...
+@overload
+def iso_utc(ts: None) -> None: ...
+@overload
+def iso_utc(ts: float | datetime | None) -> str | None: ...
+
+
 def iso_utc(ts: float | datetime | None) -> str | None:
     """ISO-8601 UTC with a `Z`, second precision, as on the wire."""
     if ts is None:
@@ -46,5 +55,5 @@ def iso_utc(ts: float | datetime | None) -> str | None:
     if text is None:  # window ends repeat on every response: format each once
         if len(_ISO_CACHE) > 4096:
             _ISO_CACHE.clear()
-        text = _ISO_CACHE[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = _ISO_CACHE[seconds] = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return text

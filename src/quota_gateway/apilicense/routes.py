@@ -1,28 +1,17 @@
-"""Endpoints of API-key licensing (the hot validate route lives in hotroute.py)."""
+"""Management endpoints of API-key licensing (the hot validate route: hotroute.py)."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import datetime, timedelta, timezone
-
 from starlette.responses import Response
 
-from .. import catalogue, fastpath
-from ..autopipeline import AutoPipeline, ClusterAutoPipeline
-from ..clock import iso_utc
-from ..errors import ApiError
+from .. import fastpath
+from ..formats import times
 from ..jsonio import JSONResponse
-from ..redisconn import RedisPyRunner
-from ..routing import Call, EndpointSpec, endpoint
+from ..listing import PAGE_FIELDS
+from ..routing import Call, endpoint
 from ..schema import UNSET, Email, Int, Query, Str, obj
-from .engine import MAX_UNITS, LicenseRef, QuotaEngine, key_digest
-from .hotroute import PATH as VALIDATE_PATH
-from .hotroute import VALIDATE_BODY, validate_endpoint
-from .writebehind import UsageFlusher
-
-PERIODS = ("minute", "hour", "day", "month")
-_ERROR_CODES = ("not_found", "revoked", "expired", "quota_exhausted", "rate_limit_minute", "rate_limit_hour",
-                "rate_limit_day", "rate_limit_month")
+from . import service
+from .hotroute import ERROR_CODES, MAX_UNITS
 
 _CREATE = obj(
     productId=Int(required=True, minimum=1),
@@ -36,100 +25,29 @@ _UPDATE = obj(
     maxApiCalls=Int(minimum=1, maximum=2**53 - 1, nullable=True, default=UNSET, description="null removes the lifetime quota"),
     expirationDate=Str(max_len=40, nullable=True, default=UNSET, description="ISO-8601 UTC; null removes the expiry"),
 )
-_LIST = Query({"page": Int(minimum=1, default=1), "pageSize": Int(minimum=1, maximum=500, default=50),
-               "productId": Int(minimum=1), "status": Str(choices=("active", "revoked", "expired")),
+_LIST = Query({**PAGE_FIELDS, "productId": Int(minimum=1), "status": Str(choices=("active", "revoked", "expired")),
                "clientIdentifier": Str(max_len=200)})
 _CHECK = Query({"units": Int(minimum=1, maximum=MAX_UNITS, default=1)})
-_RESET = Query({"periodType": Str(choices=("all", "lifetime", *PERIODS), default="all")})
-_COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
-              l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
-
-
-def _engine(call: Call) -> QuotaEngine:
-    return call.services.domains["apilicense"]
-
-
-def _mask(key: str) -> str:
-    return f"{key[:8]}…{key[-4:]}"
-
-
-def _license_json(row, now: float) -> dict:
-    expires = row["expires_at"]
-    status = "revoked" if row["revoked_at"] else "expired" if expires and expires.timestamp() <= now else "active"
-    return {"id": row["id"], "apiKey": row["key_hint"], "productId": row["product_id"], "productName": row["product_name"],
-            "email": row["email"], "clientName": row["client_name"], "clientIdentifier": row["client_identifier"],
-            "maxApiCalls": row["max_api_calls"], "expirationDate": iso_utc(expires), "status": status,
-            "createdAt": iso_utc(row["created_at"]), "revokedAt": iso_utc(row["revoked_at"])}
-
-
-async def _find(call: Call, conn, raw_key: str):
-    key = fastpath.normalize_api_key(raw_key)
-    row = None
-    if key is not None:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_licenses l JOIN products p ON p.id = l.product_id "
-                                  "WHERE l.key_digest = $1 AND l.tenant_id = $2", key_digest(key), call.tenant_id)
-    if row is None:
-        raise ApiError(404, "not_found", "no such API key")
-    return row
-
-
-def _ref(row) -> LicenseRef:
-    return LicenseRef.from_row(row["key_digest"], row["bucket"])
+_RESET = Query({"periodType": Str(choices=("all", "lifetime", *fastpath.PERIODS), default="all")})
 
 
 async def create(call: Call) -> JSONResponse:
     """Issue an API key for a product (the full key is shown in this response only)."""
-    b = call.body
-    key = fastpath.generate_api_key(secrets.token_bytes(16))
-    now = call.services.clock.utcnow()
-    expires = now + timedelta(days=b["validityDays"]) if b["validityDays"] else None
-    async with call.services.pool.acquire() as conn:
-        product = await catalogue.get_product(conn, call.tenant_id, b["productId"])
-        row = await conn.fetchrow(
-            """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
-                                         client_identifier, max_api_calls, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-            call.tenant_id, b["productId"], key_digest(key), fastpath.api_key_bucket(key), _mask(key), b["email"],
-            b["clientName"], b["clientIdentifier"], b["maxApiCalls"], expires)
-    await _engine(call).prime(LicenseRef(key), row["id"])
-    return JSONResponse({"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires),
-                         "maxApiCalls": b["maxApiCalls"], "productId": b["productId"], "productName": product["name"],
-                         "clientName": b["clientName"], "clientIdentifier": b["clientIdentifier"], "email": b["email"]},
-                        status_code=201)
+    made = await service.create(call.services.pool, call.services.quota, call.tenant_id,
+                                call.services.clock.utcnow(), call.body)
+    return JSONResponse(made, status_code=201)
 
 
 async def listing(call: Call) -> dict:
     """List API keys (masked), paginated, filtered by product, status or client identifier."""
-    q = call.query
-    now = call.services.clock.utcnow()
-    where, args = ["l.tenant_id = $1"], [call.tenant_id]
-    if q["productId"] is not None:
-        args.append(q["productId"])
-        where.append(f"l.product_id = ${len(args)}")
-    if q["clientIdentifier"] is not None:
-        args.append(q["clientIdentifier"])
-        where.append(f"l.client_identifier = ${len(args)}")
-    if q["status"] == "revoked":
-        where.append("l.revoked_at IS NOT NULL")
-    elif q["status"] in ("active", "expired"):
-        args.append(now)
-        where.append("l.revoked_at IS NULL AND " + (f"(l.expires_at IS NULL OR l.expires_at > ${len(args)})"
-                     if q["status"] == "active" else f"l.expires_at <= ${len(args)}"))
-    clause = " AND ".join(where)
     async with call.services.pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM api_licenses l WHERE {clause}", *args)
-        rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE {clause} "
-            f"ORDER BY l.id DESC LIMIT {q['pageSize']} OFFSET {(q['page'] - 1) * q['pageSize']}", *args)
-    return {"items": [_license_json(r, now.timestamp()) for r in rows], "page": q["page"], "pageSize": q["pageSize"],
-            "totalCount": total, "totalPages": (total + q["pageSize"] - 1) // q["pageSize"]}
+        return await service.listing(conn, call.tenant_id, call.services.clock.utcnow(), call.query)
 
 
 async def show(call: Call) -> dict:
     """One API key's settings (masked key)."""
-    async with call.services.pool.acquire() as conn:
-        row = await _find(call, conn, call.path["api_key"])
-    return _license_json(row, call.services.clock.now())
+    row = await service.find_in(call.services.pool, call.tenant_id, call.path["api_key"])
+    return service.license_json(row, call.services.clock.now())
 
 
 async def update(call: Call) -> dict:
@@ -137,136 +55,41 @@ async def update(call: Call) -> dict:
     b = call.body
     expires = b["expirationDate"]
     if isinstance(expires, str):
-        try:
-            expires = datetime.fromisoformat(b["expirationDate"].replace("Z", "+00:00"))
-        except ValueError:
-            raise ApiError(400, "invalid_field", "expirationDate: must be an ISO-8601 timestamp",
-                           field="expirationDate") from None
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=timezone.utc)
-    async with call.services.pool.acquire() as conn:
-        row = await _find(call, conn, call.path["api_key"])
-        # An absent field keeps its value; an explicit null clears it.
-        row = await conn.fetchrow(
-            f"""UPDATE api_licenses l
-                SET max_api_calls = CASE WHEN $4 THEN l.max_api_calls ELSE $2 END,
-                    expires_at = CASE WHEN $5 THEN l.expires_at ELSE $3 END
-                FROM products p WHERE l.id = $1 AND p.id = l.product_id RETURNING {_COLUMNS}""",
-            row["id"], None if b["maxApiCalls"] is UNSET else b["maxApiCalls"], None if expires is UNSET else expires,
-            b["maxApiCalls"] is UNSET, expires is UNSET)
-    await _engine(call).invalidate(_ref(row))
-    return _license_json(row, call.services.clock.now())
+        expires = times.parse_field(expires, "expirationDate")
+    row = await service.update(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"],
+                               b["maxApiCalls"], expires)
+    return service.license_json(row, call.services.clock.now())
 
 
 async def revoke(call: Call) -> dict:
     """Revoke an API key; refused on every gateway from the next request."""
-    async with call.services.pool.acquire() as conn:
-        row = await _find(call, conn, call.path["api_key"])
-        await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"],
-                           call.services.clock.utcnow())
-    await _engine(call).invalidate(_ref(row))
-    return {"revoked": True, "apiKey": row["key_hint"]}
+    return await service.revoke(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"],
+                                call.services.clock.utcnow())
 
 
 async def check(call: Call) -> Response:
     """Validate without consuming: the same answer POST validate would give."""
-    status, body, headers = await _engine(call).validate(call.tenant_id, call.path["api_key"], call.query["units"],
-                                                          False, None)
+    status, body, headers = await call.services.quota.validate(call.tenant_id, call.path["api_key"],
+                                                               call.query["units"], False, None)
     return Response(body, status_code=status, media_type="application/json",
                     headers={k.decode(): v.decode() for k, v in headers})
 
 
 async def usage(call: Call) -> dict:
     """Lifetime and per-window usage now, and usage history by day (written behind, ≤ flush interval late)."""
-    engine = _engine(call)
-    async with call.services.pool.acquire() as conn:
-        row = await _find(call, conn, call.path["api_key"])
-        history = await conn.fetch("SELECT day, units FROM api_usage_daily WHERE license_id = $1 ORDER BY day",
-                                   row["id"])
-    outcome = await engine.run(_ref(row), call.tenant_id, 0, False)
-    if outcome is None:
-        raise ApiError(404, "not_found", "no such API key")
-    document = outcome.document()
-    return {"apiKey": row["key_hint"], "quota": document["quota"], "rateLimits": document["rateLimits"],
-            "history": [{"date": r["day"].isoformat(), "units": r["units"]} for r in history]}
+    return await service.usage(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"])
 
 
 async def reset(call: Call) -> dict:
     """Reset the lifetime counter and/or the current window of a period."""
-    period_type = call.query["periodType"]
-    engine = _engine(call)
-    async with call.services.pool.acquire() as conn:
-        row = await _find(call, conn, call.path["api_key"])
-    ref = _ref(row)
-    if period_type in ("all", "lifetime"):
-        # The offset makes "used" zero without rewriting history: used = total - offset.
-        outcome = await engine.run(ref, call.tenant_id, 0, False)
-        if outcome is None:
-            raise ApiError(404, "not_found", "no such API key")
-        async with call.services.pool.acquire() as conn:
-            await conn.execute("UPDATE api_licenses SET used_offset = used_offset + $2 WHERE id = $1", row["id"],
-                               outcome.used)
-        await engine.invalidate(ref)
-    periods = list(PERIODS) if period_type == "all" else [period_type] if period_type in PERIODS else []
-    if periods:
-        await engine.reset_windows(ref, row["id"], periods)
-    return {"apiKey": row["key_hint"], "reset": period_type}
+    return await service.reset(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"],
+                               call.query["periodType"])
 
-
-async def features_changed(services, tenant_id: str, product_id: int) -> None:
-    """Catalogue hook: drop cached rules of every key of the product."""
-    engine = services.domains.get("apilicense")
-    if engine is None:
-        return
-    async with services.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT key_digest, bucket FROM api_licenses WHERE tenant_id = $1 AND product_id = $2",
-                                tenant_id, product_id)
-    for row in rows:
-        await engine.invalidate(_ref(row))
-
-
-catalogue.FEATURE_CHECKS.append(fastpath.check_rule_feature)
-catalogue.ON_FEATURES_CHANGED.append(features_changed)
-
-
-def _runner(services):
-    """Auto-pipelining: one connection to a single Redis, or one per master of a cluster."""
-    transport = services.settings.redis_transport
-    if transport == "redis-py":
-        return RedisPyRunner(services.settings.redis_url, cluster=services.settings.redis_cluster)
-    if transport != "autopipeline":
-        raise ValueError(f"QG_REDIS_TRANSPORT must be autopipeline or redis-py, not {transport!r}")
-    if services.settings.redis_cluster:
-        return ClusterAutoPipeline(services.settings.redis_url)
-    return AutoPipeline(services.settings.redis_url)
-
-
-async def start(services) -> None:
-    runner = _runner(services)
-    engine = QuotaEngine(services, runner)
-    flusher = UsageFlusher(services, runner, services.settings.flush_interval)
-    flusher.dirty = engine.dirty
-    services.domains["apilicense"] = engine
-    services.domains["apilicense.flusher"] = flusher
-    flusher.start()
-
-
-async def stop(services) -> None:
-    await services.domains["apilicense.flusher"].stop()
-    await services.domains["apilicense"].runner.aclose()
-
-
-hot_routes = {("POST", VALIDATE_PATH): validate_endpoint}
-hot_specs = [EndpointSpec("POST", VALIDATE_PATH, "Validate an API key and consume units (the hot path)", "verify",
-                          body=VALIDATE_BODY, errors=_ERROR_CODES, tag="apilicense",
-                          responses={200: "valid", 404: "not_found", 403: "revoked or expired",
-                                     429: "quota_exhausted or rate_limit_*; carries Retry-After and RateLimit fields",
-                                     503: "quota store unavailable"})]
 
 routes = [
     endpoint("GET", "/api/apilicense/validate/{api_key}", check, scope="verify", query=_CHECK, tag="apilicense",
-             errors=_ERROR_CODES, responses={200: "valid", 404: "not_found", 403: "revoked or expired",
-                                             429: "would exceed a limit"}),
+             errors=ERROR_CODES, responses={200: "valid", 404: "not_found", 403: "revoked or expired",
+                                            429: "would exceed a limit"}),
     endpoint("POST", "/api/apilicense", create, scope="manage", body=_CREATE, tag="apilicense",
              errors=("product_not_found",), responses={201: "created; the key is shown once", 404: "no such product"}),
     endpoint("GET", "/api/apilicense", listing, scope="manage", query=_LIST, tag="apilicense"),

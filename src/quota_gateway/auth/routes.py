@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from ..errors import ApiError
+from ..formats import times
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import List, Str, obj
@@ -17,21 +16,10 @@ _CREATE = obj(
 )
 
 
-def _parse_time(text: str | None, field: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, "invalid_field", f"{field}: must be an ISO-8601 timestamp", field=field) from None
-    if value.tzinfo is None:
-        raise ApiError(400, "invalid_field", f"{field}: must carry a time zone (use Z for UTC)", field=field)
-    return value
-
-
 async def create(call: Call) -> JSONResponse:
     """Create an access token; the full token is in this response and nowhere else, ever."""
-    expires = _parse_time(call.body["expiresAt"], "expiresAt")
+    text = call.body["expiresAt"]
+    expires = None if text is None else times.parse_field(text, "expiresAt", naive="refuse")
     async with call.services.pool.acquire() as conn:
         token = await create_token(conn, call.tenant_id, call.body["name"], call.body["scopes"], expires)
     return JSONResponse(token, status_code=201)

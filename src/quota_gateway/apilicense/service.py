@@ -1,0 +1,161 @@
+"""API-key management: the SQL of api_licenses and what a change must tell Redis.
+
+Functions take the pool (they release the connection before calling Redis) or a connection,
+and the engine when a change reaches the keys cached in Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from .. import catalogue, fastpath
+from ..clock import iso_utc
+from ..errors import ApiError
+from ..formats.digests import sha256
+from ..listing import Where, fetch_page
+from ..schema import UNSET
+from ..scripts import ScriptRunner
+from . import engine as quota
+from .engine import QuotaEngine
+from .keyspace import LicenseRef
+
+_COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
+              l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
+_FROM = "api_licenses l JOIN products p ON p.id = l.product_id"
+
+
+def _mask(key: str) -> str:
+    return f"{key[:8]}…{key[-4:]}"
+
+
+def license_json(row: Any, now: float) -> dict:
+    expires = row["expires_at"]
+    status = "revoked" if row["revoked_at"] else "expired" if expires and expires.timestamp() <= now else "active"
+    return {"id": row["id"], "apiKey": row["key_hint"], "productId": row["product_id"], "productName": row["product_name"],
+            "email": row["email"], "clientName": row["client_name"], "clientIdentifier": row["client_identifier"],
+            "maxApiCalls": row["max_api_calls"], "expirationDate": iso_utc(expires), "status": status,
+            "createdAt": iso_utc(row["created_at"]), "revokedAt": iso_utc(row["revoked_at"])}
+
+
+async def find(conn: asyncpg.Connection, tenant_id: str, raw_key: str) -> Any:
+    """The tenant's license row for a key, or 404 not_found."""
+    key = fastpath.normalize_api_key(raw_key)
+    row = None
+    if key is not None:
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM {_FROM} WHERE l.key_digest = $1 AND l.tenant_id = $2",
+                                  sha256(key), tenant_id)
+    if row is None:
+        raise ApiError(404, "not_found", "no such API key")
+    return row
+
+
+async def find_in(pool: asyncpg.Pool, tenant_id: str, raw_key: str) -> Any:
+    async with pool.acquire() as conn:
+        return await find(conn, tenant_id, raw_key)
+
+
+def ref(row: Any) -> LicenseRef:
+    return LicenseRef.from_row(row["key_digest"], row["bucket"])
+
+
+async def create(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, now: datetime, body: dict) -> dict:
+    """Issue a key; the answer is the only place the full key ever appears."""
+    key = fastpath.generate_api_key(secrets.token_bytes(16))
+    expires = now + timedelta(days=body["validityDays"]) if body["validityDays"] else None
+    async with pool.acquire() as conn:
+        product = await catalogue.get_product(conn, tenant_id, body["productId"])
+        row = await conn.fetchrow(
+            """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
+                                         client_identifier, max_api_calls, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+            tenant_id, body["productId"], sha256(key), fastpath.api_key_bucket(key), _mask(key), body["email"],
+            body["clientName"], body["clientIdentifier"], body["maxApiCalls"], expires)
+    await engine.prime(LicenseRef(key), row["id"])
+    return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": body["maxApiCalls"],
+            "productId": body["productId"], "productName": product["name"], "clientName": body["clientName"],
+            "clientIdentifier": body["clientIdentifier"], "email": body["email"]}
+
+
+async def listing(conn: asyncpg.Connection, tenant_id: str, now: datetime, q: dict) -> dict:
+    where = Where("l.tenant_id", tenant_id)
+    where.equals("l.product_id", q["productId"])
+    where.equals("l.client_identifier", q["clientIdentifier"])
+    if q["status"] == "revoked":
+        where.add("l.revoked_at IS NOT NULL")
+    elif q["status"] == "active":
+        where.add(f"l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > {where.param(now)})")
+    elif q["status"] == "expired":
+        where.add(f"l.revoked_at IS NULL AND l.expires_at <= {where.param(now)}")
+    return await fetch_page(conn, count_from="SELECT count(*) FROM api_licenses l", select_from=f"SELECT {_COLUMNS} FROM {_FROM}",
+                            where=where, order_by="l.id DESC", page=q["page"], page_size=q["pageSize"],
+                            item=lambda r: license_json(r, now.timestamp()))
+
+
+async def update(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str, max_api_calls: Any,
+                 expires: Any) -> Any:
+    """Change the lifetime quota or expiry (UNSET keeps a value, None clears it); every gateway
+    sees it on the next request."""
+    async with pool.acquire() as conn:
+        row = await find(conn, tenant_id, raw_key)
+        row = await conn.fetchrow(
+            f"""UPDATE api_licenses l
+                SET max_api_calls = CASE WHEN $4 THEN l.max_api_calls ELSE $2 END,
+                    expires_at = CASE WHEN $5 THEN l.expires_at ELSE $3 END
+                FROM products p WHERE l.id = $1 AND p.id = l.product_id RETURNING {_COLUMNS}""",
+            row["id"], None if max_api_calls is UNSET else max_api_calls, None if expires is UNSET else expires,
+            max_api_calls is UNSET, expires is UNSET)
+    await engine.invalidate(ref(row))
+    return row
+
+
+async def revoke(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str, now: datetime) -> dict:
+    async with pool.acquire() as conn:
+        row = await find(conn, tenant_id, raw_key)
+        await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"], now)
+    await engine.invalidate(ref(row))
+    return {"revoked": True, "apiKey": row["key_hint"]}
+
+
+async def usage(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str) -> dict:
+    async with pool.acquire() as conn:
+        row = await find(conn, tenant_id, raw_key)
+        history = await conn.fetch("SELECT day, units FROM api_usage_daily WHERE license_id = $1 ORDER BY day",
+                                   row["id"])
+    answer = await engine.run(ref(row), tenant_id, 0, False)
+    if answer is None:
+        raise ApiError(404, "not_found", "no such API key")
+    document = answer.document()
+    return {"apiKey": row["key_hint"], "quota": document["quota"], "rateLimits": document["rateLimits"],
+            "history": [{"date": r["day"].isoformat(), "units": r["units"]} for r in history]}
+
+
+async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str, period_type: str) -> dict:
+    """Reset the lifetime counter ("lifetime"), the current window of one period, or both ("all")."""
+    row = await find_in(pool, tenant_id, raw_key)
+    license_ref = ref(row)
+    if period_type in ("all", "lifetime"):
+        # The offset makes "used" zero without rewriting history: used = total - offset.
+        answer = await engine.run(license_ref, tenant_id, 0, False)
+        if answer is None:
+            raise ApiError(404, "not_found", "no such API key")
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE api_licenses SET used_offset = used_offset + $2 WHERE id = $1", row["id"],
+                               answer.used)
+        await engine.invalidate(license_ref)
+    periods = list(fastpath.PERIODS) if period_type == "all" else [period_type] if period_type in fastpath.PERIODS else []
+    if periods:
+        await engine.reset_windows(license_ref, row["id"], periods)
+    return {"apiKey": row["key_hint"], "reset": period_type}
+
+
+async def features_changed(pool: asyncpg.Pool, runner: ScriptRunner, tenant_id: str, product_id: int) -> None:
+    """Drop the cached rules of every key of the product."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT key_digest, bucket FROM api_licenses WHERE tenant_id = $1 AND product_id = $2",
+                                tenant_id, product_id)
+    for row in rows:
+        await quota.invalidate(runner, ref(row))
