@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from . import __version__
-from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings
 from .metrics import Metrics
@@ -22,6 +21,7 @@ from .scripts import ScriptRunner
 if TYPE_CHECKING:  # domain types, for annotations only: domains import this module, not the reverse
     from .apilicense.engine import QuotaEngine
     from .apilicense.writebehind import UsageFlusher
+    from .auth.cache import TokenCache
     from .leases.history import HistoryDrainer
     from .leases.pool import LeasePools
 
