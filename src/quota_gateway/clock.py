@@ -6,6 +6,10 @@ import time
 from datetime import UTC, datetime
 from typing import overload
 
+from .formats.times import parse_iso_utc
+
+__all__ = ["Clock", "ManualClock", "iso_utc", "parse_iso_utc"]  # parse_iso_utc: formats/times.py
+
 
 class Clock:
     """Wall-clock time in seconds since the epoch (UTC)."""

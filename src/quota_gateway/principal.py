@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# An endpoint declared with this scope takes any valid token of the tenant (the SDK document's
+# "valid token, no specific scope"); it is not a permission a token can be given.
+ANY_TOKEN = "any"
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -17,4 +21,4 @@ class Principal:
     expires_at: float | None = None
 
     def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return scope == ANY_TOKEN or "admin" in self.scopes or scope in self.scopes

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # domain types, for annotations only: domains import this mod
     from .apilicense.engine import QuotaEngine
     from .apilicense.writebehind import UsageFlusher
     from .auth.cache import TokenCache
+    from .events.jobs import JobWorker
     from .leases.history import HistoryDrainer
     from .leases.pool import LeasePools
 
@@ -42,6 +43,7 @@ class Services:
     lease_pools: LeasePools = field(init=False, repr=False)  # leases: pools in Redis
     lease_history: HistoryDrainer = field(init=False, repr=False)  # leases: history write-behind
     lease_orgs: dict[str, str] = field(default_factory=dict, repr=False)  # leases: organization -> tenant id
+    job_worker: JobWorker | None = field(default=None, repr=False)  # events: None when QG_EVENTS_WORKER=0
 
     @property
     def server_version(self) -> str:

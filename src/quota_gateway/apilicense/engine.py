@@ -167,6 +167,15 @@ class QuotaEngine:
     async def invalidate(self, ref: LicenseRef) -> None:
         await invalidate(self.runner, ref)
 
+    async def lifetime_total(self, ref: LicenseRef, license_id: int) -> int:
+        """Units the license ever consumed, unflushed ones included (rebuilt from Postgres if missing)."""
+        for _ in range(5):
+            total = keyspace.lifetime_total(await self.runner.run(keyspace.TOTAL, [ref.counters(license_id)], []))
+            if total is not None:
+                return total
+            await self._fill_used(ref, license_id)
+        raise RuntimeError("could not read a usage counter")
+
     async def reset_windows(self, ref: LicenseRef, license_id: int, periods: list[str]) -> int:
         """Zero the current windows of `periods`; returns how many had counted something."""
         return int(await self.runner.run(keyspace.RESET, [ref.counters(license_id)], keyspace.period_indexes(periods)))

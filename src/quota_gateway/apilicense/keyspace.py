@@ -26,6 +26,7 @@ FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("meta_invalidate")
 RESET = LuaScript("apilicense_reset")
 PRIME = LuaScript("apilicense_prime")
+TOTAL = LuaScript("apilicense_total")
 TAKE = LuaScript("apilicense_flush_take")
 DONE = LuaScript("apilicense_flush_done")
 
@@ -146,7 +147,7 @@ def meta_fields(row: Any) -> tuple[list, int]:
             *_window_limits(rules)], META_TTL
 
 
-# -- FILL_USED, RESET --------------------------------------------------------------------------------
+# -- FILL_USED, TOTAL, RESET --------------------------------------------------------------------------------
 
 def fill_used_keys(ref: LicenseRef, license_id: int) -> list[str]:
     p = ref.prefix
@@ -157,6 +158,11 @@ def fill_used_done(reply: Any) -> bool:
     """True: counters rebuilt (or present); False: the Postgres snapshot was older than a finished
     flush, read it again."""
     return int(reply) == 1
+
+
+def lifetime_total(reply: Any) -> int | None:
+    """TOTAL's reply: units ever consumed (None: the counters are not in Redis, fill them first)."""
+    return None if reply is None else int(reply)
 
 
 def period_indexes(periods: list[str]) -> list[int]:

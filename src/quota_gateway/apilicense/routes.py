@@ -55,7 +55,7 @@ async def update(call: Call) -> dict:
     b = call.body
     expires = b["expirationDate"]
     if isinstance(expires, str):
-        expires = times.parse_field(expires, "expirationDate")
+        expires = times.parse_field(expires, "expirationDate", naive_is_utc=True)
     row = await service.update(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"],
                                b["maxApiCalls"], expires)
     return service.license_json(row, call.services.clock.now())

@@ -138,13 +138,13 @@ async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key
     row = await find_in(pool, tenant_id, raw_key)
     license_ref = ref(row)
     if period_type in ("all", "lifetime"):
-        # The offset makes "used" zero without rewriting history: used = total - offset.
-        answer = await engine.run(license_ref, tenant_id, 0, False)
-        if answer is None:
-            raise ApiError(404, "not_found", "no such API key")
+        # The offset makes "used" zero without rewriting history: used = total - offset. It is set
+        # to the total (Redis's, so unflushed usage counts), never raised by "used": concurrent
+        # resets then agree, and the offset only ever grows.
+        total = await engine.lifetime_total(license_ref, row["id"])
         async with pool.acquire() as conn:
-            await conn.execute("UPDATE api_licenses SET used_offset = used_offset + $2 WHERE id = $1", row["id"],
-                               answer.used)
+            await conn.execute("UPDATE api_licenses SET used_offset = GREATEST(used_offset, $2) WHERE id = $1",
+                               row["id"], total)
         await engine.invalidate(license_ref)
     periods = list(fastpath.PERIODS) if period_type == "all" else [period_type] if period_type in fastpath.PERIODS else []
     if periods:

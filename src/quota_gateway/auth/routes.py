@@ -19,7 +19,7 @@ _CREATE = obj(
 async def create(call: Call) -> JSONResponse:
     """Create an access token; the full token is in this response and nowhere else, ever."""
     text = call.body["expiresAt"]
-    expires = None if text is None else times.parse_field(text, "expiresAt", naive="refuse")
+    expires = None if text is None else times.parse_field(text, "expiresAt")
     async with call.services.pool.acquire() as conn:
         token = await create_token(conn, call.tenant_id, call.body["name"], call.body["scopes"], expires)
     return JSONResponse(token, status_code=201)

@@ -16,9 +16,9 @@ import asyncpg
 from ..errors import ApiError
 from ..formats import access_token
 from ..formats.digests import sha256 as digest
-from ..principal import Principal
+from ..principal import ANY_TOKEN, Principal
 
-__all__ = ["SCOPES", "Principal", "check_scopes", "create_token", "digest", "list_tokens", "load_principal",
+__all__ = ["ANY_TOKEN", "SCOPES", "Principal", "check_scopes", "create_token", "digest", "list_tokens", "load_principal",
            "revoke_token", "secret_matches"]
 
 SCOPES = ("verify", "generate", "email", "manage", "admin")

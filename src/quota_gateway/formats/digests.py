@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 
-def sha256(text: str) -> bytes:
-    """SHA-256 of the UTF-8 text: how activation keys, API keys and token secrets are stored."""
-    return hashlib.sha256(text.encode()).digest()
+def sha256(data: str | bytes) -> bytes:
+    """SHA-256 of the bytes (text as UTF-8): how activation keys, API keys, token secrets and
+    offline codes are stored."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).digest()

@@ -7,20 +7,27 @@ from datetime import UTC, datetime
 from ..errors import ApiError
 
 
-def parse_iso(text: str) -> datetime:
-    """ISO-8601 text (a trailing `Z` accepted); ValueError when it is not one."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def parse_field(text: str, field: str, *, naive: str = "utc") -> datetime:
-    """A body field's timestamp, or 400 invalid_field. `naive`: "utc" reads a time without a
-    zone as UTC, "refuse" answers 400 for it."""
+def parse_iso_utc(text: str, *, naive_is_utc: bool = False) -> datetime:
+    """An ISO-8601 timestamp as an aware UTC datetime. ValueError (with a message for the client)
+    when it is not ISO-8601, has no zone (unless `naive_is_utc`), or leaves years 1..9999 once
+    moved to UTC (`9999-12-31T23:59:59-10:00` is in year 10000)."""
     try:
-        value = parse_iso(text)
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError(400, "invalid_field", f"{field}: must be an ISO-8601 timestamp", field=field) from None
+        raise ValueError("must be an ISO-8601 timestamp") from None
     if value.tzinfo is None:
-        if naive != "utc":
-            raise ApiError(400, "invalid_field", f"{field}: must carry a time zone (use Z for UTC)", field=field)
-        value = value.replace(tzinfo=UTC)
-    return value
+        if not naive_is_utc:
+            raise ValueError("must carry a time zone (use Z for UTC)")
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall within the years 1 to 9999 in UTC") from None
+
+
+def parse_field(text: str, field: str, *, naive_is_utc: bool = False) -> datetime:
+    """A request field's timestamp (parse_iso_utc), or 400 invalid_field naming the field."""
+    try:
+        return parse_iso_utc(text, naive_is_utc=naive_is_utc)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_field", f"{field}: {exc}", field=field) from None

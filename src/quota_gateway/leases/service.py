@@ -15,7 +15,7 @@ from ..clock import iso_utc
 from ..errors import ApiError
 from ..licensing import keys as key_format
 from . import token as lease_token
-from .pool import LeasePools, PoolRef
+from .pool import Changed, LeasePools, PoolRef
 
 _LEASE_CODES = {"LEASE_RELEASED": "LEASE_RELEASED", "LEASE_RENEWED": "LEASE_INVALID", "KEY_INVALID": "KEY_INVALID",
                 "KEY_EXPIRED": "KEY_EXPIRED"}
@@ -42,10 +42,32 @@ def pool_ref(raw_key: str) -> tuple[PoolRef, bytes] | None:
     return PoolRef(digest.hex()), digest
 
 
+_KEY_COLUMNS = "id, tenant_id, lease_limit, expires_at, revoked_at, products"
+
+
 async def _key_row(pool: asyncpg.Pool, tenant_id: str, digest: bytes) -> Any:
     async with pool.acquire() as conn:
-        return await conn.fetchrow("SELECT id, tenant_id, lease_limit, expires_at, revoked_at, products "
-                                   "FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2", digest, tenant_id)
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2",
+                                   digest, tenant_id)
+
+
+async def _owner_row(pool: asyncpg.Pool, digest: bytes) -> Any:
+    """The key's row whoever owns it: what the pool's Redis metadata caches (the scripts compare
+    the owner with the asking organization, so one organization's answer never lands in another's)."""
+    async with pool.acquire() as conn:
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1", digest)
+
+
+async def _pool_row(pool: asyncpg.Pool, pool_id: str) -> Any:
+    """The row of the key whose digest starts with `pool_id` (16 hex digits, what a lease carries),
+    found through the unique index on key_digest as a range of digests."""
+    low = bytes.fromhex(pool_id)
+    high = int(pool_id, 16) + 1
+    async with pool.acquire() as conn:
+        if high >= 1 << 64:
+            return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest >= $1", low)
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest >= $1 "
+                                   "AND key_digest < $2", low, high.to_bytes(8, "big"))
 
 
 async def validate_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, raw_key: str, now: int) -> dict:
@@ -93,7 +115,7 @@ async def obtain(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, 
     lease_id = secrets.token_hex(12)
 
     async def load() -> Any:
-        return await _key_row(pool, tenant_id, digest)
+        return await _owner_row(pool, digest)
 
     obtained = await pools.obtain(ref, tenant_id, load, now, seconds, lease_id, client_id)
     if obtained.code == "LEASE_LIMIT_REACHED":
@@ -119,6 +141,19 @@ async def _verified_lease(pool: asyncpg.Pool, tenant_id: str, lease: str) -> dic
     return payload if lease_token.verify(pems, signed, signature) else None
 
 
+async def _change(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, payload: dict, action: str, now: int,
+                  new_id: str = "", seconds: int = 0) -> Changed:
+    pool_id = payload["key"]
+    if not isinstance(pool_id, str) or len(pool_id) != 16 or any(c not in "0123456789abcdef" for c in pool_id):
+        return Changed("KEY_INVALID", 0)  # signed by this organization, yet not a pool id it issues
+
+    async def load() -> Any:
+        return await _pool_row(pool, pool_id)
+
+    return await pools.change(PoolRef(pool_id), action, now, payload["lid"], new_id, seconds, tenant_id=tenant_id,
+                              loader=load)
+
+
 def _lease_failure(code: str, payload: dict, now: int) -> str:
     if code == "LEASE_GONE":
         return "LEASE_EXPIRED" if int(payload["exp"]) <= now else "LEASE_INVALID"
@@ -129,7 +164,7 @@ async def validate_lease(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, 
     payload = await _verified_lease(pool, tenant_id, lease)
     if payload is None:
         return {"isValid": False, "errorCode": "LEASE_INVALID"}
-    changed = await pools.change(PoolRef(payload["key"]), "check", now, payload["lid"])
+    changed = await _change(pool, pools, tenant_id, payload, "check", now)
     if changed.code != "OK":
         return {"isValid": False, "errorCode": _lease_failure(changed.code, payload, now)}
     return {"isValid": True, "expiry": iso_utc(changed.expiry)}
@@ -142,7 +177,7 @@ async def renew(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, t
     if payload is None:
         return {"success": False, "errorCode": "LEASE_INVALID"}
     new_id = secrets.token_hex(12)
-    changed = await pools.change(PoolRef(payload["key"]), "renew", now, payload["lid"], new_id, seconds)
+    changed = await _change(pool, pools, tenant_id, payload, "renew", now, new_id, seconds)
     if changed.code != "OK":
         return {"success": False, "errorCode": _lease_failure(changed.code, payload, now)}
     renewed = await _sign(pool, master_key, tenant_id, {**payload, "lid": new_id, "iat": now, "exp": changed.expiry})
@@ -153,7 +188,7 @@ async def release(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, lease: 
     payload = await _verified_lease(pool, tenant_id, lease)
     if payload is None:
         return {"success": False, "errorCode": "LEASE_INVALID"}
-    await pools.change(PoolRef(payload["key"]), "release", now, payload["lid"])
+    await _change(pool, pools, tenant_id, payload, "release", now)
     return {"success": True}
 
 
