@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import apilicense, auth, catalogue, db, events, health, leases, licensing, metrics, openapi, tenants
+from . import apilicense, auth, catalogue, db, events, health, leases, licensing, metrics, openapi, tenants, web
 from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings
@@ -37,7 +37,7 @@ from .services import Services
 
 log = logging.getLogger("quota_gateway")
 
-DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, events)
+DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, events, web)
 
 HotHandler = Callable[[Services, Scope, Receive, Send], Awaitable[None]]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from .. import fastpath
 from ..formats import times
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
@@ -28,13 +27,17 @@ _UPDATE = obj(
 _LIST = Query({**PAGE_FIELDS, "productId": Int(minimum=1), "status": Str(choices=("active", "revoked", "expired")),
                "clientIdentifier": Str(max_len=200)})
 _CHECK = Query({"units": Int(minimum=1, maximum=MAX_UNITS, default=1)})
-_RESET = Query({"periodType": Str(choices=("all", "lifetime", *fastpath.PERIODS), default="all")})
+_RESET = Query({"periodType": Str(choices=("all", "lifetime", *service.PERIODS), default="all")})
 
 
 async def create(call: Call) -> JSONResponse:
     """Issue an API key for a product (the full key is shown in this response only)."""
-    made = await service.create(call.services.pool, call.services.quota, call.tenant_id,
-                                call.services.clock.utcnow(), call.body)
+    b = call.body
+    async with call.services.pool.acquire() as conn:
+        made = await service.create_key(conn, call.services.quota, call.tenant_id, call.services.clock.utcnow(),
+                                        product_id=b["productId"], email=b["email"], client_name=b["clientName"],
+                                        client_identifier=b["clientIdentifier"], validity_days=b["validityDays"],
+                                        max_api_calls=b["maxApiCalls"])
     return JSONResponse(made, status_code=201)
 
 
@@ -46,7 +49,8 @@ async def listing(call: Call) -> dict:
 
 async def show(call: Call) -> dict:
     """One API key's settings (masked key)."""
-    row = await service.find_in(call.services.pool, call.tenant_id, call.path["api_key"])
+    async with call.services.pool.acquire() as conn:
+        row = await service.find(conn, call.tenant_id, call.path["api_key"])
     return service.license_json(row, call.services.clock.now())
 
 
@@ -56,15 +60,17 @@ async def update(call: Call) -> dict:
     expires = b["expirationDate"]
     if isinstance(expires, str):
         expires = times.parse_field(expires, "expirationDate", naive_is_utc=True)
-    row = await service.update(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"],
-                               b["maxApiCalls"], expires)
+    async with call.services.pool.acquire() as conn:
+        row = await service.find(conn, call.tenant_id, call.path["api_key"])
+        row = await service.update(conn, call.services.quota, row, b["maxApiCalls"], expires)
     return service.license_json(row, call.services.clock.now())
 
 
 async def revoke(call: Call) -> dict:
     """Revoke an API key; refused on every gateway from the next request."""
-    return await service.revoke(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"],
-                                call.services.clock.utcnow())
+    async with call.services.pool.acquire() as conn:
+        row = await service.find(conn, call.tenant_id, call.path["api_key"])
+        return await service.revoke_key(conn, call.services.quota, row, call.services.clock.utcnow())
 
 
 async def check(call: Call) -> Response:
@@ -77,13 +83,16 @@ async def check(call: Call) -> Response:
 
 async def usage(call: Call) -> dict:
     """Lifetime and per-window usage now, and usage history by day (written behind, ≤ flush interval late)."""
-    return await service.usage(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"])
+    async with call.services.pool.acquire() as conn:
+        row = await service.find(conn, call.tenant_id, call.path["api_key"])
+        return await service.usage(conn, call.services.quota, call.tenant_id, row)
 
 
 async def reset(call: Call) -> dict:
     """Reset the lifetime counter and/or the current window of a period."""
-    return await service.reset(call.services.pool, call.services.quota, call.tenant_id, call.path["api_key"],
-                               call.query["periodType"])
+    async with call.services.pool.acquire() as conn:
+        row = await service.find(conn, call.tenant_id, call.path["api_key"])
+    return await service.reset(call.services.pool, call.services.quota, call.tenant_id, row, call.query["periodType"])
 
 
 routes = [

@@ -1,7 +1,8 @@
-"""API-key management: the SQL of api_licenses and what a change must tell Redis.
+"""API-key licensing's management logic and SQL: issue, list, change, revoke, usage, reset (the
+REST routes and the admin UI call these).
 
-Functions take the pool (they release the connection before calling Redis) or a connection,
-and the engine when a change reaches the keys cached in Redis.
+Functions take a connection (or the pool, when they release it before calling Redis), and the
+engine when a change must reach the keys cached in Redis.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from . import engine as quota
 from .engine import QuotaEngine
 from .keyspace import LicenseRef
 
-_COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
-              l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
+PERIODS = fastpath.PERIODS  # the windows a reset can name (besides "all" and "lifetime")
+COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
+             l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
 _FROM = "api_licenses l JOIN products p ON p.id = l.product_id"
 
 
-def _mask(key: str) -> str:
+def mask(key: str) -> str:
     return f"{key[:8]}…{key[-4:]}"
 
 
@@ -41,46 +43,56 @@ def license_json(row: Any, now: float) -> dict:
             "createdAt": iso_utc(row["created_at"]), "revokedAt": iso_utc(row["revoked_at"])}
 
 
+def ref_of(row: Any) -> LicenseRef:
+    return LicenseRef.from_row(row["key_digest"], row["bucket"])
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", "no such API key")
+
+
 async def find(conn: asyncpg.Connection, tenant_id: str, raw_key: str) -> Any:
     """The tenant's license row for a key, or 404 not_found."""
     key = fastpath.normalize_api_key(raw_key)
     row = None
     if key is not None:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM {_FROM} WHERE l.key_digest = $1 AND l.tenant_id = $2",
+        row = await conn.fetchrow(f"SELECT {COLUMNS} FROM {_FROM} WHERE l.key_digest = $1 AND l.tenant_id = $2",
                                   sha256(key), tenant_id)
     if row is None:
-        raise ApiError(404, "not_found", "no such API key")
+        raise _not_found()
     return row
 
 
-async def find_in(pool: asyncpg.Pool, tenant_id: str, raw_key: str) -> Any:
-    async with pool.acquire() as conn:
-        return await find(conn, tenant_id, raw_key)
+async def find_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int) -> Any:
+    """The tenant's license row by id (the admin UI only knows masked keys), or 404 not_found."""
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM {_FROM} WHERE l.id = $1 AND l.tenant_id = $2",
+                              license_id, tenant_id)
+    if row is None:
+        raise _not_found()
+    return row
 
 
-def ref(row: Any) -> LicenseRef:
-    return LicenseRef.from_row(row["key_digest"], row["bucket"])
-
-
-async def create(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, now: datetime, body: dict) -> dict:
-    """Issue a key; the answer is the only place the full key ever appears."""
+async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: str, now: datetime, *, product_id: int,
+                     email: str = "", client_name: str = "", client_identifier: str = "",
+                     validity_days: int | None = None, max_api_calls: int | None = None) -> dict:
+    """Issue an API key; the returned dict is the only place the full key appears."""
     key = fastpath.generate_api_key(secrets.token_bytes(16))
-    expires = now + timedelta(days=body["validityDays"]) if body["validityDays"] else None
-    async with pool.acquire() as conn:
-        product = await catalogue.get_product(conn, tenant_id, body["productId"])
-        row = await conn.fetchrow(
-            """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
-                                         client_identifier, max_api_calls, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-            tenant_id, body["productId"], sha256(key), fastpath.api_key_bucket(key), _mask(key), body["email"],
-            body["clientName"], body["clientIdentifier"], body["maxApiCalls"], expires)
+    expires = now + timedelta(days=validity_days) if validity_days else None
+    product = await catalogue.get_product(conn, tenant_id, product_id)
+    row = await conn.fetchrow(
+        """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
+                                     client_identifier, max_api_calls, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+        tenant_id, product_id, sha256(key), fastpath.api_key_bucket(key), mask(key), email, client_name,
+        client_identifier, max_api_calls, expires)
     await engine.prime(LicenseRef(key), row["id"])
-    return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": body["maxApiCalls"],
-            "productId": body["productId"], "productName": product["name"], "clientName": body["clientName"],
-            "clientIdentifier": body["clientIdentifier"], "email": body["email"]}
+    return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": max_api_calls,
+            "productId": product_id, "productName": product["name"], "clientName": client_name,
+            "clientIdentifier": client_identifier, "email": email}
 
 
 async def listing(conn: asyncpg.Connection, tenant_id: str, now: datetime, q: dict) -> dict:
+    """One page of the tenant's keys (masked), newest first, filtered by product, status or client."""
     where = Where("l.tenant_id", tenant_id)
     where.equals("l.product_id", q["productId"])
     where.equals("l.client_identifier", q["clientIdentifier"])
@@ -90,65 +102,57 @@ async def listing(conn: asyncpg.Connection, tenant_id: str, now: datetime, q: di
         where.add(f"l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > {where.param(now)})")
     elif q["status"] == "expired":
         where.add(f"l.revoked_at IS NULL AND l.expires_at <= {where.param(now)}")
-    return await fetch_page(conn, count_from="SELECT count(*) FROM api_licenses l", select_from=f"SELECT {_COLUMNS} FROM {_FROM}",
-                            where=where, order_by="l.id DESC", page=q["page"], page_size=q["pageSize"],
-                            item=lambda r: license_json(r, now.timestamp()))
+    return await fetch_page(conn, count_from="SELECT count(*) FROM api_licenses l",
+                            select_from=f"SELECT {COLUMNS} FROM {_FROM}", where=where, order_by="l.id DESC",
+                            page=q["page"], page_size=q["pageSize"], item=lambda r: license_json(r, now.timestamp()))
 
 
-async def update(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str, max_api_calls: Any,
-                 expires: Any) -> Any:
+async def update(conn: asyncpg.Connection, engine: QuotaEngine, row: Any, max_api_calls: Any, expires: Any) -> Any:
     """Change the lifetime quota or expiry (UNSET keeps a value, None clears it); every gateway
-    sees it on the next request."""
-    async with pool.acquire() as conn:
-        row = await find(conn, tenant_id, raw_key)
-        row = await conn.fetchrow(
-            f"""UPDATE api_licenses l
-                SET max_api_calls = CASE WHEN $4 THEN l.max_api_calls ELSE $2 END,
-                    expires_at = CASE WHEN $5 THEN l.expires_at ELSE $3 END
-                FROM products p WHERE l.id = $1 AND p.id = l.product_id RETURNING {_COLUMNS}""",
-            row["id"], None if max_api_calls is UNSET else max_api_calls, None if expires is UNSET else expires,
-            max_api_calls is UNSET, expires is UNSET)
-    await engine.invalidate(ref(row))
+    sees it on the next request. Returns the changed row."""
+    row = await conn.fetchrow(
+        f"""UPDATE api_licenses l
+            SET max_api_calls = CASE WHEN $4 THEN l.max_api_calls ELSE $2 END,
+                expires_at = CASE WHEN $5 THEN l.expires_at ELSE $3 END
+            FROM products p WHERE l.id = $1 AND p.id = l.product_id RETURNING {COLUMNS}""",
+        row["id"], None if max_api_calls is UNSET else max_api_calls, None if expires is UNSET else expires,
+        max_api_calls is UNSET, expires is UNSET)
+    await engine.invalidate(ref_of(row))
     return row
 
 
-async def revoke(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str, now: datetime) -> dict:
-    async with pool.acquire() as conn:
-        row = await find(conn, tenant_id, raw_key)
-        await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"], now)
-    await engine.invalidate(ref(row))
+async def revoke_key(conn: asyncpg.Connection, engine: QuotaEngine, row: Any, now: datetime) -> dict:
+    await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"], now)
+    await engine.invalidate(ref_of(row))
     return {"revoked": True, "apiKey": row["key_hint"]}
 
 
-async def usage(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str) -> dict:
-    async with pool.acquire() as conn:
-        row = await find(conn, tenant_id, raw_key)
-        history = await conn.fetch("SELECT day, units FROM api_usage_daily WHERE license_id = $1 ORDER BY day",
-                                   row["id"])
-    answer = await engine.run(ref(row), tenant_id, 0, False)
+async def usage(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: str, row: Any) -> dict:
+    """Lifetime and per-window usage now (from Redis), and usage by day (from the write-behind record)."""
+    history = await conn.fetch("SELECT day, units FROM api_usage_daily WHERE license_id = $1 ORDER BY day", row["id"])
+    answer = await engine.run(ref_of(row), tenant_id, 0, False)
     if answer is None:
-        raise ApiError(404, "not_found", "no such API key")
+        raise _not_found()
     document = answer.document()
     return {"apiKey": row["key_hint"], "quota": document["quota"], "rateLimits": document["rateLimits"],
             "history": [{"date": r["day"].isoformat(), "units": r["units"]} for r in history]}
 
 
-async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, raw_key: str, period_type: str) -> dict:
-    """Reset the lifetime counter ("lifetime"), the current window of one period, or both ("all")."""
-    row = await find_in(pool, tenant_id, raw_key)
-    license_ref = ref(row)
+async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, row: Any, period_type: str) -> dict:
+    """Reset the lifetime counter ('lifetime'), one window ('minute'...'month'), or everything ('all')."""
+    ref = ref_of(row)
     if period_type in ("all", "lifetime"):
         # The offset makes "used" zero without rewriting history: used = total - offset. It is set
         # to the total (Redis's, so unflushed usage counts), never raised by "used": concurrent
         # resets then agree, and the offset only ever grows.
-        total = await engine.lifetime_total(license_ref, row["id"])
+        total = await engine.lifetime_total(ref, row["id"])
         async with pool.acquire() as conn:
             await conn.execute("UPDATE api_licenses SET used_offset = GREATEST(used_offset, $2) WHERE id = $1",
                                row["id"], total)
-        await engine.invalidate(license_ref)
-    periods = list(fastpath.PERIODS) if period_type == "all" else [period_type] if period_type in fastpath.PERIODS else []
+        await engine.invalidate(ref)
+    periods = list(PERIODS) if period_type == "all" else [period_type] if period_type in PERIODS else []
     if periods:
-        await engine.reset_windows(license_ref, row["id"], periods)
+        await engine.reset_windows(ref, row["id"], periods)
     return {"apiKey": row["key_hint"], "reset": period_type}
 
 
@@ -158,4 +162,4 @@ async def features_changed(pool: asyncpg.Pool, runner: ScriptRunner, tenant_id: 
         rows = await conn.fetch("SELECT key_digest, bucket FROM api_licenses WHERE tenant_id = $1 AND product_id = $2",
                                 tenant_id, product_id)
     for row in rows:
-        await quota.invalidate(runner, ref(row))
+        await quota.invalidate(runner, ref_of(row))
