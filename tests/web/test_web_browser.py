@@ -275,3 +275,66 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
     assert "not_activated" in page   # the refused validation, by status
     assert "Big Client" in page and "90 / 100 (90 %)" in page   # most used, and near its limit
     shot(browser, "admin-analytics")
+
+
+async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, tenant, clock, smtp_server):
+    server, mailing = live
+    from web_helpers import make_admin_link
+
+    async with httpx.AsyncClient(base_url=server.url) as api:
+        product = (await api.post("/api/product", json={"name": "CAD Suite"}, headers=tenant.headers)).json()["id"]
+        await api.post(f"/api/product/{product}/features", json={"name": "render"}, headers=tenant.headers)
+    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/products")
+    fill(browser, "plan_name", "Annual")
+    fill(browser, "duration_days", "365")
+    await asyncio.to_thread(submit, browser, "form[action$='/plans'] button[type=submit]")
+    assert "365 days" in browser.find_element(By.CSS_SELECTOR, "[id^=plan-]").text
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/floating")
+    fill(browser, "customer_name", "Initech")
+    await asyncio.to_thread(submit, browser, "form[action$='/customers'] button[type=submit]")
+    fill(browser, "lease_limit", "3")
+    fill(browser, "features", "render")
+    await asyncio.to_thread(submit, browser, "form[action$='/floating/keys'] button[type=submit]")
+    key = browser.find_element(By.ID, "secret").get_attribute("value")
+    async with httpx.AsyncClient(base_url=server.url) as api:
+        for client_id in ("workstation-7", "laptop-3"):
+            r = await api.post(f"/licensing/{tenant.id}/lease/obtain", json={"key": key, "clientId": client_id})
+            assert r.json()["success"], r.text
+    await asyncio.to_thread(submit, browser, "a.button")   # "Done": the key's page
+
+    def leases_listed(b) -> bool:
+        if "laptop-3" in b.page_source and "workstation-7" in b.page_source:
+            return True
+        b.refresh()   # the lease history reaches Postgres within the flush interval
+        return False
+    await asyncio.to_thread(WebDriverWait(browser, 10, poll_frequency=0.3).until, leases_listed)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "tr.lease")) == 2
+    assert "2 of 3" in browser.page_source
+    shot(browser, "admin-floating-key")
+    browser.get(f"{server.url}/admin/{tenant.slug}/floating")
+    assert "2 / 3" in browser.page_source
+    shot(browser, "admin-floating")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/email")
+    fill(browser, "host", smtp_server.host)
+    fill(browser, "port", str(smtp_server.port))
+    browser.find_element(By.CSS_SELECTOR, "#security option[value=none]").click()
+    fill(browser, "from", "shop@acme.example")
+    await asyncio.to_thread(submit, browser, "form[action$='/email/smtp'] button[type=submit]")
+    assert "SMTP settings saved." in browser.page_source
+    fill(browser, "to", "me@acme.example")
+    await asyncio.to_thread(submit, browser, "form[action$='/smtp/test'] button[type=submit]")
+    assert "Test message sent" in browser.page_source
+    assert "SMTP test" in (await smtp_server.wait_for(1, timeout=15))[0].subject
+    shot(browser, "admin-email")
+    browser.find_element(By.CSS_SELECTOR, "a[href$='/email/templates/ticket_reply']").click()
+    fill(browser, "subject", "Re: {{TicketSubject}} [Acme support]")
+    await asyncio.to_thread(submit, browser, "form[action$='/ticket_reply'] button[type=submit]")
+    assert "Template ticket_reply saved." in browser.page_source
+    shot(browser, "admin-email-template")
