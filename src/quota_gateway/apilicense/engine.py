@@ -38,7 +38,6 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
-_WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 2592000}  # RateLimit-Policy w=
 
 
 def _window_limits(spec: str) -> list[int]:
@@ -94,16 +93,6 @@ class Outcome:
     def document(self) -> dict:
         return orjson.loads(self.body)
 
-    def named_limit(self) -> tuple[str, int, int, int]:
-        """(name, limit, remaining, window seconds) of the limit that refused the request: the
-        quota, or the window of the refusing period with the least left."""
-        if self.code == "quota_exhausted":
-            return "quota", self.limit, max(self.limit - self.used, 0), 0
-        period = self.code.removeprefix("rate_limit_")
-        slot, limit, used = min((w for w in self.windows if fastpath.PERIODS[w[0] % 4] == period),
-                                key=lambda w: w[1] - w[2])
-        return fastpath.WINDOW_NAMES[slot], limit, max(limit - used, 0), _WINDOW_SECONDS[period]
-
 
 def _msgpack_uint(value: int) -> bytes:
     return struct.pack(">BQ", 0xCF, value)  # uint 64
@@ -118,7 +107,7 @@ class QuotaEngine:
         self.services = services
         self.runner = runner
         self._clock = services.clock
-        self._clock_cache: tuple[int, bytes, tuple] = (-1, b"", ())
+        self._clock_cache: tuple[int, bytes, tuple, tuple] = (-1, b"", (), ())
         metrics = services.metrics
         self._validations = metrics.counts("qg_apilicense_validations", "API-key validations by product and outcome",
                                            ("product", "result", "code"))
@@ -140,7 +129,7 @@ class QuotaEngine:
         if ref is None:
             ref = self._remember(key)
         idem = hashlib.sha1(idempotency_key.encode()).hexdigest()[:20] if idempotency_key else ""
-        reply, resets_at = await self._reply(ref, tenant_id, units, consume, idem)
+        reply, clock = await self._reply(ref, tenant_id, units, consume, idem)
         if reply is None:
             self._count("", "not_found")
             return 404, _NOT_FOUND_BODY, []
@@ -148,13 +137,15 @@ class QuotaEngine:
         self._count(product, code)
         if reply[3] == 1:
             self._near_limit.inc((product,))
-        if code == "ok":  # the common answer: rendered straight from the reply
+        now, _, resets_at, window_ends = clock
+        if code == "ok":
+            status = 200
             if reply[1]:  # consumed (an idempotent replay marks a bucket with nothing new: harmless)
                 self.dirty.add(ref.bucket)
-            return 200, fastpath.render_validation(reply, resets_at), []
-        outcome = Outcome(reply, resets_at)
-        status = DENIAL_STATUS[code]
-        return status, outcome.body, self._limit_headers(outcome) if status == 429 else []
+        else:
+            status = DENIAL_STATUS[code]
+        # Body and rate-limit fields are rendered straight from the reply by the compiled fast path.
+        return status, fastpath.render_validation(reply, resets_at), fastpath.limit_headers(reply, now, window_ends)
 
     def _remember(self, key: str) -> LicenseRef:
         if len(self._refs) >= _REF_CACHE_SIZE:
@@ -164,15 +155,15 @@ class QuotaEngine:
 
     async def run(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str = "") -> Outcome | None:
         """The validate script's answer, decoded (None: no such key for this tenant)."""
-        reply, resets_at = await self._reply(ref, tenant_id, units, consume, idem)
-        return None if reply is None else Outcome(reply, resets_at)
+        reply, clock = await self._reply(ref, tenant_id, units, consume, idem)
+        return None if reply is None else Outcome(reply, clock[2])
 
     async def _reply(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool,
                      idem: str) -> tuple[list | None, tuple]:
-        """The validate script's reply (None: no such key for this tenant) and the ISO ends of the
-        windows it counted in, filling metadata and counters from Postgres when Redis lacks them."""
-        packed_clock, resets_at = self._packed_clock(int(self._clock.now()))
-        args = [tenant_id, units, 1 if consume else 0, idem, packed_clock]
+        """The validate script's reply (None: no such key for this tenant) and the clock it ran
+        with (see _packed_clock), filling metadata and counters from Postgres when Redis lacks them."""
+        clock = self._packed_clock(int(self._clock.now()))
+        args = [tenant_id, units, 1 if consume else 0, idem, clock[1]]
         for _ in range(5):
             reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
             head = reply[0]
@@ -181,37 +172,23 @@ class QuotaEngine:
             elif head == b"fill":
                 await self._fill_used(ref, int(reply[1]))
             elif head == b"nf":
-                return None, resets_at
+                return None, clock
             else:
-                return reply, resets_at
+                return reply, clock
         raise RuntimeError("license metadata kept changing during validation")
 
-    def _packed_clock(self, now: int) -> tuple[bytes, tuple]:
-        """The script's clock argument (msgpack: now, day yyyymmdd, each window's start and end),
-        and the windows' ends as ISO text: the same for a whole second."""
-        cached_at, packed, resets_at = self._clock_cache
-        if cached_at != now:
+    def _packed_clock(self, now: int) -> tuple[int, bytes, tuple, tuple]:
+        """(now, the script's clock argument (msgpack: now, day yyyymmdd, each window's start and
+        end), the windows' ends as ISO text, and as epoch seconds): the same for a whole second."""
+        cached = self._clock_cache
+        if cached[0] != now:
             day = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%d").encode()
             bounds = [fastpath.window_bounds(now, period) for period in fastpath.PERIODS]
             packed = (_msgpack_uint(now) + bytes([0xA0 | len(day)]) + day  # fixstr: 8 bytes
                       + b"".join(_msgpack_uint(edge) for pair in bounds for edge in pair))
             resets_at = tuple(iso_utc(end).encode() for _, end in bounds)
-            self._clock_cache = (now, packed, resets_at)
-        return packed, resets_at
-
-    def _limit_headers(self, outcome: Outcome) -> list:
-        """Retry-After, X-RateLimit-*, and the IETF RateLimit / RateLimit-Policy fields."""
-        name, limit, remaining, window = outcome.named_limit()
-        reset_at = str(int(self._clock.now()) + outcome.retry_after).encode()
-        policy = f'"{name}";q={limit}' + (f";w={window}" if window else "")
-        return [
-            (b"retry-after", str(max(outcome.retry_after, 1)).encode()),
-            (b"x-ratelimit-limit", str(limit).encode()),
-            (b"x-ratelimit-remaining", str(remaining).encode()),
-            (b"x-ratelimit-reset", reset_at),
-            (b"ratelimit", f'"{name}";r={remaining};t={outcome.retry_after}'.encode()),
-            (b"ratelimit-policy", policy.encode()),
-        ]
+            cached = self._clock_cache = (now, packed, resets_at, tuple(end for _, end in bounds))
+        return cached
 
     def _count(self, product: str, code: str) -> None:
         self._validations.inc((product, "allowed" if code == "ok" else "denied", code))
