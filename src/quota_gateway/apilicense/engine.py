@@ -21,7 +21,7 @@ PRIME = LuaScript("apilicense_prime")
 TOTAL = LuaScript("apilicense_total")
 
 META_TTL = 3600
-META_FORMAT = "4"  # the script refills metadata cached in any other format
+META_FORMAT = "5"  # the script refills metadata cached in any other format (4: features without rules)
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 MAX_UNITS = 1_000_000
 
@@ -205,11 +205,13 @@ class QuotaEngine:
             fields = [META_FORMAT, "0"]
             ttl = NEGATIVE_TTL
         else:  # the layout apilicense_validate.lua unpacks
-            rules, passthrough = fastpath.compile_rules(list(row["features"]))
+            # Rules drive the limits; the answer lists every feature of the product, rules included
+            # (the ExisOne document's example: "features": ["api:rate:minute:100", "api:tier:premium"]).
+            rules, _ = fastpath.compile_rules(list(row["features"]))
             fields = [META_FORMAT, "1", row["id"], str(row["tenant_id"]), "1" if row["revoked_at"] else "0",
                       int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
                       row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
-                      orjson.dumps(passthrough), row["name"], iso_utc(row["expires_at"]) if row["expires_at"] else "",
+                      orjson.dumps(list(row["features"])), row["name"], iso_utc(row["expires_at"]) if row["expires_at"] else "",
                       *_window_limits(rules)]
             ttl = META_TTL
         await self.runner.run(FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
