@@ -75,3 +75,24 @@ async def test_allowed_answer_of_a_quota_only_key_names_the_quota(client, tenant
     unlimited = await make_api_key(client, tenant.headers, product)
     r = await client.post(VALIDATE, json={"apiKey": unlimited}, headers=tenant.headers)
     assert r.status_code == 200 and "ratelimit" not in r.headers  # nothing limited, nothing to name
+
+
+async def test_api_key_endpoints_raise_the_documents_events(client, tenant, other_tenant, settings):
+    """The ExisOne webhook overview lists `api.license.created` and `api.license.revoked`."""
+    import asyncpg
+    import orjson
+
+    product = await make_product(client, tenant.headers)
+    key = await make_api_key(client, tenant.headers, product)
+    for _ in range(2):
+        assert (await client.delete(f"/api/apilicense/{key}", headers=tenant.headers)).status_code == 200
+    assert (await client.delete(f"/api/apilicense/{key}", headers=other_tenant.headers)).status_code == 404
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT tenant_id, type, data FROM events ORDER BY id")
+    finally:
+        await conn.close()
+    assert [(str(r["tenant_id"]), r["type"]) for r in rows] == [(tenant.id, "api.license.created"),
+                                                               (tenant.id, "api.license.revoked")]
+    created = orjson.loads(rows[0]["data"])
+    assert created["productId"] == product and key not in rows[0]["data"]  # the key itself never leaves
