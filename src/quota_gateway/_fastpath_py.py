@@ -11,13 +11,16 @@ from __future__ import annotations
 import calendar
 import zlib
 
-_TOKEN_SCHEME = "ExisOneApi "
-_TOKEN_PREFIX = "exo_at_"
-_PUBLIC_LEN = 12
-_SECRET_LEN = 32
+from .formats import access_token
+from .formats.crockford import ALPHABET as CROCKFORD
+
+_TOKEN_SCHEME = access_token.SCHEME + " "
+_TOKEN_PREFIX = access_token.PREFIX
+_PUBLIC_LEN = access_token.PUBLIC_LEN
+_SECRET_LEN = access_token.SECRET_LEN
+_PREFIX_LEN = len(_TOKEN_PREFIX)
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 API_KEY_PREFIX = "qgk_"
 _BODY_LEN = 26
 _KEY_LEN = len(API_KEY_PREFIX) + _BODY_LEN + 2
@@ -42,10 +45,10 @@ def parse_access_token(token: str) -> tuple[str, str] | None:
     """`exo_at_<public>_<secret>` → (public, secret), or None when malformed."""
     if len(token) != len(_TOKEN_PREFIX) + _PUBLIC_LEN + 1 + _SECRET_LEN or not token.startswith(_TOKEN_PREFIX):
         return None
-    public = token[7:7 + _PUBLIC_LEN]
-    if token[7 + _PUBLIC_LEN] != "_":
+    public = token[_PREFIX_LEN:_PREFIX_LEN + _PUBLIC_LEN]
+    if token[_PREFIX_LEN + _PUBLIC_LEN] != "_":
         return None
-    secret = token[8 + _PUBLIC_LEN:]
+    secret = token[_PREFIX_LEN + 1 + _PUBLIC_LEN:]
     if not _ALNUM.issuperset(public) or not _ALNUM.issuperset(secret):
         return None
     return public, secret
@@ -230,7 +233,8 @@ def limit_headers(reply: list, now: int, window_ends: tuple) -> list[tuple[bytes
         raise ValueError("window_ends must hold the ends of the minute, hour, day and month windows")
     code = _text(reply[0]).encode()
     ok = code == b"ok"
-    best, best_left, best_reset = -1, 0, None  # best: reply index of the named window; 0: the quota
+    best, best_left = -1, 0  # best: reply index of the named window; 0: the quota
+    best_reset: int | None = None  # None: the named limit never resets
     period = -1
     retry_after = 0
     if not ok:
@@ -250,7 +254,7 @@ def limit_headers(reply: list, now: int, window_ends: tuple) -> list[tuple[bytes
                 continue
             left = int(reply[i + 1]) - int(reply[i + 2])
             reset = int(window_ends[slot % 4]) - now
-            if best < 0 or left < best_left or (left == best_left and reset < best_reset):
+            if best_reset is None or left < best_left or (left == best_left and reset < best_reset):
                 best, best_left, best_reset = i, left, reset
         quota_limit = int(reply[6])
         if ok and quota_limit >= 0 and (best < 0 or quota_limit - int(reply[5]) < best_left):
