@@ -35,6 +35,10 @@ class Settings:
     metrics_dir: str | None = field(default=None, metadata={"env": "QG_METRICS_DIR", "doc": "directory where worker processes share metrics snapshots (serve --workers N sets a temporary one)"})
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
+    support_tickets_per_token: int = field(default=100, metadata={"env": "QG_SUPPORT_TICKETS_PER_TOKEN", "doc": "support tickets one access token may create per window (the SDKs' token is shared by all of a product's users)"})
+    support_tickets_per_email: int = field(default=5, metadata={"env": "QG_SUPPORT_TICKETS_PER_EMAIL", "doc": "support tickets one e-mail address may create per window"})
+    support_ticket_window: int = field(default=3600, metadata={"env": "QG_SUPPORT_TICKET_WINDOW", "doc": "seconds of the support-ticket creation window"})
+    servicenow_timeout: float = field(default=10.0, metadata={"env": "QG_SERVICENOW_TIMEOUT", "doc": "seconds a ServiceNow instance has to connect and to answer each read"})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

@@ -1,0 +1,22 @@
+"""Support tickets (ExisOne `send_support_ticket`, staff replies, status, priority) and their sync
+to the tenant's ServiceNow instance through the job queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import sync
+from .routes import routes
+
+
+async def start(services: Any) -> None:
+    sync.state(services)  # the ServiceNow client (connection pool, OAuth tokens) for this process
+
+
+async def stop(services: Any) -> None:
+    current = services.domains.pop("support", None)
+    if current is not None:
+        await current.client.aclose()
+
+
+__all__ = ["routes", "start", "stop"]
