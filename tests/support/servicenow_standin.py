@@ -275,7 +275,7 @@ class StandinServer:
     async def _app(self, scope: Any, receive: Any, send: Any) -> None:
         await self._asgi(scope, receive, send)
 
-    def start(self) -> "StandinServer":
+    def start(self) -> StandinServer:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:

@@ -49,7 +49,7 @@ async def _events(settings, kind: str) -> list[dict]:
 
 
 async def test_create_links_product_license_hardware_and_version(quiet, tenant, sdk_headers, settings):
-    app, client = quiet
+    _, client = quiet
     product_id = await make_product(client, tenant.headers)
     key = (await client.post("/api/licenses", json={"productId": product_id}, headers=tenant.headers)).json()
     r = await client.post("/api/support/ticket", headers=sdk_headers, json={

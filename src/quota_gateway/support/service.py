@@ -9,7 +9,7 @@ shows it escapes it (the API returns it verbatim inside JSON strings).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -186,7 +186,7 @@ async def add_customer_reply(conn: asyncpg.Connection, tenant_id: str, ticket_id
                              *, now: datetime | None = None) -> dict[str, Any]:
     """A reply from the customer (the portal calls this): only on the customer's own ticket
     (another address gets the same 404 as a missing ticket); a resolved ticket opens again."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if len(message) > MESSAGE_MAX:
         raise ApiError(400, "message_too_long", f"message: must be at most {MESSAGE_MAX} characters",
                        field="message", maxLength=MESSAGE_MAX)

@@ -123,7 +123,8 @@ def _result(response: httpx.Response) -> Any:
     try:
         body = response.json()
     except ValueError:
-        raise ServiceNowError("bad_response", f"HTTP {response.status_code}: not JSON", status=response.status_code)
+        raise ServiceNowError("bad_response", f"HTTP {response.status_code}: not JSON",
+                              status=response.status_code) from None
     if not isinstance(body, dict) or "result" not in body:
         raise ServiceNowError("bad_response", f"HTTP {response.status_code}: no `result` in the answer",
                               status=response.status_code)
@@ -171,7 +172,7 @@ class ServiceNowClient:
                 access, lifetime = body["access_token"], float(body.get("expires_in", 1800))
             except (ValueError, KeyError, TypeError):
                 raise ServiceNowError("bad_response", "oauth_token.do answered without an access_token",
-                                      status=response.status_code)
+                                      status=response.status_code) from None
             expires = self.clock.now() + max(lifetime - TOKEN_MARGIN_SECONDS, lifetime / 2)
             self._tokens[instance.cache_key] = (str(access), expires)
             return str(access)
