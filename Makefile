@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml setup.py src/quota_gateway/_fastpath.pyx
 run: $(STAMP)
 	$(BIN)/quota-gateway serve $(ARGS)
 
+# Lint and types first (src/ must stay clean), then the tests.
 test: $(STAMP) browser
+	$(BIN)/ruff check src
+	$(BIN)/mypy src
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The web tests drive Debian's headless Chromium through its chromedriver (no browser download).

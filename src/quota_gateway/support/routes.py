@@ -13,8 +13,9 @@ from typing import Any
 
 from ..errors import ApiError
 from ..jsonio import JSONResponse
+from ..listing import PAGE_FIELDS
 from ..routing import Call, endpoint
-from ..schema import Bool, Email, Int, Query, Str, obj
+from ..schema import Bool, Email, Query, Str, obj
 from . import ratelimit, service, sync
 
 
@@ -42,9 +43,8 @@ _TICKET = obj(productName=Str(required=True, min_len=1, max_len=100), email=Emai
 _REPLY = obj(message=_MESSAGE)
 _STATUS = obj(status=Str(required=True, choices=service.STATUSES))
 _PRIORITY_BODY = obj(priority=Str(required=True, max_len=16, description="Low, Medium, High or Critical"))
-_LIST = Query({"page": Int(minimum=1, default=1), "pageSize": Int(minimum=1, maximum=500, default=50),
-               "status": Str(choices=service.STATUSES), "priority": _PRIORITY, "product": Str(max_len=100),
-               "email": Str(max_len=254)})
+_LIST = Query({**PAGE_FIELDS, "status": Str(choices=service.STATUSES), "priority": _PRIORITY,
+               "product": Str(max_len=100), "email": Str(max_len=254)})
 _SETTINGS = obj(instanceUrl=Str(required=True, min_len=1, max_len=300, description="https://<instance>.service-now.com"),
                 authType=Str(required=True, choices=("basic", "oauth")), username=Str(max_len=200, nullable=True),
                 password=Str(max_len=500, strip=False, nullable=True, description="kept when left out"),

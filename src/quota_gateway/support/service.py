@@ -20,6 +20,7 @@ from ..events import jobs, mailer, outbox
 from ..events import types as event_types
 from ..licensing import keys as license_keys
 from ..licensing import service as licensing
+from ..listing import Where, fetch_page
 
 PRIORITIES = ("Low", "Medium", "High", "Critical")
 STATUSES = ("open", "resolved")
@@ -117,19 +118,16 @@ async def create_ticket(conn: asyncpg.Connection, tenant_id: str, now: datetime,
 async def list_tickets(conn: asyncpg.Connection, tenant_id: str, *, page: int, page_size: int,
                        status: str | None = None, priority: str | None = None, product: str | None = None,
                        email: str | None = None) -> dict[str, Any]:
-    where, args = ["t.tenant_id = $1"], [tenant_id]
-    for clause, value in (("t.status = ${}", status), ("t.priority = ${}", priority and canonical_priority(priority)),
-                          ("lower(t.product_name) = lower(${})", product), ("lower(t.email) = lower(${})", email)):
-        if value:
-            args.append(value)
-            where.append(clause.format(len(args)))
-    condition = " AND ".join(where)
-    total = await conn.fetchval(f"SELECT count(*) FROM support_tickets t WHERE {condition}", *args)
-    rows = await conn.fetch(f"SELECT {_TICKET_COLUMNS} FROM support_tickets t WHERE {condition} "
-                            f"ORDER BY t.id DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
-                            *args, page_size, (page - 1) * page_size)
-    return {"items": [ticket_json(r) for r in rows], "page": page, "pageSize": page_size, "totalCount": total,
-            "totalPages": (total + page_size - 1) // page_size}
+    where = Where("t.tenant_id", tenant_id)
+    where.equals("t.status", status)
+    where.equals("t.priority", canonical_priority(priority) if priority else None)
+    if product:
+        where.add(f"lower(t.product_name) = lower({where.param(product)})")
+    if email:
+        where.add(f"lower(t.email) = lower({where.param(email)})")
+    return await fetch_page(conn, count_from="SELECT count(*) FROM support_tickets t",
+                            select_from=f"SELECT {_TICKET_COLUMNS} FROM support_tickets t", where=where,
+                            order_by="t.id DESC", page=page, page_size=page_size, item=ticket_json)
 
 
 async def get_ticket(conn: asyncpg.Connection, tenant_id: str, ticket_id: int) -> dict[str, Any]:

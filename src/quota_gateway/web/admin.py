@@ -21,7 +21,7 @@ from .pages import PageContext, action, form_int, int_param, page
 
 
 def _engine(ctx: PageContext) -> QuotaEngine:
-    engine: QuotaEngine = ctx.services.domains["apilicense"]
+    engine: QuotaEngine = ctx.services.quota
     return engine
 
 
