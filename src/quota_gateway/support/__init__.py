@@ -3,18 +3,17 @@ to the tenant's ServiceNow instance through the job queue."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..services import Services
 from . import sync
 from .routes import routes
 
 
-async def start(services: Any) -> None:
+async def start(services: Services) -> None:
     sync.state(services)  # the ServiceNow client (connection pool, OAuth tokens) for this process
 
 
-async def stop(services: Any) -> None:
-    current = services.domains.pop("support", None)
+async def stop(services: Services) -> None:
+    current, services.support = services.support, None
     if current is not None:
         await current.client.aclose()
 

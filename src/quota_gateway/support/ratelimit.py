@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from ..errors import ApiError
-from ..redisconn import LuaScript
+from ..formats import rediskeys
+from ..scripts import LuaScript, ScriptRunner, reply_text
 
 LIMIT = LuaScript("support_ticket_limit")
 
@@ -28,20 +28,20 @@ class Limits:
     window_seconds: int
 
 
-async def take(redis: Any, limits: Limits, tenant_id: str, token_id: int, email: str, now: float) -> None:
+async def take(runner: ScriptRunner, limits: Limits, tenant_id: str, token_id: int, email: str, now: float) -> None:
     """Count one ticket against the token's and the address's windows, or raise 429 (or 503)."""
     window = int(now) // limits.window_seconds
     email_digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
-    prefix = f"qg:{{sup:{tenant_id}}}:"
+    prefix = rediskeys.support_limits(tenant_id)
     keys = [f"{prefix}t:{token_id}:{window}", f"{prefix}e:{email_digest}:{window}"]
     try:
-        reply = await LIMIT(redis, keys, [limits.per_token, limits.per_email, limits.window_seconds])
-    except RedisError:
+        reply = await runner.run(LIMIT, keys, [limits.per_token, limits.per_email, limits.window_seconds])
+    except (RedisError, OSError):  # Redis unreachable: refuse briefly rather than count nothing
         raise ApiError(503, "unavailable", "ticket creation is briefly unavailable; retry shortly",
                        headers={"Retry-After": "1"}) from None
-    if reply[0] == b"OK":
+    if reply_text(reply[0]) == "OK":
         return
-    which = reply[1].decode()
+    which = reply_text(reply[1])
     retry_after = (window + 1) * limits.window_seconds - int(now)
     limit = limits.per_token if which == "token" else limits.per_email
     subject = "this access token" if which == "token" else "this e-mail address"

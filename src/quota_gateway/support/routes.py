@@ -71,7 +71,7 @@ async def create_ticket(call: Call) -> JSONResponse:
     """Open a support ticket (the ExisOne SDKs' send_support_ticket); answers its id."""
     assert call.principal is not None
     state = sync.state(call.services)
-    await ratelimit.take(call.services.redis, state.limits, call.tenant_id, call.principal.token_id,
+    await ratelimit.take(call.services.runner, state.limits, call.tenant_id, call.principal.token_id,
                          call.body["email"], call.services.clock.now())
     async with call.services.pool.acquire() as conn:
         ticket = await service.create_ticket(conn, call.tenant_id, _now(call), call.body)
@@ -128,13 +128,13 @@ async def resync(call: Call) -> dict:
 async def get_settings(call: Call) -> dict:
     """The ServiceNow connection, secrets masked."""
     async with call.services.pool.acquire() as conn:
-        return await sync.get_settings(conn, call.tenant_id, call.services.settings.master_key)
+        return await sync.get_settings(conn, call.tenant_id, call.services.settings.master_key or "")
 
 
 async def save_settings(call: Call) -> JSONResponse:
     """Create or replace the ServiceNow connection (a secret left out keeps the stored one)."""
     async with call.services.pool.acquire() as conn:
-        view, created = await sync.save_settings(conn, call.tenant_id, call.services.settings.master_key, _now(call),
+        view, created = await sync.save_settings(conn, call.tenant_id, call.services.settings.master_key or "", _now(call),
                                                  call.body)
     return JSONResponse(view, status_code=201 if created else 200)
 

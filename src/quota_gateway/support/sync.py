@@ -28,6 +28,7 @@ import asyncpg
 from .. import crypto
 from ..errors import ApiError
 from ..events import jobs
+from ..services import Services
 from . import service
 from .ratelimit import Limits
 from .servicenow import Instance, ServiceNowClient, ServiceNowError
@@ -44,21 +45,21 @@ _ERROR_CHARS = 500
 
 @dataclass
 class SupportState:
-    """The support domain's per-process parts (in services.domains["support"])."""
+    """The support domain's per-process parts (`Services.support`)."""
 
     client: ServiceNowClient
     limits: Limits
 
 
-def state(services: Any) -> SupportState:
-    current = services.domains.get("support")
-    if current is None:
+def state(services: Services) -> SupportState:
+    """The domain's state, made on first use (start() makes it; a job may run before in tests)."""
+    if services.support is None:
         settings = services.settings
-        current = services.domains["support"] = SupportState(
+        services.support = SupportState(
             ServiceNowClient(services.clock, timeout=settings.servicenow_timeout),
             Limits(settings.support_tickets_per_token, settings.support_tickets_per_email,
                    settings.support_ticket_window))
-    return current
+    return services.support
 
 
 def correlation_id(tenant_id: str, ticket_id: int) -> str:
@@ -184,11 +185,11 @@ async def load_instance(conn: asyncpg.Connection, tenant_id: str, master_key: st
                     cache_key=f"{tenant_id}:{row['revision']}")
 
 
-async def test_connection(services: Any, tenant_id: str) -> dict[str, Any]:
+async def test_connection(services: Services, tenant_id: str) -> dict[str, Any]:
     """Reach the instance with the saved settings: host, TLS, credentials (a fresh OAuth token),
     the table. `ok` false names what failed (`failure`, one of servicenow.FAILURES)."""
     async with services.pool.acquire() as conn:
-        instance = await load_instance(conn, tenant_id, services.settings.master_key, enabled_only=False)
+        instance = await load_instance(conn, tenant_id, services.settings.master_key or "", enabled_only=False)
     if instance is None:
         raise ApiError(404, "servicenow_not_configured", "no ServiceNow connection is set up for this tenant")
     try:
@@ -211,7 +212,7 @@ def work_note(message: Any) -> str:
     return f"{who} replied:\n\n{message['body']}"
 
 
-async def sync_job(services: Any, job: jobs.Job) -> None:
+async def sync_job(services: Services, job: jobs.Job) -> None:
     ticket_id = int(job.payload["ticketId"])
     async with services.pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(ticket_id)):
@@ -222,12 +223,12 @@ async def sync_job(services: Any, job: jobs.Job) -> None:
             await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(ticket_id))
 
 
-async def _sync(services: Any, conn: asyncpg.Connection, tenant_id: str, ticket_id: int) -> None:
+async def _sync(services: Services, conn: asyncpg.Connection, tenant_id: str, ticket_id: int) -> None:
     now = services.clock.utcnow()
     ticket = await conn.fetchrow("SELECT * FROM support_tickets WHERE tenant_id = $1 AND id = $2", tenant_id, ticket_id)
     if ticket is None:
         return  # deleted with its tenant
-    instance = await load_instance(conn, tenant_id, services.settings.master_key)
+    instance = await load_instance(conn, tenant_id, services.settings.master_key or "")
     if instance is None:  # turned off since: nothing to retry
         await conn.execute("UPDATE support_tickets SET snow_state = CASE WHEN snow_sys_id IS NULL THEN 'none' "
                            "ELSE 'synced' END WHERE id = $1", ticket_id)
