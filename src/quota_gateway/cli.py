@@ -200,11 +200,17 @@ def tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _tenant(conn: asyncpg.Connection, tenant: str) -> dict:
+    """The tenant by id or slug, or an error naming it."""
+    found = await get_tenant(conn, tenant)
+    if found is None:
+        raise ApiError(404, "tenant_not_found", f"no tenant '{tenant}'")
+    return found
+
+
 def token(args: argparse.Namespace) -> int:
     async def work(conn):
-        found = await get_tenant(conn, args.tenant)
-        if found is None:
-            raise ApiError(404, "tenant_not_found", f"no tenant '{args.tenant}'")
+        found = await _tenant(conn, args.tenant)
         if args.action == "create":
             return [await create_token(conn, found["id"], args.name, args.scopes.split(","))]
         if args.action == "revoke":
@@ -251,9 +257,7 @@ def admin(args: argparse.Namespace) -> int:
     from .web import signin
 
     async def work(conn):
-        found = await get_tenant(conn, args.tenant)
-        if found is None:
-            raise ApiError(404, "tenant_not_found", f"no tenant '{args.tenant}'")
+        found = await _tenant(conn, args.tenant)
         if args.action == "create":
             made = await signin.create_admin(conn, found["id"], args.email, Clock().utcnow())
             return f"admin {made['email']} of tenant {found['slug']}: sign in at {public}/admin/{found['slug']}/login"

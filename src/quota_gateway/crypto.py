@@ -27,15 +27,19 @@ _signing_cache: dict[str, tuple[float, str, rsa.RSAPrivateKey]] = {}
 _verifying_cache: dict[str, tuple[float, list[str]]] = {}
 
 
-def _wrapping_key(master_key: str | None, tenant_id: str) -> bytes:
-    if not master_key:
-        raise ApiError(500, "master_key_missing", "QG_MASTER_KEY is not configured")
+def derive_from_master(master_key: str, info: bytes) -> bytes:
+    """A 32-byte key for one purpose (`info`), derived from QG_MASTER_KEY (hex, or any text)."""
     try:
         material = bytes.fromhex(master_key)
     except ValueError:
         material = master_key.encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"quota_gateway tenant key " + tenant_id.encode()).derive(material)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
+
+
+def _wrapping_key(master_key: str | None, tenant_id: str) -> bytes:
+    if not master_key:
+        raise ApiError(500, "master_key_missing", "QG_MASTER_KEY is not configured")
+    return derive_from_master(master_key, b"quota_gateway tenant key " + tenant_id.encode())
 
 
 def _encrypt_private(key: rsa.RSAPrivateKey, master_key: str | None, tenant_id: str) -> bytes:
