@@ -70,6 +70,7 @@ def _ticket_id(call: Call) -> int:
 async def create_ticket(call: Call) -> JSONResponse:
     """Open a support ticket (the ExisOne SDKs' send_support_ticket); answers its id."""
     assert call.principal is not None
+    service.canonical_priority(call.body["priority"] or "Medium")  # refused input takes no slot
     state = sync.state(call.services)
     await ratelimit.take(call.services.runner, state.limits, call.tenant_id, call.principal.token_id,
                          call.body["email"], call.services.clock.now())
