@@ -131,3 +131,36 @@ async def decrypt_oaep(conn: asyncpg.Connection, tenant_id: str, master_key: str
             continue
     raise ApiError(400, "decryption_failed", "the payload was not encrypted with this tenant's public key")
 
+
+
+# --- small secrets of a tenant (webhook signing secrets, provider credentials) -------------------
+
+def _secret_key(master_key: str, tenant_id: str) -> bytes:
+    # A different HKDF label than the private keys': the two kinds of ciphertext never share a key.
+    if not master_key:
+        raise ApiError(500, "master_key_missing", "QG_MASTER_KEY is not configured")
+    try:
+        material = bytes.fromhex(master_key)
+    except ValueError:
+        material = master_key.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"quota_gateway tenant secret " + tenant_id.encode()).derive(material)
+
+
+def encrypt_secret(master_key: str, tenant_id: str, purpose: str, plaintext: bytes) -> bytes:
+    """nonce || AES-256-GCM(plaintext); the tenant id and `purpose` are the associated data, so a
+    ciphertext moved to another tenant or another field fails to decrypt."""
+    nonce = os.urandom(12)
+    aad = f"{tenant_id}|{purpose}".encode()
+    return nonce + AESGCM(_secret_key(master_key, tenant_id)).encrypt(nonce, plaintext, aad)
+
+
+def decrypt_secret(master_key: str, tenant_id: str, purpose: str, blob: bytes) -> bytes:
+    aad = f"{tenant_id}|{purpose}".encode()
+    return AESGCM(_secret_key(master_key, tenant_id)).decrypt(blob[:12], blob[12:], aad)
+
+
+def mask_secret(secret: str) -> str:
+    """`whsec_****abcd`: enough to tell secrets apart, never enough to use one."""
+    prefix = secret.split("_", 1)[0] + "_" if "_" in secret[:12] else ""
+    return f"{prefix}****{secret[-4:]}" if len(secret) > 8 else "****"
