@@ -133,31 +133,19 @@ async def decrypt_oaep(conn: asyncpg.Connection, tenant_id: str, master_key: str
 
 
 
-# --- small secrets of a tenant (webhook signing secrets, provider credentials) -------------------
+# --- small secrets at rest (SMTP passwords, webhook signing secrets) ------------------------------
 
-def _secret_key(master_key: str, tenant_id: str) -> bytes:
-    # A different HKDF label than the private keys': the two kinds of ciphertext never share a key.
-    if not master_key:
-        raise ApiError(500, "master_key_missing", "QG_MASTER_KEY is not configured")
-    try:
-        material = bytes.fromhex(master_key)
-    except ValueError:
-        material = master_key.encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"quota_gateway tenant secret " + tenant_id.encode()).derive(material)
-
-
-def encrypt_secret(master_key: str, tenant_id: str, purpose: str, plaintext: bytes) -> bytes:
-    """nonce || AES-256-GCM(plaintext); the tenant id and `purpose` are the associated data, so a
-    ciphertext moved to another tenant or another field fails to decrypt."""
+def seal(master_key: str, tenant_id: str, purpose: str, plaintext: bytes) -> bytes:
+    """AES-256-GCM under the tenant's wrapping key; `purpose` and the tenant id are the associated
+    data, so a sealed value cannot be moved to another tenant or used as another kind of secret."""
     nonce = os.urandom(12)
     aad = f"{tenant_id}|{purpose}".encode()
-    return nonce + AESGCM(_secret_key(master_key, tenant_id)).encrypt(nonce, plaintext, aad)
+    return nonce + AESGCM(_wrapping_key(master_key, tenant_id)).encrypt(nonce, plaintext, aad)
 
 
-def decrypt_secret(master_key: str, tenant_id: str, purpose: str, blob: bytes) -> bytes:
+def unseal(master_key: str, tenant_id: str, purpose: str, blob: bytes) -> bytes:
     aad = f"{tenant_id}|{purpose}".encode()
-    return AESGCM(_secret_key(master_key, tenant_id)).decrypt(blob[:12], blob[12:], aad)
+    return AESGCM(_wrapping_key(master_key, tenant_id)).decrypt(blob[:12], blob[12:], aad)
 
 
 def mask_secret(secret: str) -> str:

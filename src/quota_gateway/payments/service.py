@@ -53,7 +53,7 @@ def _secrets(master_key: str | None, tenant_id: str, provider: str, row: asyncpg
     blob = row["secrets_enc"]
     if blob is None:
         return {}
-    return orjson.loads(crypto.decrypt_secret(master_key or "", tenant_id, f"payments:{provider}", bytes(blob)))
+    return orjson.loads(crypto.unseal(master_key or "", tenant_id, f"payments:{provider}", bytes(blob)))
 
 
 async def resolve_mappings(conn: asyncpg.Connection, tenant_id: str, mappings: list[dict],
@@ -120,7 +120,7 @@ async def save_settings(conn: asyncpg.Connection, tenant_id: str, provider: str,
                                field="webhookSecret" if provider == "stripe" else "webhookId")
             blob = bytes(existing["secrets_enc"])
         else:
-            blob = crypto.encrypt_secret(master_key or "", tenant_id, f"payments:{provider}", orjson.dumps(secrets))
+            blob = crypto.seal(master_key or "", tenant_id, f"payments:{provider}", orjson.dumps(secrets))
         await conn.execute(
             """INSERT INTO payment_settings (tenant_id, provider, settings, secrets_enc, updated_at)
                VALUES ($1, $2, $3, $4, $5)
