@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import crypto
@@ -17,7 +17,7 @@ from . import service
 class OneOrMany(Field):
     """A string, or a list of them (several secrets while one is being rolled)."""
 
-    item: Str = Str(min_len=1, max_len=255)
+    item: Str = field(default_factory=lambda: Str(min_len=1, max_len=255))
     max_items: int = 5
 
     def parse(self, value: Any, path: str) -> list[str]:

@@ -291,16 +291,15 @@ async def _fulfil(ctx: _Context, purchase_ref: str, *, email: str, matches: list
                               "licenseType": made["licenseType"], "maxSeats": made["maxSeats"],
                               "features": made["features"], "expirationDate": iso_utc(made["expirationDate"])})
     if email:
-        await mailer.queue_mail(ctx.conn, ctx.tenant_id, "license_delivery", email, _delivery_context(email, delivered),
-                                dedupe_key=f"payments:{ctx.provider}:{purchase_ref}")
+        # One message per key: the delivery template presents one key, and a buyer of several
+        # forwards each to the person who will use it.
+        for number, lic in enumerate(delivered):
+            await mailer.queue_mail(ctx.conn, ctx.tenant_id, "license_delivery", email,
+                                    {"LicenseKey": lic["activationKey"], "ProductName": lic["productName"],
+                                     "ExpirationDate": lic["expirationDate"] or "", "CustomerEmail": email,
+                                     "Quantity": len(delivered)},
+                                    dedupe_key=f"payments:{ctx.provider}:{purchase_ref}:{number}")
     return f"fulfilled:{len(delivered)}"
-
-
-def _delivery_context(email: str, delivered: list[dict]) -> dict[str, Any]:
-    first = delivered[0]
-    return {"email": email, "licenses": delivered, "activationKey": first["activationKey"],
-            "productName": first["productName"], "expirationDate": first["expirationDate"],
-            "activationKeys": [d["activationKey"] for d in delivered]}
 
 
 async def _purchase_licenses(ctx: _Context, purchase_id: int) -> list[asyncpg.Record]:
