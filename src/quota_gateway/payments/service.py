@@ -379,6 +379,8 @@ async def _stripe_refunded(ctx: _Context, event: dict) -> str:
     if charge.get("refunded") is not True:
         return "partial_refund"  # only a full refund takes the licenses back
     payment_intent = stripe.payment_intent(charge)
+    # Asked before looking for the purchase: a fulfilment committing in between is then seen.
+    pending = bool(payment_intent) and await _purchase_pending(ctx, "payment_intent", payment_intent or "")
     purchases = await ctx.conn.fetch("SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = 'stripe' "
                                      "AND payment_ref = $2 AND refunded_at IS NULL", ctx.tenant_id, payment_intent) \
         if payment_intent else []
@@ -386,11 +388,14 @@ async def _stripe_refunded(ctx: _Context, event: dict) -> str:
     for purchase in purchases:
         await ctx.conn.execute("UPDATE payment_purchases SET refunded_at = $2 WHERE id = $1", purchase["id"], ctx.now)
         ended += await _end_licenses(ctx, purchase["id"], "on_refund")
+    if not purchases and pending:
+        raise NotYet(f"the purchase of {payment_intent} is not fulfilled yet")
     return f"refunded:{ended}" if purchases else "unknown_payment"
 
 
 async def _stripe_subscription_deleted(ctx: _Context, event: dict) -> str:
     subscription = stripe.object_id(_data_object(event))
+    pending = bool(subscription) and await _purchase_pending(ctx, "subscription", subscription or "")
     purchases = await ctx.conn.fetch("SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = 'stripe' "
                                      "AND subscription_ref = $2 AND cancelled_at IS NULL", ctx.tenant_id, subscription) \
         if subscription else []
@@ -398,7 +403,18 @@ async def _stripe_subscription_deleted(ctx: _Context, event: dict) -> str:
     for purchase in purchases:
         await ctx.conn.execute("UPDATE payment_purchases SET cancelled_at = $2 WHERE id = $1", purchase["id"], ctx.now)
         ended += await _end_licenses(ctx, purchase["id"], "on_cancel")
+    if not purchases and pending:
+        raise NotYet(f"the purchase of {subscription} is not fulfilled yet")
     return f"cancelled:{ended}" if purchases else "unknown_subscription"
+
+
+async def _purchase_pending(ctx: _Context, field: str, value: str) -> bool:
+    """Whether a Checkout Session naming `value` (its payment_intent or subscription) was received
+    but not processed yet: a refund or cancellation must wait for it, not be dropped."""
+    return bool(await ctx.conn.fetchval(
+        "SELECT 1 FROM payment_events WHERE tenant_id = $1 AND provider = 'stripe' AND processed_at IS NULL "
+        "AND event_type LIKE 'checkout.session.%' AND payload->'data'->'object'->>$2 = $3 LIMIT 1",
+        ctx.tenant_id, field, value))
 
 
 _STRIPE_HANDLERS = {"checkout.session.completed": _stripe_checkout,
