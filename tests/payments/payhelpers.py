@@ -8,9 +8,9 @@ import contextlib
 import datetime as dt
 import http.server
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import stripe
@@ -36,7 +36,7 @@ class CertAuthority:
     cert: x509.Certificate
 
     @classmethod
-    def make(cls, now: dt.datetime, name: str = "Payments Test Root") -> "CertAuthority":
+    def make(cls, now: dt.datetime, name: str = "Payments Test Root") -> CertAuthority:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         usage = x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                               data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
@@ -76,7 +76,7 @@ class CertServer:
         files, requests = self.files, self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 requests.append(self.path)
                 body = files.get(self.path)
                 self.send_response(200 if body is not None else 404)

@@ -10,9 +10,9 @@ from dataclasses import replace
 import asyncpg
 import orjson
 import pytest
+from payhelpers import CertAuthority, PayPalSigner, cert_server, write_pem
 
 from conftest import running_app
-from payhelpers import CertAuthority, PayPalSigner, cert_server, write_pem
 from quota_gateway.events import jobs
 from quota_gateway.payments import paypal
 
@@ -193,4 +193,4 @@ async def test_refused_deliveries_leave_no_trace(paypal_shop, tenant, settings, 
     clock.advance(400 * 86400)
     r = await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-LATE")
     assert r.status_code == 400
-    clock.set(dt.datetime(2027, 1, 15, 8, 0, tzinfo=dt.timezone.utc))
+    clock.set(dt.datetime(2027, 1, 15, 8, 0, tzinfo=dt.UTC))

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 import stripe as stripe_lib
-
 from payhelpers import CertAuthority, PayPalSigner, cert_server, stripe_headers, write_pem
+
 from quota_gateway.payments import paypal, stripe
 
 NOW = 1_800_000_000
@@ -76,7 +76,7 @@ def test_stripe_session_items_from_metadata_and_line_items():
 
 # --- PayPal ----------------------------------------------------------------------------------------
 
-CLOCK = dt.datetime.fromtimestamp(NOW, tz=dt.timezone.utc)
+CLOCK = dt.datetime.fromtimestamp(NOW, tz=dt.UTC)
 PAYPAL_BODY = b'{"id":"WH-1","event_type":"PAYMENT.CAPTURE.COMPLETED","resource":{"id":"5O190127TN364715T"}}'
 
 
@@ -153,7 +153,7 @@ async def test_paypal_certificate_not_named_for_paypal_is_refused(paypal_setup):
     key, cert = paypal_setup["ca"].issue(CLOCK, common_name="payments.example.com")
     url = paypal_setup["server"].publish("/v1/notifications/certs/CERT-other-name", cert)
     signer = PayPalSigner(key, url, "8PT597110X687430LKGECATA")
-    with pytest.raises(paypal.SignatureError, match="paypal.com"):
+    with pytest.raises(paypal.SignatureError, match=r"paypal\.com"):
         await _verify(paypal_setup, PAYPAL_BODY, signer.headers(PAYPAL_BODY))
 
 

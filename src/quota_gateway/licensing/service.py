@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
@@ -229,7 +229,7 @@ async def _first_sighting(conn, tenant_id: str, product_id: int, hardware: str, 
 
 
 # The ExisOne document: "Default of 0 means Perpetual (expires 2049-12-31)"; answers always carry a date.
-PERPETUAL_EXPIRY = datetime(2049, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+PERPETUAL_EXPIRY = datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 async def validate_license(conn, tenant_id: str, now: datetime, server_version: str, body: dict) -> dict:
@@ -425,9 +425,9 @@ async def offline_code(conn, tenant_id: str, master_key: str, now: datetime, raw
         raise ApiError(403, "license_expired", "this key has expired")
     hardware = _hardware(hardware_id)
     await _take_seat(conn, tenant_id, lic, hardware, now, lic["email"], version, offline=True)
-    expires = lic["expires_at"] or datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    expires = lic["expires_at"] or datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
     payload = {"productId": lic["product_id"], "productName": lic["product_name"], "hardwareId": hardware,
-               "expirationDate": expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "expirationDate": expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "email": lic["email"], "features": await license_features(conn, lic), "tenantId": tenant_id,
                "version": version or ""}
     _, key = await crypto.signing_key(conn, tenant_id, master_key)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping
 from urllib.parse import urlsplit
 
 import certifi
@@ -55,7 +56,7 @@ class Transmission:
     algorithm: str
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> "Transmission":
+    def from_headers(cls, headers: Mapping[str, str]) -> Transmission:
         values = {}
         for name in ("paypal-transmission-id", "paypal-transmission-time", "paypal-transmission-sig",
                      "paypal-cert-url", "paypal-auth-algo"):
@@ -147,11 +148,9 @@ async def _certificates(url: str, ca_file: str | None) -> list[x509.Certificate]
 
 def _names(cert: x509.Certificate) -> list[str]:
     names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    try:
+    with contextlib.suppress(x509.ExtensionNotFound):
         names += cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.DNSName)
-    except x509.ExtensionNotFound:
-        pass
     return [n.lower() for n in names]
 
 

@@ -11,9 +11,10 @@ many events, deliveries or workers carry the same payment.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 
 import asyncpg
 import orjson
@@ -220,7 +221,7 @@ async def receive_paypal(pool: asyncpg.Pool, master_key: str | None, slug: str, 
 
 
 def _utc(now: float) -> datetime:
-    return datetime.fromtimestamp(now, tz=timezone.utc)
+    return datetime.fromtimestamp(now, tz=UTC)
 
 
 # --- processing (a job) -------------------------------------------------------------------------------
@@ -368,9 +369,9 @@ async def _stripe_invoice_paid(ctx: _Context, event: dict) -> str:
         return "already_renewed"
     renewed = 0
     for lic in await _purchase_licenses(ctx, purchase["id"]):
-        if lic["period_days"]:
-            if await licensing.extend_by_id(ctx.conn, ctx.tenant_id, lic["license_id"], ctx.now, lic["period_days"]):
-                renewed += 1
+        if lic["period_days"] and await licensing.extend_by_id(ctx.conn, ctx.tenant_id, lic["license_id"], ctx.now,
+                                                               lic["period_days"]):
+            renewed += 1
     return f"renewed:{renewed}"
 
 

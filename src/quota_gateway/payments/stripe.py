@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 TOLERANCE_SECONDS = 300  # Stripe's libraries use the same default
 
