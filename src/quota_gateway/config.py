@@ -47,6 +47,7 @@ class Settings:
     webhook_timeout: float = field(default=10.0, metadata={"env": "QG_WEBHOOK_TIMEOUT", "doc": "seconds a webhook receiver has to answer"})
     webhook_allow_private: bool = field(default=False, metadata={"env": "QG_WEBHOOK_ALLOW_PRIVATE", "doc": "allow webhook URLs that resolve to loopback, link-local or private addresses (tests, closed networks)"})
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
+    public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL", "doc": "base URL people reach this gateway at, used in sign-in links and e-mails (default: from host and port)"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
     paypal_cert_hosts: str = field(default=".paypal.com", metadata={"env": "QG_PAYPAL_CERT_HOSTS", "doc": "where PayPal webhook certificates may be fetched from (comma-separated: `host`, `.domain-suffix`, or `http://host:port` to allow plain HTTP); HTTPS otherwise"})
     paypal_ca_file: str | None = field(default=None, metadata={"env": "QG_PAYPAL_CA_FILE", "doc": "PEM trust anchors for PayPal webhook certificate chains (default: the system CAs)"})
