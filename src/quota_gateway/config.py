@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 
 def _env_bool(value: str) -> bool:
@@ -53,14 +54,14 @@ class Settings:
     paypal_ca_file: str | None = field(default=None, metadata={"env": "QG_PAYPAL_CA_FILE", "doc": "PEM trust anchors for PayPal webhook certificate chains (default: the system CAs)"})
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.type, raw)
+            values[f.name] = _coerce(str(f.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -74,7 +75,7 @@ class Settings:
             env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
 
-    def with_(self, **changes: object) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     @property
