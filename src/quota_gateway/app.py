@@ -22,7 +22,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import apilicense, auth, catalogue, db, events, health, leases, licensing, metrics, openapi, payments, tenants, web
+from . import (
+    apilicense,
+    auth,
+    catalogue,
+    db,
+    events,
+    health,
+    leases,
+    licensing,
+    metrics,
+    openapi,
+    payments,
+    tenants,
+    web,
+)
 from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings

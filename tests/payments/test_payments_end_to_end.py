@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from payhelpers import checkout_session, stripe_event, stripe_headers
 
 from conftest import make_tenant
-from test_interop_exisone import _sdk, https_server  # noqa: F401  (https_server is the fixture used here)
+from licensing.test_interop_exisone import _sdk, https_server  # noqa: F401  (https_server is the fixture used here)
+from payments.payhelpers import checkout_session, stripe_event, stripe_headers
 
 pytestmark = pytest.mark.slow
 SECRET = "whsec_e2e_Pm5dS3cYlX0wQ9rT2vB8nA4k"

@@ -10,9 +10,9 @@ from dataclasses import replace
 import asyncpg
 import orjson
 import pytest
-from payhelpers import CertAuthority, PayPalSigner, cert_server, write_pem
 
 from conftest import running_app
+from payments.payhelpers import CertAuthority, PayPalSigner, cert_server, write_pem
 from quota_gateway.events import jobs
 from quota_gateway.payments import paypal
 

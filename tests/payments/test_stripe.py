@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from payhelpers import checkout_session, stripe_event, stripe_headers
 
 from conftest import running_app
+from payments.payhelpers import checkout_session, stripe_event, stripe_headers
 from quota_gateway.events import jobs
 from quota_gateway.payments import service
 

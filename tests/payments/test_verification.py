@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 import stripe as stripe_lib
-from payhelpers import CertAuthority, PayPalSigner, cert_server, stripe_headers, write_pem
 
+from payments.payhelpers import CertAuthority, PayPalSigner, cert_server, stripe_headers, write_pem
 from quota_gateway.payments import paypal, stripe
 
 NOW = 1_800_000_000
