@@ -33,6 +33,7 @@ from . import (
     licensing,
     metrics,
     openapi,
+    payments,
     support,
     tenants,
     web,
@@ -52,7 +53,7 @@ from .services import Services
 log = logging.getLogger("quota_gateway")
 
 DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, support, events,
-                                   web)
+                                   web, payments)
 
 HotHandler = Callable[[Services, Scope, Receive, Send], Awaitable[None]]
 
