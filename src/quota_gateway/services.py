@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # domain types, for annotations only: domains import this mod
     from .events.jobs import JobWorker
     from .leases.history import HistoryDrainer
     from .leases.pool import LeasePools
+    from .support.sync import SupportState
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Services:
     lease_history: HistoryDrainer = field(init=False, repr=False)  # leases: history write-behind
     lease_orgs: dict[str, str] = field(default_factory=dict, repr=False)  # leases: organization -> tenant id
     job_worker: JobWorker | None = field(default=None, repr=False)  # events: None when QG_EVENTS_WORKER=0
+    support: SupportState | None = field(default=None, repr=False)  # support: ServiceNow client, creation limits
 
     @property
     def server_version(self) -> str:
