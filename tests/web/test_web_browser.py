@@ -338,3 +338,60 @@ async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, t
     await asyncio.to_thread(submit, browser, "form[action$='/ticket_reply'] button[type=submit]")
     assert "Template ticket_reply saved." in browser.page_source
     shot(browser, "admin-email-template")
+
+
+async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_server):
+    server, mailing = live
+    import asyncpg
+    from web_helpers import KEYS, make_admin_link
+
+    from quota_gateway.db import create_pool
+    from quota_gateway.support import service as support
+    from quota_gateway.web import sessions
+
+    conn = await asyncpg.connect(mailing.database_url)
+    try:
+        cookie = await sessions.start(conn, KEYS, clock.utcnow(), tenant_id=tenant.id, audience="portal",
+                                      email="buyer@example.com")
+    finally:
+        await conn.close()
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/portal/{tenant.slug}/login")
+    browser.add_cookie({"name": "qg_portal", "value": cookie, "path": f"/portal/{tenant.slug}"})
+    browser.get(f"{server.url}/portal/{tenant.slug}/tickets")
+    fill(browser, "product", "Desk App")
+    browser.find_element(By.CSS_SELECTOR, "#priority option[value=High], #priority option:nth-child(3)").click()
+    fill(browser, "subject", "Export fails <b>on Windows</b>")
+    fill(browser, "message", "Clicking Export shows <script>alert(1)</script>\nand nothing happens.")
+    await asyncio.to_thread(submit, browser, "form[action$='/tickets'] button[type=submit]")
+    assert "Your request is sent" in browser.page_source
+    assert "<script>alert(1)</script>" in browser.find_element(By.CSS_SELECTOR, ".message .body").text
+    ticket_id = int(browser.current_url.rsplit("/", 1)[1])
+
+    pool = await create_pool(mailing.database_url, max_size=1)
+    try:   # the staff answers through the support service
+        async with pool.acquire() as conn:
+            await support.add_staff_reply(conn, tenant.id, ticket_id, "Please update to 2.1 and try again.",
+                                          clock.utcnow())
+    finally:
+        await pool.close()
+    browser.refresh()
+    assert "Support team" in browser.page_source and "Please update to 2.1" in browser.page_source
+    fill(browser, "message", "2.1 fixed it, thank you!")
+    await asyncio.to_thread(submit, browser, "form[action$='/reply'] button[type=submit]")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".thread .message")) == 3
+    shot(browser, "portal-ticket")
+
+    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
+    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    browser.get(f"{server.url}/admin/{tenant.slug}/tickets")
+    assert "Export fails" in browser.find_element(By.ID, f"ticket-{ticket_id}").text
+    shot(browser, "admin-tickets")
+    browser.find_element(By.CSS_SELECTOR, f"#ticket-{ticket_id} a").click()
+    fill(browser, "message", "Glad to hear it. Closing this one.")
+    await asyncio.to_thread(submit, browser, "form[action$='/reply'] button[type=submit]")
+    await asyncio.to_thread(submit, browser, "form[action$='/status'] button[type=submit]")
+    assert "Ticket resolved." in browser.page_source
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".thread .message")) == 4
+    shot(browser, "admin-ticket")

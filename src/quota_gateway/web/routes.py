@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, admin_email, admin_floating, login, portal
+from . import admin, admin_email, admin_floating, admin_support, login, portal, portal_support
 from .pages import render, web_keys
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -89,6 +89,16 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/email/templates/{{name}}", admin_email.template_page, methods=["GET"]),
     Route(f"{_A}/email/templates/{{name}}", admin_email.save_template, methods=["POST"]),
     Route(f"{_A}/email/templates/{{name}}/reset", admin_email.reset_template, methods=["POST"]),
+    Route(f"{_A}/tickets", admin_support.tickets, methods=["GET"]),
+    Route(f"{_A}/tickets/{{ticket_id}}", admin_support.ticket, methods=["GET"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/reply", admin_support.reply, methods=["POST"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/status", admin_support.set_status, methods=["POST"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/priority", admin_support.set_priority, methods=["POST"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/resync", admin_support.resync, methods=["POST"]),
+    Route(f"{_A}/servicenow", admin_support.servicenow_page, methods=["GET"]),
+    Route(f"{_A}/servicenow", admin_support.save_servicenow, methods=["POST"]),
+    Route(f"{_A}/servicenow/delete", admin_support.delete_servicenow, methods=["POST"]),
+    Route(f"{_A}/servicenow/test", admin_support.test_servicenow, methods=["POST"]),
     Route(f"{_A}/settings", admin.settings_page, methods=["GET"]),
     Route(f"{_A}/settings/admins", admin.add_admin, methods=["POST"]),
     Route(f"{_A}/settings/branding", admin.save_branding, methods=["POST"]),
@@ -96,6 +106,10 @@ routes: list[BaseRoute] = [
     Route(f"{_P}/", portal.home, methods=["GET"]),
     Route(f"{_P}/history", portal.history, methods=["GET"]),
     Route(f"{_P}/licenses/{{license_id}}/deactivate", portal.deactivate, methods=["POST"]),
+    Route(f"{_P}/tickets", portal_support.tickets, methods=["GET"]),
+    Route(f"{_P}/tickets", portal_support.create_ticket, methods=["POST"]),
+    Route(f"{_P}/tickets/{{ticket_id}}", portal_support.ticket, methods=["GET"]),
+    Route(f"{_P}/tickets/{{ticket_id}}/reply", portal_support.reply, methods=["POST"]),
     Route(f"{_P}/brand.css", portal.brand_css, methods=["GET"]),
     Route(f"{_P}/logo", portal.logo, methods=["GET"]),
 ]
