@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import jobs, mailer, outbox  # noqa: F401  (mailer registers its job kind on import)
+from . import jobs, mailer, outbox, webhooks  # noqa: F401  (modules register their job kinds on import)
 from .outbox import emit, pending, subscribe
 from .routes import routes
 from .types import *  # noqa: F403
@@ -18,6 +18,7 @@ DOMAIN = "events"
 
 
 async def start(services: Any) -> None:
+    webhooks.http_client(services)
     if services.settings.events_worker:
         worker = jobs.JobWorker(services)
         await worker.start()
@@ -28,6 +29,7 @@ async def stop(services: Any) -> None:
     worker = services.domains.pop(DOMAIN, None)
     if worker is not None:
         await worker.stop()
+    await webhooks.close_http_client(services)
 
 
-__all__ = ["emit", "pending", "subscribe", "routes", "start", "stop", "jobs", "mailer", "outbox", "ALL_TYPES"]
+__all__ = ["emit", "pending", "subscribe", "routes", "start", "stop", "jobs", "mailer", "outbox", "webhooks", "ALL_TYPES"]
