@@ -68,6 +68,7 @@ class Receiver:
     delay: float = 0.0
     arrivals: list[Arrival] = field(default_factory=list)
     max_in_flight_per_event: int = 0
+    requests_started: int = 0
     _fail: list[int] = field(default_factory=list)
     _in_flight: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,6 +88,7 @@ class Receiver:
         headers = {k.lower(): v for k, v in request.headers.items()}
         event_id = headers.get("webhook-id", "")
         with self._lock:
+            self.requests_started += 1
             self._in_flight[event_id] = self._in_flight.get(event_id, 0) + 1
             self.max_in_flight_per_event = max(self.max_in_flight_per_event, self._in_flight[event_id])
             status = self._fail.pop(0) if self._fail else self.status
