@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from starlette.responses import PlainTextResponse, Response
 
 from .. import catalogue, crypto
@@ -175,9 +176,12 @@ async def save_plan(call: Call) -> JSONResponse:
             if row is None:
                 raise ApiError(409, "plan_exists", f"a plan named '{b['name']}' already exists")
             return JSONResponse(_plan_json(row), status_code=201)
-        row = await conn.fetchrow("UPDATE plans SET name = $3, duration_days = $4, is_active = $5 "
-                                  "WHERE tenant_id = $1 AND id = $2 RETURNING id, name, duration_days, is_active",
-                                  call.tenant_id, b["id"], b["name"], b["durationDays"], b["isActive"])
+        try:
+            row = await conn.fetchrow("UPDATE plans SET name = $3, duration_days = $4, is_active = $5 "
+                                      "WHERE tenant_id = $1 AND id = $2 RETURNING id, name, duration_days, is_active",
+                                      call.tenant_id, b["id"], b["name"], b["durationDays"], b["isActive"])
+        except asyncpg.UniqueViolationError:  # renamed to another plan's name
+            raise ApiError(409, "plan_exists", f"a plan named '{b['name']}' already exists") from None
     if row is None:
         raise ApiError(404, "plan_not_found", f"no plan {b['id']}")
     return JSONResponse(_plan_json(row))

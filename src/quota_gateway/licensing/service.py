@@ -189,12 +189,16 @@ async def _take_seat(conn, tenant_id: str, lic, hardware: str, now: datetime, em
 
 
 async def _first_sighting(conn, tenant_id: str, product_id: int, hardware: str, now: datetime) -> datetime:
+    first = await conn.fetchval("SELECT first_seen_at FROM device_sightings WHERE tenant_id = $1 AND product_id = $2 "
+                                "AND hardware_id = $3", tenant_id, product_id, hardware)
+    if first is not None:  # the common case: a device seen before, read without writing
+        return first
+    # A new device. DO UPDATE (not DO NOTHING) waits for a concurrent first sighting's insert and
+    # returns its row, which a read in this statement's snapshot would not see.
     return await conn.fetchval(
-        """WITH ins AS (INSERT INTO device_sightings (tenant_id, product_id, hardware_id, first_seen_at)
-                        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING first_seen_at)
-           SELECT first_seen_at FROM ins
-           UNION ALL SELECT first_seen_at FROM device_sightings WHERE tenant_id = $1 AND product_id = $2 AND hardware_id = $3
-           LIMIT 1""", tenant_id, product_id, hardware, now)
+        """INSERT INTO device_sightings (tenant_id, product_id, hardware_id, first_seen_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, product_id, hardware_id) DO UPDATE SET first_seen_at = device_sightings.first_seen_at
+           RETURNING first_seen_at""", tenant_id, product_id, hardware, now)
 
 
 async def validate_license(conn, tenant_id: str, now: datetime, server_version: str, body: dict) -> dict:
