@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import jobs, mailer, outbox, webhooks  # noqa: F401  (modules register their job kinds on import)
+from . import jobs, mailer, outbox, scheduler, webhooks  # noqa: F401  (modules register their job kinds on import)
 from .outbox import emit, pending, subscribe
 from .routes import routes
 from .types import *  # noqa: F403
@@ -32,4 +32,4 @@ async def stop(services: Any) -> None:
     await webhooks.close_http_client(services)
 
 
-__all__ = ["emit", "pending", "subscribe", "routes", "start", "stop", "jobs", "mailer", "outbox", "webhooks", "ALL_TYPES"]
+__all__ = ["emit", "pending", "subscribe", "routes", "start", "stop", "jobs", "mailer", "outbox", "scheduler", "webhooks", "ALL_TYPES"]

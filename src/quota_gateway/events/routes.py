@@ -8,7 +8,7 @@ from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
-from . import mailer, templates, webhooks
+from . import mailer, scheduler, templates, webhooks
 
 _SMTP = obj(
     host=Str(required=True, min_len=1, max_len=253),
@@ -131,7 +131,7 @@ def _endpoint_id(call: Call) -> int:
 
 def _int_path(call: Call, name: str) -> int:
     raw = call.path[name]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(400, "invalid_field", f"{name}: must be a positive integer", field=name)
     return int(raw)
 
@@ -198,6 +198,23 @@ async def ping_webhook(call: Call) -> dict:
     return await webhooks.ping(call.services, call.tenant_id, _endpoint_id(call))
 
 
+_REMINDERS = obj(days=List(required=True, item=Int(minimum=1, maximum=365), max_items=10,
+                           description="days before expiry; [] turns reminders off for the product"))
+
+
+async def get_reminders(call: Call) -> dict:
+    """The renewal reminder days of a product (default 7 and 1)."""
+    async with call.services.pool.acquire() as conn:
+        return await scheduler.reminder_days(conn, call.tenant_id, _int_path(call, "product_id"))
+
+
+async def put_reminders(call: Call) -> dict:
+    """Set the renewal reminder days of a product."""
+    async with call.services.pool.acquire() as conn:
+        return await scheduler.set_reminder_days(conn, call.tenant_id, _int_path(call, "product_id"),
+                                                 call.body["days"])
+
+
 _W = "webhooks"
 _E = "email"
 routes = [
@@ -228,6 +245,10 @@ routes = [
              errors=("unknown_template", "template_syntax")),
     endpoint("DELETE", "/api/email/templates/{name}", delete_template, scope="manage", tag=_E,
              errors=("unknown_template",)),
+    endpoint("GET", "/api/email/reminders/{product_id}", get_reminders, scope="manage", tag=_E,
+             errors=("product_not_found",)),
+    endpoint("PUT", "/api/email/reminders/{product_id}", put_reminders, scope="manage", tag=_E, body=_REMINDERS,
+             errors=("product_not_found",)),
     endpoint("GET", "/api/email/settings", get_mail_settings, scope="manage", tag=_E),
     endpoint("PUT", "/api/email/settings", put_mail_settings, scope="manage", tag=_E, body=_MAIL_SETTINGS),
 ]
