@@ -322,3 +322,19 @@ async def test_events_and_deliveries_are_tenant_scoped(quiet, tenant, other_tena
     r = await client.post(f"/api/webhooks/{mine['id']}/deliveries/{delivery['id']}/redeliver",
                           headers=other_tenant.headers)
     assert r.status_code == 404
+
+
+async def test_api_license_events(quiet, tenant, webhook_receiver):
+    app, client = quiet
+    await _endpoint(client, tenant, webhook_receiver, events=["api.license.created", "api.license.revoked"])
+    product = await make_product(client, tenant.headers, name="Weather")
+    r = await client.post("/api/apilicense", json={"productId": product, "email": "dev@example.com"},
+                          headers=tenant.headers)
+    key = r.json()["apiKey"]
+    for _ in range(2):  # a repeated revocation raises no second event
+        assert (await client.delete(f"/api/apilicense/{key}", headers=tenant.headers)).status_code == 200
+    await jobs.run_due(app.state.services)
+    created, revoked = webhook_receiver.arrivals
+    assert created.event_type == "api.license.created" and revoked.event_type == "api.license.revoked"
+    assert created.json["data"]["apiLicenseId"] == r.json()["id"] and key not in created.body.decode()
+    assert revoked.json["data"]["email"] == "dev@example.com" and len(webhook_receiver.arrivals) == 2

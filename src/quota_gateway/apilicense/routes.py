@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from starlette.responses import Response
 
-from .. import catalogue, fastpath
+from .. import catalogue, events, fastpath
 from ..autopipeline import AutoPipeline, ClusterAutoPipeline
 from ..clock import iso_utc, parse_iso_utc
 from ..errors import ApiError
@@ -85,12 +85,18 @@ async def create(call: Call) -> JSONResponse:
     expires = now + timedelta(days=b["validityDays"]) if b["validityDays"] else None
     async with call.services.pool.acquire() as conn:
         product = await catalogue.get_product(conn, call.tenant_id, b["productId"])
-        row = await conn.fetchrow(
-            """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
-                                         client_identifier, max_api_calls, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-            call.tenant_id, b["productId"], key_digest(key), fastpath.api_key_bucket(key), _mask(key), b["email"],
-            b["clientName"], b["clientIdentifier"], b["maxApiCalls"], expires)
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
+                                             client_identifier, max_api_calls, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+                call.tenant_id, b["productId"], key_digest(key), fastpath.api_key_bucket(key), _mask(key), b["email"],
+                b["clientName"], b["clientIdentifier"], b["maxApiCalls"], expires)
+            await events.emit(conn, call.tenant_id, events.API_LICENSE_CREATED,
+                              {"apiLicenseId": row["id"], "apiKey": _mask(key), "productId": b["productId"],
+                               "productName": product["name"], "email": b["email"], "clientName": b["clientName"],
+                               "clientIdentifier": b["clientIdentifier"], "expirationDate": iso_utc(expires)},
+                              at=now)
     await _engine(call).prime(LicenseRef(key), row["id"])
     return JSONResponse({"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires),
                          "maxApiCalls": b["maxApiCalls"], "productId": b["productId"], "productName": product["name"],
@@ -159,8 +165,13 @@ async def revoke(call: Call) -> dict:
     """Revoke an API key; refused on every gateway from the next request."""
     async with call.services.pool.acquire() as conn:
         row = await _find(call, conn, call.path["api_key"])
-        await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"],
-                           call.services.clock.utcnow())
+        async with conn.transaction():
+            status = await conn.execute("UPDATE api_licenses SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                                        row["id"], call.services.clock.utcnow())
+            if status.endswith(" 1"):  # the first revocation raises the event; repeats change nothing
+                await events.emit(conn, call.tenant_id, events.API_LICENSE_REVOKED,
+                                  {"apiLicenseId": row["id"], "apiKey": row["key_hint"], "productId": row["product_id"],
+                                   "email": row["email"]}, at=call.services.clock.utcnow())
     await _engine(call).invalidate(_ref(row))
     return {"revoked": True, "apiKey": row["key_hint"]}
 

@@ -146,7 +146,7 @@ def check_url(url: str, allow_private: bool) -> str:
 # --- endpoints -------------------------------------------------------------------------------------
 
 def check_event_types(names: list[str]) -> list[str]:
-    allowed = set(types.ALL) | {"*", types.VALIDATION_FAILED}
+    allowed = set(types.ALL) | {"*"}
     unknown = sorted(set(names) - allowed)
     if unknown or not names:
         raise ApiError(400, "unknown_event_type", f"events: unknown event types: {', '.join(unknown)}" if unknown
