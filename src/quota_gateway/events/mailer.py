@@ -9,13 +9,12 @@ the same Message-ID, which receiving systems deduplicate on.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
-
-import logging
 
 import aiosmtplib
 import asyncpg
@@ -162,7 +161,7 @@ async def queue_mail(conn: asyncpg.Connection, tenant_id: str, template: str, to
     payload: dict[str, Any] = {"to": recipients, "messageId": new_message_id(), "template": template}
     try:
         rendered = await render_for(conn, tenant_id, template, context)
-    except Exception as exc:  # noqa: BLE001 - a tenant's template must not fail the caller's change
+    except Exception as exc:
         # The job records why and fails without retrying; the caller's transaction goes on.
         payload["renderError"] = f"{type(exc).__name__}: {exc}"
     else:

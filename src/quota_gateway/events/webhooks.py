@@ -42,7 +42,6 @@ DELIVER_JOB = "webhook.deliver"
 DISABLE_AFTER = 5              # failed attempts in a row
 EXCERPT_CHARS = 2048
 _SECRET_PURPOSE = "webhook-secret"
-_HTTP_CLIENT = "events.http"
 
 
 # --- secrets ----------------------------------------------------------------------------------------
@@ -106,7 +105,7 @@ async def resolve(host: str, port: int, allow_private: bool) -> str:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise DestinationRefused(f"cannot resolve {host}: {exc.strerror}") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise DestinationRefused(f"{host} has no address")
     if not allow_private:
@@ -125,7 +124,7 @@ def check_url(url: str, allow_private: bool) -> str:
     if parts.username or parts.password:
         raise ApiError(400, "invalid_url", "url: must not contain credentials", field="url")
     try:
-        parts.port
+        _ = parts.port  # urllib raises on an invalid or out-of-range port only when asked
     except ValueError:
         raise ApiError(400, "invalid_url", "url: invalid port", field="url") from None
     if not allow_private:
@@ -286,17 +285,17 @@ class DeliveryFailed(Exception):
 
 
 def http_client(services: Any) -> httpx.AsyncClient:
-    client = services.domains.get(_HTTP_CLIENT)
+    client: httpx.AsyncClient | None = services.webhook_http
     if client is None or client.is_closed:
         # No redirects: a 3xx is a failure (and following one could lead past the SSRF guard).
         client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
                                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
-        services.domains[_HTTP_CLIENT] = client
+        services.webhook_http = client
     return client
 
 
 async def close_http_client(services: Any) -> None:
-    client = services.domains.pop(_HTTP_CLIENT, None)
+    client, services.webhook_http = services.webhook_http, None
     if client is not None:
         await client.aclose()
 
@@ -378,7 +377,7 @@ async def attempt_delivery(services: Any, delivery_id: int, *, manual: bool = Fa
             error = f"HTTP {status}"
     except DestinationRefused as exc:
         error = str(exc)
-    except (httpx.TimeoutException, asyncio.TimeoutError):
+    except (TimeoutError, httpx.TimeoutException):
         error = f"timed out after {settings.webhook_timeout:g} s"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
