@@ -25,8 +25,8 @@ from .engine import QuotaEngine
 from .keyspace import LicenseRef
 
 PERIODS = fastpath.PERIODS  # the windows a reset can name (besides "all" and "lifetime")
-COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
-             l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name, l.tenant_id"""
+COLUMNS = """l.id, l.tenant_id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier,
+             l.max_api_calls, l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
 _FROM = "api_licenses l JOIN products p ON p.id = l.product_id"
 
 
@@ -87,9 +87,8 @@ async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: s
             tenant_id, product_id, sha256(key), fastpath.api_key_bucket(key), mask(key), email, client_name,
             client_identifier, max_api_calls, expires)
         await events.emit(conn, tenant_id, events.API_LICENSE_CREATED,
-                          {"apiLicenseId": row["id"], "apiKey": mask(key), "productId": product_id,
-                           "productName": product["name"], "email": email, "clientName": client_name,
-                           "clientIdentifier": client_identifier, "expirationDate": iso_utc(expires)}, at=now)
+                          {"apiLicenseId": row["id"], "productId": product_id, "apiKey": mask(key), "email": email,
+                           "clientIdentifier": client_identifier})
     await engine.prime(LicenseRef(key), row["id"])
     return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": max_api_calls,
             "productId": product_id, "productName": product["name"], "clientName": client_name,
@@ -130,10 +129,9 @@ async def revoke_key(conn: asyncpg.Connection, engine: QuotaEngine, row: Any, no
     async with conn.transaction():
         status = await conn.execute("UPDATE api_licenses SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
                                     row["id"], now)
-        if status.endswith(" 1"):  # the first revocation raises the event; repeats change nothing
+        if status.endswith(" 1"):  # revoking twice raises the event once
             await events.emit(conn, str(row["tenant_id"]), events.API_LICENSE_REVOKED,
-                              {"apiLicenseId": row["id"], "apiKey": row["key_hint"], "productId": row["product_id"],
-                               "email": row["email"]}, at=now)
+                              {"apiLicenseId": row["id"], "productId": row["product_id"], "apiKey": row["key_hint"]})
     await engine.invalidate(ref_of(row))
     return {"revoked": True, "apiKey": row["key_hint"]}
 
