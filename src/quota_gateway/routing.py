@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .abuse.failures import ACCESS_TOKEN, ACTIVATION_KEY
 from .errors import ApiError
 from .jsonio import JSONResponse, parse_json, read_body
 from .principal import Principal
@@ -79,7 +80,12 @@ class ApiRoute(Route):
             raw = await read_body(request, services.settings.max_body_bytes)
             body = spec.body.parse(parse_json(raw))
         query = spec.query.parse(request.query_params.multi_items()) if spec.query is not None else {}
-        result = await self.handler(Call(request, services, principal, body, query))
+        try:
+            result = await self.handler(Call(request, services, principal, body, query))
+        except ApiError as exc:
+            if exc.code == "invalid_key" and principal is not None:  # an activation key matching nothing
+                services.failed_lookups.record(principal, ACTIVATION_KEY)
+            raise
         if isinstance(result, Response):
             return result
         return JSONResponse(result)
@@ -91,6 +97,7 @@ async def authenticate(services: Services, header: str | None, scope: str) -> Pr
         raise ApiError(401, "unauthorized", "missing Authorization header (expected: ExisOneApi <token>)")
     principal = await services.tokens.resolve(header)
     if principal is None:
+        services.failed_lookups.record(None, ACCESS_TOKEN)
         raise ApiError(401, "unauthorized", "access token is malformed, unknown, expired or revoked")
     if not principal.allows(scope):
         raise ApiError(403, "forbidden", f"this access token lacks the '{scope}' permission")

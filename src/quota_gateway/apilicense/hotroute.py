@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from ..abuse.failures import ACCESS_TOKEN, API_KEY
 from ..errors import ApiError
 from ..jsonio import too_large
 from ..routing import EndpointSpec
@@ -44,7 +45,7 @@ async def validate_endpoint(services: Services, scope: Scope, receive: Receive, 
     try:
         status, body, extra = await _handle(services, scope, receive)
     except ApiError as exc:
-        status, body, extra = exc.status, orjson.dumps(exc.body()), []
+        status, body, extra = exc.status, orjson.dumps(exc.body()), _error_headers(exc)
     except Exception as exc:  # Redis or Postgres unreachable: a clear 503, never a 500
         log.warning("validate failed: %s: %s", type(exc).__name__, exc)
         services.metrics.redis_errors.inc(("validate",))
@@ -69,10 +70,14 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
     hit, principal = tokens.lookup(authorization)
     if not hit:
         principal = await tokens.resolve(authorization)
+    failures = services.failed_lookups
     if principal is None:
+        failures.record(None, ACCESS_TOKEN)
         raise ApiError(401, "unauthorized", "missing, malformed, unknown, expired or revoked access token")
     if not principal.allows("verify"):
         raise ApiError(403, "forbidden", "this access token lacks the 'verify' permission")
+    if failures.limit:
+        failures.check(principal)
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise ApiError(400, "invalid_header", "Idempotency-Key must be 1 to 200 characters")
 
@@ -82,7 +87,16 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
     api_key, units, consume = _parse_body(data)
-    return await services.quota.validate(principal.tenant_id, api_key, units, consume, idempotency_key)
+    answer = await services.quota.validate(principal.tenant_id, api_key, units, consume, idempotency_key)
+    if answer[0] == 404:  # counted in-process only: nothing added to a successful validation
+        failures.record(principal, API_KEY)
+    return answer
+
+
+def _error_headers(exc: ApiError) -> list:
+    if not exc.headers:
+        return []
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in exc.headers.items()]
 
 
 def _parse_body(data: Any) -> tuple[str, int, bool]:
