@@ -133,6 +133,10 @@ class QuotaEngine:
     def _count(self, product: str, code: str) -> None:
         self._validations.inc((product, "allowed" if code == "ok" else "denied", code))
 
+    def validation_counts(self) -> dict[tuple[str, ...], int]:
+        """(product id, result, code) -> validations this process answered since it started."""
+        return dict(self._validations.counts)
+
     # -- cache fills --------------------------------------------------------------------------
 
     async def _fill_meta(self, ref: LicenseRef, generation: Any) -> None:
