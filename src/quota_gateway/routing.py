@@ -57,6 +57,7 @@ class EndpointSpec:
     errors: tuple[str, ...] = ()
     responses: dict[int, str] = field(default_factory=dict)
     raw_body: bool = False  # handler reads the body itself (e.g. non-JSON)
+    bodies: dict[int, dict] = field(default_factory=dict)  # status -> JSON schema, when not {error, message}
     tag: str = "api"
 
 
@@ -106,7 +107,8 @@ async def authenticate(services: Services, header: str | None, scope: str) -> Pr
 
 def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, summary: str = "",
              body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
-             responses: dict[int, str] | None = None, tag: str = "api") -> ApiRoute:
+             responses: dict[int, str] | None = None, tag: str = "api",
+             bodies: dict[int, dict] | None = None) -> ApiRoute:
     spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
-                        body, query, errors, responses or {}, tag=tag)
+                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {})
     return ApiRoute(spec, handler)

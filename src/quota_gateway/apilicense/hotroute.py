@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from ..abuse.failures import ACCESS_TOKEN, API_KEY
 from ..errors import ApiError
 from ..jsonio import too_large
+from ..openapi import ERROR_SCHEMA
 from ..routing import EndpointSpec
 from ..schema import Bool, Int, Str, obj
 
@@ -130,9 +131,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# A refused validation is an answer, not an error: {isValid: false, errorCode, errorMessage, ...}.
+# 403 and 429 may also be the {error, message} of a token lacking 'verify' or a token over its
+# failed-lookup limit.
+DENIAL_SCHEMA = _DENIAL = {"type": "object", "required": ["isValid", "errorCode", "errorMessage"], "properties": {
+    "isValid": {"const": False}, "errorCode": {"enum": list(ERROR_CODES)}, "errorMessage": {"type": "string"},
+    "quota": {"type": "object"}, "rateLimits": {"type": "array"},
+    "retryAfterSeconds": {"type": "integer", "minimum": 0}}}
+DENIAL_OR_ERROR_SCHEMA = _DENIAL_OR_ERROR = {"anyOf": [_DENIAL, ERROR_SCHEMA]}
 hot_routes = {("POST", PATH): validate_endpoint}
 hot_specs = [EndpointSpec("POST", PATH, "Validate an API key and consume units (the hot path)", "verify",
                           body=VALIDATE_BODY, errors=ERROR_CODES, tag="apilicense",
                           responses={200: "valid", 404: "not_found", 403: "revoked or expired",
                                      429: "quota_exhausted or rate_limit_*; carries Retry-After and RateLimit fields",
-                                     503: "quota store unavailable"})]
+                                     503: "quota store unavailable"},
+                          bodies={403: _DENIAL_OR_ERROR, 404: _DENIAL, 429: _DENIAL_OR_ERROR})]
