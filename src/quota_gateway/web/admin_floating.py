@@ -70,7 +70,7 @@ async def create_floating_key(ctx: PageContext) -> Response:
     body = {"customerId": customer_id, "leaseLimit": lease_limit,
             "validityDays": form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"),
             "products": [{"productId": product_id, "features": features}]}
-    made = await leases.create_floating_key(ctx.pool, _pools(ctx), ctx.tenant_id, ctx.now, body)
+    made = await leases.create_floating_key(ctx.pool, ctx.services.redis, _pools(ctx), ctx.tenant_id, ctx.now, body)
     return ctx.render("admin/secret.html", nav="floating", title="Floating key created", label="Floating key",
                       secret=made["key"], back=f"{ctx.base}/floating/{made['id']}",
                       note=f"up to {lease_limit} concurrent lease{'s' if lease_limit != 1 else ''}")
