@@ -51,8 +51,8 @@ class Services:
     lease_history: HistoryDrainer = field(init=False, repr=False)  # leases: history write-behind
     lease_orgs: dict[str, str] = field(default_factory=dict, repr=False)  # leases: organization -> tenant id
     job_worker: JobWorker | None = field(default=None, repr=False)  # events: None when QG_EVENTS_WORKER=0
-    support: SupportState | None = field(default=None, repr=False)  # support: ServiceNow client, creation limits
     webhook_http: httpx.AsyncClient | None = field(default=None, repr=False)  # events: webhook deliveries
+    support: SupportState | None = field(default=None, repr=False)  # support: ServiceNow client, creation limits
 
     @property
     def server_version(self) -> str:
