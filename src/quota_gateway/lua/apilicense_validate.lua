@@ -16,7 +16,8 @@
 -- Reply: {"miss", gen} | {"fill", id} | {"nf"} |
 --        {code, consumed, retry_after, near_limit (0|1), product, used, limit, features json,
 --         expires ISO, then slot (0..7), limit, used for each limited window}
--- A retried consume with an Idempotency-Key gets the first reply again, as it was.
+-- A retried consume with an Idempotency-Key gets the first reply again, as it was (unless the key has
+-- been revoked since: then it is refused like any request).
 local FORMAT = '4'  -- engine.META_FORMAT
 local packed = redis.pcall('GET', KEYS[1])  -- metadata of an older format may be of another type
 local m = type(packed) == 'string' and {cmsgpack.unpack(packed)} or {}
@@ -31,7 +32,7 @@ end
 local prefix = KEYS[3]
 local consume = ARGV[3] == '1'
 local idem_key = nil
-if consume and ARGV[4] ~= '' then
+if consume and ARGV[4] ~= '' and revoked ~= '1' then  -- revocation ends replays too
   idem_key = prefix .. 'ir:' .. id .. ':' .. ARGV[4]  -- ir: msgpack replies (i: held JSON)
   local stored = redis.call('GET', idem_key)
   if stored then
