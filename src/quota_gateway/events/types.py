@@ -33,7 +33,3 @@ ALL: tuple[str, ...] = (
     LEASE_RELEASED, LEASE_EXPIRED, API_QUOTA_NEAR_LIMIT, API_QUOTA_EXHAUSTED, TICKET_CREATED, TICKET_REPLIED,
     TICKET_RESOLVED,
 )
-
-# The name the licensing domain emitted before the document's names were adopted; kept until its
-# emit site is renamed (issue 11), so stored events and existing tests keep their meaning.
-VALIDATION_FAILED = "validation.failed"

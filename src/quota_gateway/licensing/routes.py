@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncpg
 from starlette.responses import PlainTextResponse, Response
 
-from .. import catalogue, crypto
+from .. import catalogue, crypto, geo
+from ..auth.tokens import ANY_TOKEN
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
@@ -48,7 +49,9 @@ def _now(call: Call):
 async def activate(call: Call) -> dict:
     """Bind a hardware id to an activation key (a seat, for corporate keys)."""
     async with call.services.pool.acquire() as conn:
-        return await service.activate(conn, call.tenant_id, _now(call), call.services.server_version, call.body)
+        client = call.request.client
+        return await service.activate(conn, call.tenant_id, _now(call), call.services.server_version, call.body,
+                                      country=geo.country_of(client.host if client else None))
 
 
 async def validate(call: Call) -> dict:
@@ -237,17 +240,18 @@ async def support_ticket(call: Call) -> JSONResponse:
 
 
 routes = [
-    endpoint("POST", "/api/license/activate", activate, scope="verify", body=_ACTIVATE, tag="licensing",
+    endpoint("POST", "/api/license/activate", activate, scope=ANY_TOKEN, body=_ACTIVATE, tag="licensing",
              errors=("product_not_found", "invalid_key", "product_mismatch", "license_revoked", "license_expired",
                      "already_activated", "seat_limit_reached", "version_outdated"),
-             responses={200: "activated", 400: "product_mismatch", 403: "revoked or expired", 404: "unknown key or product",
+             responses={200: "activated", 400: "product_not_found / product_mismatch", 403: "revoked or expired",
+                        404: "unknown key",
                         409: "already_activated / seat_limit_reached", 426: "version_outdated"}),
     endpoint("POST", "/api/license/validate", validate, scope="verify", body=_VALIDATE, tag="licensing",
              responses={200: "always, with isValid and status"}),
     endpoint("POST", "/api/license/validate-encrypted", validate_encrypted, scope="verify", body=_ENCRYPTED,
              tag="licensing", errors=("invalid_payload", "decryption_failed"),
              responses={200: "sealed answer"}),
-    endpoint("POST", "/api/license/deactivate", deactivate, scope="verify", body=_DEACTIVATE, tag="licensing",
+    endpoint("POST", "/api/license/deactivate", deactivate, scope=ANY_TOKEN, body=_DEACTIVATE, tag="licensing",
              errors=("invalid_key", "product_mismatch", "not_activated", "deactivation_cooldown"),
              responses={200: "deactivated", 404: "unknown key or not activated here", 429: "deactivation_cooldown"}),
     endpoint("POST", "/api/activationkey/generate", generate, scope="generate", body=_GENERATE, tag="licensing",
@@ -279,6 +283,6 @@ routes = [
              responses={200: "PEM", 404: "no key"}),
     endpoint("GET", "/api/crypto/keys", list_keys, scope="manage", tag="crypto"),
     endpoint("POST", "/api/crypto/keys/rotate", rotate_key, scope="admin", tag="crypto", responses={201: "rotated"}),
-    endpoint("POST", "/api/support/ticket", support_ticket, scope="verify", body=_TICKET, tag="support",
+    endpoint("POST", "/api/support/ticket", support_ticket, scope="email", body=_TICKET, tag="support",
              errors=("not_implemented",), responses={501: "support tickets are not available"}),
 ]
