@@ -45,13 +45,14 @@ class HistoryDrainer(WriteBehindLoop):
             rows = [(int(meta[0]), entry_id.decode(), meta[1].decode() if isinstance(meta[1], bytes) else meta[1],
                      _text(f, b"lease"), _text(f, b"client"), _text(f, b"action"),
                      datetime.fromtimestamp(int(f[b"at"]), tz=timezone.utc),
-                     datetime.fromtimestamp(int(f[b"exp"]), tz=timezone.utc) if b"exp" in f else None)
+                     datetime.fromtimestamp(int(f[b"exp"]), tz=timezone.utc) if b"exp" in f else None,
+                     _text(f, b"previous") or None)
                     for entry_id, f in entries]
             async with self.services.pool.acquire() as conn:
                 await conn.executemany(
                     """INSERT INTO lease_history (floating_key_id, entry_id, tenant_id, lease_id, client_id, action,
-                                                  at, expires_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""", rows)
+                                                  at, expires_at, previous_lease_id)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""", rows)
             await redis.xdel(stream, *[entry_id for entry_id, _ in entries])
             written += len(rows)
             if len(entries) == 1000:

@@ -127,7 +127,7 @@ async def validate_key(call: Call) -> dict:
         return {"isValid": False, "errorCode": "KEY_INVALID"}
     if row["expires_at"] is not None and row["expires_at"].timestamp() <= now:
         return {"isValid": False, "errorCode": "KEY_EXPIRED", "expiry": row["expires_at"]}
-    used = await _pools(call).used(found[0], now)
+    used = await _pools(call).used(found[0], row["id"], now)
     return {"isValid": True, "expiry": row["expires_at"], "leaseLimit": row["lease_limit"], "leasesUsed": used,
             "validFor": await _valid_for(call, tenant_id, row["products"])}
 
