@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
+import redis.asyncio as aioredis
 
-from conftest import make_api_key, make_product
+from conftest import make_api_key, make_product, running_app
 
 EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"]
 
@@ -131,3 +133,53 @@ async def test_json_content_types_and_none_are_accepted(client, tenant, content_
         headers["Content-Type"] = content_type
     r = await client.post("/api/product", content=b'{"name": "A"}', headers=headers)
     assert r.status_code == 201, r.text
+
+
+# --- Redis losing its data (item 6) --------------------------------------------------------------
+
+async def _flush_all(app) -> None:
+    await app.state.services.domains["apilicense.flusher"].flush(list(range(1024)))
+
+
+async def _lose_redis_data(settings) -> None:
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        await redis.flushall()  # a restart without persistence, or an operator's FLUSHALL
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def manual_flush(settings, clock):
+    """An app whose write-behind runs only when the test says so."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as app_client:
+        yield app_client
+
+
+async def test_an_idempotent_replay_after_redis_lost_its_data_consumes_nothing(manual_flush, tenant, settings):
+    app, client = manual_flush
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=10)
+    headers = {**tenant.headers, "Idempotency-Key": "order-1"}
+    first = await _consume(client, headers, key, 3)
+    assert first.status_code == 200
+    await _flush_all(app)  # the write-behind ran (it runs every flush interval)
+    await _lose_redis_data(settings)
+    replay = await _consume(client, headers, key, 3)
+    assert replay.status_code == 200 and replay.json() == first.json()
+    assert await _quota(client, tenant.headers, key) == {"limit": 10, "used": 3, "remaining": 7}
+    assert (await _consume(client, {**tenant.headers, "Idempotency-Key": "order-2"}, key, 3)).json()["unitsConsumed"] == 3
+    assert (await _quota(client, tenant.headers, key))["used"] == 6
+
+
+async def test_a_lifetime_reset_survives_redis_losing_unflushed_usage(manual_flush, tenant, settings):
+    app, client = manual_flush
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=100)
+    assert (await _consume(client, tenant.headers, key, 40)).status_code == 200
+    await _flush_all(app)
+    assert (await _consume(client, tenant.headers, key, 30)).status_code == 200  # not yet flushed ...
+    r = await client.post(f"/api/apilicense/{key}/reset", params={"periodType": "lifetime"}, headers=tenant.headers)
+    assert r.status_code == 200
+    await _lose_redis_data(settings)  # ... and lost
+    assert await _quota(client, tenant.headers, key) == {"limit": 100, "used": 0, "remaining": 100}
+    assert (await _consume(client, tenant.headers, key, 100)).status_code == 200
+    assert (await _consume(client, tenant.headers, key, 1)).status_code == 429

@@ -38,6 +38,8 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
+_KEPT_REPLIES = """SELECT idem, reply, GREATEST(1, 86400 - extract(epoch FROM now() - created_at))::int AS ttl
+                   FROM api_idempotency WHERE license_id = $1 AND created_at > now() - interval '1 day'"""
 _WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 2592000}  # RateLimit-Policy w=
 
 
@@ -238,19 +240,39 @@ class QuotaEngine:
         await self.runner.run(FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
 
     async def _fill_used(self, ref: LicenseRef, license_id: int) -> None:
+        """Rebuild a license's counters (and the idempotent replies lost with them) from Postgres."""
         for _ in range(5):
             async with self.services.pool.acquire() as conn:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    total = await conn.fetchval("SELECT used_total FROM api_licenses WHERE id = $1", license_id)
+                    row = await conn.fetchrow("SELECT used_total, used_offset FROM api_licenses WHERE id = $1",
+                                              license_id)
                     applied = await conn.fetch("SELECT epoch, last_seq FROM api_flush_state WHERE bucket = $1",
                                                ref.bucket)
+                    replies = await conn.fetch(_KEPT_REPLIES, license_id)
+            total, offset = (row["used_total"], row["used_offset"]) if row is not None else (0, 0)
             snapshot = ",".join(f"{r['epoch']}:{r['last_seq']}" for r in applied)
             p = ref.prefix
-            done = await self.runner.run(FILL_USED, [f"{p}c:{license_id}", f"{p}pending", f"{p}flushing", f"{p}applied"],
-                                         [license_id, total or 0, snapshot])
+            done = await self.runner.run(
+                FILL_USED, [f"{p}c:{license_id}", f"{p}pending", f"{p}flushing", f"{p}applied"],
+                [license_id, total, snapshot, f"{p}ir:{license_id}:",
+                 *(value for r in replies for value in (r["idem"], r["reply"], r["ttl"]))])
+            if isinstance(done, list):
+                if int(done[1]) < offset:
+                    await self._lower_offset(ref, license_id, offset, int(done[1]))
+                return
             if int(done) == 1:
                 return
         raise RuntimeError("could not rebuild a usage counter: flushes kept landing")
+
+    async def _lower_offset(self, ref: LicenseRef, license_id: int, offset: int, rebuilt: int) -> None:
+        """A lifetime reset set the offset to a total that included usage Redis then lost unflushed:
+        that usage never reaches Postgres, so the offset comes down to what could be rebuilt
+        (else "used" would read below zero and grant the lost units again). Only if no reset moved
+        the offset since."""
+        async with self.services.pool.acquire() as conn:
+            await conn.execute("UPDATE api_licenses SET used_offset = $3 WHERE id = $1 AND used_offset = $2",
+                               license_id, offset, rebuilt)
+        await self.invalidate(ref)
 
     async def prime(self, ref: LicenseRef, license_id: int) -> None:
         """Ready a just-created license: counters at 0, no stale negative cache entry."""

@@ -102,11 +102,17 @@ class UsageFlusher(WriteBehindLoop):
                     [b for b, _ in taken], [f["__epoch"] for _, f in taken], [int(f["__seq"]) for _, f in taken])
                 apply_to = {r["bucket"] for r in fresh}
                 license_ids, days, units = [], [], []
+                replies: tuple[list, list, list] = ([], [], [])
                 for bucket, fields in taken:
                     if bucket not in apply_to:
                         continue  # applied before; its owner died before releasing it
                     for field, value in fields.items():
                         if field.startswith("__"):  # __epoch, __seq, __more
+                            continue
+                        if field.startswith("i:"):  # i:<license id>:<idempotency hash> -> first reply
+                            _, license_id, idem = field.split(":", 2)
+                            for column, item in zip(replies, (int(license_id), idem, value)):
+                                column.append(item)
                             continue
                         license_id, day = field.split(":")
                         license_ids.append(int(license_id))
@@ -114,6 +120,8 @@ class UsageFlusher(WriteBehindLoop):
                         units.append(int(value))
                 if license_ids:
                     await _apply(conn, license_ids, days, units)
+                if replies[0]:
+                    await _keep_replies(conn, *replies)
         return sum(units)
 
 
@@ -126,7 +134,19 @@ _DONE_KEYS = [_keys(b, "flushing", "applied") for b in range(BUCKETS)]
 
 
 def _decode(flat: list) -> dict:
-    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+    # Usage deltas and markers are text; an idempotent consume's first reply (i:...) stays msgpack.
+    return {flat[i].decode(): flat[i + 1] if flat[i].startswith(b"i:") else flat[i + 1].decode()
+            for i in range(0, len(flat), 2)}
+
+
+async def _keep_replies(conn, license_ids: list[int], idems: list[str], replies: list[bytes]) -> None:
+    # Replies of licenses deleted meanwhile are dropped (the join finds no row); a day later, all are.
+    await conn.execute(
+        """INSERT INTO api_idempotency (license_id, idem, reply)
+           SELECT t.id, t.idem, t.reply FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS t(id, idem, reply)
+           JOIN api_licenses l ON l.id = t.id
+           ON CONFLICT DO NOTHING""", license_ids, idems, replies)
+    await conn.execute("DELETE FROM api_idempotency WHERE created_at < now() - interval '1 day'")
 
 
 async def _apply(conn, license_ids: list[int], days: list[date], units: list[int]) -> None:

@@ -104,6 +104,10 @@ for i = 10, #reply, 3 do
 end
 reply[1], reply[3], reply[4] = code, retry_after, near and 1 or 0
 if idem_key then
-  redis.call('SET', idem_key, cmsgpack.pack(unpack(reply)), 'EX', 86400)  -- msgpack keeps big integers exact
+  local first = cmsgpack.pack(unpack(reply))  -- msgpack keeps big integers exact
+  redis.call('SET', idem_key, first, 'EX', 86400)
+  if reply[2] > 0 then  -- it consumed: written behind with the usage, so the replay outlives a loss of Redis data
+    redis.call('HSET', KEYS[2], 'i:' .. id .. ':' .. ARGV[4], first)
+  end
 end
 return reply
