@@ -63,7 +63,7 @@ async def test_a_five_minute_postgres_outage_keeps_verified_tokens_serving(setti
 
             await forwarder.restore()
             assert (await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)).status_code == 200
-            flusher = app.state.services.domains["apilicense.flusher"]
+            flusher = app.state.services.usage_flusher
             for _ in range(100):  # the usage held in Redis during the outage reaches PostgreSQL
                 await flusher.flush(list(range(1024)))
                 conn = await asyncpg.connect(settings.database_url)

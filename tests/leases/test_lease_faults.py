@@ -69,7 +69,7 @@ async def test_another_organization_cannot_poison_the_owners_pool_cache(client, 
 
 async def _drain_history(app) -> None:
     services = app.state.services
-    drainer = services.domains["leases.history"]
+    drainer = services.lease_history
     await drainer.drain(await drainer.everything())
 
 

@@ -12,29 +12,33 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import Any
+
+import asyncpg
 
 from ..background import cancel_and_wait
 from ..clock import Clock
 from ..fastpath import parse_authorization
-from .tokens import Principal, load_principal
+from ..formats.rediskeys import TOKEN_INVALIDATIONS
+from ..principal import Principal
+from .tokens import load_principal
 
 log = logging.getLogger("quota_gateway.auth")
 
-CHANNEL = "qg:tokens:invalidate"
 _NEGATIVE_TTL = 1.0  # unknown tokens are remembered briefly so random ones cannot hammer Postgres
 _RECHECK_INTERVAL = 5.0  # PostgreSQL down: a verified token is re-checked at most this often
 _RECHECK_TIMEOUT = 2.0  # ... and a re-check waits at most this long
 
 
 class TokenCache:
-    def __init__(self, pool, redis, clock: Clock, ttl: float = 60.0, max_entries: int = 100_000) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: Any, clock: Clock, ttl: float = 60.0, max_entries: int = 100_000) -> None:
         self._pool = pool
         self._redis = redis
         self._clock = clock
         self._ttl = ttl
         self._max_entries = max_entries
-        self._valid: dict[str, tuple[str, Principal, float]] = {}  # public id -> (token, principal, until)
-        self._invalid: dict[str, float] = {}  # full token -> until
+        self._valid: dict[str, tuple[str, Principal, float]] = {}  # public id -> (secret, principal, until)
+        self._invalid: dict[tuple[str, str], float] = {}  # (public id, secret) -> until
         self._evictions = 0  # bumped by every eviction: a resolve that saw one meanwhile caches nothing
         self._listener: asyncio.Task | None = None
         self.ready = asyncio.Event()
@@ -45,14 +49,13 @@ class TokenCache:
         if parsed is None:
             return True, None
         now = self._clock.now()
-        token = f"exo_at_{parsed[0]}_{parsed[1]}"
         entry = self._valid.get(parsed[0])
-        if entry is not None and entry[2] >= now and hmac.compare_digest(entry[0], token):
+        if entry is not None and entry[2] >= now and hmac.compare_digest(entry[0], parsed[1]):
             principal = entry[1]
             if principal.expires_at is not None and principal.expires_at <= now:
                 return True, None
             return True, principal
-        until = self._invalid.get(token)
+        until = self._invalid.get(parsed)
         if until is not None and until >= now:
             return True, None
         return False, None
@@ -62,9 +65,8 @@ class TokenCache:
         if hit:
             return principal
         public, secret = parse_authorization(header)  # type: ignore[misc]  # lookup() parsed it already
-        token = f"exo_at_{public}_{secret}"
         stale = self._valid.get(public)
-        if stale is not None and not hmac.compare_digest(stale[0], token):
+        if stale is not None and not hmac.compare_digest(stale[0], secret):
             stale = None
         evictions = self._evictions
         try:
@@ -79,20 +81,20 @@ class TokenCache:
             # through the channel), and try again a little later rather than on every request.
             log.warning("cannot re-verify access token %s (%s: %s); serving it as verified before", public,
                         type(exc).__name__, exc)
-            self._valid[public] = (token, stale[1], self._clock.now() + min(self._ttl, _RECHECK_INTERVAL))
+            self._valid[public] = (secret, stale[1], self._clock.now() + min(self._ttl, _RECHECK_INTERVAL))
             return self.lookup(header)[1]
         now = self._clock.now()
         if principal is None:
             if len(self._invalid) >= self._max_entries:
                 self._invalid.clear()
-            self._invalid[f"exo_at_{public}_{secret}"] = now + _NEGATIVE_TTL
+            self._invalid[(public, secret)] = now + _NEGATIVE_TTL
             return None
         if self._evictions != evictions:  # a revocation may have crossed the read: answer, cache nothing
             self._valid.pop(public, None)
             return None if principal.expires_at is not None and principal.expires_at <= now else principal
         if len(self._valid) >= self._max_entries:
             self._valid.clear()
-        self._valid[public] = (token, principal, now + self._ttl)
+        self._valid[public] = (secret, principal, now + self._ttl)
         return self.lookup(header)[1]
 
     async def _load(self, public: str, secret: str) -> Principal | None:
@@ -110,7 +112,7 @@ class TokenCache:
 
     async def publish_invalidation(self, public_id: str) -> None:
         self.evict(public_id)
-        await self._redis.publish(CHANNEL, public_id)
+        await self._redis.publish(TOKEN_INVALIDATIONS, public_id)
 
     def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="token-invalidation")
@@ -122,7 +124,7 @@ class TokenCache:
         while True:
             try:
                 pubsub = self._redis.pubsub()
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(TOKEN_INVALIDATIONS)
                 self.clear()  # anything revoked while we were not listening must not survive
                 self.ready.set()
                 async for message in pubsub.listen():
