@@ -18,7 +18,7 @@
 --         expires ISO, then slot (0..7), limit, used for each limited window}
 -- A retried consume with an Idempotency-Key gets the first reply again, as it was (unless the key has
 -- been revoked since: then it is refused like any request).
-local FORMAT = '4'  -- engine.META_FORMAT
+local FORMAT = '5'  -- engine.META_FORMAT
 local packed = redis.pcall('GET', KEYS[1])  -- metadata of an older format may be of another type
 local m = type(packed) == 'string' and {cmsgpack.unpack(packed)} or {}
 local format, found, id, tenant, revoked, exp, limit, offset, features, product, expires =
