@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 
 from conftest import make_api_key, make_product, running_app
+from tcp_cut import CuttableForwarder
 
 EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"]
 
@@ -183,3 +185,33 @@ async def test_a_lifetime_reset_survives_redis_losing_unflushed_usage(manual_flu
     assert await _quota(client, tenant.headers, key) == {"limit": 100, "used": 0, "remaining": 100}
     assert (await _consume(client, tenant.headers, key, 100)).status_code == 200
     assert (await _consume(client, tenant.headers, key, 1)).status_code == 429
+
+
+async def test_a_key_whose_cached_metadata_lapses_during_a_postgres_outage_keeps_validating(settings, tenant, clock):
+    upstream = urlsplit(settings.database_url)
+    forwarder = await CuttableForwarder(upstream.hostname, upstream.port).start()
+    through = dataclasses.replace(settings, database_url=upstream._replace(
+        netloc=f"{upstream.username}@127.0.0.1:{forwarder.port}").geturl())
+    try:
+        async with running_app(through, clock) as (_, client):
+            product = await make_product(client, tenant.headers)
+            key = await make_api_key(client, tenant.headers, product, maxApiCalls=5)
+            revoked = await make_api_key(client, tenant.headers, product)
+            assert (await client.delete(f"/api/apilicense/{revoked}", headers=tenant.headers)).status_code == 200
+            for k in (key, revoked):
+                await _consume(client, tenant.headers, k, 1)  # both cached
+            await forwarder.cut()
+            redis = aioredis.from_url(settings.redis_url)
+            try:  # the metadata's TTL runs out during the outage
+                for meta in [m async for m in redis.scan_iter(match="qg:{b*}:m:*")]:
+                    await redis.delete(meta)
+            finally:
+                await redis.aclose()
+            r = await _consume(client, tenant.headers, key, 2)
+            assert r.status_code == 200, r.text
+            assert r.json()["quota"] == {"limit": 5, "used": 3, "remaining": 2}
+            assert (await _consume(client, tenant.headers, key, 3)).status_code == 429
+            r = await _consume(client, tenant.headers, revoked, 1)
+            assert r.status_code == 403 and r.json()["errorCode"] == "revoked"
+    finally:
+        await forwarder.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,9 @@ _REF_CACHE_SIZE = 65536
 # First replies of idempotent consumes written behind (restored with the counters after Redis lost them).
 _KEPT_REPLIES = """SELECT idem, reply, GREATEST(1, 86400 - extract(epoch FROM now() - created_at))::int AS ttl
                    FROM api_idempotency WHERE license_id = $1 AND created_at > now() - interval '1 day'"""
+
+
+log = logging.getLogger("quota_gateway.apilicense")
 
 
 class QuotaEngine:
@@ -132,13 +136,23 @@ class QuotaEngine:
     # -- cache fills --------------------------------------------------------------------------
 
     async def _fill_meta(self, ref: LicenseRef, generation: Any) -> None:
-        async with self.services.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                """SELECT l.id, l.tenant_id, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, p.name,
-                          ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code) AS features
-                   FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""", ref.digest)
+        try:
+            async with self.services.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    """SELECT l.id, l.tenant_id, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, p.name,
+                              ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code)
+                                AS features
+                       FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""",
+                    ref.digest)
+        except Exception as exc:
+            # Postgres unreachable: validation goes on with the key's last metadata (its backup copy
+            # is dropped by every change, so it is as current as the lapsed one was).
+            if not await self.runner.run(keyspace.RESTORE_META, ref.meta_keys, [generation, keyspace.OUTAGE_META_TTL]):
+                raise
+            log.warning("cannot read API key metadata (%s: %s); serving its last copy", type(exc).__name__, exc)
+            return
         fields, ttl = keyspace.meta_fields(row)
-        await self.runner.run(keyspace.FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
+        await self.runner.run(keyspace.FILL_META, ref.meta_keys, [generation, ttl, *fields])
 
     async def _fill_used(self, ref: LicenseRef, license_id: int) -> None:
         """Rebuild a license's counters (and the idempotent replies lost with them) from Postgres."""
@@ -197,4 +211,4 @@ class QuotaEngine:
 
 async def invalidate(runner: ScriptRunner, ref: LicenseRef) -> None:
     """Drop a key's cached metadata: every gateway reads it from Postgres on its next request."""
-    await runner.run(keyspace.INVALIDATE, [ref.meta, ref.gen], [])
+    await runner.run(keyspace.INVALIDATE, ref.meta_keys, [])

@@ -22,6 +22,8 @@ from ..scripts import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
 FILL_META = LuaScript("apilicense_meta_fill")
+RESTORE_META = LuaScript("apilicense_meta_restore")
+OUTAGE_META_TTL = 60  # a backup copy restored while Postgres is unreachable is re-read this soon
 FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("meta_invalidate")
 RESET = LuaScript("apilicense_reset")
@@ -38,7 +40,7 @@ NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not fore
 class LicenseRef:
     """Where one canonical key lives in Redis (all its keys share the bucket's hash tag)."""
 
-    __slots__ = ("bucket", "counters_prefix", "digest", "gen", "key", "meta", "prefix", "validate_keys")
+    __slots__ = ("bucket", "counters_prefix", "digest", "gen", "key", "meta", "meta_keys", "prefix", "validate_keys")
 
     def __init__(self, key: str, bucket: int | None = None, digest: bytes | None = None) -> None:
         self.key = key
@@ -48,6 +50,8 @@ class LicenseRef:
         hexdigest = self.digest.hex()[:32]
         self.meta = f"{self.prefix}m:{hexdigest}"
         self.gen = f"{self.prefix}gen:{hexdigest}"
+        # metadata, its generation, and its backup copy (served while Postgres is unreachable)
+        self.meta_keys = [self.meta, self.gen, f"{self.prefix}mb:{hexdigest}"]
         self.validate_keys = [self.meta, f"{self.prefix}pending", self.prefix]
 
     @classmethod
