@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.qg-installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean node
 
 $(STAMP): pyproject.toml setup.py src/quota_gateway/_fastpath.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml setup.py src/quota_gateway/_fastpath.pyx
 run: $(STAMP)
 	$(BIN)/quota-gateway serve $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) node
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The Node.js SDK's tests (clients/node, run by tests/client/test_node_sdk.py) need node and npm.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || (apt-get update && apt-get install -y nodejs npm)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from conftest import make_api_key, make_product, make_tenant
+from quota_gateway.client import QuotaMiddleware
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -29,6 +30,16 @@ def run_example(name: str, **names: object) -> types.ModuleType:
     sys.modules[module.__name__] = module  # Django resolves ROOT_URLCONF = __name__ by import
     exec(compile(readme_example(name), f"README.md:{name}", "exec"), module.__dict__)
     return module
+
+
+async def close_asgi_clients(app) -> None:
+    """Close the pools of the app's QuotaMiddleware: an idle TLS connection left open would hold
+    the gateway's graceful shutdown until its TLS close times out."""
+    layer = app.middleware_stack
+    while layer is not None:
+        if isinstance(layer, QuotaMiddleware):
+            await layer.client.aclose()
+        layer = getattr(layer, "app", None)
 
 
 @pytest.fixture
@@ -53,7 +64,7 @@ async def test_readme_examples(gateway_env, capsys):
     key = await gateway_env(5)
     run_example("python-client", api_key=key)
     assert capsys.readouterr().out == "allowed; 2 units left\n"
-    run_example("python-client", api_key=key)
+    run_example("python-client", api_key=key).quota.close()
     assert capsys.readouterr().out == "allowed; 2 units left\n"  # same Idempotency-Key: not charged again
 
     # Starlette: limits reached answer 429 with the gateway's fields
@@ -67,6 +78,7 @@ async def test_readme_examples(gateway_env, capsys):
         refused = await backend.get("/forecast", headers={"x-api-key": key})
         assert refused.status_code == 429 and refused.json()["error"] == "quota_exhausted"
         assert refused.headers["ratelimit-policy"] == '"quota";q=2' and "retry-after" in refused.headers
+    await close_asgi_clients(starlette_app)
 
     # FastAPI: units computed per request, key from the query string
     key = await gateway_env(100)
@@ -74,6 +86,7 @@ async def test_readme_examples(gateway_env, capsys):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://b") as backend:
         assert (await backend.get("/forecast", params={"api_key": key})).json()["remaining"] == 99
         assert (await backend.get("/bulk/forecast", params={"api_key": key})).json()["remaining"] == 89
+    await close_asgi_clients(api)
 
     # Flask (WSGI, sync client), Bearer scheme
     key = await gateway_env(3)
@@ -82,6 +95,7 @@ async def test_readme_examples(gateway_env, capsys):
         assert backend.get("/forecast", headers={"authorization": f"Bearer {key}"}).json["remaining"] == 2
         assert backend.get("/forecast", headers={"authorization": key}).status_code == 401
         assert backend.get("/forecast", headers={"authorization": "Bearer qgk_" + "0" * 28}).status_code == 401
+    flask_app.wsgi_app.client.close()
 
     # Django
     key = await gateway_env(10)
@@ -89,3 +103,4 @@ async def test_readme_examples(gateway_env, capsys):
     with httpx.Client(transport=httpx.WSGITransport(app=application), base_url="http://b") as backend:
         assert backend.get("/forecast", headers={"x-api-key": key}).json() == {"forecast": "sunny", "remaining": 9}
         assert backend.get("/forecast").status_code == 401
+    application.client.close()
