@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import load, micro
+from benchmarks import load, micro, middleware
 
 
 def main() -> None:
@@ -17,6 +17,8 @@ def main() -> None:
     args = parser.parse_args()
     print("== fast path: compiled vs pure-Python (ns per call) ==")
     print(micro.report(micro.run()))
+    print("\n== client middleware's own overhead (in-process, gateway answer from a canned transport) ==")
+    print(middleware.report(middleware.run()))
     if not args.skip_load:
         print("\n== validate vs a bare Starlette endpoint (1 uvicorn worker each, uvloop, httptools) ==")
         print(load.report(load.run(args.duration, args.connections, rounds=args.rounds)))
