@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
-from quota_gateway.client import AsyncQuotaClient, QuotaClient, QuotaMiddleware, QuotaWSGIMiddleware
+from quota_gateway.client import (
+    AsyncQuotaClient,
+    QuotaClient,
+    QuotaMiddleware,
+    QuotaWSGIMiddleware,
+)
 
 KEY = "qgk_" + "7" * 28
 ANSWER = (b'{"isValid":true,"unitsConsumed":1,"quota":{"limit":1000000,"used":17,"remaining":999983},'
@@ -133,9 +139,9 @@ def report(best: dict[str, float]) -> str:
         f"{'  AsyncQuotaClient.validate alone':34} {best['async_client']:10.1f}",
         f"{'WSGI app, bare':34} {best['wsgi_bare']:10.1f}",
         f"{'WSGI app + QuotaWSGIMiddleware':34} {best['wsgi_middleware']:10.1f}",
-        f"middleware overhead per request: ASGI {asgi:.0f} µs, WSGI {wsgi:.0f} µs (the gateway round trip "
+        (f"middleware overhead per request: ASGI {asgi:.0f} µs, WSGI {wsgi:.0f} µs (the gateway round trip "
         f"not included); the client call alone is {best['async_client']:.0f} µs, so the middleware's own "
-        f"logic adds {own:+.0f} µs (within noise when near zero)",
+        f"logic adds {own:+.0f} µs (within noise when near zero)"),
     ])
 
 

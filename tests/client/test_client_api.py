@@ -9,10 +9,17 @@ import threading
 
 import httpx
 import pytest
-
 from conftest import make_api_key, make_product
-from quota_gateway.client import (ApiKeyValidation, AsyncQuotaClient, GatewayError, GatewayUnavailable, Quota,
-                                  QuotaClient, RetryPolicy)
+
+from quota_gateway.client import (
+    ApiKeyValidation,
+    AsyncQuotaClient,
+    GatewayError,
+    GatewayUnavailable,
+    Quota,
+    QuotaClient,
+    RetryPolicy,
+)
 from quota_gateway.embedded import free_port
 
 
@@ -92,7 +99,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     answers: list[tuple[int, dict[str, str], bytes]] = []
     seen: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers["content-length"]))
         type(self).seen.append(self.headers.get("idempotency-key", ""))
         status, headers, body = type(self).answers.pop(0)

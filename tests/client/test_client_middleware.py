@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request as FastAPIRequest
+from conftest import make_api_key, make_product
+from fastapi import FastAPI
+from fastapi import Request as FastAPIRequest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from conftest import make_api_key, make_product
-from quota_gateway.client import ApiKeyValidation, AsyncQuotaClient, QuotaMiddleware, RetryPolicy
+from quota_gateway.client import (
+    ApiKeyValidation,
+    AsyncQuotaClient,
+    QuotaMiddleware,
+    RetryPolicy,
+)
 from quota_gateway.embedded import free_port
 
 

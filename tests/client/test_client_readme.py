@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import make_api_key, make_product, make_tenant
+
 from quota_gateway.client import QuotaMiddleware
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def readme_example(name: str) -> str:
     """The code block that follows `<!-- example: name -->` in the README."""
-    found = re.search(rf"<!-- example: {re.escape(name)} -->\n```[a-z]*\n(.*?)\n```", README.read_text(), re.S)
+    found = re.search(rf"<!-- example: {re.escape(name)} -->\n```[a-z]*\n(.*?)\n```", README.read_text(), re.DOTALL)
     assert found, f"README has no example {name!r}"
     return found.group(1)
 

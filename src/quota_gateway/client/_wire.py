@@ -58,7 +58,7 @@ class RetryPolicy:
             except ValueError:
                 wanted = self.backoff
             return wanted if wanted <= self.max_retry_after else None
-        return min(self.backoff * (2 ** attempt), self.max_backoff)
+        return min(self.backoff * 2.0 ** attempt, self.max_backoff)
 
 
 SAFE_TO_RETRY = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -118,7 +118,8 @@ def usage(response: httpx.Response) -> ApiKeyUsage:
 
 
 def retry_after_of(response: httpx.Response) -> str | None:
-    return response.headers.get("retry-after")
+    value: str | None = response.headers.get("retry-after")
+    return value
 
 
 def limits(max_connections: int) -> httpx.Limits:

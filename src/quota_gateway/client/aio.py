@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Self
 
 import httpx
 
@@ -88,8 +89,8 @@ class AsyncQuotaClient:
             await self._http.aclose()
         self._http = None
 
-    async def __aenter__(self) -> AsyncQuotaClient:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from ._wire import GatewayError, GatewayUnavailable
 from .aio import AsyncQuotaClient
-from .guard import MISCONFIGURED, MISSING_KEY, INVALID_KEY, Guard, OnError, Reply
+from .guard import INVALID_KEY, MISCONFIGURED, MISSING_KEY, Guard, OnError, Reply
+from .results import ApiKeyValidation
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -69,6 +71,7 @@ class QuotaMiddleware:
         if not self.guard.plausible(api_key):
             await _send_reply(send, INVALID_KEY)
             return
+        result: ApiKeyValidation | None
         try:
             units = self.guard.units_for(scope)
             result = await self.client.validate(api_key, units, consume=self.guard.consume,

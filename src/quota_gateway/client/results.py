@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 # Response headers of a refusal that a customer backend passes on to its own caller.
 RATE_LIMIT_HEADERS = ("retry-after", "ratelimit", "ratelimit-policy", "x-ratelimit-limit",

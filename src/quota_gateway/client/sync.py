@@ -6,7 +6,8 @@ import os
 import ssl
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Self
 
 import httpx
 
@@ -98,8 +99,8 @@ class QuotaClient:
                 self._http.close()
             self._http = None
 
-    def __enter__(self) -> QuotaClient:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

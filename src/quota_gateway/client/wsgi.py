@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from ._wire import GatewayError, GatewayUnavailable
-from .guard import MISCONFIGURED, MISSING_KEY, INVALID_KEY, Guard, OnError, Reply
+from .guard import INVALID_KEY, MISCONFIGURED, MISSING_KEY, Guard, OnError, Reply
+from .results import ApiKeyValidation
 from .sync import QuotaClient
 
 log = logging.getLogger("quota_gateway.client")
@@ -57,6 +59,7 @@ class QuotaWSGIMiddleware:
         if not self.guard.plausible(api_key):
             return _answer(start_response, INVALID_KEY)
         idempotency_key = (environ.get(self._idempotency) or "")[:200] or None if self._idempotency else None
+        result: ApiKeyValidation | None
         try:
             units = self.guard.units_for(environ)
             result = self.client.validate(api_key, units, consume=self.guard.consume, idempotency_key=idempotency_key)
