@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
 
@@ -27,6 +29,26 @@ from quota_gateway.tenants import create_tenant
 
 # Test master key for tenant private keys at rest; never used outside tests.
 TEST_MASTER_KEY = "00" * 32
+
+
+# --- a temp root of this run's own -------------------------------------------------------------
+
+def pytest_configure(config):
+    """Give each pytest run its own base temp dir outside /tmp/pytest-of-<user>.
+
+    The embedded PostgreSQL runs as an unprivileged user, so the launcher opens the parents of its
+    data dir for traversal; a second pytest run starting on the machine resets
+    /tmp/pytest-of-<user> to 0700 and the first run's PostgreSQL could no longer reach its files.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="qg-pytest-")
+        config._qg_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    basetemp = getattr(config, "_qg_basetemp", None)
+    if basetemp:
+        shutil.rmtree(basetemp, ignore_errors=True)
 
 
 # --- the fast path, twice (compiled and pure), like multidict's implementation fixture ---------
@@ -233,3 +255,22 @@ def tls_gateway(settings, tmp_path) -> Iterator[LiveGateway]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- e-mail: a real SMTP server on loopback ----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smtp_server_session():
+    from smtp_capture import SmtpCapture
+
+    server = SmtpCapture().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server(smtp_server_session):
+    """A real aiosmtpd server on 127.0.0.1 (`.host`, `.port`): `.messages`, `await .wait_for(n)`,
+    `.fail_next(n)`, `.passwords[user] = password`. Emptied before each test."""
+    smtp_server_session.reset()
+    return smtp_server_session

@@ -122,7 +122,7 @@ async def test_seat_usage_is_404_for_standard_keys(client, tenant):
 
 
 @pytest.mark.parametrize("case,status,code", [
-    ("unknown", 404, "invalid_key"), ("no-product", 404, "product_not_found"), ("wrong-product", 400, "product_mismatch"),
+    ("unknown", 404, "invalid_key"), ("no-product", 400, "product_not_found"), ("wrong-product", 400, "product_mismatch"),
     ("revoked", 403, "license_revoked"), ("expired", 403, "license_expired"), ("outdated", 426, "version_outdated"),
 ])
 async def test_activation_errors(client, tenant, clock, case, status, code):
@@ -177,7 +177,7 @@ async def test_trial_runs_from_first_sighting(client, tenant, clock):
     assert again["status"] == "trial" and again["expirationDate"] == first["expirationDate"]
     clock.advance(2 * 86400)
     over = await _validate(client, tenant, "", name)
-    assert over["isValid"] is False and over["status"] == "trial_expired" and over["features"] == []
+    assert over["isValid"] is False and over["status"] == "trial_expired" and over["features"] == ["Export", "Sync"]
     # an invalid key still learns when this device's trial ends
     invalid = await _validate(client, tenant, "nope", name)
     assert invalid["status"] == "invalid" and invalid["expirationDate"] == first["expirationDate"]
@@ -250,7 +250,10 @@ async def test_tenant_isolation(client, tenant, other_tenant):
     await _activate(client, tenant, key, name)
     assert (await _validate(client, other_tenant, key, name))["status"] == "invalid"
     r = await _activate(client, other_tenant, key, name)
-    assert r.status_code == 404
+    assert r.status_code == 400 and r.json()["error"] == "product_not_found"  # the other tenant has no such product
+    await _product(client, other_tenant)
+    r = await _activate(client, other_tenant, key, name)
+    assert r.status_code == 404 and r.json()["error"] == "invalid_key"
     assert (await client.get(f"/api/licenses/{key}", headers=other_tenant.headers)).status_code == 404
     assert (await client.get("/api/licenses", headers=other_tenant.headers)).json()["totalCount"] == 0
     history = (await client.get(f"/api/license/device-history/{HW}", headers=other_tenant.headers)).json()
@@ -271,13 +274,13 @@ async def test_domain_events_are_raised(client, tenant, settings):
                                                      tenant.id)]
     finally:
         await conn.close()
-    assert types == ["license.created", "license.activated", "validation.failed", "device.deactivated",
+    assert types == ["license.created", "license.activated", "license.validation.failed", "device.deactivated",
                      "license.revoked"]
 
 
 async def test_support_ticket_is_a_clean_501(client, tenant):
     r = await client.post("/api/support/ticket", json={"productName": "X", "email": "u@example.com", "subject": "s",
-                                                       "message": "m"}, headers=tenant.headers)
+                                                       "message": "m"}, headers=tenant.headers)  # admin: has email
     assert r.status_code == 501 and r.json()["error"] == "not_implemented"
 
 

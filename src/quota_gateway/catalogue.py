@@ -36,6 +36,14 @@ _FEATURE = obj(
     description=Str(max_len=1000, default=""),
 )
 
+# The next code after the largest; once the largest is 2**31 - 1 (the column's end), the lowest free one.
+_NEXT_CODE = """SELECT CASE WHEN max(code) IS NULL THEN 1 WHEN max(code) < 2147483647 THEN max(code) + 1
+                            WHEN NOT EXISTS (SELECT 1 FROM features WHERE product_id = $2 AND code = 1) THEN 1
+                            ELSE (SELECT min(f.code) + 1 FROM features f WHERE f.product_id = $2 AND f.code > 0
+                                  AND f.code < 2147483647 AND NOT EXISTS (SELECT 1 FROM features g
+                                  WHERE g.product_id = $2 AND g.code = f.code + 1)) END
+                FROM features WHERE product_id = $2"""
+
 
 def product_json(row) -> dict:
     return {"id": row["id"], "name": row["name"], "description": row["description"], "trialDays": row["trial_days"],
@@ -133,12 +141,14 @@ async def add_feature(call: Call) -> JSONResponse:
         await get_product(conn, call.tenant_id, product_id)
         try:
             row = await conn.fetchrow(
-                """INSERT INTO features (tenant_id, product_id, code, name, description)
-                   VALUES ($1, $2, COALESCE($3, (SELECT COALESCE(max(code), 0) + 1 FROM features WHERE product_id = $2)), $4, $5)
-                   RETURNING id, product_id, code, name, description""",
+                f"""INSERT INTO features (tenant_id, product_id, code, name, description)
+                    VALUES ($1, $2, COALESCE($3, ({_NEXT_CODE})), $4, $5)
+                    RETURNING id, product_id, code, name, description""",
                 call.tenant_id, product_id, b["code"], b["name"], b["description"])
         except asyncpg.UniqueViolationError:
             raise ApiError(409, "feature_exists", "a feature with that code or name already exists on this product") from None
+        except asyncpg.NotNullViolationError:  # every one of the 2**31 - 1 codes is taken
+            raise ApiError(409, "feature_codes_exhausted", "this product has no free feature code left") from None
     await _features_changed(call, product_id)
     return JSONResponse(feature_json(row), status_code=201)
 
@@ -163,7 +173,8 @@ async def _features_changed(call: Call, product_id: int) -> None:
 
 def _int_path(call: Call, name: str) -> int:
     text = call.path[name]
-    if not text.isdigit() or len(text) > 18:
+    # Only ASCII digits are ids: str.isdigit() also takes '²' and '١' (which int() reads as 1).
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(400, "invalid_field", f"{name}: must be a positive integer", field=name)
     return int(text)
 
@@ -177,7 +188,7 @@ routes = [
     endpoint("GET", "/api/product/{product_id}/features", list_features, scope="manage", tag="catalogue",
              errors=("product_not_found",), responses={200: "the features", 404: "no such product"}),
     endpoint("POST", "/api/product/{product_id}/features", add_feature, scope="manage", body=_FEATURE, tag="catalogue",
-             errors=("product_not_found", "feature_exists", "invalid_feature"),
+             errors=("product_not_found", "feature_exists", "feature_codes_exhausted", "invalid_feature"),
              responses={201: "created", 404: "no such product", 409: "duplicate code or name"}),
     endpoint("DELETE", "/api/product/{product_id}/features/{feature_id}", delete_feature, scope="manage",
              tag="catalogue", errors=("feature_not_found",), responses={200: "deleted", 404: "no such feature"}),

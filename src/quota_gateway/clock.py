@@ -32,6 +32,24 @@ class ManualClock(Clock):
         self._now += seconds
 
 
+def parse_iso_utc(text: str, *, naive_is_utc: bool = False) -> datetime:
+    """An ISO-8601 timestamp as an aware UTC datetime. ValueError (with a message for the client)
+    when it is not ISO-8601, has no zone (unless `naive_is_utc`), or leaves years 1..9999 once
+    moved to UTC (`9999-12-31T23:59:59-10:00` is in year 10000)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO-8601 timestamp") from None
+    if value.tzinfo is None:
+        if not naive_is_utc:
+            raise ValueError("must carry a time zone (use Z for UTC)")
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("must fall within the years 1 to 9999 in UTC") from None
+
+
 _ISO_CACHE: dict[int, str] = {}
 
 

@@ -131,3 +131,18 @@ async def decrypt_oaep(conn: asyncpg.Connection, tenant_id: str, master_key: str
             continue
     raise ApiError(400, "decryption_failed", "the payload was not encrypted with this tenant's public key")
 
+
+
+# --- small secrets at rest (SMTP passwords, webhook signing secrets) ------------------------------
+
+def seal(master_key: str, tenant_id: str, purpose: str, plaintext: bytes) -> bytes:
+    """AES-256-GCM under the tenant's wrapping key; `purpose` and the tenant id are the associated
+    data, so a sealed value cannot be moved to another tenant or used as another kind of secret."""
+    nonce = os.urandom(12)
+    aad = f"{tenant_id}|{purpose}".encode()
+    return nonce + AESGCM(_wrapping_key(master_key, tenant_id)).encrypt(nonce, plaintext, aad)
+
+
+def unseal(master_key: str, tenant_id: str, purpose: str, blob: bytes) -> bytes:
+    aad = f"{tenant_id}|{purpose}".encode()
+    return AESGCM(_wrapping_key(master_key, tenant_id)).decrypt(blob[:12], blob[12:], aad)

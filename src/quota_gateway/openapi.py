@@ -6,6 +6,7 @@ import re
 from typing import Iterable
 
 from . import __version__
+from .auth.tokens import ANY_TOKEN
 from .routing import EndpointSpec
 
 _ERROR = {
@@ -39,8 +40,11 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             responses["413"] = {"description": "body too large", **error}
         if spec.scope is not None:
             responses["401"] = {"description": "missing or invalid access token", **error}
-            responses["403"] = {"description": f"token lacks the '{spec.scope}' permission", **error}
-            op["security"] = [{"ExisOneApi": [spec.scope]}]
+            if spec.scope == ANY_TOKEN:
+                op["security"] = [{"ExisOneApi": []}]
+            else:
+                responses["403"] = {"description": f"token lacks the '{spec.scope}' permission", **error}
+                op["security"] = [{"ExisOneApi": [spec.scope]}]
         if spec.errors:
             op["x-error-codes"] = list(spec.errors)
         for code, text in spec.responses.items():

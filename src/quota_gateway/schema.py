@@ -13,6 +13,7 @@ from typing import Any, Iterable
 from .errors import ApiError
 
 _MISSING = object()
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,18}")
 
 
 class _Unset:
@@ -220,10 +221,10 @@ class Query:
 
 def _from_text(spec: Field, text: str, name: str) -> Any:
     if isinstance(spec, Int):
-        try:
-            return int(text, 10)
-        except ValueError:
-            raise _invalid(name, "must be an integer") from None
+        # ASCII digits only: int() also reads ' 1', '1_0', '+1' and other scripts' digits ('١').
+        if not _INTEGER_TEXT.fullmatch(text):
+            raise _invalid(name, "must be an integer")
+        return int(text)
     if isinstance(spec, Bool):
         lowered = text.lower()
         if lowered in {"true", "1"}:

@@ -18,6 +18,7 @@ FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("meta_invalidate")
 RESET = LuaScript("apilicense_reset")
 PRIME = LuaScript("apilicense_prime")
+TOTAL = LuaScript("apilicense_total")
 
 META_TTL = 3600
 META_FORMAT = "4"  # the script refills metadata cached in any other format
@@ -257,6 +258,15 @@ class QuotaEngine:
 
     async def invalidate(self, ref: LicenseRef) -> None:
         await self.runner.run(INVALIDATE, [ref.meta, ref.gen], [])
+
+    async def lifetime_total(self, ref: LicenseRef, license_id: int) -> int:
+        """Units the license ever consumed, unflushed ones included (rebuilt from Postgres if missing)."""
+        for _ in range(5):
+            total = await self.runner.run(TOTAL, [f"{ref.prefix}c:{license_id}"], [])
+            if total is not None:
+                return int(total)
+            await self._fill_used(ref, license_id)
+        raise RuntimeError("could not read a usage counter")
 
     async def reset_windows(self, ref: LicenseRef, license_id: int, periods: list[str]) -> int:
         """Zero the current windows of `periods`; returns how many had counted something."""

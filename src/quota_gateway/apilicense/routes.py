@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from starlette.responses import Response
 
 from .. import catalogue, fastpath
 from ..autopipeline import AutoPipeline, ClusterAutoPipeline
-from ..clock import iso_utc
+from ..clock import iso_utc, parse_iso_utc
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..redisconn import RedisPyRunner
@@ -138,12 +138,9 @@ async def update(call: Call) -> dict:
     expires = b["expirationDate"]
     if isinstance(expires, str):
         try:
-            expires = datetime.fromisoformat(b["expirationDate"].replace("Z", "+00:00"))
-        except ValueError:
-            raise ApiError(400, "invalid_field", "expirationDate: must be an ISO-8601 timestamp",
-                           field="expirationDate") from None
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=timezone.utc)
+            expires = parse_iso_utc(expires, naive_is_utc=True)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_field", f"expirationDate: {exc}", field="expirationDate") from None
     async with call.services.pool.acquire() as conn:
         row = await _find(call, conn, call.path["api_key"])
         # An absent field keeps its value; an explicit null clears it.
@@ -199,13 +196,13 @@ async def reset(call: Call) -> dict:
         row = await _find(call, conn, call.path["api_key"])
     ref = _ref(row)
     if period_type in ("all", "lifetime"):
-        # The offset makes "used" zero without rewriting history: used = total - offset.
-        outcome = await engine.run(ref, call.tenant_id, 0, False)
-        if outcome is None:
-            raise ApiError(404, "not_found", "no such API key")
+        # The offset makes "used" zero without rewriting history: used = total - offset. It is set
+        # to the total (Redis's, so unflushed usage counts), never raised by "used": concurrent
+        # resets then agree, and the offset only ever grows.
+        total = await engine.lifetime_total(ref, row["id"])
         async with call.services.pool.acquire() as conn:
-            await conn.execute("UPDATE api_licenses SET used_offset = used_offset + $2 WHERE id = $1", row["id"],
-                               outcome.used)
+            await conn.execute("UPDATE api_licenses SET used_offset = GREATEST(used_offset, $2) WHERE id = $1",
+                               row["id"], total)
         await engine.invalidate(ref)
     periods = list(PERIODS) if period_type == "all" else [period_type] if period_type in PERIODS else []
     if periods:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ..clock import parse_iso_utc
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
@@ -21,12 +22,9 @@ def _parse_time(text: str | None, field: str) -> datetime | None:
     if text is None:
         return None
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, "invalid_field", f"{field}: must be an ISO-8601 timestamp", field=field) from None
-    if value.tzinfo is None:
-        raise ApiError(400, "invalid_field", f"{field}: must carry a time zone (use Z for UTC)", field=field)
-    return value
+        return parse_iso_utc(text)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_field", f"{field}: {exc}", field=field) from None
 
 
 async def create(call: Call) -> JSONResponse:

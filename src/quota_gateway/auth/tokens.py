@@ -18,6 +18,9 @@ import asyncpg
 from ..errors import ApiError
 
 SCOPES = ("verify", "generate", "email", "manage", "admin")
+# An endpoint declared with this scope takes any valid token of the tenant (the SDK document's
+# "valid token, no specific scope"); it is not a permission a token can be given.
+ANY_TOKEN = "any"
 _PUBLIC_ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 
@@ -33,7 +36,7 @@ class Principal:
     expires_at: float | None = None
 
     def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return scope == ANY_TOKEN or "admin" in self.scopes or scope in self.scopes
 
 
 def digest(secret: str) -> bytes:

@@ -20,6 +20,7 @@ CHANGE = LuaScript("leases_change")
 FILL = LuaScript("meta_fill")
 INVALIDATE = LuaScript("meta_invalidate")
 META_TTL = 3600
+NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
 MARKER_TTL = 7 * 86400
 
 
@@ -53,27 +54,35 @@ class LeasePools:
         raise RuntimeError("pool metadata kept changing")
 
     async def change(self, ref: PoolRef, action: str, now: int, lease_id: str, new_lease_id: str = "",
-                     seconds: int = 0) -> tuple[str, int]:
-        code, expiry = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:{lease_id}"],
-                                             [action, now, lease_id, new_lease_id, seconds, MARKER_TTL])
-        if action != "check":
-            self.dirty.add(ref.prefix)
-        return code.decode(), int(expiry)
+                     seconds: int = 0, *, tenant_id: str, loader) -> tuple[str, int]:
+        """Renew, release or check a lease; `loader()` reads the pool key's row when Redis has no
+        metadata for it (a lease of a revoked key must never pass for want of cached metadata)."""
+        keys = [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:{lease_id}", ref.prefix + "gen"]
+        for _ in range(3):
+            code, value = await self.runner.run(CHANGE, keys, [action, now, lease_id, new_lease_id, seconds, MARKER_TTL,
+                                                               tenant_id])
+            if code != b"miss":
+                if action != "check":
+                    self.dirty.add(ref.prefix)
+                return code.decode(), int(value)
+            await self.fill(ref, value, await loader())
+        raise RuntimeError("pool metadata kept changing")
 
     async def used(self, ref: PoolRef, now: int) -> int:
         """Live leases (a read: expired ones are not counted, and removed by the next obtain)."""
-        code, _ = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:"],
-                                        ["count", now, "", "", 0, MARKER_TTL])
+        code, _ = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:",
+                                                 ref.prefix + "gen"], ["count", now, "", "", 0, MARKER_TTL, ""])
         return int(code)
 
     async def fill(self, ref: PoolRef, generation, row) -> None:
-        if row is None:
-            fields = ["ok", "0"]
+        ttl = META_TTL
+        if row is None:  # no such key in any organization (a key's owner is cached, not the asker's view)
+            fields, ttl = ["ok", "0"], NEGATIVE_TTL
         else:
             fields = ["ok", "1", "id", row["id"], "tenant", str(row["tenant_id"]), "limit", row["lease_limit"],
                       "exp", int(row["expires_at"].timestamp()) if row["expires_at"] else 0,
                       "revoked", "1" if row["revoked_at"] else "0", "products", orjson.dumps(row["products"])]
-        await self.runner.run(FILL, ref.keys("meta", "gen"), [generation, META_TTL, *fields])
+        await self.runner.run(FILL, ref.keys("meta", "gen"), [generation, ttl, *fields])
 
     async def invalidate(self, ref: PoolRef) -> None:
         await self.runner.run(INVALIDATE, ref.keys("meta", "gen"), [])

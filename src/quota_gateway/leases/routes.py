@@ -79,10 +79,32 @@ def _pool_ref(raw_key: str) -> tuple[PoolRef, bytes] | None:
     return PoolRef(digest.hex()), digest
 
 
+_KEY_COLUMNS = "id, tenant_id, lease_limit, expires_at, revoked_at, products"
+
+
 async def _key_row(call: Call, tenant_id: str, digest: bytes):
     async with call.services.pool.acquire() as conn:
-        return await conn.fetchrow("SELECT id, tenant_id, lease_limit, expires_at, revoked_at, products "
-                                   "FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2", digest, tenant_id)
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2",
+                                   digest, tenant_id)
+
+
+async def _owner_row(call: Call, digest: bytes):
+    """The key's row whoever owns it: what the pool's Redis metadata caches (the scripts compare
+    the owner with the asking organization, so one organization's answer never lands in another's)."""
+    async with call.services.pool.acquire() as conn:
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1", digest)
+
+
+async def _pool_row(call: Call, pool: str):
+    """The row of the key whose digest starts with `pool` (16 hex digits, what a lease carries),
+    found through the unique index on key_digest as a range of digests."""
+    low = bytes.fromhex(pool)
+    high = int(pool, 16) + 1
+    async with call.services.pool.acquire() as conn:
+        if high >= 1 << 64:
+            return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest >= $1", low)
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest >= $1 "
+                                   "AND key_digest < $2", low, high.to_bytes(8, "big"))
 
 
 def _now(call: Call) -> int:
@@ -138,7 +160,7 @@ async def obtain(call: Call) -> dict:
     lease_id = secrets.token_hex(12)
 
     async def load():
-        return await _key_row(call, tenant_id, digest)
+        return await _owner_row(call, digest)
 
     reply = await _pools(call).obtain(ref, tenant_id, load, now, b["expiry"], lease_id, b["clientId"])
     code = reply[0]
@@ -167,6 +189,19 @@ async def _verified_lease(call: Call, tenant_id: str, lease: str) -> dict | None
     return payload if lease_token.verify(pems, signed, signature) else None
 
 
+async def _change(call: Call, tenant_id: str, payload: dict, action: str, now: int, new_id: str = "",
+                  seconds: int = 0) -> tuple[str, int]:
+    pool = payload["key"]
+    if not isinstance(pool, str) or len(pool) != 16 or any(c not in "0123456789abcdef" for c in pool):
+        return "KEY_INVALID", 0  # signed by this organization, yet not a pool id it issues
+
+    async def load():
+        return await _pool_row(call, pool)
+
+    return await _pools(call).change(PoolRef(pool), action, now, payload["lid"], new_id, seconds, tenant_id=tenant_id,
+                                     loader=load)
+
+
 _LEASE_CODES = {"LEASE_RELEASED": "LEASE_RELEASED", "LEASE_RENEWED": "LEASE_INVALID", "KEY_INVALID": "KEY_INVALID",
                 "KEY_EXPIRED": "KEY_EXPIRED"}
 
@@ -184,7 +219,7 @@ async def validate_lease(call: Call) -> dict:
     if payload is None:
         return {"isValid": False, "errorCode": "LEASE_INVALID"}
     now = _now(call)
-    code, expiry = await _pools(call).change(PoolRef(payload["key"]), "check", now, payload["lid"])
+    code, expiry = await _change(call, tenant_id, payload, "check", now)
     if code != "OK":
         return {"isValid": False, "errorCode": _lease_failure(code, payload, now)}
     return {"isValid": True, "expiry": _iso(expiry)}
@@ -198,8 +233,7 @@ async def renew(call: Call) -> dict:
         return {"success": False, "errorCode": "LEASE_INVALID"}
     now = _now(call)
     new_id = secrets.token_hex(12)
-    code, expiry = await _pools(call).change(PoolRef(payload["key"]), "renew", now, payload["lid"], new_id,
-                                             call.body["expiry"])
+    code, expiry = await _change(call, tenant_id, payload, "renew", now, new_id, call.body["expiry"])
     if code != "OK":
         return {"success": False, "errorCode": _lease_failure(code, payload, now)}
     async with call.services.pool.acquire() as conn:
@@ -214,7 +248,7 @@ async def release(call: Call) -> dict:
     payload = await _verified_lease(call, tenant_id, call.body["lease"])
     if payload is None:
         return {"success": False, "errorCode": "LEASE_INVALID"}
-    await _pools(call).change(PoolRef(payload["key"]), "release", _now(call), payload["lid"])
+    await _change(call, tenant_id, payload, "release", _now(call))
     return {"success": True}
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncpg
 from starlette.responses import PlainTextResponse, Response
 
 from .. import catalogue, crypto
+from ..auth.tokens import ANY_TOKEN
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
@@ -175,9 +177,12 @@ async def save_plan(call: Call) -> JSONResponse:
             if row is None:
                 raise ApiError(409, "plan_exists", f"a plan named '{b['name']}' already exists")
             return JSONResponse(_plan_json(row), status_code=201)
-        row = await conn.fetchrow("UPDATE plans SET name = $3, duration_days = $4, is_active = $5 "
-                                  "WHERE tenant_id = $1 AND id = $2 RETURNING id, name, duration_days, is_active",
-                                  call.tenant_id, b["id"], b["name"], b["durationDays"], b["isActive"])
+        try:
+            row = await conn.fetchrow("UPDATE plans SET name = $3, duration_days = $4, is_active = $5 "
+                                      "WHERE tenant_id = $1 AND id = $2 RETURNING id, name, duration_days, is_active",
+                                      call.tenant_id, b["id"], b["name"], b["durationDays"], b["isActive"])
+        except asyncpg.UniqueViolationError:  # renamed to another plan's name
+            raise ApiError(409, "plan_exists", f"a plan named '{b['name']}' already exists") from None
     if row is None:
         raise ApiError(404, "plan_not_found", f"no plan {b['id']}")
     return JSONResponse(_plan_json(row))
@@ -233,17 +238,18 @@ async def support_ticket(call: Call) -> JSONResponse:
 
 
 routes = [
-    endpoint("POST", "/api/license/activate", activate, scope="verify", body=_ACTIVATE, tag="licensing",
+    endpoint("POST", "/api/license/activate", activate, scope=ANY_TOKEN, body=_ACTIVATE, tag="licensing",
              errors=("product_not_found", "invalid_key", "product_mismatch", "license_revoked", "license_expired",
                      "already_activated", "seat_limit_reached", "version_outdated"),
-             responses={200: "activated", 400: "product_mismatch", 403: "revoked or expired", 404: "unknown key or product",
+             responses={200: "activated", 400: "product_not_found / product_mismatch", 403: "revoked or expired",
+                        404: "unknown key",
                         409: "already_activated / seat_limit_reached", 426: "version_outdated"}),
     endpoint("POST", "/api/license/validate", validate, scope="verify", body=_VALIDATE, tag="licensing",
              responses={200: "always, with isValid and status"}),
     endpoint("POST", "/api/license/validate-encrypted", validate_encrypted, scope="verify", body=_ENCRYPTED,
              tag="licensing", errors=("invalid_payload", "decryption_failed"),
              responses={200: "sealed answer"}),
-    endpoint("POST", "/api/license/deactivate", deactivate, scope="verify", body=_DEACTIVATE, tag="licensing",
+    endpoint("POST", "/api/license/deactivate", deactivate, scope=ANY_TOKEN, body=_DEACTIVATE, tag="licensing",
              errors=("invalid_key", "product_mismatch", "not_activated", "deactivation_cooldown"),
              responses={200: "deactivated", 404: "unknown key or not activated here", 429: "deactivation_cooldown"}),
     endpoint("POST", "/api/activationkey/generate", generate, scope="generate", body=_GENERATE, tag="licensing",
@@ -275,6 +281,6 @@ routes = [
              responses={200: "PEM", 404: "no key"}),
     endpoint("GET", "/api/crypto/keys", list_keys, scope="manage", tag="crypto"),
     endpoint("POST", "/api/crypto/keys/rotate", rotate_key, scope="admin", tag="crypto", responses={201: "rotated"}),
-    endpoint("POST", "/api/support/ticket", support_ticket, scope="verify", body=_TICKET, tag="support",
+    endpoint("POST", "/api/support/ticket", support_ticket, scope="email", body=_TICKET, tag="support",
              errors=("not_implemented",), responses={501: "support tickets are not available"}),
 ]

@@ -13,6 +13,7 @@ Validation statuses (POST /api/license/validate, always 200 so the SDKs can read
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -143,8 +144,8 @@ async def activate(conn, tenant_id: str, now: datetime, server_version: str, bod
     product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"])
     versions = {"serverVersion": server_version,
                 "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
-    if product is None:
-        raise ApiError(404, "product_not_found", f"no product named '{body['productName']}'", **versions)
+    if product is None:  # the SDK document: "400 Bad Request on activation: ensure product name is correct"
+        raise ApiError(400, "product_not_found", f"no product named '{body['productName']}'", **versions)
     if version_below(body["version"], product["minimumRequiredVersion"]):
         raise ApiError(426, "version_outdated", f"version {body['version']} is below the minimum "
                        f"{product['minimumRequiredVersion']}", **versions)
@@ -189,65 +190,112 @@ async def _take_seat(conn, tenant_id: str, lic, hardware: str, now: datetime, em
 
 
 async def _first_sighting(conn, tenant_id: str, product_id: int, hardware: str, now: datetime) -> datetime:
+    first = await conn.fetchval("SELECT first_seen_at FROM device_sightings WHERE tenant_id = $1 AND product_id = $2 "
+                                "AND hardware_id = $3", tenant_id, product_id, hardware)
+    if first is not None:  # the common case: a device seen before, read without writing
+        return first
+    # A new device. DO UPDATE (not DO NOTHING) waits for a concurrent first sighting's insert and
+    # returns its row, which a read in this statement's snapshot would not see.
     return await conn.fetchval(
-        """WITH ins AS (INSERT INTO device_sightings (tenant_id, product_id, hardware_id, first_seen_at)
-                        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING first_seen_at)
-           SELECT first_seen_at FROM ins
-           UNION ALL SELECT first_seen_at FROM device_sightings WHERE tenant_id = $1 AND product_id = $2 AND hardware_id = $3
-           LIMIT 1""", tenant_id, product_id, hardware, now)
+        """INSERT INTO device_sightings (tenant_id, product_id, hardware_id, first_seen_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, product_id, hardware_id) DO UPDATE SET first_seen_at = device_sightings.first_seen_at
+           RETURNING first_seen_at""", tenant_id, product_id, hardware, now)
+
+
+# The ExisOne document: "Default of 0 means Perpetual (expires 2049-12-31)"; answers always carry a date.
+PERPETUAL_EXPIRY = datetime(2049, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 
 
 async def validate_license(conn, tenant_id: str, now: datetime, server_version: str, body: dict) -> dict:
-    """The answer to POST /api/license/validate (statuses: see the module docstring)."""
+    """The answer to POST /api/license/validate (statuses: see the module docstring).
+
+    Every answer for a known product carries the product's features (for a valid key: the key's
+    features) and an expirationDate: the key's expiry, or for an invalid key the end of the
+    device's trial (first sighting plus the product's trial days). Every refused status raises
+    license.validation.failed."""
     hardware = _hardware(body["hardwareId"])
     raw_key = (body.get("activationKey") or "").strip()
     product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"]) if body["productName"] else None
     if raw_key and offline.is_offline_code(raw_key):
-        return await _validate_offline_code(conn, tenant_id, now, server_version, raw_key, hardware, product)
+        lic = None
+        answer = await _validate_offline_code(conn, tenant_id, now, server_version, raw_key, hardware, product)
+        if answer["isValid"]:
+            return answer
+        product = answer.pop("_product")
+    else:
+        answer, lic, product = await _validate_key(conn, tenant_id, now, server_version, raw_key, hardware, body,
+                                                   product)
+        if answer["isValid"]:
+            return answer
+    if product is not None:
+        if answer["status"] == "invalid" or answer["expirationDate"] is None:
+            answer["expirationDate"] = await _trial_end(conn, tenant_id, product, hardware, now)
+        if not answer["features"]:
+            answer["features"] = await _product_feature_names(conn, tenant_id, product["id"])
+    await events.emit(conn, tenant_id, events.LICENSE_VALIDATION_FAILED,
+                      {"licenseId": lic["id"] if lic else None, "hardwareId": hardware, "status": answer["status"],
+                       "productName": product["name"] if product else body["productName"]})
+    return answer
+
+
+async def _product_feature_names(conn, tenant_id: str, product_id: int) -> list[str]:
+    return [f["name"] for f in await catalogue.product_features(conn, tenant_id, product_id)]
+
+
+async def _trial_end(conn, tenant_id: str, product: dict, hardware: str, now: datetime) -> datetime:
+    first = await _first_sighting(conn, tenant_id, product["id"], hardware, now)
+    return first + timedelta(days=product["trialDays"])
+
+
+def _refused(server_version: str, product, status: str = "invalid") -> dict:
+    return {"isValid": False, "status": status, "expirationDate": None, "features": [],
+            "serverVersion": server_version,
+            "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
+
+
+async def _validate_key(conn, tenant_id: str, now: datetime, server_version: str, raw_key: str, hardware: str,
+                        body: dict, product) -> tuple[dict, object, dict | None]:
+    """(answer, license row or None, product) for a key or a blank (trial) request."""
     lic = await find_license(conn, tenant_id, raw_key) if raw_key else None
     if body["productName"] and product is None:
         lic = None  # a product this tenant does not have: nothing can be valid for it
     elif lic is not None and product is None:
         product = await catalogue.get_product(conn, tenant_id, lic["product_id"])
-    answer = {"isValid": False, "status": "invalid", "expirationDate": None, "features": [],
-              "serverVersion": server_version,
-              "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
+    answer = _refused(server_version, product)
     if product is not None and version_below(body["version"], product["minimumRequiredVersion"]):
-        return {**answer, "status": "version_outdated"}
+        answer["status"] = "version_outdated"
+        if lic is not None and lic["product_id"] == product["id"]:
+            answer["expirationDate"] = lic["expires_at"] or PERPETUAL_EXPIRY
+        return answer, lic, product
     if lic is None or lic["product_id"] != product["id"]:
         # No (usable) key: trial mode, running from the device's first sighting.
-        if product is None:
-            return answer
-        first = await _first_sighting(conn, tenant_id, product["id"], hardware, now)
-        ends = first + timedelta(days=product["trialDays"])
-        answer["expirationDate"] = ends
-        if raw_key:
-            return answer  # an invalid key is not a trial, but still learns when the trial would end
-        features = [f["name"] for f in await catalogue.product_features(conn, tenant_id, product["id"])]
+        if product is None or raw_key:
+            return answer, None, product  # an invalid key is not a trial
+        ends = await _trial_end(conn, tenant_id, product, hardware, now)
         running = now < ends
-        return {**answer, "isValid": running, "status": "trial" if running else "trial_expired",
-                "features": features if running else []}
-    answer["expirationDate"] = lic["expires_at"]
+        answer.update(isValid=running, status="trial" if running else "trial_expired", expirationDate=ends,
+                      features=await _product_feature_names(conn, tenant_id, product["id"]))
+        return answer, None, product
+    answer["expirationDate"] = lic["expires_at"] or PERPETUAL_EXPIRY
+    answer["features"] = await license_features(conn, lic)
     if lic["revoked_at"] is not None:
-        status = "revoked"
+        answer["status"] = "revoked"
     elif lic["expires_at"] is not None and lic["expires_at"] <= now:
-        status = "expired"
+        answer["status"] = "expired"
     elif not await conn.fetchval("SELECT 1 FROM activations WHERE license_id = $1 AND hardware_id = $2 "
                                  "AND deactivated_at IS NULL", lic["id"], hardware):
-        status = "not_activated"
+        answer["status"] = "not_activated"
     else:
-        return {**answer, "isValid": True, "status": "licensed", "licenseType": lic["kind"],
-                "features": await license_features(conn, lic)}
-    await events.emit(conn, tenant_id, events.VALIDATION_FAILED,
-                      {"licenseId": lic["id"], "hardwareId": hardware, "status": status})
-    return {**answer, "status": status}
+        answer.update(isValid=True, status="licensed", licenseType=lic["kind"])
+    return answer, lic, product
 
 
 async def _validate_offline_code(conn, tenant_id: str, now: datetime, server_version: str, code: str, hardware: str,
                                  product) -> dict:
-    answer = {"isValid": False, "status": "invalid", "expirationDate": None, "features": [],
-              "serverVersion": server_version,
-              "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
+    """The answer for an offline code; a refused one carries `_product` (the code's product, when
+    it is this tenant's and the request named none) for the caller to complete."""
+    answer = _refused(server_version, product)
+    answer["_product"] = product
     try:
         payload_bytes, signature = offline.decode(code)
     except ValueError:
@@ -256,20 +304,37 @@ async def _validate_offline_code(conn, tenant_id: str, now: datetime, server_ver
                for pem in await crypto.verifying_pems(conn, tenant_id)):
         return answer
     payload = orjson.loads(payload_bytes)
+    if product is None and isinstance(payload.get("productId"), int):
+        try:
+            answer["_product"] = await catalogue.get_product(conn, tenant_id, payload["productId"])
+        except ApiError:
+            pass  # the product was removed since the code was signed
     expires = datetime.fromisoformat(payload["expirationDate"].replace("Z", "+00:00"))
     answer["expirationDate"] = expires
+    answer["features"] = list(payload.get("features", []))
     if payload.get("hardwareId", "").upper() != hardware:
         return answer
     if expires <= now:
-        return {**answer, "status": "expired"}
-    return {**answer, "isValid": True, "status": "licensed", "features": payload.get("features", [])}
+        answer["status"] = "expired"
+        return answer
+    del answer["_product"]
+    return {**answer, "isValid": True, "status": "licensed"}
 
 
 async def deactivate(conn, tenant_id: str, now: datetime, body: dict) -> dict:
+    """Release the seat of `hardwareId`. `licenseKey` is an activation key, or an offline code this
+    server issued (the SDK's deactivate_smart sends the code): the seat the code was issued for."""
     hardware = _hardware(body["hardwareId"])
-    lic = await find_license(conn, tenant_id, body["licenseKey"])
+    raw_key = body["licenseKey"].strip()
+    code_hardware = None
+    if offline.is_offline_code(raw_key):
+        lic, code_hardware = await _license_of_offline_code(conn, tenant_id, raw_key)
+    else:
+        lic = await find_license(conn, tenant_id, raw_key)
     if lic is None:
         raise ApiError(404, "invalid_key", "no such activation key")
+    if code_hardware is not None and code_hardware != hardware:
+        raise ApiError(404, "not_activated", "this offline code was issued for another hardware id")
     if body["productName"] and lic["product_name"].lower() != body["productName"].lower():
         raise ApiError(400, "product_mismatch", "this key belongs to another product")
     async with conn.transaction():
@@ -289,6 +354,26 @@ async def deactivate(conn, tenant_id: str, now: datetime, body: dict) -> dict:
         await _history(conn, tenant_id, hardware, "deactivated", now, lic)
         await events.emit(conn, tenant_id, events.DEVICE_DEACTIVATED, {"licenseId": lic["id"], "hardwareId": hardware})
     return {"success": True}
+
+
+def _offline_code_digest(payload_bytes: bytes, signature: bytes) -> bytes:
+    return hashlib.sha256(payload_bytes + signature).digest()
+
+
+async def _license_of_offline_code(conn, tenant_id: str, code: str) -> tuple[object, str | None]:
+    """(license, hardware id) of the live activation a code of this tenant was issued for, else (None, None)."""
+    try:
+        payload_bytes, signature = offline.decode(code)
+    except ValueError:
+        return None, None
+    activation = await conn.fetchrow(
+        "SELECT license_id, hardware_id FROM activations WHERE tenant_id = $1 AND offline_code_digest = $2 "
+        "AND deactivated_at IS NULL ORDER BY id LIMIT 1", tenant_id, _offline_code_digest(payload_bytes, signature))
+    if activation is None:
+        return None, None
+    lic = await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses l JOIN products p ON p.id = l.product_id "
+                              "WHERE l.id = $1 AND l.tenant_id = $2", activation["license_id"], tenant_id)
+    return lic, activation["hardware_id"]
 
 
 async def seat_usage(conn, tenant_id: str, raw_key: str) -> dict:
@@ -320,8 +405,10 @@ async def offline_code(conn, tenant_id: str, master_key: str, now: datetime, raw
                "email": lic["email"], "features": await license_features(conn, lic), "tenantId": tenant_id,
                "version": version or ""}
     _, key = await crypto.signing_key(conn, tenant_id, master_key)
-    return {"offlineCode": offline.encode(payload, lambda data: crypto.sign_pkcs1v15_sha256(key, data)),
-            "expirationDate": expires, "hardwareId": hardware}
+    code = offline.encode(payload, lambda data: crypto.sign_pkcs1v15_sha256(key, data))
+    await conn.execute("UPDATE activations SET offline_code_digest = $3 WHERE license_id = $1 AND hardware_id = $2 "
+                       "AND deactivated_at IS NULL", lic["id"], hardware, _offline_code_digest(*offline.decode(code)))
+    return {"offlineCode": code, "expirationDate": expires, "hardwareId": hardware}
 
 
 async def device_history(conn, tenant_id: str, hardware_id: str, page: int, page_size: int) -> dict:

@@ -1,8 +1,10 @@
 -- Renew, release or check one lease.
--- KEYS: 1 meta hash, 2 lease zset, 3 history stream, 4 marker of the lease ("released" | "renewed")
--- ARGV: 1 action (renew|release|check|count), 2 now, 3 lease id, 4 new lease id, 5 lease seconds, 6 marker ttl
+-- KEYS: 1 meta hash, 2 lease zset, 3 history stream, 4 marker of the lease ("released" | "renewed"),
+--       5 metadata generation counter
+-- ARGV: 1 action (renew|release|check|count), 2 now, 3 lease id, 4 new lease id, 5 lease seconds, 6 marker ttl,
+--       7 tenant
 -- Reply: {code, expiry}; code OK | LEASE_RELEASED | LEASE_RENEWED | LEASE_GONE | KEY_INVALID | KEY_EXPIRED
---        (count: {live leases, 0})
+--        (count: {live leases, 0}; no metadata cached: {"miss", generation})
 local action, now, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if action == 'count' then
   return {redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf'), 0}
@@ -23,11 +25,16 @@ if marker == 'released' then
 elseif marker == 'renewed' then
   return {'LEASE_RENEWED', 0}
 end
-local meta = redis.call('HMGET', KEYS[1], 'revoked', 'exp')
-if meta[1] == '1' then
+-- No cached metadata (its TTL ran out, a revocation dropped it, Redis lost it) is not "allowed":
+-- the caller refills it from Postgres and asks again.
+local meta = redis.call('HMGET', KEYS[1], 'ok', 'tenant', 'revoked', 'exp')
+if not meta[1] then
+  return {'miss', redis.call('GET', KEYS[5]) or '0'}
+end
+if meta[1] ~= '1' or meta[2] ~= ARGV[7] or meta[3] == '1' then
   return {'KEY_INVALID', 0}
 end
-local key_exp = tonumber(meta[2] or '0')
+local key_exp = tonumber(meta[4])
 if key_exp > 0 and now >= key_exp then
   return {'KEY_EXPIRED', 0}
 end
