@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import apilicense, catalogue, db, events, health, leases, licensing, metrics, openapi, tenants
+from . import apilicense, catalogue, db, events, health, leases, licensing, metrics, openapi, tenants, web
 from .auth import routes as auth_routes
 from .auth.cache import TokenCache
 from .clock import Clock
@@ -35,7 +35,8 @@ from .services import Services
 
 log = logging.getLogger("quota_gateway")
 
-DOMAINS: tuple[ModuleType, ...] = (health, auth_routes, tenants, catalogue, apilicense, licensing, leases, events)
+DOMAINS: tuple[ModuleType, ...] = (health, auth_routes, tenants, catalogue, apilicense, licensing, leases, events,
+                                   web)
 
 
 class GatewayApp:

@@ -93,26 +93,41 @@ async def list_products(call: Call) -> dict:
 async def save_product(call: Call) -> JSONResponse:
     """Create a product (no id) or update one (id set)."""
     b = call.body
-    values = (b["name"], b["description"], b["trialDays"], b["minimumRequiredVersion"], b["deactivationCooldownHours"])
     async with call.services.pool.acquire() as conn:
-        try:
-            if b["id"] is None:
-                row = await conn.fetchrow(
-                    f"""INSERT INTO products (tenant_id, name, description, trial_days, minimum_required_version,
-                                              deactivation_cooldown_hours)
-                        VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_PRODUCT_COLUMNS}""", call.tenant_id, *values)
-                status = 201
-            else:
-                row = await conn.fetchrow(
-                    f"""UPDATE products SET name = $3, description = $4, trial_days = $5, minimum_required_version = $6,
-                                            deactivation_cooldown_hours = $7
-                        WHERE tenant_id = $1 AND id = $2 RETURNING {_PRODUCT_COLUMNS}""", call.tenant_id, b["id"], *values)
-                if row is None:
-                    raise ApiError(404, "product_not_found", f"no product {b['id']}")
-                status = 200
-        except asyncpg.UniqueViolationError:
-            raise ApiError(409, "product_exists", f"a product named '{b['name']}' already exists") from None
-    return JSONResponse(product_json(row), status_code=status)
+        if b["id"] is None:
+            return JSONResponse(await create_product(conn, call.tenant_id, b), status_code=201)
+        return JSONResponse(await update_product(conn, call.tenant_id, b["id"], b))
+
+
+def _product_values(values: dict) -> tuple:
+    return (values["name"], values.get("description", ""), values.get("trialDays", 0),
+            values.get("minimumRequiredVersion"), values.get("deactivationCooldownHours", 0))
+
+
+async def create_product(conn: asyncpg.Connection, tenant_id: str, values: dict) -> dict:
+    """A new product from {name, description?, trialDays?, minimumRequiredVersion?, deactivationCooldownHours?}."""
+    try:
+        row = await conn.fetchrow(
+            f"""INSERT INTO products (tenant_id, name, description, trial_days, minimum_required_version,
+                                      deactivation_cooldown_hours)
+                VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_PRODUCT_COLUMNS}""", tenant_id, *_product_values(values))
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, "product_exists", f"a product named '{values['name']}' already exists") from None
+    return product_json(row)
+
+
+async def update_product(conn: asyncpg.Connection, tenant_id: str, product_id: int, values: dict) -> dict:
+    try:
+        row = await conn.fetchrow(
+            f"""UPDATE products SET name = $3, description = $4, trial_days = $5, minimum_required_version = $6,
+                                    deactivation_cooldown_hours = $7
+                WHERE tenant_id = $1 AND id = $2 RETURNING {_PRODUCT_COLUMNS}""",
+            tenant_id, product_id, *_product_values(values))
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, "product_exists", f"a product named '{values['name']}' already exists") from None
+    if row is None:
+        raise ApiError(404, "product_not_found", f"no product {product_id}")
+    return product_json(row)
 
 
 async def show_product(call: Call) -> dict:
@@ -136,21 +151,35 @@ async def add_feature(call: Call) -> JSONResponse:
     """Add a feature to a product (names reserved by a domain are checked, e.g. api:rate:minute:N)."""
     product_id = _int_path(call, "product_id")
     b = call.body
-    check_feature_name(b["name"])
     async with call.services.pool.acquire() as conn:
-        await get_product(conn, call.tenant_id, product_id)
-        try:
-            row = await conn.fetchrow(
-                f"""INSERT INTO features (tenant_id, product_id, code, name, description)
-                    VALUES ($1, $2, COALESCE($3, ({_NEXT_CODE})), $4, $5)
-                    RETURNING id, product_id, code, name, description""",
-                call.tenant_id, product_id, b["code"], b["name"], b["description"])
-        except asyncpg.UniqueViolationError:
-            raise ApiError(409, "feature_exists", "a feature with that code or name already exists on this product") from None
-        except asyncpg.NotNullViolationError:  # every one of the 2**31 - 1 codes is taken
-            raise ApiError(409, "feature_codes_exhausted", "this product has no free feature code left") from None
-    await _features_changed(call, product_id)
-    return JSONResponse(feature_json(row), status_code=201)
+        feature = await create_feature(conn, call.tenant_id, product_id, b["name"], b["description"], b["code"])
+    await features_changed(call.services, call.tenant_id, product_id)
+    return JSONResponse(feature, status_code=201)
+
+
+async def create_feature(conn: asyncpg.Connection, tenant_id: str, product_id: int, name: str, description: str = "",
+                         code: int | None = None) -> dict:
+    """Add a feature (the caller then runs `features_changed`, outside any transaction)."""
+    check_feature_name(name)
+    await get_product(conn, tenant_id, product_id)
+    try:
+        row = await conn.fetchrow(
+            f"""INSERT INTO features (tenant_id, product_id, code, name, description)
+               VALUES ($1, $2, COALESCE($3, ({_NEXT_CODE})), $4, $5)
+               RETURNING id, product_id, code, name, description""",
+            tenant_id, product_id, code, name, description)
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, "feature_exists", "a feature with that code or name already exists on this product") from None
+    except asyncpg.NotNullViolationError:  # every one of the 2**31 - 1 codes is taken
+        raise ApiError(409, "feature_codes_exhausted", "this product has no free feature code left") from None
+    return feature_json(row)
+
+
+async def remove_feature(conn: asyncpg.Connection, tenant_id: str, product_id: int, feature_id: int) -> None:
+    status = await conn.execute("DELETE FROM features WHERE tenant_id = $1 AND product_id = $2 AND id = $3",
+                                tenant_id, product_id, feature_id)
+    if not status.endswith(" 1"):
+        raise ApiError(404, "feature_not_found", f"no feature {feature_id} on product {product_id}")
 
 
 async def delete_feature(call: Call) -> dict:
@@ -158,17 +187,15 @@ async def delete_feature(call: Call) -> dict:
     product_id = _int_path(call, "product_id")
     feature_id = _int_path(call, "feature_id")
     async with call.services.pool.acquire() as conn:
-        status = await conn.execute("DELETE FROM features WHERE tenant_id = $1 AND product_id = $2 AND id = $3",
-                                    call.tenant_id, product_id, feature_id)
-    if not status.endswith(" 1"):
-        raise ApiError(404, "feature_not_found", f"no feature {feature_id} on product {product_id}")
-    await _features_changed(call, product_id)
+        await remove_feature(conn, call.tenant_id, product_id, feature_id)
+    await features_changed(call.services, call.tenant_id, product_id)
     return {"deleted": True, "id": feature_id}
 
 
-async def _features_changed(call: Call, product_id: int) -> None:
+async def features_changed(services, tenant_id: str, product_id: int) -> None:
+    """Tell every domain that cached the product's features (ON_FEATURES_CHANGED hooks)."""
     for hook in ON_FEATURES_CHANGED:
-        await hook(call.services, call.tenant_id, product_id)
+        await hook(services, tenant_id, product_id)
 
 
 def _int_path(call: Call, name: str) -> int:

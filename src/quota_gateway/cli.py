@@ -86,7 +86,8 @@ def _ensure_master_key(settings: Settings) -> Settings:
 
 
 async def _bootstrap(settings: Settings) -> dict | None:
-    """First start: a default tenant and an admin token. None when tenants already exist."""
+    """First start: a default tenant, an admin token, an admin user and a one-time sign-in link
+    for the web admin (so a new user gets in without any e-mail set up). None when tenants exist."""
     await db.migrate_url(settings.database_url)
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -94,9 +95,25 @@ async def _bootstrap(settings: Settings) -> dict | None:
             return None
         tenant = await create_tenant(conn, "default", "Default tenant", master_key=settings.master_key)
         token = await create_token(conn, tenant["id"], "bootstrap admin", ["admin"])
-        return {"tenant": tenant, "token": token["token"]}
+        email = os.environ.get("QG_ADMIN_EMAIL", "admin@localhost.localdomain")
+        link = await _signin_link(conn, settings, tenant, email)
+        return {"tenant": tenant, "token": token["token"], "admin_email": email, "signin_link": link}
     finally:
         await conn.close()
+
+
+async def _signin_link(conn: asyncpg.Connection, settings: Settings, tenant: dict, email: str) -> str:
+    """Make `email` an admin of the tenant (if not yet) and a one-time sign-in link for it."""
+    from .clock import Clock
+    from .web import signin
+    from .web.keys import WebKeys
+    from .web.login import public_base
+
+    now = Clock().utcnow()
+    admin = await signin.create_admin(conn, tenant["id"], email, now)
+    token = await signin.create_link(conn, WebKeys.from_master(settings.master_key or ""), now, tenant["id"],
+                                     admin["id"])
+    return f"{public_base(settings)}/admin/{tenant['slug']}/login/link?token={token}"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -125,6 +142,8 @@ def serve(args: argparse.Namespace) -> int:
             print(f"  embedded redis: {settings.redis_url}\n  embedded postgres: {settings.database_url}", flush=True)
         if first:
             print(f"  created tenant '{first['tenant']['slug']}' ({first['tenant']['id']})\n"
+                  f"  web admin sign-in link for {first['admin_email']} (one use, "
+                  f"{int(_link_minutes())} min): {first['signin_link']}\n"
                   f"  admin access token (shown once): {first['token']}", flush=True)
         shared_metrics = None
         if settings.workers > 1 and not settings.metrics_dir:  # workers answer /metrics for the whole server
@@ -216,6 +235,38 @@ def _announce_revocation(settings: Settings, public_id: str) -> None:
     print(f"revoked {public_id}")
 
 
+def _link_minutes() -> float:
+    from .web.signin import LINK_TTL
+
+    return LINK_TTL.total_seconds() / 60
+
+
+def admin(args: argparse.Namespace) -> int:
+    """`admin create` adds an admin user of the web UI; `admin link` also prints a one-time link."""
+    from .clock import Clock
+    from .web import signin
+
+    async def work(conn):
+        found = await get_tenant(conn, args.tenant)
+        if found is None:
+            raise ApiError(404, "tenant_not_found", f"no tenant '{args.tenant}'")
+        if args.action == "create":
+            made = await signin.create_admin(conn, found["id"], args.email, Clock().utcnow())
+            return f"admin {made['email']} of tenant {found['slug']}: sign in at {public}/admin/{found['slug']}/login"
+        if args.action == "link":
+            link = await _signin_link(conn, settings, found, args.email)
+            return f"one-time sign-in link for {args.email} ({int(_link_minutes())} min): {link}"
+        return "\n".join(f"{a['email']}  last sign-in {a['lastLoginAt'] or 'never'}"
+                         for a in await signin.list_admins(conn, found["id"])) or "no admin users"
+
+    from .web.login import public_base
+
+    settings = _ensure_master_key(Settings.from_env())
+    public = public_base(settings)
+    print(_run_db(settings, work))
+    return 0
+
+
 def show_config(args: argparse.Namespace) -> int:
     for env, doc, default in config.describe():
         print(f"{env:24} {doc} (default: {default})")
@@ -259,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tenant", required=True)
     r.add_argument("public_id")
     p.set_defaults(func=token)
+
+    p = sub.add_parser("admin", help="admin users of the web UI (sign in by e-mailed code or one-time link)")
+    asub = p.add_subparsers(dest="action", required=True)
+    for name, help_text in (("create", "add an admin user"), ("link", "add (if new) and print a one-time sign-in link")):
+        c = asub.add_parser(name, help=help_text)
+        c.add_argument("--tenant", required=True, help="tenant id or slug")
+        c.add_argument("--email", required=True)
+    ls = asub.add_parser("list")
+    ls.add_argument("--tenant", required=True)
+    p.set_defaults(func=admin)
     return parser
 
 

@@ -47,6 +47,7 @@ class Settings:
     webhook_timeout: float = field(default=10.0, metadata={"env": "QG_WEBHOOK_TIMEOUT", "doc": "seconds a webhook receiver has to answer"})
     webhook_allow_private: bool = field(default=False, metadata={"env": "QG_WEBHOOK_ALLOW_PRIVATE", "doc": "allow webhook URLs that resolve to loopback, link-local or private addresses (tests, closed networks)"})
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
+    public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL", "doc": "base URL people reach this gateway at, used in sign-in links and e-mails (default: from host and port)"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
 
     @classmethod

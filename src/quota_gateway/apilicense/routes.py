@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
 
 from starlette.responses import Response
 
 from .. import catalogue, fastpath
 from ..autopipeline import AutoPipeline, ClusterAutoPipeline
-from ..clock import iso_utc, parse_iso_utc
+from ..clock import parse_iso_utc
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..redisconn import RedisPyRunner
 from ..routing import Call, EndpointSpec, endpoint
 from ..schema import UNSET, Email, Int, Query, Str, obj
-from .engine import MAX_UNITS, LicenseRef, QuotaEngine, key_digest
+from . import service
+from .engine import MAX_UNITS, QuotaEngine, key_digest
 from .hotroute import PATH as VALIDATE_PATH
 from .hotroute import VALIDATE_BODY, validate_endpoint
+from .service import COLUMNS as _COLUMNS
+from .service import PERIODS
+from .service import license_json as _license_json
+from .service import ref_of as _ref
 from .writebehind import UsageFlusher
 
-PERIODS = ("minute", "hour", "day", "month")
 _ERROR_CODES = ("not_found", "revoked", "expired", "quota_exhausted", "rate_limit_minute", "rate_limit_hour",
                 "rate_limit_day", "rate_limit_month")
 
@@ -41,25 +43,10 @@ _LIST = Query({"page": Int(minimum=1, default=1), "pageSize": Int(minimum=1, max
                "clientIdentifier": Str(max_len=200)})
 _CHECK = Query({"units": Int(minimum=1, maximum=MAX_UNITS, default=1)})
 _RESET = Query({"periodType": Str(choices=("all", "lifetime", *PERIODS), default="all")})
-_COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
-              l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
 
 
 def _engine(call: Call) -> QuotaEngine:
     return call.services.domains["apilicense"]
-
-
-def _mask(key: str) -> str:
-    return f"{key[:8]}…{key[-4:]}"
-
-
-def _license_json(row, now: float) -> dict:
-    expires = row["expires_at"]
-    status = "revoked" if row["revoked_at"] else "expired" if expires and expires.timestamp() <= now else "active"
-    return {"id": row["id"], "apiKey": row["key_hint"], "productId": row["product_id"], "productName": row["product_name"],
-            "email": row["email"], "clientName": row["client_name"], "clientIdentifier": row["client_identifier"],
-            "maxApiCalls": row["max_api_calls"], "expirationDate": iso_utc(expires), "status": status,
-            "createdAt": iso_utc(row["created_at"]), "revokedAt": iso_utc(row["revoked_at"])}
 
 
 async def _find(call: Call, conn, raw_key: str):
@@ -73,29 +60,15 @@ async def _find(call: Call, conn, raw_key: str):
     return row
 
 
-def _ref(row) -> LicenseRef:
-    return LicenseRef.from_row(row["key_digest"], row["bucket"])
-
-
 async def create(call: Call) -> JSONResponse:
     """Issue an API key for a product (the full key is shown in this response only)."""
     b = call.body
-    key = fastpath.generate_api_key(secrets.token_bytes(16))
-    now = call.services.clock.utcnow()
-    expires = now + timedelta(days=b["validityDays"]) if b["validityDays"] else None
     async with call.services.pool.acquire() as conn:
-        product = await catalogue.get_product(conn, call.tenant_id, b["productId"])
-        row = await conn.fetchrow(
-            """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
-                                         client_identifier, max_api_calls, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-            call.tenant_id, b["productId"], key_digest(key), fastpath.api_key_bucket(key), _mask(key), b["email"],
-            b["clientName"], b["clientIdentifier"], b["maxApiCalls"], expires)
-    await _engine(call).prime(LicenseRef(key), row["id"])
-    return JSONResponse({"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires),
-                         "maxApiCalls": b["maxApiCalls"], "productId": b["productId"], "productName": product["name"],
-                         "clientName": b["clientName"], "clientIdentifier": b["clientIdentifier"], "email": b["email"]},
-                        status_code=201)
+        made = await service.create_key(conn, _engine(call), call.tenant_id, call.services.clock.utcnow(),
+                                        product_id=b["productId"], email=b["email"], client_name=b["clientName"],
+                                        client_identifier=b["clientIdentifier"], validity_days=b["validityDays"],
+                                        max_api_calls=b["maxApiCalls"])
+    return JSONResponse(made, status_code=201)
 
 
 async def listing(call: Call) -> dict:
@@ -159,10 +132,7 @@ async def revoke(call: Call) -> dict:
     """Revoke an API key; refused on every gateway from the next request."""
     async with call.services.pool.acquire() as conn:
         row = await _find(call, conn, call.path["api_key"])
-        await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"],
-                           call.services.clock.utcnow())
-    await _engine(call).invalidate(_ref(row))
-    return {"revoked": True, "apiKey": row["key_hint"]}
+        return await service.revoke_key(conn, _engine(call), row, call.services.clock.utcnow())
 
 
 async def check(call: Call) -> Response:
@@ -175,39 +145,16 @@ async def check(call: Call) -> Response:
 
 async def usage(call: Call) -> dict:
     """Lifetime and per-window usage now, and usage history by day (written behind, ≤ flush interval late)."""
-    engine = _engine(call)
     async with call.services.pool.acquire() as conn:
         row = await _find(call, conn, call.path["api_key"])
-        history = await conn.fetch("SELECT day, units FROM api_usage_daily WHERE license_id = $1 ORDER BY day",
-                                   row["id"])
-    outcome = await engine.run(_ref(row), call.tenant_id, 0, False)
-    if outcome is None:
-        raise ApiError(404, "not_found", "no such API key")
-    document = outcome.document()
-    return {"apiKey": row["key_hint"], "quota": document["quota"], "rateLimits": document["rateLimits"],
-            "history": [{"date": r["day"].isoformat(), "units": r["units"]} for r in history]}
+        return await service.usage(conn, _engine(call), call.tenant_id, row)
 
 
 async def reset(call: Call) -> dict:
     """Reset the lifetime counter and/or the current window of a period."""
-    period_type = call.query["periodType"]
-    engine = _engine(call)
     async with call.services.pool.acquire() as conn:
         row = await _find(call, conn, call.path["api_key"])
-    ref = _ref(row)
-    if period_type in ("all", "lifetime"):
-        # The offset makes "used" zero without rewriting history: used = total - offset. It is set
-        # to the total (Redis's, so unflushed usage counts), never raised by "used": concurrent
-        # resets then agree, and the offset only ever grows.
-        total = await engine.lifetime_total(ref, row["id"])
-        async with call.services.pool.acquire() as conn:
-            await conn.execute("UPDATE api_licenses SET used_offset = GREATEST(used_offset, $2) WHERE id = $1",
-                               row["id"], total)
-        await engine.invalidate(ref)
-    periods = list(PERIODS) if period_type == "all" else [period_type] if period_type in PERIODS else []
-    if periods:
-        await engine.reset_windows(ref, row["id"], periods)
-    return {"apiKey": row["key_hint"], "reset": period_type}
+    return await service.reset(call.services.pool, _engine(call), call.tenant_id, row, call.query["periodType"])
 
 
 async def features_changed(services, tenant_id: str, product_id: int) -> None:

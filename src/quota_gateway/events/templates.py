@@ -73,8 +73,11 @@ DEFAULTS: dict[str, Template] = {t.name: t for t in (
         "portal_login_code",
         "Your {{TenantName}} sign-in code: {{LoginCode}}",
         "Hello,\n\nyour sign-in code is {{LoginCode}}. It is valid for {{ValidMinutes}} minutes.\n"
+        "{% if LoginUrl %}Or open {{LoginUrl}} and press the button there.\n{% endif %}"
         "If you did not ask for it, ignore this message.\n" + _FOOTER_TEXT,
         "<p>Hello,</p><p>your sign-in code is</p><p style=\"font-family:monospace;font-size:24px\">{{LoginCode}}</p>"
+        "{% if LoginUrl %}<p>Or <a href=\"{{LoginUrl}}\">open the sign-in page</a> and press the button there.</p>"
+        "{% endif %}"
         "<p>It is valid for {{ValidMinutes}} minutes. If you did not ask for it, ignore this message.</p>"
         + _FOOTER_HTML),
     Template(
@@ -93,7 +96,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "license_delivery": ("LicenseKey", "ProductName", "ExpirationDate", "CustomerEmail"),
     "renewal_reminder": ("LicenseKey", "ProductName", "ExpirationDate", "DaysLeft", "CustomerEmail"),
     "ticket_reply": ("TicketSubject", "ReplyText", "TicketId", "CustomerEmail"),
-    "portal_login_code": ("LoginCode", "ValidMinutes", "CustomerEmail"),
+    "portal_login_code": ("LoginCode", "ValidMinutes", "CustomerEmail", "LoginUrl"),
     "endpoint_disabled": ("EndpointUrl", "EndpointId", "FailureCount", "LastError"),
 }
 COMMON_PLACEHOLDERS = ("TenantName", "CustomerPortalUrl")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from starlette.responses import PlainTextResponse, Response
 
-from .. import catalogue, crypto
+from .. import catalogue, crypto, geo
 from ..auth.tokens import ANY_TOKEN
 from ..errors import ApiError
 from ..jsonio import JSONResponse
@@ -49,7 +49,9 @@ def _now(call: Call):
 async def activate(call: Call) -> dict:
     """Bind a hardware id to an activation key (a seat, for corporate keys)."""
     async with call.services.pool.acquire() as conn:
-        return await service.activate(conn, call.tenant_id, _now(call), call.services.server_version, call.body)
+        client = call.request.client
+        return await service.activate(conn, call.tenant_id, _now(call), call.services.server_version, call.body,
+                                      country=geo.country_of(client.host if client else None))
 
 
 async def validate(call: Call) -> dict:

@@ -122,10 +122,20 @@ async def set_features(conn, tenant_id: str, raw_key: str, names: list[str]) -> 
     return names
 
 
+async def find_license_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int):
+    """A license row by id (the admin UI only knows masked keys)."""
+    return await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses l JOIN products p ON p.id = l.product_id "
+                               "WHERE l.id = $1 AND l.tenant_id = $2", license_id, tenant_id)
+
+
 async def revoke(conn, tenant_id: str, raw_key: str, now: datetime) -> dict:
     lic = await find_license(conn, tenant_id, raw_key)
     if lic is None:
         raise ApiError(404, "invalid_key", "no such activation key")
+    return await revoke_found(conn, tenant_id, lic, now)
+
+
+async def revoke_found(conn, tenant_id: str, lic, now: datetime) -> dict:
     async with conn.transaction():
         await conn.execute("UPDATE licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", lic["id"], now)
         await events.emit(conn, tenant_id, events.LICENSE_REVOKED, {"licenseId": lic["id"]})
@@ -139,7 +149,9 @@ def _versions(product, server_version: str) -> dict:
             "minimumRequiredVersion": product["minimum_required_version"] if product else None}
 
 
-async def activate(conn, tenant_id: str, now: datetime, server_version: str, body: dict) -> dict:
+async def activate(conn, tenant_id: str, now: datetime, server_version: str, body: dict,
+                   country: str | None = None) -> dict:
+    """`country`: where the client address is (geo.country_of); kept with the activation, the address is not."""
     hardware = _hardware(body["hardwareId"])
     product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"])
     versions = {"serverVersion": server_version,
@@ -158,14 +170,15 @@ async def activate(conn, tenant_id: str, now: datetime, server_version: str, bod
         raise ApiError(403, "license_revoked", "this key has been revoked", **versions)
     if lic["expires_at"] is not None and lic["expires_at"] <= now:
         raise ApiError(403, "license_expired", "this key has expired", **versions)
-    seats = await _take_seat(conn, tenant_id, lic, hardware, now, body.get("email", ""), body["version"], offline=False)
+    seats = await _take_seat(conn, tenant_id, lic, hardware, now, body.get("email", ""), body["version"], offline=False,
+                             country=country)
     features = await license_features(conn, lic)
     return {"success": True, "licenseType": lic["kind"], "expirationDate": lic["expires_at"], "features": features,
             "seatsUsed": seats, "maxSeats": lic["max_seats"], **versions}
 
 
 async def _take_seat(conn, tenant_id: str, lic, hardware: str, now: datetime, email: str, version: str | None,
-                     *, offline: bool) -> int:
+                     *, offline: bool, country: str | None = None) -> int:
     """Bind `hardware` to the license unless every seat is taken; the license row lock makes
     concurrent activations queue, so seats are never over-issued. Returns live seats."""
     async with conn.transaction():
@@ -179,11 +192,14 @@ async def _take_seat(conn, tenant_id: str, lic, hardware: str, now: datetime, em
                 raise ApiError(409, "already_activated", "this key is already activated on another device")
             raise ApiError(409, "seat_limit_reached", f"all {lic['max_seats']} seats of this key are in use")
         await conn.execute(
-            """INSERT INTO activations (tenant_id, license_id, hardware_id, email, client_version, offline, activated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)""", tenant_id, lic["id"], hardware, email or "", version, offline, now)
+            """INSERT INTO activations (tenant_id, license_id, hardware_id, email, client_version, offline, activated_at,
+                                       country)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""", tenant_id, lic["id"], hardware, email or "", version, offline,
+            now, country)
         await conn.execute("INSERT INTO device_sightings (tenant_id, product_id, hardware_id, first_seen_at) "
                            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", tenant_id, lic["product_id"], hardware, now)
-        await _history(conn, tenant_id, hardware, "activated", now, lic, offline=offline)
+        await _history(conn, tenant_id, hardware, "activated", now, lic, offline=offline,
+                       **({"country": country} if country else {}))
         await events.emit(conn, tenant_id, events.LICENSE_ACTIVATED,
                           {"licenseId": lic["id"], "hardwareId": hardware, "offline": offline})
         return len(live) + 1
@@ -337,6 +353,12 @@ async def deactivate(conn, tenant_id: str, now: datetime, body: dict) -> dict:
         raise ApiError(404, "not_activated", "this offline code was issued for another hardware id")
     if body["productName"] and lic["product_name"].lower() != body["productName"].lower():
         raise ApiError(400, "product_mismatch", "this key belongs to another product")
+    return await deactivate_found(conn, tenant_id, now, lic, hardware)
+
+
+async def deactivate_found(conn, tenant_id: str, now: datetime, lic, hardware_id: str) -> dict:
+    """Release a seat of a license row (the product's cooldown applies: 429 deactivation_cooldown)."""
+    hardware = _hardware(hardware_id)
     async with conn.transaction():
         await conn.execute("SELECT 1 FROM licenses WHERE id = $1 FOR UPDATE", lic["id"])
         activation = await conn.fetchval("SELECT id FROM activations WHERE license_id = $1 AND hardware_id = $2 "
@@ -393,6 +415,11 @@ async def offline_code(conn, tenant_id: str, master_key: str, now: datetime, raw
     lic = await find_license(conn, tenant_id, raw_key)
     if lic is None:
         raise ApiError(404, "invalid_key", "no such activation key")
+    return await offline_code_found(conn, tenant_id, master_key, now, lic, hardware_id, version)
+
+
+async def offline_code_found(conn, tenant_id: str, master_key: str, now: datetime, lic, hardware_id: str,
+                             version: str | None) -> dict:
     if lic["revoked_at"] is not None:
         raise ApiError(403, "license_revoked", "this key has been revoked")
     if lic["expires_at"] is not None and lic["expires_at"] <= now:

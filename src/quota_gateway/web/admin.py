@@ -1,0 +1,323 @@
+"""Admin UI pages under /admin/{tenant}: each parses the form, calls a domain's service, renders.
+
+A secret (license key, API key, access token) appears once, in the page answering the POST that
+made it; it is never put in a URL, a cookie or a redirect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from .. import catalogue, crypto
+from ..apilicense import service as apilicense
+from ..apilicense.engine import QuotaEngine
+from ..auth.tokens import SCOPES, create_token, list_tokens, revoke_token
+from ..errors import ApiError
+from ..licensing import service as licensing
+from . import service, signin
+from .pages import PageContext, action, form_int, int_param, page
+
+
+def _engine(ctx: PageContext) -> QuotaEngine:
+    engine: QuotaEngine = ctx.services.domains["apilicense"]
+    return engine
+
+
+def _page_number(ctx: PageContext) -> int:
+    text = ctx.request.query_params.get("page", "1")
+    return min(int(text), 10_000) if text.isdigit() and text != "0" else 1
+
+
+# --- dashboard -----------------------------------------------------------------------------------
+
+@page("admin")
+async def dashboard(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        data = await service.dashboard(conn, ctx.tenant_id, ctx.now)
+    return ctx.render("admin/dashboard.html", nav="dashboard", **data)
+
+
+# --- products, features, plans -------------------------------------------------------------------
+
+@page("admin")
+async def products(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        items = await service.products(conn, ctx.tenant_id)
+        plans = await service.plans(conn, ctx.tenant_id)
+    return ctx.render("admin/products.html", nav="products", products=items, plans=plans)
+
+
+def _product_values(ctx: PageContext) -> dict[str, Any]:
+    name = ctx.value("name")
+    if not name or len(name) > 100:
+        raise ApiError(400, "invalid_field", "name: 1 to 100 characters", field="name")
+    return {"name": name, "description": ctx.value("description")[:1000],
+            "trialDays": form_int(ctx, "trial_days", maximum=3650, label="trial days") or 0,
+            "minimumRequiredVersion": ctx.value("minimum_version")[:32] or None,
+            "deactivationCooldownHours": form_int(ctx, "cooldown_hours", maximum=24 * 365,
+                                                  label="deactivation cooldown") or 0}
+
+
+@action("admin", back="/products")
+async def create_product(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        made = await catalogue.create_product(conn, ctx.tenant_id, _product_values(ctx))
+    return ctx.redirect(f"{ctx.base}/products/{made['id']}", f"Product “{made['name']}” created.")
+
+
+@page("admin")
+async def product(ctx: PageContext) -> Response:
+    product_id = int_param(ctx, "product_id")
+    async with ctx.pool.acquire() as conn:
+        found = await catalogue.get_product(conn, ctx.tenant_id, product_id)
+        features = await catalogue.product_features(conn, ctx.tenant_id, product_id)
+    return ctx.render("admin/product.html", nav="products", product=found, features=features)
+
+
+@action("admin", back="/products/{product_id}")
+async def update_product(ctx: PageContext) -> Response:
+    product_id = int_param(ctx, "product_id")
+    async with ctx.pool.acquire() as conn:
+        await catalogue.update_product(conn, ctx.tenant_id, product_id, _product_values(ctx))
+    return ctx.redirect(f"{ctx.base}/products/{product_id}", "Product saved.")
+
+
+@action("admin", back="/products/{product_id}")
+async def add_feature(ctx: PageContext) -> Response:
+    product_id = int_param(ctx, "product_id")
+    name = ctx.value("name")
+    if not name or len(name) > 100:
+        raise ApiError(400, "invalid_field", "feature name: 1 to 100 characters", field="name")
+    async with ctx.pool.acquire() as conn:
+        await catalogue.create_feature(conn, ctx.tenant_id, product_id, name, ctx.value("description")[:1000])
+    await catalogue.features_changed(ctx.services, ctx.tenant_id, product_id)
+    return ctx.redirect(f"{ctx.base}/products/{product_id}", f"Feature “{name}” added.")
+
+
+@action("admin", back="/products/{product_id}")
+async def remove_feature(ctx: PageContext) -> Response:
+    product_id = int_param(ctx, "product_id")
+    async with ctx.pool.acquire() as conn:
+        await catalogue.remove_feature(conn, ctx.tenant_id, product_id, int_param(ctx, "feature_id"))
+    await catalogue.features_changed(ctx.services, ctx.tenant_id, product_id)
+    return ctx.redirect(f"{ctx.base}/products/{product_id}", "Feature removed.")
+
+
+# --- license keys --------------------------------------------------------------------------------
+
+@page("admin")
+async def licenses(ctx: PageContext) -> Response:
+    q = ctx.request.query_params
+    search, status = q.get("q", "")[:100], q.get("status", "")
+    async with ctx.pool.acquire() as conn:
+        found = await service.licenses(conn, ctx.tenant_id, ctx.now, search=search, status=status,
+                                       page=_page_number(ctx))
+        items = await service.products(conn, ctx.tenant_id)
+        plans = await service.plans(conn, ctx.tenant_id)
+    return ctx.render("admin/licenses.html", nav="licenses", found=found, search=search, status=status,
+                      products=items, plans=plans)
+
+
+@action("admin", back="/licenses")
+async def create_license(ctx: PageContext) -> Response:
+    product_id = form_int(ctx, "product_id", minimum=1, label="product")
+    if product_id is None:
+        raise ApiError(400, "missing_field", "choose a product", field="product_id")
+    kind = ctx.value("kind", "standard")
+    if kind not in ("standard", "corporate"):
+        raise ApiError(400, "invalid_field", "type: standard or corporate", field="kind")
+    email = signin.normalise_email(ctx.value("email"))
+    if email and not signin.plausible_email(email):
+        raise ApiError(400, "invalid_field", "e-mail: not an e-mail address", field="email")
+    seats = form_int(ctx, "max_seats", minimum=1, maximum=1_000_000, label="seats")
+    async with ctx.pool.acquire() as conn:
+        key, made = await licensing.create_license(
+            conn, ctx.tenant_id, ctx.now, product_id=product_id, email=email, kind=kind,
+            max_seats=seats if kind == "corporate" else None, plan_id=form_int(ctx, "plan_id", minimum=1),
+            validity_days=form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"))
+    return ctx.render("admin/secret.html", nav="licenses", title="License key created",
+                      label="Activation key", secret=key, back=f"{ctx.base}/licenses/{made['id']}",
+                      note=f"{made['productName']} · {kind} · {email or 'no e-mail'}")
+
+
+@page("admin")
+async def license_detail(ctx: PageContext) -> Response:
+    license_id = int_param(ctx, "license_id")
+    async with ctx.pool.acquire() as conn:
+        lic = await licensing.find_license_by_id(conn, ctx.tenant_id, license_id)
+        if lic is None:
+            raise ApiError(404, "not_found", "There is no such license key.")
+        features = await licensing.license_features(conn, lic)
+        devices = await service.license_devices(conn, ctx.tenant_id, license_id)
+        history = await service.license_history(conn, ctx.tenant_id, license_id)
+    return ctx.render("admin/license.html", nav="licenses", lic=lic, features=features, devices=devices,
+                      history=history, status=service.license_status(lic, ctx.now))
+
+
+@action("admin", back="/licenses/{license_id}")
+async def revoke_license(ctx: PageContext) -> Response:
+    license_id = int_param(ctx, "license_id")
+    async with ctx.pool.acquire() as conn:
+        lic = await licensing.find_license_by_id(conn, ctx.tenant_id, license_id)
+        if lic is None:
+            raise ApiError(404, "not_found", "There is no such license key.")
+        await licensing.revoke_found(conn, ctx.tenant_id, lic, ctx.now)
+    return ctx.redirect(f"{ctx.base}/licenses/{license_id}", "License key revoked.")
+
+
+@action("admin", back="/licenses/{license_id}")
+async def offline_code(ctx: PageContext) -> Response:
+    license_id = int_param(ctx, "license_id")
+    hardware = ctx.value("hardware_id")
+    if not hardware or len(hardware) > 256:
+        raise ApiError(400, "invalid_field", "hardware id: 1 to 256 characters", field="hardware_id")
+    async with ctx.pool.acquire() as conn:
+        lic = await licensing.find_license_by_id(conn, ctx.tenant_id, license_id)
+        if lic is None:
+            raise ApiError(404, "not_found", "There is no such license key.")
+        made = await licensing.offline_code_found(conn, ctx.tenant_id, ctx.services.settings.master_key, ctx.now,
+                                                  lic, hardware, ctx.value("version")[:32] or None)
+    return ctx.render("admin/secret.html", nav="licenses", title="Offline activation code", label="Offline code",
+                      secret=made["offlineCode"], back=f"{ctx.base}/licenses/{license_id}",
+                      note=f"for hardware {made['hardwareId']}; the device now holds a seat")
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+@page("admin")
+async def api_keys(ctx: PageContext) -> Response:
+    search = ctx.request.query_params.get("q", "")[:100]
+    async with ctx.pool.acquire() as conn:
+        found = await service.api_keys(conn, ctx.tenant_id, ctx.now, search=search, page=_page_number(ctx))
+        items = await service.products(conn, ctx.tenant_id)
+    return ctx.render("admin/api_keys.html", nav="api_keys", found=found, search=search, products=items)
+
+
+@action("admin", back="/api-keys")
+async def create_api_key(ctx: PageContext) -> Response:
+    product_id = form_int(ctx, "product_id", minimum=1, label="product")
+    if product_id is None:
+        raise ApiError(400, "missing_field", "choose a product", field="product_id")
+    email = signin.normalise_email(ctx.value("email"))
+    if email and not signin.plausible_email(email):
+        raise ApiError(400, "invalid_field", "e-mail: not an e-mail address", field="email")
+    async with ctx.pool.acquire() as conn:
+        made = await apilicense.create_key(
+            conn, _engine(ctx), ctx.tenant_id, ctx.now, product_id=product_id, email=email,
+            client_name=ctx.value("client_name")[:200], client_identifier=ctx.value("client_identifier")[:200],
+            validity_days=form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"),
+            max_api_calls=form_int(ctx, "max_api_calls", minimum=1, label="lifetime quota"))
+    return ctx.render("admin/secret.html", nav="api_keys", title="API key created", label="API key",
+                      secret=made["apiKey"], back=f"{ctx.base}/api-keys/{made['id']}",
+                      note=f"{made['productName']} · {made['clientName'] or made['email'] or 'no client'}")
+
+
+@page("admin")
+async def api_key_detail(ctx: PageContext) -> Response:
+    key_id = int_param(ctx, "key_id")
+    async with ctx.pool.acquire() as conn:
+        row = await apilicense.find_by_id(conn, ctx.tenant_id, key_id)
+        usage = await apilicense.usage(conn, _engine(ctx), ctx.tenant_id, row)
+    return ctx.render("admin/api_key.html", nav="api_keys", key=apilicense.license_json(row, ctx.now.timestamp()),
+                      usage=usage, periods=("all", "lifetime", *apilicense.PERIODS))
+
+
+@action("admin", back="/api-keys/{key_id}")
+async def reset_api_key(ctx: PageContext) -> Response:
+    key_id = int_param(ctx, "key_id")
+    period = ctx.value("period", "all")
+    if period not in ("all", "lifetime", *apilicense.PERIODS):
+        raise ApiError(400, "invalid_field", "period: all, lifetime, minute, hour, day or month", field="period")
+    async with ctx.pool.acquire() as conn:
+        row = await apilicense.find_by_id(conn, ctx.tenant_id, key_id)
+    await apilicense.reset(ctx.pool, _engine(ctx), ctx.tenant_id, row, period)
+    return ctx.redirect(f"{ctx.base}/api-keys/{key_id}", f"Usage reset ({period}).")
+
+
+@action("admin", back="/api-keys/{key_id}")
+async def revoke_api_key(ctx: PageContext) -> Response:
+    key_id = int_param(ctx, "key_id")
+    async with ctx.pool.acquire() as conn:
+        row = await apilicense.find_by_id(conn, ctx.tenant_id, key_id)
+        await apilicense.revoke_key(conn, _engine(ctx), row, ctx.now)
+    return ctx.redirect(f"{ctx.base}/api-keys/{key_id}", "API key revoked.")
+
+
+# --- access tokens -------------------------------------------------------------------------------
+
+@page("admin")
+async def tokens(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        items = await list_tokens(conn, ctx.tenant_id)
+    return ctx.render("admin/tokens.html", nav="tokens", tokens=items, scopes=SCOPES)
+
+
+@action("admin", back="/tokens")
+async def create_access_token(ctx: PageContext) -> Response:
+    assert ctx.form is not None
+    name = ctx.value("name")
+    if not name or len(name) > 100:
+        raise ApiError(400, "invalid_field", "name: 1 to 100 characters", field="name")
+    scopes = [s for s in ctx.form.getlist("scopes") if isinstance(s, str)]
+    async with ctx.pool.acquire() as conn:
+        made = await create_token(conn, ctx.tenant_id, name, scopes)
+    return ctx.render("admin/secret.html", nav="tokens", title="Access token created", label="Access token",
+                      secret=made["token"], back=f"{ctx.base}/tokens",
+                      note=f"{name} · {', '.join(made['scopes'])}")
+
+
+@action("admin", back="/tokens")
+async def revoke_access_token(ctx: PageContext) -> Response:
+    public_id = str(ctx.request.path_params["public_id"])[:40]
+    async with ctx.pool.acquire() as conn:
+        revoked = await revoke_token(conn, ctx.tenant_id, public_id)
+    if not revoked:
+        raise ApiError(404, "not_found", "No live access token with that id.")
+    await ctx.services.tokens.publish_invalidation(public_id)
+    return ctx.redirect(f"{ctx.base}/tokens", f"Access token {public_id} revoked.")
+
+
+# --- crypto keys ---------------------------------------------------------------------------------
+
+@page("admin")
+async def crypto_keys(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        items = await crypto.public_keys(conn, ctx.tenant_id)
+    return ctx.render("admin/crypto.html", nav="crypto", keys=items)
+
+
+@action("admin", back="/crypto")
+async def rotate_crypto_key(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        kid = await crypto.create_key_pair(conn, ctx.tenant_id, ctx.services.settings.master_key or "")
+    return ctx.redirect(f"{ctx.base}/crypto", f"New signing key {kid} is active; old public keys still verify.")
+
+
+# --- people and branding -------------------------------------------------------------------------
+
+@page("admin")
+async def settings_page(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        admins = await signin.list_admins(conn, ctx.tenant_id)
+        brand = await service.branding(conn, ctx.tenant)
+    return ctx.render("admin/settings.html", nav="settings", admins=admins, brand=brand)
+
+
+@action("admin", back="/settings")
+async def add_admin(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        made = await signin.create_admin(conn, ctx.tenant_id, ctx.value("email"), ctx.now)
+    return ctx.redirect(f"{ctx.base}/settings", f"{made['email']} can now sign in.")
+
+
+@action("admin", back="/settings")
+async def save_branding(ctx: PageContext) -> Response:
+    assert ctx.form is not None
+    upload = ctx.form.get("logo")
+    logo = await upload.read(service.MAX_LOGO_BYTES + 1) if upload is not None and not isinstance(upload, str) else None
+    async with ctx.pool.acquire() as conn:
+        await service.save_branding(conn, ctx.tenant_id, ctx.value("display_name"), ctx.value("colour", "#1d4ed8"),
+                                    logo)
+    return ctx.redirect(f"{ctx.base}/settings", "Portal branding saved.")

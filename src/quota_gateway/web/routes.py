@@ -1,0 +1,85 @@
+"""The web front end's routes: the admin UI under /admin/{tenant}, the portal under /portal/{tenant},
+and the assets under /static/web (every asset is served by the gateway; no CDN).
+
+These are HTML pages, not API endpoints, so they are plain Starlette routes and stay out of
+/openapi.json.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import admin, login, portal
+from .pages import render, web_keys
+
+STATIC_DIR = Path(__file__).parent / "static"
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+async def admin_index(request: Request) -> Response:
+    """Which tenant? (/admin?tenant=slug jumps to its sign-in page.)"""
+    slug = request.query_params.get("tenant", "").strip().lower()
+    if _SLUG.fullmatch(slug):
+        return RedirectResponse(f"/admin/{slug}/", status_code=303)
+    return render(request, web_keys(request.app.state.services), "admin/index.html")
+
+
+def _signin_routes(audience: str) -> list[BaseRoute]:
+    base = f"/{audience}/{{tenant}}"
+    return [
+        Route(f"{base}/login", login.login_form(audience), methods=["GET"]),
+        Route(f"{base}/login", login.request_code(audience), methods=["POST"]),
+        Route(f"{base}/login/code", login.code_form(audience), methods=["GET"]),
+        Route(f"{base}/login/code", login.redeem_code(audience), methods=["POST"]),
+        Route(f"{base}/logout", login.logout(audience), methods=["POST"]),
+    ]
+
+
+_A = "/admin/{tenant}"
+_P = "/portal/{tenant}"
+
+routes: list[BaseRoute] = [
+    Mount("/static/web", app=StaticFiles(directory=str(STATIC_DIR)), name="web-static"),
+    Route("/admin", admin_index, methods=["GET"]),
+    Route("/admin/", admin_index, methods=["GET"]),
+    *_signin_routes("admin"),
+    Route(f"{_A}/login/link", login.link_confirm, methods=["GET"]),
+    Route(f"{_A}/login/link", login.link_redeem, methods=["POST"]),
+    Route(f"{_A}/", admin.dashboard, methods=["GET"]),
+    Route(f"{_A}/products", admin.products, methods=["GET"]),
+    Route(f"{_A}/products", admin.create_product, methods=["POST"]),
+    Route(f"{_A}/products/{{product_id}}", admin.product, methods=["GET"]),
+    Route(f"{_A}/products/{{product_id}}", admin.update_product, methods=["POST"]),
+    Route(f"{_A}/products/{{product_id}}/features", admin.add_feature, methods=["POST"]),
+    Route(f"{_A}/products/{{product_id}}/features/{{feature_id}}/delete", admin.remove_feature, methods=["POST"]),
+    Route(f"{_A}/licenses", admin.licenses, methods=["GET"]),
+    Route(f"{_A}/licenses", admin.create_license, methods=["POST"]),
+    Route(f"{_A}/licenses/{{license_id}}", admin.license_detail, methods=["GET"]),
+    Route(f"{_A}/licenses/{{license_id}}/revoke", admin.revoke_license, methods=["POST"]),
+    Route(f"{_A}/licenses/{{license_id}}/offline-code", admin.offline_code, methods=["POST"]),
+    Route(f"{_A}/api-keys", admin.api_keys, methods=["GET"]),
+    Route(f"{_A}/api-keys", admin.create_api_key, methods=["POST"]),
+    Route(f"{_A}/api-keys/{{key_id}}", admin.api_key_detail, methods=["GET"]),
+    Route(f"{_A}/api-keys/{{key_id}}/reset", admin.reset_api_key, methods=["POST"]),
+    Route(f"{_A}/api-keys/{{key_id}}/revoke", admin.revoke_api_key, methods=["POST"]),
+    Route(f"{_A}/tokens", admin.tokens, methods=["GET"]),
+    Route(f"{_A}/tokens", admin.create_access_token, methods=["POST"]),
+    Route(f"{_A}/tokens/{{public_id}}/revoke", admin.revoke_access_token, methods=["POST"]),
+    Route(f"{_A}/crypto", admin.crypto_keys, methods=["GET"]),
+    Route(f"{_A}/crypto/rotate", admin.rotate_crypto_key, methods=["POST"]),
+    Route(f"{_A}/settings", admin.settings_page, methods=["GET"]),
+    Route(f"{_A}/settings/admins", admin.add_admin, methods=["POST"]),
+    Route(f"{_A}/settings/branding", admin.save_branding, methods=["POST"]),
+    *_signin_routes("portal"),
+    Route(f"{_P}/", portal.home, methods=["GET"]),
+    Route(f"{_P}/history", portal.history, methods=["GET"]),
+    Route(f"{_P}/licenses/{{license_id}}/deactivate", portal.deactivate, methods=["POST"]),
+    Route(f"{_P}/brand.css", portal.brand_css, methods=["GET"]),
+    Route(f"{_P}/logo", portal.logo, methods=["GET"]),
+]

@@ -1,0 +1,216 @@
+"""The admin UI and the portal in a real headless Chromium (Debian's chromium + chromedriver).
+
+The gateway runs under uvicorn on a free loopback port; sign-in codes come from a real SMTP
+server; every page visited is saved to test-artifacts/screenshots/ (at desktop and 360 px widths).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Self
+
+import httpx
+import pytest
+import uvicorn
+from conftest import running_app
+
+from quota_gateway.app import create_app
+from quota_gateway.embedded import free_port
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                reason="chromium and chromedriver are installed by `make browser`")
+
+
+class LiveServer:
+    """uvicorn serving the app on its own thread and event loop."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="on",
+                                                    log_level="warning", loop="asyncio"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        self.thread.start()
+        for _ in range(300):
+            if self.server.started:
+                return self
+            await asyncio.sleep(0.05)
+        raise RuntimeError("uvicorn did not start")
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        await asyncio.to_thread(self.thread.join, 20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--force-device-scale-factor=1"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def shot(browser, name: str) -> None:
+    """A full-height screenshot at desktop width, and one at 360 px (phones)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for width, suffix in ((1280, ""), (360, "-360")):
+        browser.set_window_size(width, 900)
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(width, min(max(height, 600), 4000))
+        browser.save_screenshot(str(SHOTS / f"{name}{suffix}.png"))
+        if width == 360:   # nothing may overflow a phone's width
+            overflow = browser.execute_script("return document.documentElement.scrollWidth")
+            culprits = browser.execute_script(
+                "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 362"
+                " && !e.closest('.table-wrap')).map(e => e.tagName + '.' + e.className).slice(0, 5)"
+                " .concat([window.innerWidth, document.documentElement.clientWidth])")
+            assert overflow <= 362, f"{name} is {overflow}px wide at 360px: {culprits}"
+    browser.set_window_size(1280, 900)
+
+
+def fill(browser, field_id: str, text: str) -> None:
+    element = browser.find_element(By.ID, field_id)
+    element.clear()
+    element.send_keys(text)
+
+
+def submit(browser, css: str) -> None:
+    """Click a form's button and wait for the page it leads to."""
+    button = browser.find_element(By.CSS_SELECTOR, css)
+    button.click()
+    WebDriverWait(browser, 15).until(staleness_of(button))
+    WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
+async def wait_for_mail(smtp_server, count: int) -> str:
+    mails = await smtp_server.wait_for(count, timeout=15)
+    code = re.search(r"\b(\d{6})\b", mails[count - 1].subject)
+    assert code
+    return code.group(1)
+
+
+@pytest.fixture
+async def live(settings, clock, smtp_server, tenant):
+    mailing = settings.with_(smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none",
+                             smtp_from="licensing@acme.example")
+    async with LiveServer(create_app(mailing, clock=clock)) as server:
+        yield server, mailing
+
+
+async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
+    server, mailing = live
+    from web_helpers import make_admin_link
+
+    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
+    # A one-time link, as `make run` prints it: the GET shows a button, the POST signs in.
+    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
+    shot(browser, "admin-link-confirm")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Dashboard"
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/products")
+    fill(browser, "name", "Desk App")
+    fill(browser, "cooldown_hours", "24")
+    await asyncio.to_thread(submit, browser, "form[action$='/products'] button[type=submit]")
+    assert "Desk App" in browser.find_element(By.TAG_NAME, "h1").text
+    fill(browser, "fname", "export")
+    await asyncio.to_thread(submit, browser, "form[action$='/features'] button[type=submit]")
+    assert "export" in browser.page_source
+    shot(browser, "admin-product")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/licenses")
+    fill(browser, "email", "buyer@example.com")
+    await asyncio.to_thread(submit, browser, "form[method=post][action$='/licenses'] button[type=submit]")
+    key = browser.find_element(By.ID, "secret").get_attribute("value")
+    assert re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4})+", key), key
+    shot(browser, "admin-license-created")
+    browser.get(f"{server.url}/admin/{tenant.slug}/licenses")
+    assert "buyer@example.com" in browser.page_source
+    shot(browser, "admin-licenses")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/tokens")
+    fill(browser, "name", "billing backend")
+    await asyncio.to_thread(submit, browser, "form[action$='/tokens'] button[type=submit]")
+    secret = browser.find_element(By.ID, "secret").get_attribute("value")
+    public_id = secret.split("_")[2]
+    async with httpx.AsyncClient(base_url=server.url) as api:
+        headers = {"Authorization": f"ExisOneApi {secret}"}
+        assert (await api.post("/api/license/validate", headers=headers,
+                               json={"activationKey": key, "hardwareId": "X"})).status_code == 200
+        browser.get(f"{server.url}/admin/{tenant.slug}/tokens")
+        browser.execute_script("window.confirm = () => true;")
+        await asyncio.to_thread(submit, browser, f"#token-{public_id} form button")
+        assert "revoked" in browser.find_element(By.ID, f"token-{public_id}").text.lower()
+        shot(browser, "admin-tokens")
+        assert (await api.post("/api/license/validate", headers=headers,
+                               json={"activationKey": key, "hardwareId": "X"})).status_code == 401
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/")
+    shot(browser, "admin-dashboard")
+    browser.get(f"{server.url}/admin/{tenant.slug}/crypto")
+    shot(browser, "admin-crypto")
+    await asyncio.to_thread(submit, browser, "form.signout button")
+    assert "/login" in browser.current_url
+
+
+async def test_portal_in_a_browser(live, browser, tenant, clock, smtp_server):
+    server, mailing = live
+    async with running_app(mailing, clock) as (app, client):
+        product = (await client.post("/api/product", json={"name": "Desk App", "deactivationCooldownHours": 24},
+                                     headers=tenant.headers)).json()["id"]
+        await client.post(f"/api/product/{product}/features", json={"name": "export"}, headers=tenant.headers)
+        key = (await client.post("/api/licenses", json={"productId": product, "email": "buyer@example.com",
+                                                        "kind": "corporate", "maxSeats": 3},
+                                 headers=tenant.headers)).json()["activationKey"]
+        for hardware, address in (("A1B2C3D4E5F6A7B8", "1.1.1.1"), ("FFEE0011DDCC2233", "85.214.0.1")):
+            transport = httpx.ASGITransport(app=app, client=(address, 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
+                r = await device.post("/api/license/activate", headers=tenant.headers,
+                                      json={"activationKey": key, "email": "buyer@example.com",
+                                            "hardwareId": hardware, "productName": "Desk App"})
+                assert r.status_code == 200, r.text
+
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/portal/{tenant.slug}/login")
+    shot(browser, "portal-login")
+    fill(browser, "email", "buyer@example.com")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    code = await wait_for_mail(smtp_server, 1)
+    fill(browser, "code", code)
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "My licenses"
+    assert "2 of 3 in use" in browser.page_source
+    shot(browser, "portal-licenses")
+
+    browser.execute_script("window.confirm = () => true;")
+    await asyncio.to_thread(submit, browser, ".devices li:first-child button")
+    assert "1 of 3 in use" in browser.page_source and "Next possible" in browser.page_source
+    shot(browser, "portal-after-deactivate")
+
+    await asyncio.to_thread(submit, browser, "nav a[href$='/history']")
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert any(r.text.endswith("AU") for r in rows) and any(r.text.endswith("DE") for r in rows)
+    assert any("deactivated" in r.text for r in rows)
+    shot(browser, "portal-history")

@@ -1,0 +1,229 @@
+"""The web front end through HTTP: sign-in, CSRF, cookie flags, tenant isolation, idle timeout, code brute force."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from conftest import make_tenant
+from web_helpers import KEYS, csrf_of, make_admin_link, sign_in_admin
+
+from quota_gateway.web import signin
+
+
+async def test_link_get_consumes_nothing_and_post_signs_in_once(client, settings, tenant, clock):
+    token = await make_admin_link(settings.database_url, tenant.id, "owner@example.com", clock)
+    url = f"/admin/{tenant.slug}/login/link"
+    assert (await client.head(url, params={"token": token})).status_code == 200   # mail scanners
+    page = await client.get(url, params={"token": token})
+    assert page.status_code == 200 and "Continue and sign in" in page.text
+    r = await client.post(url, data={"csrf_token": csrf_of(page.text), "token": token})
+    assert r.status_code == 303 and r.headers["location"] == f"/admin/{tenant.slug}/"
+    dashboard = await client.get(f"/admin/{tenant.slug}/")
+    assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
+    client.cookies.clear()
+    page = await client.get(url, params={"token": token})
+    again = await client.post(url, data={"csrf_token": csrf_of(page.text), "token": token})
+    assert again.status_code == 303 and again.headers["location"].endswith("/login")   # single use
+    assert (await client.get(f"/admin/{tenant.slug}/")).status_code == 303
+
+
+async def test_link_expires(client, settings, tenant, clock):
+    token = await make_admin_link(settings.database_url, tenant.id, "owner@example.com", clock)
+    clock.advance(signin.LINK_TTL.total_seconds() + 1)
+    page = await client.get(f"/admin/{tenant.slug}/login/link", params={"token": token})
+    r = await client.post(f"/admin/{tenant.slug}/login/link", data={"csrf_token": csrf_of(page.text), "token": token})
+    assert r.headers["location"].endswith("/login")
+
+
+async def test_post_without_csrf_token_is_refused(client, settings, tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.post(f"/admin/{tenant.slug}/products", data={"name": "Sneaky"})
+    assert r.status_code == 403
+    r = await client.post(f"/admin/{tenant.slug}/products", data={"name": "Sneaky", "csrf_token": "0" * 64})
+    assert r.status_code == 403
+    ok = await client.post(f"/admin/{tenant.slug}/products", data={"name": "Honest", "csrf_token": form})
+    assert ok.status_code == 303
+    listing = await client.get(f"/admin/{tenant.slug}/products")
+    assert "Honest" in listing.text and "Sneaky" not in listing.text
+
+
+async def test_token_of_another_browser_is_refused(client, settings, tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    client.cookies.set("qg_csrf", "another-browsers-seed-value-0123456789")
+    r = await client.post(f"/admin/{tenant.slug}/products", data={"name": "X", "csrf_token": form})
+    assert r.status_code == 403
+
+
+async def test_cookie_flags(client, settings, tenant, clock):
+    token = await make_admin_link(settings.database_url, tenant.id, "owner@example.com", clock)
+    page = await client.get(f"/admin/{tenant.slug}/login/link", params={"token": token})
+    csrf_cookie = page.headers["set-cookie"].lower()
+    assert "httponly" in csrf_cookie and "samesite=strict" in csrf_cookie
+    r = await client.post(f"/admin/{tenant.slug}/login/link", data={"csrf_token": csrf_of(page.text), "token": token})
+    session_cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("qg_admin=")).lower()
+    assert "httponly" in session_cookie and "samesite=strict" in session_cookie
+    assert f"path=/admin/{tenant.slug}" in session_cookie
+    assert "secure" not in session_cookie   # plain HTTP here; see the TLS test
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert page.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_cookies_are_secure_under_tls(app, settings, tenant, clock):
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as tls_client:
+        token = await make_admin_link(settings.database_url, tenant.id, "owner@example.com", clock)
+        page = await tls_client.get(f"/admin/{tenant.slug}/login/link", params={"token": token})
+        assert "secure" in page.headers["set-cookie"].lower()
+        r = await tls_client.post(f"/admin/{tenant.slug}/login/link",
+                                  data={"csrf_token": csrf_of(page.text), "token": token})
+        session_cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("qg_admin=")).lower()
+        assert "secure" in session_cookie
+
+
+async def test_session_of_tenant_a_is_refused_on_tenant_b(client, settings, tenant, other_tenant, clock):
+    await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    cookie = client.cookies.get("qg_admin", path=f"/admin/{tenant.slug}")
+    assert cookie
+    # Present acme's session cookie on globex's pages, as a browser never would but an attacker could.
+    client.cookies.set("qg_admin", cookie, path=f"/admin/{other_tenant.slug}")
+    for path in ("/", "/licenses", "/tokens"):
+        r = await client.get(f"/admin/{other_tenant.slug}{path}")
+        assert r.status_code == 303 and r.headers["location"] == f"/admin/{other_tenant.slug}/login", path
+    # An admin session is no portal session either.
+    client.cookies.set("qg_portal", cookie, path=f"/portal/{tenant.slug}")
+    assert (await client.get(f"/portal/{tenant.slug}/")).status_code == 303
+
+
+async def test_objects_of_another_tenant_are_not_found(client, settings, tenant, other_tenant, clock):
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        product = await conn.fetchval("INSERT INTO products (tenant_id, name) VALUES ($1, 'Globex Secret') "
+                                      "RETURNING id", other_tenant.id)
+    finally:
+        await conn.close()
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.get(f"/admin/{tenant.slug}/products/{product}")
+    assert r.status_code == 404 and "Globex Secret" not in r.text
+    r = await client.post(f"/admin/{tenant.slug}/licenses", data={"csrf_token": form, "product_id": str(product)})
+    assert r.status_code == 303   # refused with a message, nothing made
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM licenses") == 0
+    finally:
+        await conn.close()
+
+
+async def test_logout_ends_the_session(client, settings, tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    cookie = client.cookies.get("qg_admin", path=f"/admin/{tenant.slug}")
+    r = await client.post(f"/admin/{tenant.slug}/logout", data={"csrf_token": form})
+    assert r.status_code == 303
+    client.cookies.set("qg_admin", cookie, path=f"/admin/{tenant.slug}")   # a copy kept by a thief
+    assert (await client.get(f"/admin/{tenant.slug}/")).status_code == 303
+
+
+async def test_idle_timeout(client, settings, tenant, clock):
+    await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    clock.advance(29 * 60)
+    assert (await client.get(f"/admin/{tenant.slug}/")).status_code == 200   # use keeps it alive
+    clock.advance(29 * 60)
+    assert (await client.get(f"/admin/{tenant.slug}/")).status_code == 200
+    clock.advance(31 * 60)
+    assert (await client.get(f"/admin/{tenant.slug}/")).status_code == 303
+
+
+async def test_forged_session_cookie_is_refused(client, tenant):
+    client.cookies.set("qg_admin", "bm90LWEtc2Vzc2lvbg.forged", path=f"/admin/{tenant.slug}")
+    assert (await client.get(f"/admin/{tenant.slug}/")).status_code == 303
+
+
+async def test_unknown_tenant_is_404(client):
+    assert (await client.get("/admin/nobody/login")).status_code == 404
+    assert (await client.get("/portal/nobody/login")).status_code == 404
+
+
+# --- codes ---------------------------------------------------------------------------------------
+
+async def _issue(settings, tenant_id, email, clock, client_addr="203.0.113.9", audience="portal"):
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await signin.issue_code(conn, KEYS, clock.utcnow(), tenant_id=tenant_id, audience=audience,
+                                       email=email, client=client_addr)
+    finally:
+        await conn.close()
+
+
+async def _redeem(settings, tenant_id, email, code, clock, audience="portal"):
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await signin.redeem_code(conn, KEYS, clock.utcnow(), tenant_id=tenant_id, audience=audience,
+                                        email=email, code=code)
+    finally:
+        await conn.close()
+
+
+async def test_code_is_single_use_and_expires(settings, tenant, clock):
+    _, code = await _issue(settings, tenant.id, "c@example.com", clock)
+    assert await _redeem(settings, tenant.id, "C@Example.com", code, clock)
+    assert not await _redeem(settings, tenant.id, "c@example.com", code, clock)
+    _, code = await _issue(settings, tenant.id, "c@example.com", clock)
+    clock.advance(signin.CODE_TTL.total_seconds() + 1)
+    assert not await _redeem(settings, tenant.id, "c@example.com", code, clock)
+
+
+async def test_code_brute_force_is_stopped(settings, tenant, clock):
+    _, code = await _issue(settings, tenant.id, "c@example.com", clock)
+    wrong = [f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, signin.MAX_TRIES + 1)]
+    for guess in wrong:
+        assert not await _redeem(settings, tenant.id, "c@example.com", guess, clock)
+    # The right code no longer works after MAX_TRIES wrong guesses.
+    assert not await _redeem(settings, tenant.id, "c@example.com", code, clock)
+    # And the guesser cannot get unlimited fresh codes for the address.
+    for _ in range(signin.CODES_PER_ADDRESS_HOUR - 1):
+        await _issue(settings, tenant.id, "c@example.com", clock)
+    from quota_gateway.errors import ApiError
+
+    with pytest.raises(ApiError) as refused:
+        await _issue(settings, tenant.id, "c@example.com", clock)
+    assert refused.value.code == "too_many_codes"
+    clock.advance(3601)
+    await _issue(settings, tenant.id, "c@example.com", clock)
+
+
+async def test_codes_per_client_address_are_bounded(settings, tenant, clock):
+    from quota_gateway.errors import ApiError
+
+    for i in range(signin.CODES_PER_CLIENT_HOUR):
+        await _issue(settings, tenant.id, f"p{i}@example.com", clock, client_addr="198.51.100.7")
+    with pytest.raises(ApiError):
+        await _issue(settings, tenant.id, "fresh@example.com", clock, client_addr="198.51.100.7")
+    await _issue(settings, tenant.id, "fresh@example.com", clock, client_addr="198.51.100.8")
+
+
+async def test_code_request_page_does_not_tell_who_has_access(client, settings, tenant, clock):
+    page = await client.get(f"/portal/{tenant.slug}/login")
+    form = csrf_of(page.text)
+    known = await client.post(f"/portal/{tenant.slug}/login", data={"csrf_token": form, "email": "nobody@example.com"})
+    assert known.status_code == 200 and "If <strong>nobody@example.com</strong> has access" in known.text
+
+
+async def test_codes_are_stored_as_keyed_digests(settings, tenant, clock):
+    _, code = await _issue(settings, tenant.id, "c@example.com", clock)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        stored = bytes(await conn.fetchval("SELECT code_digest FROM web_login_codes"))
+    finally:
+        await conn.close()
+    assert code.encode() not in stored and len(stored) == 32
+
+
+async def test_admin_cli_creates_an_admin(settings, clock):
+    other = await make_tenant(settings.database_url, "initech")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await signin.create_admin(conn, other.id, " Boss@Initech.example ", clock.utcnow())
+        assert await signin.find_admin(conn, other.id, "boss@initech.example")
+    finally:
+        await conn.close()
