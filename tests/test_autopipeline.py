@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 
 from quota_gateway.autopipeline import AutoPipeline
 from quota_gateway.embedded import RedisServer
-from quota_gateway.redisconn import LuaScript
+from quota_gateway.scripts import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
 

@@ -218,3 +218,15 @@ def test_malformed_replies_are_errors_not_crashes(fastpath_impl):
     long_resets = tuple(b"9" * 500 for _ in range(4))
     full = [b"ok", 1, 0, 0, b"P", 3, 10, b"[]", b""] + [v for slot in range(8) for v in (slot, 10**15, 10**15)]
     assert fastpath_impl.render_validation(full, long_resets) == _fastpath_py.render_validation(full, long_resets)
+
+
+def test_constants_match_the_shared_formats(fastpath_impl):
+    """The compiled module keeps C-level copies of the shared formats; they must not drift."""
+    from quota_gateway.formats import access_token, crockford
+
+    assert fastpath_impl.CROCKFORD == crockford.ALPHABET
+    assert (fastpath_impl.API_KEY_PREFIX, fastpath_impl.BUCKETS, fastpath_impl.PERIODS) == \
+        (_fastpath_py.API_KEY_PREFIX, _fastpath_py.BUCKETS, _fastpath_py.PERIODS)
+    token = access_token.compose("a" * access_token.PUBLIC_LEN, "B" * access_token.SECRET_LEN)
+    assert fastpath_impl.parse_authorization(f"{access_token.SCHEME} {token}") == \
+        ("a" * access_token.PUBLIC_LEN, "B" * access_token.SECRET_LEN)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import calendar
 import zlib
 
-_TOKEN_SCHEME = "ExisOneApi "
-_TOKEN_PREFIX = "exo_at_"
-_PUBLIC_LEN = 12
-_SECRET_LEN = 32
+from .formats import access_token
+from .formats.crockford import ALPHABET as CROCKFORD
+
+_TOKEN_SCHEME = access_token.SCHEME + " "
+_TOKEN_PREFIX = access_token.PREFIX
+_PUBLIC_LEN = access_token.PUBLIC_LEN
+_SECRET_LEN = access_token.SECRET_LEN
+_PREFIX_LEN = len(_TOKEN_PREFIX)
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 API_KEY_PREFIX = "qgk_"
 _BODY_LEN = 26
 _KEY_LEN = len(API_KEY_PREFIX) + _BODY_LEN + 2
@@ -42,10 +45,10 @@ def parse_access_token(token: str) -> tuple[str, str] | None:
     """`exo_at_<public>_<secret>` → (public, secret), or None when malformed."""
     if len(token) != len(_TOKEN_PREFIX) + _PUBLIC_LEN + 1 + _SECRET_LEN or not token.startswith(_TOKEN_PREFIX):
         return None
-    public = token[7:7 + _PUBLIC_LEN]
-    if token[7 + _PUBLIC_LEN] != "_":
+    public = token[_PREFIX_LEN:_PREFIX_LEN + _PUBLIC_LEN]
+    if token[_PREFIX_LEN + _PUBLIC_LEN] != "_":
         return None
-    secret = token[8 + _PUBLIC_LEN:]
+    secret = token[_PREFIX_LEN + 1 + _PUBLIC_LEN:]
     if not _ALNUM.issuperset(public) or not _ALNUM.issuperset(secret):
         return None
     return public, secret

@@ -1,16 +1,19 @@
 """Application factory: the domains, the middleware stack, the lifespan, and the hot-route front.
 
-Each domain module exposes `routes` (Starlette routes, usually ApiRoute) and may expose
-`hot_routes` ({(method, path): async handler(services, scope, receive, send)}) served before any
-routing, plus `async start(services)` / `async stop(services)` for background work.
+A domain is a module (usually a package) listed in DOMAINS. It exposes `routes` (usually
+ApiRoute, from routing.endpoint) and may expose `hot_routes` ({(method, path): async
+handler(services, scope, receive, send)}, served before any routing) with their `hot_specs`
+(for /openapi.json), and `async start(services)` / `async stop(services)` for its state and
+background work. Domains start in the order listed and stop in reverse.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
-from typing import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,8 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import apilicense, catalogue, db, events, health, leases, licensing, metrics, openapi, tenants, web
-from .auth import routes as auth_routes
+from . import apilicense, auth, catalogue, db, events, health, leases, licensing, metrics, openapi, tenants, web
 from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings
@@ -29,25 +31,26 @@ from .jsonio import JSONResponse
 from .metrics import Metrics
 from .middleware.logging import AccessLogMiddleware
 from .middleware.metrics import MetricsMiddleware
-from .redisconn import create_redis
+from .redisconn import create_redis, script_runner
 from .routing import ApiRoute, EndpointSpec
 from .services import Services
 
 log = logging.getLogger("quota_gateway")
 
-DOMAINS: tuple[ModuleType, ...] = (health, auth_routes, tenants, catalogue, apilicense, licensing, leases, events,
-                                   web)
+DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, events, web)
+
+HotHandler = Callable[[Services, Scope, Receive, Send], Awaitable[None]]
 
 
 class GatewayApp:
     """Serves hot routes straight from the ASGI scope; everything else goes to Starlette."""
 
-    def __init__(self, router: Starlette, hot_routes: dict) -> None:
+    def __init__(self, router: Starlette, hot_routes: dict[tuple[str, str], HotHandler]) -> None:
         self.router = router
         self.hot_routes = hot_routes
 
     @property
-    def state(self):
+    def state(self) -> Any:
         return self.router.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,10 +63,11 @@ class GatewayApp:
 
 
 def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[ModuleType, ...] = DOMAINS) -> GatewayApp:
-    if not settings.redis_url or not settings.database_url:
+    redis_url, database_url = settings.redis_url, settings.database_url
+    if not redis_url or not database_url:
         raise ValueError("create_app needs QG_REDIS_URL and QG_DATABASE_URL (the `serve` command starts embedded servers)")
     clock = clock or Clock()
-    hot_routes: dict = {}
+    hot_routes: dict[tuple[str, str], HotHandler] = {}
     hot_specs: list[EndpointSpec] = []
     routes: list[Route] = []
     for domain in domains:
@@ -80,13 +84,14 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await db.migrate_url(settings.database_url)
-        pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
-        redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+        runner = script_runner(settings)  # first: an unknown transport is refused before anything opens
+        await db.migrate_url(database_url)
+        pool = await db.create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        redis = create_redis(redis_url, cluster=settings.redis_cluster)
         # Pub/sub through one plain connection: on a cluster, PUBLISH reaches subscribers on every node.
-        pubsub_redis = create_redis(settings.redis_url) if settings.redis_cluster else redis
+        pubsub_redis = create_redis(redis_url) if settings.redis_cluster else redis
         tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
-        services = Services(settings, clock, pool, redis, tokens, Metrics(settings.metrics_dir))
+        services = Services(settings, clock, pool, redis, runner, tokens, Metrics(settings.metrics_dir))
         app.state.services = services
         tokens.start()
         services.metrics.start_sharing()
@@ -106,6 +111,7 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
                         log.exception("stopping %s failed", domain.__name__)
             await services.metrics.stop_sharing()
             await tokens.stop()
+            await runner.aclose()
             if pubsub_redis is not redis:
                 await pubsub_redis.aclose()
             await redis.aclose()

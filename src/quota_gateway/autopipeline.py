@@ -20,8 +20,7 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from .redisconn import LuaScript, ScriptRunner, first_error_raised
-
+from .scripts import LuaScript, ScriptRunner, first_error_raised
 
 # Commands are written at the end of the event-loop tick, or as soon as this many are queued.
 # Writing a whole tick at once makes the server and Redis take turns in lock-step (a convoy: the
@@ -100,7 +99,7 @@ class _Protocol(asyncio.Protocol):
             data = b"".join(self._outgoing)
             self._outgoing.clear()
             self.writes += 1
-            self.transport.write(data)
+            self.transport.write(data)  # type: ignore[union-attr]  # set before the first send
 
 
 class AutoPipeline(ScriptRunner):
@@ -130,14 +129,14 @@ class AutoPipeline(ScriptRunner):
             if self._protocol is None or self._protocol.closed:
                 loop = asyncio.get_running_loop()
                 connecting = loop.create_connection(lambda: _Protocol(loop, self.flush_at), self.host, self.port)
-                _, protocol = await asyncio.wait_for(connecting, self.connect_timeout)
+                _, fresh = await asyncio.wait_for(connecting, self.connect_timeout)
                 if self.password:
-                    auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
-                    await protocol.send(hiredis.pack_command(auth))
+                    auth: tuple = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
+                    await fresh.send(hiredis.pack_command(auth))
                 if self.db:
-                    await protocol.send(hiredis.pack_command(("SELECT", self.db)))
-                self._protocol = protocol
-            return self._protocol
+                    await fresh.send(hiredis.pack_command(("SELECT", self.db)))  # type: ignore[arg-type]
+                self._protocol = fresh
+            return fresh if self._protocol is None else self._protocol
 
     async def execute(self, *args):
         protocol = self._protocol
@@ -168,7 +167,7 @@ class AutoPipeline(ScriptRunner):
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:
             await self.execute("SCRIPT", "LOAD", script.source)
-            for i, reply in zip(unknown, await super().run_many(script, [calls[i] for i in unknown])):
+            for i, reply in zip(unknown, await super().run_many(script, [calls[i] for i in unknown]), strict=True):
                 replies[i] = reply
         return first_error_raised(replies)
 
@@ -224,6 +223,8 @@ class ClusterAutoPipeline(ScriptRunner):
         if node is None:
             await self._refresh()
             node = self._node_for(keys[0])
+        if node is None:
+            raise RedisConnectionError(f"no cluster node serves the slot of {keys[0]!r}")
         try:
             return await node.run(script, keys, args)
         except ResponseError as exc:
@@ -232,7 +233,10 @@ class ClusterAutoPipeline(ScriptRunner):
         except RedisConnectionError:
             pass  # the master may have failed over: look again
         await self._refresh()
-        return await self._node_for(keys[0]).run(script, keys, args)
+        node = self._node_for(keys[0])
+        if node is None:
+            raise RedisConnectionError(f"no cluster node serves the slot of {keys[0]!r}")
+        return await node.run(script, keys, args)
 
     async def aclose(self) -> None:
         for node in self._nodes.values():

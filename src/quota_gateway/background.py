@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 log = logging.getLogger("quota_gateway.background")
@@ -75,7 +76,5 @@ class WriteBehindLoop:
                     await self.drain(self.touched())
             except Exception:
                 log.exception("%s cycle failed; will retry", self.name)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass

@@ -10,8 +10,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import asyncpg
 
@@ -43,7 +44,7 @@ def backing_services(settings: Settings, *, need_redis: bool = True, publish: bo
     running = _running_embedded(settings)
     settings = settings.with_(database_url=settings.database_url or running.get("database_url"),
                               redis_url=settings.redis_url or running.get("redis_url"))
-    started = []
+    started: list[PostgresServer | RedisServer | _RunFile] = []
     try:
         if not settings.database_url:
             pg = PostgresServer(settings.data_path / "postgres", fast=False).start()
@@ -88,8 +89,10 @@ def _ensure_master_key(settings: Settings) -> Settings:
 async def _bootstrap(settings: Settings) -> dict | None:
     """First start: a default tenant, an admin token, an admin user and a one-time sign-in link
     for the web admin (so a new user gets in without any e-mail set up). None when tenants exist."""
-    await db.migrate_url(settings.database_url)
-    conn = await asyncpg.connect(settings.database_url)
+    url = settings.database_url
+    assert url is not None  # serve starts an embedded PostgreSQL when none is configured
+    await db.migrate_url(url)
+    conn = await asyncpg.connect(url)
     try:
         if await conn.fetchval("SELECT count(*) FROM tenants"):
             return None
@@ -160,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_db(settings: Settings, work) -> object:
+def _run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
     """Run `work(conn)` against the configured (or an embedded) database, migrated first."""
 
     async def main(url: str):
@@ -172,6 +175,7 @@ def _run_db(settings: Settings, work) -> object:
             await conn.close()
 
     with backing_services(settings, need_redis=False) as settings:
+        assert settings.database_url is not None  # backing_services starts one when none is set
         return asyncio.run(main(settings.database_url))
 
 
@@ -196,11 +200,17 @@ def tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _tenant(conn: asyncpg.Connection, tenant: str) -> dict:
+    """The tenant by id or slug, or an error naming it."""
+    found = await get_tenant(conn, tenant)
+    if found is None:
+        raise ApiError(404, "tenant_not_found", f"no tenant '{tenant}'")
+    return found
+
+
 def token(args: argparse.Namespace) -> int:
     async def work(conn):
-        found = await get_tenant(conn, args.tenant)
-        if found is None:
-            raise ApiError(404, "tenant_not_found", f"no tenant '{args.tenant}'")
+        found = await _tenant(conn, args.tenant)
         if args.action == "create":
             return [await create_token(conn, found["id"], args.name, args.scopes.split(","))]
         if args.action == "revoke":
@@ -223,13 +233,13 @@ def _announce_revocation(settings: Settings, public_id: str) -> None:
     """Tell running gateways to drop the token now (else their cache expires it within the TTL)."""
     import redis
 
-    from .auth.cache import CHANNEL
+    from .formats.rediskeys import TOKEN_INVALIDATIONS
 
     url = settings.redis_url or _running_embedded(settings).get("redis_url")
     if url:
         client = redis.Redis.from_url(url)
         try:
-            client.publish(CHANNEL, public_id)
+            client.publish(TOKEN_INVALIDATIONS, public_id)
         finally:
             client.close()
     print(f"revoked {public_id}")
@@ -247,9 +257,7 @@ def admin(args: argparse.Namespace) -> int:
     from .web import signin
 
     async def work(conn):
-        found = await get_tenant(conn, args.tenant)
-        if found is None:
-            raise ApiError(404, "tenant_not_found", f"no tenant '{args.tenant}'")
+        found = await _tenant(conn, args.tenant)
         if args.action == "create":
             made = await signin.create_admin(conn, found["id"], args.email, Clock().utcnow())
             return f"admin {made['email']} of tenant {found['slug']}: sign in at {public}/admin/{found['slug']}/login"

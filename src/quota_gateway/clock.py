@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import overload
+
+from .formats.times import parse_iso_utc
+
+__all__ = ["Clock", "ManualClock", "iso_utc", "parse_iso_utc"]  # parse_iso_utc: formats/times.py
 
 
 class Clock:
@@ -13,7 +18,7 @@ class Clock:
         return time.time()
 
     def utcnow(self) -> datetime:
-        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.now(), tz=UTC)
 
 
 class ManualClock(Clock):
@@ -32,25 +37,15 @@ class ManualClock(Clock):
         self._now += seconds
 
 
-def parse_iso_utc(text: str, *, naive_is_utc: bool = False) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime. ValueError (with a message for the client)
-    when it is not ISO-8601, has no zone (unless `naive_is_utc`), or leaves years 1..9999 once
-    moved to UTC (`9999-12-31T23:59:59-10:00` is in year 10000)."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError("must be an ISO-8601 timestamp") from None
-    if value.tzinfo is None:
-        if not naive_is_utc:
-            raise ValueError("must carry a time zone (use Z for UTC)")
-        return value.replace(tzinfo=timezone.utc)
-    try:
-        return value.astimezone(timezone.utc)
-    except OverflowError:
-        raise ValueError("must fall within the years 1 to 9999 in UTC") from None
-
-
 _ISO_CACHE: dict[int, str] = {}
+
+
+@overload
+def iso_utc(ts: float | datetime) -> str: ...
+@overload
+def iso_utc(ts: None) -> None: ...
+@overload
+def iso_utc(ts: float | datetime | None) -> str | None: ...
 
 
 def iso_utc(ts: float | datetime | None) -> str | None:
@@ -64,5 +59,5 @@ def iso_utc(ts: float | datetime | None) -> str | None:
     if text is None:  # window ends repeat on every response: format each once
         if len(_ISO_CACHE) > 4096:
             _ISO_CACHE.clear()
-        text = _ISO_CACHE[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = _ISO_CACHE[seconds] = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return text

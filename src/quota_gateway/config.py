@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 
 def _env_bool(value: str) -> bool:
@@ -51,14 +52,14 @@ class Settings:
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.type, raw)
+            values[f.name] = _coerce(str(f.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -72,7 +73,7 @@ class Settings:
             env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
 
-    def with_(self, **changes: object) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     @property

@@ -27,30 +27,36 @@ _signing_cache: dict[str, tuple[float, str, rsa.RSAPrivateKey]] = {}
 _verifying_cache: dict[str, tuple[float, list[str]]] = {}
 
 
-def _wrapping_key(master_key: str, tenant_id: str) -> bytes:
-    if not master_key:
-        raise ApiError(500, "master_key_missing", "QG_MASTER_KEY is not configured")
+def derive_from_master(master_key: str, info: bytes) -> bytes:
+    """A 32-byte key for one purpose (`info`), derived from QG_MASTER_KEY (hex, or any text)."""
     try:
         material = bytes.fromhex(master_key)
     except ValueError:
         material = master_key.encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"quota_gateway tenant key " + tenant_id.encode()).derive(material)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
 
 
-def _encrypt_private(key: rsa.RSAPrivateKey, master_key: str, tenant_id: str) -> bytes:
+def _wrapping_key(master_key: str | None, tenant_id: str) -> bytes:
+    if not master_key:
+        raise ApiError(500, "master_key_missing", "QG_MASTER_KEY is not configured")
+    return derive_from_master(master_key, b"quota_gateway tenant key " + tenant_id.encode())
+
+
+def _encrypt_private(key: rsa.RSAPrivateKey, master_key: str | None, tenant_id: str) -> bytes:
     der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     nonce = os.urandom(12)
     return nonce + AESGCM(_wrapping_key(master_key, tenant_id)).encrypt(nonce, der, tenant_id.encode())
 
 
-def _decrypt_private(blob: bytes, master_key: str, tenant_id: str) -> rsa.RSAPrivateKey:
+def _decrypt_private(blob: bytes, master_key: str | None, tenant_id: str) -> rsa.RSAPrivateKey:
     der = AESGCM(_wrapping_key(master_key, tenant_id)).decrypt(blob[:12], blob[12:], tenant_id.encode())
-    return serialization.load_der_private_key(der, password=None)
+    key = serialization.load_der_private_key(der, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)  # tenant keys are RSA (made in create_key_pair)
+    return key
 
 
-async def create_key_pair(conn: asyncpg.Connection, tenant_id: str, master_key: str) -> str:
+async def create_key_pair(conn: asyncpg.Connection, tenant_id: str, master_key: str | None) -> str:
     """A new active key pair for the tenant (the previous one stays, inactive). Returns its kid."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
@@ -66,7 +72,7 @@ async def create_key_pair(conn: asyncpg.Connection, tenant_id: str, master_key: 
     return kid
 
 
-async def signing_key(conn: asyncpg.Connection, tenant_id: str, master_key: str) -> tuple[str, rsa.RSAPrivateKey]:
+async def signing_key(conn: asyncpg.Connection, tenant_id: str, master_key: str | None) -> tuple[str, rsa.RSAPrivateKey]:
     """(kid, private key) of the tenant's active pair; decrypted once per process per few seconds."""
     cached = _signing_cache.get(tenant_id)
     if cached is not None and cached[0] > time.monotonic():
@@ -111,6 +117,8 @@ def sign_pkcs1v15_sha256(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
 
 def verify_pkcs1v15_sha256(public_pem: str, data: bytes, signature: bytes) -> bool:
     public = serialization.load_pem_public_key(public_pem.encode())
+    if not isinstance(public, rsa.RSAPublicKey):
+        return False
     try:
         public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, ValueError):
@@ -118,7 +126,7 @@ def verify_pkcs1v15_sha256(public_pem: str, data: bytes, signature: bytes) -> bo
     return True
 
 
-async def decrypt_oaep(conn: asyncpg.Connection, tenant_id: str, master_key: str, ciphertext: bytes) -> bytes:
+async def decrypt_oaep(conn: asyncpg.Connection, tenant_id: str, master_key: str | None, ciphertext: bytes) -> bytes:
     """RSA-OAEP-SHA256 decryption with the active key, then older ones (clients may hold an old PEM)."""
     rows = await conn.fetch("SELECT private_enc FROM tenant_keys WHERE tenant_id = $1 ORDER BY active DESC, id DESC",
                             tenant_id)

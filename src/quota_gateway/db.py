@@ -71,7 +71,7 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 10.0) -> None:
     the process from stopping, so the pool is then terminated."""
     try:
         await asyncio.wait_for(pool.close(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("PostgreSQL pool did not close within %.1f s; terminating its connections", timeout)
         pool.terminate()
 

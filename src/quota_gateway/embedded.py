@@ -10,6 +10,7 @@ the unprivileged `postgres` system user (Debian's packages create it) or `nobody
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import glob
 import os
@@ -57,10 +58,8 @@ def free_cluster_port() -> int:
 
 def _die_with_parent() -> None:
     """preexec_fn: the kernel sends SIGTERM to the child when its parent dies."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
     os.setsid()  # Ctrl-C in a terminal reaches us, not the servers: we stop them in order
 
 
@@ -129,7 +128,7 @@ class _Server:
         return self.data_dir / f"{self.name}.log"
 
     def _spawn(self, argv: list[str], **kwargs) -> None:
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115  # the child writes to it for its whole life
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=_die_with_parent, **kwargs)
         log.close()
@@ -193,7 +192,7 @@ class RedisServer(_Server):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         if self.process is not None and self.process.poll() is None:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +229,7 @@ class RedisCluster:
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
 
-    def start(self) -> "RedisCluster":
+    def start(self) -> RedisCluster:
         import redis
 
         for node in self.nodes:
@@ -320,7 +319,7 @@ class PostgresServer(_Server):
                 os.chmod(parent, mode | 0o011)
         os.chown(self.data_dir, self._account.pw_uid, self._account.pw_gid)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if self.process is not None and self.process.poll() is None:
             return self
         bindir = Path(find_postgres_bindir())

@@ -11,11 +11,11 @@ NO_EXTENSIONS = bool(os.environ.get("QG_NO_EXTENSIONS"))
 
 if not NO_EXTENSIONS:
     try:
-        from . import _fastpath as _impl  # type: ignore[attr-defined]
+        from . import _fastpath as _impl
     except ImportError:  # no compiler at install time: the twin serves
-        from . import _fastpath_py as _impl
+        from . import _fastpath_py as _impl  # type: ignore[no-redef]
 else:
-    from . import _fastpath_py as _impl
+    from . import _fastpath_py as _impl  # type: ignore[no-redef]
 
 COMPILED = _impl.__name__.endswith("._fastpath")
 

@@ -86,11 +86,11 @@ class LatencyByRoute:
         for peer in self.peers:
             for route, series in peer.items():
                 mine = totals.setdefault(route, [0] * len(series))
-                totals[route] = [a + b for a, b in zip(mine, series)]
+                totals[route] = [a + b for a, b in zip(mine, series, strict=True)]
         family = HistogramMetricFamily(self.name, self.documentation, labels=("route",))
         for route, series in totals.items():
             cumulative, buckets = 0, []
-            for bound, count in zip((*_LATENCY_BUCKETS, float("inf")), series):
+            for bound, count in zip((*_LATENCY_BUCKETS, float("inf")), series, strict=False):  # series ends with the sum
                 cumulative += count
                 buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
             family.add_metric((route,), buckets, series[-1])
@@ -143,6 +143,8 @@ class Metrics:
             self.write_snapshot()
 
     def write_snapshot(self) -> None:
+        if self._shared_dir is None:
+            return
         snapshot = {name: family.snapshot() for name, family in self._families.items()}
         target = self._shared_dir / f"{os.getpid()}.json"
         temporary = target.with_suffix(".tmp")

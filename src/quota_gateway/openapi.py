@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from . import __version__
-from .auth.tokens import ANY_TOKEN
+from .principal import ANY_TOKEN
 from .routing import EndpointSpec
 
 _ERROR = {

@@ -6,17 +6,21 @@ An endpoint is `async def handler(call: Call)`; it returns a Response, or anythi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth.tokens import Principal
 from .errors import ApiError
 from .jsonio import JSONResponse, parse_json, read_body
+from .principal import Principal
 from .schema import Object, Query
+
+if TYPE_CHECKING:
+    from .services import Services
 
 Handler = Callable[["Call"], Awaitable[Any]]
 
@@ -26,10 +30,10 @@ class Call:
     """One request as an endpoint sees it: already authenticated and parsed."""
 
     request: Request
-    services: Any
+    services: Services
     principal: Principal | None
     body: Any
-    query: dict
+    query: dict[str, Any]
 
     @property
     def tenant_id(self) -> str:
@@ -63,7 +67,7 @@ class ApiRoute(Route):
 
     async def _endpoint(self, request: Request) -> Response:
         spec = self.spec
-        services = request.app.state.services
+        services: Services = request.app.state.services
         for name, value in request.path_params.items():
             if "\x00" in value or len(value) > 1000:
                 raise ApiError(400, "invalid_field", f"{name}: not a valid value", field=name)
@@ -81,7 +85,7 @@ class ApiRoute(Route):
         return JSONResponse(result)
 
 
-async def authenticate(services: Any, header: str | None, scope: str) -> Principal:
+async def authenticate(services: Services, header: str | None, scope: str) -> Principal:
     """The caller's principal, or 401 (no usable token) / 403 (token lacks `scope`)."""
     if not header:
         raise ApiError(401, "unauthorized", "missing Authorization header (expected: ExisOneApi <token>)")

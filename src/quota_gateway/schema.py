@@ -7,8 +7,9 @@ client always learns which field was wrong and why.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import ApiError
 

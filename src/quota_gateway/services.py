@@ -1,16 +1,30 @@
-"""The live resources of one application instance, handed to every endpoint and domain."""
+"""The live resources of one application instance, handed to every endpoint and domain.
+
+Shared resources are set when the app starts. Domain state (engines, pools, background loops)
+is one typed attribute per piece, declared here and set by that domain's `start(services)`;
+a domain left out of `app.DOMAINS` never sets its attributes, and nothing else reads them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from .auth.cache import TokenCache
+from . import __version__
 from .clock import Clock
 from .config import Settings
 from .metrics import Metrics
+from .scripts import ScriptRunner
+
+if TYPE_CHECKING:  # domain types, for annotations only: domains import this module, not the reverse
+    from .apilicense.engine import QuotaEngine
+    from .apilicense.writebehind import UsageFlusher
+    from .auth.cache import TokenCache
+    from .events.jobs import JobWorker
+    from .leases.history import HistoryDrainer
+    from .leases.pool import LeasePools
 
 
 @dataclass
@@ -18,14 +32,19 @@ class Services:
     settings: Settings
     clock: Clock
     pool: asyncpg.Pool
-    redis: Any  # redis.asyncio.Redis or RedisCluster
+    redis: Any  # redis.asyncio.Redis or RedisCluster: plain commands (pub/sub, health, key scans)
+    runner: ScriptRunner  # every domain's Lua scripts, over the QG_REDIS_TRANSPORT transport
     tokens: TokenCache
     metrics: Metrics
-    # Per-domain state (engines, flushers, caches), keyed by domain name.
-    domains: dict[str, Any] = field(default_factory=dict)
+
+    # -- domain state, set by each domain's start() --------------------------------------------
+    quota: QuotaEngine = field(init=False, repr=False)  # apilicense: the validate hot call
+    usage_flusher: UsageFlusher = field(init=False, repr=False)  # apilicense: usage write-behind
+    lease_pools: LeasePools = field(init=False, repr=False)  # leases: pools in Redis
+    lease_history: HistoryDrainer = field(init=False, repr=False)  # leases: history write-behind
+    lease_orgs: dict[str, str] = field(default_factory=dict, repr=False)  # leases: organization -> tenant id
+    job_worker: JobWorker | None = field(default=None, repr=False)  # events: None when QG_EVENTS_WORKER=0
 
     @property
     def server_version(self) -> str:
-        from . import __version__
-
         return self.settings.server_version or __version__

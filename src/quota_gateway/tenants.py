@@ -40,7 +40,7 @@ def _tenant(row) -> dict:
     return {"id": str(row["id"]), "slug": row["slug"], "name": row["name"], "createdAt": row["created_at"]}
 
 
-async def current_tenant(call: Call) -> dict:
+async def current_tenant(call: Call) -> dict | None:
     """The tenant the calling token belongs to."""
     async with call.services.pool.acquire() as conn:
         return await get_tenant(conn, call.tenant_id)

@@ -33,7 +33,7 @@ async def _quota(client, headers, key) -> dict:
 async def test_concurrent_lifetime_resets_zero_the_quota_once(app, client, tenant):
     key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=100)
     assert (await _consume(client, tenant.headers, key, 50)).status_code == 200
-    flusher = app.state.services.domains["apilicense.flusher"]
+    flusher = app.state.services.usage_flusher
     # Ten resets at once, racing the write-behind moving the 50 units to PostgreSQL.
     answers = await asyncio.gather(flusher.flush(list(range(1024))),
                                    *(client.post(f"/api/apilicense/{key}/reset", params={"periodType": "lifetime"},

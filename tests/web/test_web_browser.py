@@ -214,3 +214,64 @@ async def test_portal_in_a_browser(live, browser, tenant, clock, smtp_server):
     assert any(r.text.endswith("AU") for r in rows) and any(r.text.endswith("DE") for r in rows)
     assert any("deactivated" in r.text for r in rows)
     shot(browser, "portal-history")
+
+
+async def test_analytics_in_a_browser(live, browser, tenant, clock):
+    server, mailing = live
+    from web_helpers import make_admin_link
+
+    async with running_app(mailing, clock) as (app, client):
+        product = (await client.post("/api/product", json={"name": "Desk App"}, headers=tenant.headers)).json()["id"]
+        addresses = ["1.1.1.1", "1.1.1.2", "85.214.0.1", "133.1.1.1", "5.9.0.1", "200.1.1.1"]
+        for i, address in enumerate(addresses):
+            key = (await client.post("/api/licenses", json={"productId": product, "email": f"c{i}@example.com"},
+                                     headers=tenant.headers)).json()["activationKey"]
+            transport = httpx.ASGITransport(app=app, client=(address, 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
+                r = await device.post("/api/license/activate", headers=tenant.headers,
+                                      json={"activationKey": key, "email": f"c{i}@example.com",
+                                            "hardwareId": f"HW{i}", "productName": "Desk App"})
+                assert r.status_code == 200, r.text
+            clock.advance(86400 * (i % 2))   # spread over a few days
+        await client.post("/api/license/validate", headers=tenant.headers,
+                          json={"activationKey": key, "hardwareId": "SOMEONE-ELSE", "productName": "Desk App"})
+        api_product = (await client.post("/api/product", json={"name": "Weather API"},
+                                         headers=tenant.headers)).json()["id"]
+        api_key = (await client.post("/api/apilicense", json={"productId": api_product, "maxApiCalls": 100,
+                                                              "clientName": "Big Client"},
+                                     headers=tenant.headers)).json()["apiKey"]
+        r = await client.post("/api/apilicense/validate", json={"apiKey": api_key, "units": 90}, headers=tenant.headers)
+        assert r.status_code == 200
+        async with app.state.services.pool.acquire() as conn:   # written behind within the flush interval
+            for _ in range(100):
+                if await conn.fetchval("SELECT count(*) FROM api_usage_daily"):
+                    break
+                await asyncio.sleep(0.05)
+
+    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    browser.get(f"{server.url}/admin/{tenant.slug}/analytics?grain=day")
+    WebDriverWait(browser, 15).until(
+        lambda b: b.execute_script("return document.getElementById('map').dataset.rendered === 'true'"))
+    # The activations chart drew something: count non-transparent pixels on its canvas.
+    painted = browser.execute_script("""
+        const c = document.querySelector('#chart-activations canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;""")
+    assert painted > 500, painted
+    assert "6 activations in this period" in browser.page_source
+    # The map coloured the countries with activations, and not the others.
+    fills = browser.execute_script("""
+        const f = (code) => { const p = document.querySelector('#map [data-code="' + code + '"]');
+                              return p ? (p.getAttribute('fill') || getComputedStyle(p).fill) : null; };
+        return {AU: f('AU'), DE: f('DE'), JP: f('JP'), FR: f('FR')};""")
+    assert fills["AU"] and fills["DE"] and fills["JP"], fills
+    assert fills["AU"] != fills["FR"] and fills["DE"] != fills["FR"], fills
+    assert fills["AU"] == fills["DE"] != fills["JP"], fills   # shades follow the counts (2, 2, 1)
+    page = browser.page_source
+    assert "AU: 2" in page and "DE: 2" in page
+    assert "not_activated" in page   # the refused validation, by status
+    assert "Big Client" in page and "90 / 100 (90 %)" in page   # most used, and near its limit
+    shot(browser, "admin-analytics")

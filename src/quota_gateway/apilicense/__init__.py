@@ -1,7 +1,8 @@
 """API-key licensing: the quota hot path, its management endpoints and usage write-behind.
 
 Redis is the arbiter of quota (one atomic Lua script per validate); Postgres is the record,
-fed by write-behind (see writebehind.py). Key layout, all keys of one license in one slot:
+fed by write-behind (see writebehind.py). Key layout (keyspace.py), all keys of one license in
+one slot:
 
     qg:{b<n>}:m:<digest>        license metadata cached from Postgres (msgpack, TTL 1 h)
     qg:{b<n>}:gen:<digest>      metadata generation (bumped on every invalidation)
@@ -14,6 +15,37 @@ n = fastpath.api_key_bucket(key) in 0..1023, so a bucket's pending usage shares 
 counters it shadows (Redis Cluster rule).
 """
 
-from .routes import hot_routes, hot_specs, routes, start, stop
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import catalogue, fastpath
+from . import service
+from .engine import QuotaEngine
+from .hotroute import hot_routes, hot_specs
+from .routes import routes
+from .writebehind import UsageFlusher
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 __all__ = ["hot_routes", "hot_specs", "routes", "start", "stop"]
+
+
+async def _features_changed(services: Services, tenant_id: str, product_id: int) -> None:
+    await service.features_changed(services.pool, services.runner, tenant_id, product_id)
+
+
+catalogue.FEATURE_CHECKS.append(fastpath.check_rule_feature)
+catalogue.ON_FEATURES_CHANGED.append(_features_changed)
+
+
+async def start(services: Services) -> None:
+    services.quota = QuotaEngine(services, services.runner)
+    flusher = services.usage_flusher = UsageFlusher(services, services.runner, services.settings.flush_interval)
+    flusher.dirty = services.quota.dirty
+    flusher.start()
+
+
+async def stop(services: Services) -> None:
+    await services.usage_flusher.stop()

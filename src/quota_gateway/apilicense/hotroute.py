@@ -1,23 +1,34 @@
 """POST /api/apilicense/validate as a raw ASGI handler: no router, no Request object, no middleware.
 
 Token from the in-process cache, body parsed once by orjson, one engine call, prebuilt headers.
+The handler, its body spec and its registration (`hot_routes`, `hot_specs`) live here together;
+the engine is reached through `services.quota`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from ..errors import ApiError
+from ..jsonio import too_large
+from ..routing import EndpointSpec
 from ..schema import Bool, Int, Str, obj
-from .engine import MAX_UNITS
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 log = logging.getLogger("quota_gateway.apilicense")
 
 PATH = "/api/apilicense/validate"
 ROUTE_LABEL = PATH
+MAX_UNITS = 1_000_000
+ERROR_CODES = ("not_found", "revoked", "expired", "quota_exhausted", "rate_limit_minute", "rate_limit_hour",
+               "rate_limit_day", "rate_limit_month")
 _KEY_MAX_LEN = 128
 VALIDATE_BODY = obj(
     apiKey=Str(required=True, min_len=1, max_len=_KEY_MAX_LEN, description="the API key presented by the end-user's request"),
@@ -27,7 +38,7 @@ VALIDATE_BODY = obj(
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-async def validate_endpoint(services, scope, receive, send) -> None:
+async def validate_endpoint(services: Services, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
     status = 500
     try:
@@ -47,7 +58,7 @@ async def validate_endpoint(services, scope, receive, send) -> None:
     services.metrics.observe_request(ROUTE_LABEL, "POST", status, time.perf_counter() - started)
 
 
-async def _handle(services, scope, receive) -> tuple[int, bytes, list]:
+async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[int, bytes, list]:
     authorization = idempotency_key = None
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -71,10 +82,10 @@ async def _handle(services, scope, receive) -> tuple[int, bytes, list]:
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
     api_key, units, consume = _parse_body(data)
-    return await services.domains["apilicense"].validate(principal.tenant_id, api_key, units, consume, idempotency_key)
+    return await services.quota.validate(principal.tenant_id, api_key, units, consume, idempotency_key)
 
 
-def _parse_body(data) -> tuple[str, int, bool]:
+def _parse_body(data: Any) -> tuple[str, int, bool]:
     """A well-formed body passes a few type checks; anything else gets the schema's precise error.
     (What passes here, the schema accepts too, with the same values once the key is normalised.)"""
     if type(data) is dict:
@@ -86,12 +97,12 @@ def _parse_body(data) -> tuple[str, int, bool]:
     return request["apiKey"], request["units"], request["consumeUnits"]
 
 
-async def _read_body(receive, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body"):
         if len(body) > limit:
-            raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+            raise too_large(limit)
         return body
     chunks = [body]
     size = len(body)
@@ -100,6 +111,14 @@ async def _read_body(receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+hot_routes = {("POST", PATH): validate_endpoint}
+hot_specs = [EndpointSpec("POST", PATH, "Validate an API key and consume units (the hot path)", "verify",
+                          body=VALIDATE_BODY, errors=ERROR_CODES, tag="apilicense",
+                          responses={200: "valid", 404: "not_found", 403: "revoked or expired",
+                                     429: "quota_exhausted or rate_limit_*; carries Retry-After and RateLimit fields",
+                                     503: "quota store unavailable"})]

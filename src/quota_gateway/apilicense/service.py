@@ -1,27 +1,40 @@
-"""API-key licensing's management logic: issue, revoke, usage, reset (REST routes and the admin UI)."""
+"""API-key licensing's management logic and SQL: issue, list, change, revoke, usage, reset (the
+REST routes and the admin UI call these).
+
+Functions take a connection (or the pool, when they release it before calling Redis), and the
+engine when a change must reach the keys cached in Redis.
+"""
 
 from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from .. import catalogue, fastpath
 from ..clock import iso_utc
 from ..errors import ApiError
-from .engine import LicenseRef, QuotaEngine, key_digest
+from ..formats.digests import sha256
+from ..listing import Where, fetch_page
+from ..schema import UNSET
+from ..scripts import ScriptRunner
+from . import engine as quota
+from .engine import QuotaEngine
+from .keyspace import LicenseRef
 
-PERIODS = ("minute", "hour", "day", "month")
+PERIODS = fastpath.PERIODS  # the windows a reset can name (besides "all" and "lifetime")
 COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
              l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
+_FROM = "api_licenses l JOIN products p ON p.id = l.product_id"
 
 
 def mask(key: str) -> str:
     return f"{key[:8]}…{key[-4:]}"
 
 
-def license_json(row, now: float) -> dict:
+def license_json(row: Any, now: float) -> dict:
     expires = row["expires_at"]
     status = "revoked" if row["revoked_at"] else "expired" if expires and expires.timestamp() <= now else "active"
     return {"id": row["id"], "apiKey": row["key_hint"], "productId": row["product_id"], "productName": row["product_name"],
@@ -30,15 +43,32 @@ def license_json(row, now: float) -> dict:
             "createdAt": iso_utc(row["created_at"]), "revokedAt": iso_utc(row["revoked_at"])}
 
 
-def ref_of(row) -> LicenseRef:
+def ref_of(row: Any) -> LicenseRef:
     return LicenseRef.from_row(row["key_digest"], row["bucket"])
 
 
-async def find_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int):
-    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM api_licenses l JOIN products p ON p.id = l.product_id "
-                              "WHERE l.id = $1 AND l.tenant_id = $2", license_id, tenant_id)
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", "no such API key")
+
+
+async def find(conn: asyncpg.Connection, tenant_id: str, raw_key: str) -> Any:
+    """The tenant's license row for a key, or 404 not_found."""
+    key = fastpath.normalize_api_key(raw_key)
+    row = None
+    if key is not None:
+        row = await conn.fetchrow(f"SELECT {COLUMNS} FROM {_FROM} WHERE l.key_digest = $1 AND l.tenant_id = $2",
+                                  sha256(key), tenant_id)
     if row is None:
-        raise ApiError(404, "not_found", "no such API key")
+        raise _not_found()
+    return row
+
+
+async def find_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int) -> Any:
+    """The tenant's license row by id (the admin UI only knows masked keys), or 404 not_found."""
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM {_FROM} WHERE l.id = $1 AND l.tenant_id = $2",
+                              license_id, tenant_id)
+    if row is None:
+        raise _not_found()
     return row
 
 
@@ -53,7 +83,7 @@ async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: s
         """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
                                      client_identifier, max_api_calls, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-        tenant_id, product_id, key_digest(key), fastpath.api_key_bucket(key), mask(key), email, client_name,
+        tenant_id, product_id, sha256(key), fastpath.api_key_bucket(key), mask(key), email, client_name,
         client_identifier, max_api_calls, expires)
     await engine.prime(LicenseRef(key), row["id"])
     return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": max_api_calls,
@@ -61,24 +91,54 @@ async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: s
             "clientIdentifier": client_identifier, "email": email}
 
 
-async def revoke_key(conn: asyncpg.Connection, engine: QuotaEngine, row, now: datetime) -> dict:
+async def listing(conn: asyncpg.Connection, tenant_id: str, now: datetime, q: dict) -> dict:
+    """One page of the tenant's keys (masked), newest first, filtered by product, status or client."""
+    where = Where("l.tenant_id", tenant_id)
+    where.equals("l.product_id", q["productId"])
+    where.equals("l.client_identifier", q["clientIdentifier"])
+    if q["status"] == "revoked":
+        where.add("l.revoked_at IS NOT NULL")
+    elif q["status"] == "active":
+        where.add(f"l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > {where.param(now)})")
+    elif q["status"] == "expired":
+        where.add(f"l.revoked_at IS NULL AND l.expires_at <= {where.param(now)}")
+    return await fetch_page(conn, count_from="SELECT count(*) FROM api_licenses l",
+                            select_from=f"SELECT {COLUMNS} FROM {_FROM}", where=where, order_by="l.id DESC",
+                            page=q["page"], page_size=q["pageSize"], item=lambda r: license_json(r, now.timestamp()))
+
+
+async def update(conn: asyncpg.Connection, engine: QuotaEngine, row: Any, max_api_calls: Any, expires: Any) -> Any:
+    """Change the lifetime quota or expiry (UNSET keeps a value, None clears it); every gateway
+    sees it on the next request. Returns the changed row."""
+    row = await conn.fetchrow(
+        f"""UPDATE api_licenses l
+            SET max_api_calls = CASE WHEN $4 THEN l.max_api_calls ELSE $2 END,
+                expires_at = CASE WHEN $5 THEN l.expires_at ELSE $3 END
+            FROM products p WHERE l.id = $1 AND p.id = l.product_id RETURNING {COLUMNS}""",
+        row["id"], None if max_api_calls is UNSET else max_api_calls, None if expires is UNSET else expires,
+        max_api_calls is UNSET, expires is UNSET)
+    await engine.invalidate(ref_of(row))
+    return row
+
+
+async def revoke_key(conn: asyncpg.Connection, engine: QuotaEngine, row: Any, now: datetime) -> dict:
     await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"], now)
     await engine.invalidate(ref_of(row))
     return {"revoked": True, "apiKey": row["key_hint"]}
 
 
-async def usage(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: str, row) -> dict:
+async def usage(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: str, row: Any) -> dict:
     """Lifetime and per-window usage now (from Redis), and usage by day (from the write-behind record)."""
     history = await conn.fetch("SELECT day, units FROM api_usage_daily WHERE license_id = $1 ORDER BY day", row["id"])
-    outcome = await engine.run(ref_of(row), tenant_id, 0, False)
-    if outcome is None:
-        raise ApiError(404, "not_found", "no such API key")
-    document = outcome.document()
+    answer = await engine.run(ref_of(row), tenant_id, 0, False)
+    if answer is None:
+        raise _not_found()
+    document = answer.document()
     return {"apiKey": row["key_hint"], "quota": document["quota"], "rateLimits": document["rateLimits"],
             "history": [{"date": r["day"].isoformat(), "units": r["units"]} for r in history]}
 
 
-async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, row, period_type: str) -> dict:
+async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, row: Any, period_type: str) -> dict:
     """Reset the lifetime counter ('lifetime'), one window ('minute'...'month'), or everything ('all')."""
     ref = ref_of(row)
     if period_type in ("all", "lifetime"):
@@ -94,3 +154,12 @@ async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, row, pe
     if periods:
         await engine.reset_windows(ref, row["id"], periods)
     return {"apiKey": row["key_hint"], "reset": period_type}
+
+
+async def features_changed(pool: asyncpg.Pool, runner: ScriptRunner, tenant_id: str, product_id: int) -> None:
+    """Drop the cached rules of every key of the product."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT key_digest, bucket FROM api_licenses WHERE tenant_id = $1 AND product_id = $2",
+                                tenant_id, product_id)
+    for row in rows:
+        await quota.invalidate(runner, ref_of(row))

@@ -16,22 +16,28 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from datetime import date
+from typing import TYPE_CHECKING
 
+import asyncpg
+
+from .. import fastpath
 from ..background import WriteBehindLoop
-from ..redisconn import LuaScript
+from ..scripts import ScriptRunner
+from .keyspace import DONE, DONE_KEYS, TAKE, TAKE_KEYS, TakenUsage, taken_usage
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 log = logging.getLogger("quota_gateway.writebehind")
 
-TAKE = LuaScript("apilicense_flush_take")
-DONE = LuaScript("apilicense_flush_done")
-BUCKETS = 1024
 
 
 class UsageFlusher(WriteBehindLoop):
     name = "usage-write-behind"
 
-    def __init__(self, services, runner, interval: float) -> None:
+    def __init__(self, services: Services, runner: ScriptRunner, interval: float) -> None:
         super().__init__(interval)
         self.services = services
         self.runner = runner
@@ -41,12 +47,12 @@ class UsageFlusher(WriteBehindLoop):
         return list(self.dirty)
 
     async def everything(self) -> list[int]:
-        return list(range(BUCKETS))
+        return list(range(fastpath.BUCKETS))
 
     async def drain(self, targets: list) -> int:
         return await self.flush(targets)
 
-    async def flush(self, buckets) -> int:
+    async def flush(self, buckets: Iterable[int]) -> int:
         """Flush the given buckets; returns units written. Buckets of a failed batch stay dirty."""
         written = 0
         buckets = list(buckets)
@@ -77,59 +83,46 @@ class UsageFlusher(WriteBehindLoop):
         written = 0
         for _ in range(4):  # bounded: each round finishes one unfinished flush per bucket
             epoch = secrets.token_hex(8)  # adopted only by a bucket that has none (new, or lost by Redis)
-            takes = await self.runner.run_many(TAKE, [(_TAKE_KEYS[b], [epoch]) for b in buckets])
-            taken = [(b, _decode(flat)) for b, flat in zip(buckets, takes) if flat]
+            takes = await self.runner.run_many(TAKE, [(TAKE_KEYS[b], [epoch]) for b in buckets])
+            taken = [(b, usage) for b, reply in zip(buckets, takes, strict=True)
+                     if (usage := taken_usage(reply)) is not None]
             if not taken:
                 break
             written += await self._write(taken)
-            await self.runner.run_many(DONE, [(_DONE_KEYS[b], [f["__epoch"], f["__seq"]]) for b, f in taken])
-            buckets = [b for b, f in taken if "__more" in f]
+            await self.runner.run_many(DONE, [(DONE_KEYS[b], usage.done_args()) for b, usage in taken])
+            buckets = [b for b, usage in taken if usage.more]
             if not buckets:
                 break
         else:
             self.dirty.update(buckets)
         return written
 
-    async def _write(self, taken: list[tuple[int, dict]]) -> int:
-        async with self.services.pool.acquire() as conn:
-            async with conn.transaction():
-                fresh = await conn.fetch(
-                    """INSERT INTO api_flush_state (bucket, epoch, last_seq)
+    async def _write(self, taken: list[tuple[int, TakenUsage]]) -> int:
+        async with self.services.pool.acquire() as conn, conn.transaction():
+            fresh = await conn.fetch(
+                """INSERT INTO api_flush_state (bucket, epoch, last_seq)
                        SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[])
                        ON CONFLICT (bucket, epoch) DO UPDATE SET last_seq = EXCLUDED.last_seq
                        WHERE api_flush_state.last_seq < EXCLUDED.last_seq
                        RETURNING bucket""",
-                    [b for b, _ in taken], [f["__epoch"] for _, f in taken], [int(f["__seq"]) for _, f in taken])
-                apply_to = {r["bucket"] for r in fresh}
-                license_ids, days, units = [], [], []
-                for bucket, fields in taken:
-                    if bucket not in apply_to:
-                        continue  # applied before; its owner died before releasing it
-                    for field, value in fields.items():
-                        if field.startswith("__"):  # __epoch, __seq, __more
-                            continue
-                        license_id, day = field.split(":")
-                        license_ids.append(int(license_id))
-                        days.append(date(int(day[:4]), int(day[4:6]), int(day[6:])))
-                        units.append(int(value))
-                if license_ids:
-                    await _apply(conn, license_ids, days, units)
+                [b for b, _ in taken], [u.epoch for _, u in taken], [u.seq for _, u in taken])
+            apply_to = {r["bucket"] for r in fresh}
+            license_ids: list[int] = []
+            days: list[date] = []
+            units: list[int] = []
+            for bucket, usage in taken:
+                if bucket not in apply_to:
+                    continue  # applied before; its owner died before releasing it
+                for license_id, day, amount in usage.deltas:
+                    license_ids.append(license_id)
+                    days.append(day)
+                    units.append(amount)
+            if license_ids:
+                await _apply(conn, license_ids, days, units)
         return sum(units)
 
 
-def _keys(bucket: int, *names: str) -> list[str]:
-    return [f"qg:{{b{bucket}}}:{name}" for name in names]
-
-
-_TAKE_KEYS = [_keys(b, "pending", "flushing", "fstate") for b in range(BUCKETS)]
-_DONE_KEYS = [_keys(b, "flushing", "applied") for b in range(BUCKETS)]
-
-
-def _decode(flat: list) -> dict:
-    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-
-
-async def _apply(conn, license_ids: list[int], days: list[date], units: list[int]) -> None:
+async def _apply(conn: asyncpg.Connection, license_ids: list[int], days: list[date], units: list[int]) -> None:
     # Deltas of licenses deleted meanwhile are dropped (the join finds no row).
     await conn.execute(
         """UPDATE api_licenses l SET used_total = l.used_total + d.units

@@ -10,27 +10,31 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import Any
+
+import asyncpg
 
 from ..background import cancel_and_wait
 from ..clock import Clock
 from ..fastpath import parse_authorization
-from .tokens import Principal, load_principal
+from ..formats.rediskeys import TOKEN_INVALIDATIONS
+from ..principal import Principal
+from .tokens import load_principal
 
 log = logging.getLogger("quota_gateway.auth")
 
-CHANNEL = "qg:tokens:invalidate"
 _NEGATIVE_TTL = 1.0  # unknown tokens are remembered briefly so random ones cannot hammer Postgres
 
 
 class TokenCache:
-    def __init__(self, pool, redis, clock: Clock, ttl: float = 60.0, max_entries: int = 100_000) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: Any, clock: Clock, ttl: float = 60.0, max_entries: int = 100_000) -> None:
         self._pool = pool
         self._redis = redis
         self._clock = clock
         self._ttl = ttl
         self._max_entries = max_entries
-        self._valid: dict[str, tuple[str, Principal, float]] = {}  # public id -> (token, principal, until)
-        self._invalid: dict[str, float] = {}  # full token -> until
+        self._valid: dict[str, tuple[str, Principal, float]] = {}  # public id -> (secret, principal, until)
+        self._invalid: dict[tuple[str, str], float] = {}  # (public id, secret) -> until
         self._listener: asyncio.Task | None = None
         self.ready = asyncio.Event()
 
@@ -40,14 +44,13 @@ class TokenCache:
         if parsed is None:
             return True, None
         now = self._clock.now()
-        token = f"exo_at_{parsed[0]}_{parsed[1]}"
         entry = self._valid.get(parsed[0])
-        if entry is not None and entry[2] >= now and hmac.compare_digest(entry[0], token):
+        if entry is not None and entry[2] >= now and hmac.compare_digest(entry[0], parsed[1]):
             principal = entry[1]
             if principal.expires_at is not None and principal.expires_at <= now:
                 return True, None
             return True, principal
-        until = self._invalid.get(token)
+        until = self._invalid.get(parsed)
         if until is not None and until >= now:
             return True, None
         return False, None
@@ -63,11 +66,11 @@ class TokenCache:
         if principal is None:
             if len(self._invalid) >= self._max_entries:
                 self._invalid.clear()
-            self._invalid[f"exo_at_{public}_{secret}"] = now + _NEGATIVE_TTL
+            self._invalid[(public, secret)] = now + _NEGATIVE_TTL
             return None
         if len(self._valid) >= self._max_entries:
             self._valid.clear()
-        self._valid[public] = (f"exo_at_{public}_{secret}", principal, now + self._ttl)
+        self._valid[public] = (secret, principal, now + self._ttl)
         return self.lookup(header)[1]
 
     def evict(self, public_id: str) -> None:
@@ -79,7 +82,7 @@ class TokenCache:
 
     async def publish_invalidation(self, public_id: str) -> None:
         self.evict(public_id)
-        await self._redis.publish(CHANNEL, public_id)
+        await self._redis.publish(TOKEN_INVALIDATIONS, public_id)
 
     def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="token-invalidation")
@@ -91,7 +94,7 @@ class TokenCache:
         while True:
             try:
                 pubsub = self._redis.pubsub()
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(TOKEN_INVALIDATIONS)
                 self.clear()  # anything revoked while we were not listening must not survive
                 self.ready.set()
                 async for message in pubsub.listen():

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from ..clock import parse_iso_utc
 from ..errors import ApiError
+from ..formats import times
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import List, Str, obj
@@ -18,18 +16,10 @@ _CREATE = obj(
 )
 
 
-def _parse_time(text: str | None, field: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_iso_utc(text)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_field", f"{field}: {exc}", field=field) from None
-
-
 async def create(call: Call) -> JSONResponse:
     """Create an access token; the full token is in this response and nowhere else, ever."""
-    expires = _parse_time(call.body["expiresAt"], "expiresAt")
+    text = call.body["expiresAt"]
+    expires = None if text is None else times.parse_field(text, "expiresAt")
     async with call.services.pool.acquire() as conn:
         token = await create_token(conn, call.tenant_id, call.body["name"], call.body["scopes"], expires)
     return JSONResponse(token, status_code=201)

@@ -1,4 +1,4 @@
-"""Access tokens `exo_at_<public>_<secret>`: only SHA-256 of the secret is stored.
+"""Access tokens (format: formats/access_token.py): only SHA-256 of the secret is stored.
 
 The secret carries ~190 random bits, so a fast digest is enough (no password hashing needed);
 comparison is constant time.
@@ -6,55 +6,34 @@ comparison is constant time.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import string
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from ..errors import ApiError
+from ..formats import access_token
+from ..formats.digests import sha256 as digest
+from ..principal import ANY_TOKEN, Principal
+
+__all__ = ["ANY_TOKEN", "SCOPES", "Principal", "check_scopes", "create_token", "digest", "list_tokens", "load_principal",
+           "revoke_token", "secret_matches"]
 
 SCOPES = ("verify", "generate", "email", "manage", "admin")
-# An endpoint declared with this scope takes any valid token of the tenant (the SDK document's
-# "valid token, no specific scope"); it is not a permission a token can be given.
-ANY_TOKEN = "any"
 _PUBLIC_ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: one tenant's token and what it may do."""
-
-    tenant_id: str
-    token_id: int
-    public_id: str
-    scopes: frozenset[str]
-    expires_at: float | None = None
-
-    def allows(self, scope: str) -> bool:
-        return scope == ANY_TOKEN or "admin" in self.scopes or scope in self.scopes
-
-
-def digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
 
 
 def secret_matches(secret: str, stored_digest: bytes) -> bool:
     return hmac.compare_digest(digest(secret), stored_digest)
 
 
-def mask_token(public_id: str) -> str:
-    return f"exo_at_{public_id}_{'*' * 8}"
-
-
 def _new_token() -> tuple[str, str, str]:
-    public = "".join(secrets.choice(_PUBLIC_ALPHABET) for _ in range(12))
-    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(32))
-    return public, secret, f"exo_at_{public}_{secret}"
+    public = "".join(secrets.choice(_PUBLIC_ALPHABET) for _ in range(access_token.PUBLIC_LEN))
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(access_token.SECRET_LEN))
+    return public, secret, access_token.compose(public, secret)
 
 
 def check_scopes(scopes: list[str]) -> list[str]:
@@ -83,7 +62,7 @@ async def list_tokens(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
     rows = await conn.fetch(
         """SELECT id, public_id, name, scopes, created_at, expires_at, revoked_at, last_used_at
            FROM access_tokens WHERE tenant_id = $1 ORDER BY id""", tenant_id)
-    return [{"id": r["id"], "publicId": r["public_id"], "token": mask_token(r["public_id"]), "name": r["name"],
+    return [{"id": r["id"], "publicId": r["public_id"], "token": access_token.masked(r["public_id"]), "name": r["name"],
              "scopes": list(r["scopes"]), "createdAt": r["created_at"], "expiresAt": r["expires_at"],
              "revokedAt": r["revoked_at"], "lastUsedAt": r["last_used_at"]} for r in rows]
 

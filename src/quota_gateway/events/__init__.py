@@ -6,28 +6,29 @@ code that raises events does not care how they are delivered.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from . import jobs, mailer, outbox  # noqa: F401  (mailer registers its job kind on import)
+from . import jobs, mailer, outbox
 from .outbox import emit, pending, subscribe
 from .routes import routes
 from .types import *  # noqa: F403
 from .types import ALL as ALL_TYPES
 
-DOMAIN = "events"
+if TYPE_CHECKING:
+    from ..services import Services
 
 
-async def start(services: Any) -> None:
+async def start(services: Services) -> None:
     if services.settings.events_worker:
         worker = jobs.JobWorker(services)
         await worker.start()
-        services.domains[DOMAIN] = worker
+        services.job_worker = worker
 
 
-async def stop(services: Any) -> None:
-    worker = services.domains.pop(DOMAIN, None)
+async def stop(services: Services) -> None:
+    worker, services.job_worker = services.job_worker, None
     if worker is not None:
         await worker.stop()
 
 
-__all__ = ["emit", "pending", "subscribe", "routes", "start", "stop", "jobs", "mailer", "outbox", "ALL_TYPES"]
+__all__ = ["ALL_TYPES", "emit", "jobs", "mailer", "outbox", "pending", "routes", "start", "stop", "subscribe"]

@@ -15,10 +15,12 @@ at commit) wakes the workers, so a job starts within milliseconds instead of at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -337,7 +339,5 @@ class JobWorker:
                 busy = False
             if busy and len(self._inflight) < self.concurrency:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except asyncio.TimeoutError:
-                pass

@@ -158,7 +158,7 @@ async def queue_mail(conn: asyncpg.Connection, tenant_id: str, template: str, to
     payload: dict[str, Any] = {"to": recipients, "messageId": new_message_id(), "template": template}
     try:
         rendered = await render_for(conn, tenant_id, template, context)
-    except Exception as exc:  # noqa: BLE001 - a tenant's template must not fail the caller's change
+    except Exception as exc:
         # The job records why and fails without retrying; the caller's transaction goes on.
         payload["renderError"] = f"{type(exc).__name__}: {exc}"
     else:

@@ -1,4 +1,5 @@
-"""Lease pools in Redis: one hash tag per pool key, every change one Lua script.
+"""Lease pools in Redis: one hash tag per pool key, every change one Lua script, each script's
+reply decoded here.
 
     qg:{fl:<d>}:meta        pool key metadata cached from Postgres (TTL 1 h)
     qg:{fl:<d>}:gen         metadata generation (bumped on invalidation)
@@ -11,17 +12,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
 import orjson
 
-from ..redisconn import LuaScript
+from ..formats import rediskeys
+from ..scripts import LuaScript, ScriptRunner, reply_text
 
 OBTAIN = LuaScript("leases_obtain")
 CHANGE = LuaScript("leases_change")
 FILL = LuaScript("meta_fill")
 INVALIDATE = LuaScript("meta_invalidate")
+HISTORY_READ = LuaScript("leases_history_read")
+HISTORY_TRIM = LuaScript("leases_history_trim")
 META_TTL = 3600
 NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
 MARKER_TTL = 7 * 86400
+_NEEDS_META = b"miss"  # OBTAIN's and CHANGE's {"miss", generation}: fill the metadata from Postgres first
 
 
 class PoolRef:
@@ -29,52 +37,98 @@ class PoolRef:
 
     def __init__(self, digest_hex: str) -> None:
         self.pool = digest_hex[:16]
-        self.prefix = f"qg:{{fl:{self.pool}}}:"
+        self.prefix = rediskeys.lease_pool(self.pool)
 
     def keys(self, *names: str) -> list[str]:
         return [self.prefix + n for n in names]
 
 
+class Obtained(NamedTuple):
+    """OBTAIN's reply: code OK (a lease until `expiry`), LEASE_LIMIT_REACHED, KEY_INVALID or
+    KEY_EXPIRED; `used` and `limit` are known for the first two."""
+
+    code: str
+    used: int = 0
+    limit: int = 0
+    expiry: int = 0
+
+
+class Changed(NamedTuple):
+    """CHANGE's reply: code OK, LEASE_RELEASED, LEASE_RENEWED, LEASE_GONE, KEY_INVALID or
+    KEY_EXPIRED, and the lease's expiry when OK."""
+
+    code: str
+    expiry: int
+
+
+class HistoryEntry(NamedTuple):
+    entry_id: str
+    fields: dict[str, str]  # lease, client, action, at, and exp when the lease had one
+
+
+class History(NamedTuple):
+    """HISTORY_READ's reply: the pool key's id and tenant as cached (None when evicted), and the
+    oldest entries of its stream."""
+
+    key_id: int | None
+    tenant_id: str | None
+    entries: list[HistoryEntry]
+
+
+def _history(reply: list) -> History:
+    (key_id, tenant_id), raw = reply
+    entries = [HistoryEntry(reply_text(entry_id), {reply_text(flat[i]): reply_text(flat[i + 1])
+                                                   for i in range(0, len(flat), 2)})
+               for entry_id, flat in raw]
+    return History(None if key_id is None else int(key_id), None if tenant_id is None else reply_text(tenant_id),
+                   entries)
+
+
+def _obtained(reply: list) -> Obtained:
+    return Obtained(reply_text(reply[0]), *(int(v) for v in reply[1:]))
+
+
 class LeasePools:
-    def __init__(self, services, runner) -> None:
-        self.services = services
+    def __init__(self, runner: ScriptRunner) -> None:
         self.runner = runner
         self.dirty: set[str] = set()  # pool prefixes whose history stream has entries
 
-    async def obtain(self, ref: PoolRef, tenant_id: str, loader, now: int, seconds: int, lease_id: str,
-                     client_id: str) -> list:
+    async def obtain(self, ref: PoolRef, tenant_id: str, loader: Callable[[], Awaitable[Any]], now: int,
+                     seconds: int, lease_id: str, client_id: str) -> Obtained:
         for _ in range(3):
             reply = await self.runner.run(OBTAIN, ref.keys("meta", "leases", "hist", "gen"),
                                           [tenant_id, now, seconds, lease_id, client_id])
-            if reply[0] != b"miss":
-                if reply[0] == b"OK":
+            if reply[0] != _NEEDS_META:
+                obtained = _obtained(reply)
+                if obtained.code == "OK":
                     self.dirty.add(ref.prefix)
-                return [r.decode() if isinstance(r, bytes) else r for r in reply]
+                return obtained
             await self.fill(ref, reply[1], await loader())
         raise RuntimeError("pool metadata kept changing")
 
     async def change(self, ref: PoolRef, action: str, now: int, lease_id: str, new_lease_id: str = "",
-                     seconds: int = 0, *, tenant_id: str, loader) -> tuple[str, int]:
+                     seconds: int = 0, *, tenant_id: str, loader: Callable[[], Awaitable[Any]]) -> Changed:
         """Renew, release or check a lease; `loader()` reads the pool key's row when Redis has no
         metadata for it (a lease of a revoked key must never pass for want of cached metadata)."""
         keys = [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:{lease_id}", ref.prefix + "gen"]
         for _ in range(3):
             code, value = await self.runner.run(CHANGE, keys, [action, now, lease_id, new_lease_id, seconds, MARKER_TTL,
                                                                tenant_id])
-            if code != b"miss":
+            if code != _NEEDS_META:
                 if action != "check":
                     self.dirty.add(ref.prefix)
-                return code.decode(), int(value)
+                return Changed(reply_text(code), int(value))
             await self.fill(ref, value, await loader())
         raise RuntimeError("pool metadata kept changing")
 
     async def used(self, ref: PoolRef, now: int) -> int:
         """Live leases (a read: expired ones are not counted, and removed by the next obtain)."""
-        code, _ = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:",
-                                                 ref.prefix + "gen"], ["count", now, "", "", 0, MARKER_TTL, ""])
-        return int(code)
+        count, _ = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:",
+                                                  ref.prefix + "gen"], ["count", now, "", "", 0, MARKER_TTL, ""])
+        return int(count)
 
-    async def fill(self, ref: PoolRef, generation, row) -> None:
+    async def fill(self, ref: PoolRef, generation: Any, row: Any) -> None:
+        fields: list[Any]
         ttl = META_TTL
         if row is None:  # no such key in any organization (a key's owner is cached, not the asker's view)
             fields, ttl = ["ok", "0"], NEGATIVE_TTL
@@ -86,3 +140,11 @@ class LeasePools:
 
     async def invalidate(self, ref: PoolRef) -> None:
         await self.runner.run(INVALIDATE, ref.keys("meta", "gen"), [])
+
+    async def read_history(self, prefix: str, count: int) -> History:
+        """The oldest `count` history entries of the pool with this key prefix."""
+        return _history(await self.runner.run(HISTORY_READ, [prefix + "hist", prefix + "meta"], [count]))
+
+    async def trim_history(self, prefix: str, entry_ids: list[str]) -> None:
+        """Drop these entries (written to Postgres); all of them when `entry_ids` is empty."""
+        await self.runner.run(HISTORY_TRIM, [prefix + "hist"], entry_ids)

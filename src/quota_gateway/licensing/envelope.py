@@ -25,7 +25,7 @@ RSA_BLOCK = 256  # 2048-bit tenant keys
 _KEY_AND_NONCE = 32 + 12
 
 
-async def open_request(conn, tenant_id: str, master_key: str, payload: str) -> tuple[dict, bytes]:
+async def open_request(conn, tenant_id: str, master_key: str | None, payload: str) -> tuple[dict, bytes]:
     """(request JSON, response key) from an envelope; 400 invalid_payload / decryption_failed."""
     try:
         blob = base64.b64decode(payload, validate=True)

@@ -3,26 +3,17 @@ check character (catches every single-character typo and adjacent transpositions
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
-ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_VALUE = {c: i for i, c in enumerate(ALPHABET)} | {"O": 0, "I": 1, "L": 1}
-_N = len(ALPHABET)
+from ..formats import crockford
+from ..formats.digests import sha256 as digest
 
-
-def _check_char(body: str) -> str:
-    total, factor = 0, 2
-    for char in reversed(body):
-        addend = factor * _VALUE[char]
-        total += addend // _N + addend % _N
-        factor = 1 if factor == 2 else 2
-    return ALPHABET[(_N - total % _N) % _N]
+__all__ = ["digest", "generate", "hint", "normalize"]
 
 
 def generate() -> str:
-    body = "".join(secrets.choice(ALPHABET) for _ in range(15))
-    raw = body + _check_char(body)
+    body = "".join(secrets.choice(crockford.ALPHABET) for _ in range(15))
+    raw = body + crockford.luhn_check_char(body)
     return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
 
 
@@ -34,19 +25,16 @@ def normalize(text: str) -> str | None:
     for char in text.strip().upper():
         if char in "- ":
             continue
-        if char not in _VALUE:
+        value = crockford.VALUES.get(char)
+        if value is None:
             return None
-        chars.append(ALPHABET[_VALUE[char]])
+        chars.append(crockford.ALPHABET[value])
     if len(chars) != 16:
         return None
     raw = "".join(chars)
-    if _check_char(raw[:15]) != raw[15]:
+    if crockford.luhn_check_char(raw[:15]) != raw[15]:
         return None
     return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
-
-
-def digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
 
 
 def hint(key: str) -> str:

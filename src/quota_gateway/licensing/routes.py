@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncpg
 from starlette.responses import PlainTextResponse, Response
 
-from .. import catalogue, crypto, geo
-from ..auth.tokens import ANY_TOKEN
+from .. import crypto, geo
 from ..errors import ApiError
 from ..jsonio import JSONResponse
+from ..listing import PAGE_FIELDS
+from ..principal import ANY_TOKEN
 from ..routing import Call, endpoint
 from ..schema import Bool, Email, Int, List, Query, Str, obj
 from . import envelope, service
@@ -37,9 +37,8 @@ _OFFLINE = obj(activationKey=_KEY, hardwareId=_HARDWARE, version=_VERSION)
 _ENCRYPTED = obj(payload=Str(required=True, min_len=1, max_len=60_000, strip=False))
 _TICKET = obj(productName=Str(required=True, max_len=100), email=Email(required=True),
               subject=Str(required=True, max_len=200), message=Str(required=True, max_len=20_000))
-_PAGE = Query({"page": Int(minimum=1, default=1), "pageSize": Int(minimum=1, maximum=500, default=50)})
-_LIST = Query({"page": Int(minimum=1, default=1), "pageSize": Int(minimum=1, maximum=500, default=50),
-               "productId": Int(minimum=1), "kind": Str(choices=("standard", "corporate"))})
+_PAGE = Query(PAGE_FIELDS)
+_LIST = Query({**PAGE_FIELDS, "productId": Int(minimum=1), "kind": Str(choices=("standard", "corporate"))})
 
 
 def _now(call: Call):
@@ -69,14 +68,8 @@ async def deactivate(call: Call) -> dict:
 
 async def generate(call: Call) -> PlainTextResponse:
     """Generate a standard activation key; the body is the key as plain text."""
-    b = call.body
     async with call.services.pool.acquire() as conn:
-        product = await catalogue.find_product_by_name(conn, call.tenant_id, b["productName"])
-        if product is None:
-            raise ApiError(404, "product_not_found", f"no product named '{b['productName']}'")
-        key, _ = await service.create_license(conn, call.tenant_id, _now(call), product_id=product["id"],
-                                              email=b["email"], plan_id=b["planId"], validity_days=b["validityDays"])
-    return PlainTextResponse(key)
+        return PlainTextResponse(await service.generate(conn, call.tenant_id, _now(call), call.body))
 
 
 async def create_license(call: Call) -> JSONResponse:
@@ -94,35 +87,14 @@ async def create_license(call: Call) -> JSONResponse:
 
 async def list_licenses(call: Call) -> dict:
     """List license keys (masked), newest first."""
-    q = call.query
-    where, args = ["l.tenant_id = $1"], [call.tenant_id]
-    for column, value in (("l.product_id", q["productId"]), ("l.kind", q["kind"])):
-        if value is not None:
-            args.append(value)
-            where.append(f"{column} = ${len(args)}")
-    clause = " AND ".join(where)
     async with call.services.pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM licenses l WHERE {clause}", *args)
-        rows = await conn.fetch(
-            f"""SELECT {service._LICENSE_COLUMNS},
-                       (SELECT count(*) FROM activations a WHERE a.license_id = l.id AND a.deactivated_at IS NULL) AS seats
-                FROM licenses l JOIN products p ON p.id = l.product_id WHERE {clause}
-                ORDER BY l.id DESC LIMIT {q['pageSize']} OFFSET {(q['page'] - 1) * q['pageSize']}""", *args)
-    return {"items": [service.license_json(r, r["seats"]) for r in rows], "page": q["page"], "pageSize": q["pageSize"],
-            "totalCount": total, "totalPages": (total + q["pageSize"] - 1) // q["pageSize"]}
+        return await service.list_licenses(conn, call.tenant_id, call.query)
 
 
 async def show_license(call: Call) -> dict:
     """One license key with its live activations."""
     async with call.services.pool.acquire() as conn:
-        lic = await service.find_license(conn, call.tenant_id, call.path["key"])
-        if lic is None:
-            raise ApiError(404, "invalid_key", "no such activation key")
-        devices = await conn.fetch("SELECT hardware_id, activated_at, offline FROM activations WHERE license_id = $1 "
-                                   "AND deactivated_at IS NULL ORDER BY id", lic["id"])
-    return {**service.license_json(lic, len(devices)),
-            "activations": [{"hardwareId": d["hardware_id"], "activatedAt": d["activated_at"], "offline": d["offline"]}
-                            for d in devices]}
+        return await service.show_license(conn, call.tenant_id, call.path["key"])
 
 
 async def revoke_license(call: Call) -> dict:
@@ -154,44 +126,20 @@ async def features_set(call: Call) -> dict:
 async def features_csv(call: Call) -> dict:
     """A license's feature names, comma-separated."""
     async with call.services.pool.acquire() as conn:
-        lic = await service.find_license(conn, call.tenant_id, call.body["activationKey"])
-        if lic is None:
-            raise ApiError(404, "invalid_key", "no such activation key")
-        return {"features": ",".join(await service.license_features(conn, lic))}
+        return {"features": ",".join(await service.features_of(conn, call.tenant_id, call.body["activationKey"]))}
 
 
 async def list_plans(call: Call) -> dict:
     """List plans."""
     async with call.services.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT id, name, duration_days, is_active FROM plans WHERE tenant_id = $1 ORDER BY id",
-                                call.tenant_id)
-    return {"items": [_plan_json(r) for r in rows]}
+        return {"items": await service.list_plans(conn, call.tenant_id)}
 
 
 async def save_plan(call: Call) -> JSONResponse:
     """Create a plan (id null) or update one (id set)."""
-    b = call.body
     async with call.services.pool.acquire() as conn:
-        if b["id"] is None:
-            row = await conn.fetchrow("INSERT INTO plans (tenant_id, name, duration_days, is_active) VALUES ($1, $2, $3, $4) "
-                                      "ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id, name, duration_days, is_active",
-                                      call.tenant_id, b["name"], b["durationDays"], b["isActive"])
-            if row is None:
-                raise ApiError(409, "plan_exists", f"a plan named '{b['name']}' already exists")
-            return JSONResponse(_plan_json(row), status_code=201)
-        try:
-            row = await conn.fetchrow("UPDATE plans SET name = $3, duration_days = $4, is_active = $5 "
-                                      "WHERE tenant_id = $1 AND id = $2 RETURNING id, name, duration_days, is_active",
-                                      call.tenant_id, b["id"], b["name"], b["durationDays"], b["isActive"])
-        except asyncpg.UniqueViolationError:  # renamed to another plan's name
-            raise ApiError(409, "plan_exists", f"a plan named '{b['name']}' already exists") from None
-    if row is None:
-        raise ApiError(404, "plan_not_found", f"no plan {b['id']}")
-    return JSONResponse(_plan_json(row))
-
-
-def _plan_json(row) -> dict:
-    return {"id": row["id"], "name": row["name"], "durationDays": row["duration_days"], "isActive": row["is_active"]}
+        plan, created = await service.save_plan(conn, call.tenant_id, call.body)
+    return JSONResponse(plan, status_code=201 if created else 200)
 
 
 async def make_offline_code(call: Call) -> dict:

@@ -13,20 +13,26 @@ Validation statuses (POST /api/license/validate, always 200 so the SDKs can read
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
 
 from .. import catalogue, crypto, events, offline
+from ..clock import iso_utc
 from ..errors import ApiError
+from ..formats import times
+from ..formats.digests import sha256
+from ..listing import Where, fetch_page
 from . import keys
 
 _LICENSE_COLUMNS = """l.id, l.tenant_id, l.product_id, l.plan_id, l.key_hint, l.kind, l.max_seats, l.email, l.features,
                       l.expires_at, l.revoked_at, l.last_deactivated_at, l.created_at, p.name AS product_name,
                       p.trial_days, p.minimum_required_version, p.deactivation_cooldown_hours"""
+_LICENSE_FROM = "licenses l JOIN products p ON p.id = l.product_id"
 _VERSION = re.compile(r"\d+(\.\d+)*")
 
 
@@ -46,12 +52,21 @@ def _hardware(raw: str) -> str:
     return raw.strip().upper()
 
 
-async def find_license(conn: asyncpg.Connection, tenant_id: str, raw_key: str | None):
+async def find_license(conn: asyncpg.Connection, tenant_id: str, raw_key: str | None) -> Any:
+    """The tenant's license row for a key, or None."""
     key = keys.normalize(raw_key or "")
     if key is None:
         return None
-    return await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses l JOIN products p ON p.id = l.product_id "
+    return await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM {_LICENSE_FROM} "
                                "WHERE l.key_digest = $1 AND l.tenant_id = $2", keys.digest(key), tenant_id)
+
+
+async def get_license(conn: asyncpg.Connection, tenant_id: str, raw_key: str | None, **extra: Any) -> Any:
+    """The tenant's license row for a key, or 404 invalid_key (`extra`: more fields of the error body)."""
+    lic = await find_license(conn, tenant_id, raw_key)
+    if lic is None:
+        raise ApiError(404, "invalid_key", "no such activation key", **extra)
+    return lic
 
 
 async def license_features(conn: asyncpg.Connection, lic) -> list[str]:
@@ -105,6 +120,16 @@ async def create_license(conn: asyncpg.Connection, tenant_id: str, now: datetime
     return key, {**license_json(lic), "activationKey": key, "productName": product["name"]}
 
 
+async def generate(conn: asyncpg.Connection, tenant_id: str, now: datetime, body: dict) -> str:
+    """A standard key for the product named in the body (the ExisOne generate call)."""
+    product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"])
+    if product is None:
+        raise ApiError(404, "product_not_found", f"no product named '{body['productName']}'")
+    key, _ = await create_license(conn, tenant_id, now, product_id=product["id"], email=body["email"],
+                                  plan_id=body["planId"], validity_days=body["validityDays"])
+    return key
+
+
 async def _check_features(conn, tenant_id: str, product_id: int, names: list[str]) -> None:
     known = {r["name"] for r in await conn.fetch("SELECT name FROM features WHERE tenant_id = $1 AND product_id = $2",
                                                  tenant_id, product_id)}
@@ -114,32 +139,85 @@ async def _check_features(conn, tenant_id: str, product_id: int, names: list[str
 
 
 async def set_features(conn, tenant_id: str, raw_key: str, names: list[str]) -> list[str]:
-    lic = await find_license(conn, tenant_id, raw_key)
-    if lic is None:
-        raise ApiError(404, "invalid_key", "no such activation key")
+    lic = await get_license(conn, tenant_id, raw_key)
     await _check_features(conn, tenant_id, lic["product_id"], names)
     await conn.execute("UPDATE licenses SET features = $2 WHERE id = $1", lic["id"], names)
     return names
 
 
-async def find_license_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int):
+async def find_license_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int) -> Any:
     """A license row by id (the admin UI only knows masked keys)."""
-    return await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses l JOIN products p ON p.id = l.product_id "
-                               "WHERE l.id = $1 AND l.tenant_id = $2", license_id, tenant_id)
+    return await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM {_LICENSE_FROM} WHERE l.id = $1 AND l.tenant_id = $2",
+                               license_id, tenant_id)
 
 
 async def revoke(conn, tenant_id: str, raw_key: str, now: datetime) -> dict:
-    lic = await find_license(conn, tenant_id, raw_key)
-    if lic is None:
-        raise ApiError(404, "invalid_key", "no such activation key")
-    return await revoke_found(conn, tenant_id, lic, now)
+    return await revoke_found(conn, tenant_id, await get_license(conn, tenant_id, raw_key), now)
 
 
-async def revoke_found(conn, tenant_id: str, lic, now: datetime) -> dict:
+async def revoke_found(conn: asyncpg.Connection, tenant_id: str, lic: Any, now: datetime) -> dict:
     async with conn.transaction():
         await conn.execute("UPDATE licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", lic["id"], now)
         await events.emit(conn, tenant_id, events.LICENSE_REVOKED, {"licenseId": lic["id"]})
     return {"revoked": True, "activationKey": lic["key_hint"]}
+
+
+async def list_licenses(conn: asyncpg.Connection, tenant_id: str, q: dict) -> dict:
+    """License keys (masked) with their live seat counts, newest first, filtered by product or kind."""
+    where = Where("l.tenant_id", tenant_id)
+    where.equals("l.product_id", q["productId"])
+    where.equals("l.kind", q["kind"])
+    return await fetch_page(
+        conn, count_from="SELECT count(*) FROM licenses l",
+        select_from=f"""SELECT {_LICENSE_COLUMNS},
+                               (SELECT count(*) FROM activations a WHERE a.license_id = l.id AND a.deactivated_at IS NULL) AS seats
+                        FROM {_LICENSE_FROM}""",
+        where=where, order_by="l.id DESC", page=q["page"], page_size=q["pageSize"],
+        item=lambda r: license_json(r, r["seats"]))
+
+
+async def show_license(conn: asyncpg.Connection, tenant_id: str, raw_key: str) -> dict:
+    """One license with its live activations."""
+    lic = await get_license(conn, tenant_id, raw_key)
+    devices = await conn.fetch("SELECT hardware_id, activated_at, offline FROM activations WHERE license_id = $1 "
+                               "AND deactivated_at IS NULL ORDER BY id", lic["id"])
+    return {**license_json(lic, len(devices)),
+            "activations": [{"hardwareId": d["hardware_id"], "activatedAt": d["activated_at"], "offline": d["offline"]}
+                            for d in devices]}
+
+
+async def features_of(conn: asyncpg.Connection, tenant_id: str, raw_key: str) -> list[str]:
+    return await license_features(conn, await get_license(conn, tenant_id, raw_key))
+
+
+def _plan_json(row: Any) -> dict:
+    return {"id": row["id"], "name": row["name"], "durationDays": row["duration_days"], "isActive": row["is_active"]}
+
+
+async def list_plans(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
+    rows = await conn.fetch("SELECT id, name, duration_days, is_active FROM plans WHERE tenant_id = $1 ORDER BY id",
+                            tenant_id)
+    return [_plan_json(r) for r in rows]
+
+
+async def save_plan(conn: asyncpg.Connection, tenant_id: str, body: dict) -> tuple[dict, bool]:
+    """(plan, created): a new plan when the body has no id, else the update of that plan."""
+    if body["id"] is None:
+        row = await conn.fetchrow("INSERT INTO plans (tenant_id, name, duration_days, is_active) VALUES ($1, $2, $3, $4) "
+                                  "ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id, name, duration_days, is_active",
+                                  tenant_id, body["name"], body["durationDays"], body["isActive"])
+        if row is None:
+            raise ApiError(409, "plan_exists", f"a plan named '{body['name']}' already exists")
+        return _plan_json(row), True
+    try:
+        row = await conn.fetchrow("UPDATE plans SET name = $3, duration_days = $4, is_active = $5 "
+                                  "WHERE tenant_id = $1 AND id = $2 RETURNING id, name, duration_days, is_active",
+                                  tenant_id, body["id"], body["name"], body["durationDays"], body["isActive"])
+    except asyncpg.UniqueViolationError:  # renamed to another plan's name
+        raise ApiError(409, "plan_exists", f"a plan named '{body['name']}' already exists") from None
+    if row is None:
+        raise ApiError(404, "plan_not_found", f"no plan {body['id']}")
+    return _plan_json(row), False
 
 
 # --- the client calls ----------------------------------------------------------------------------
@@ -154,16 +232,14 @@ async def activate(conn, tenant_id: str, now: datetime, server_version: str, bod
     """`country`: where the client address is (geo.country_of); kept with the activation, the address is not."""
     hardware = _hardware(body["hardwareId"])
     product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"])
-    versions = {"serverVersion": server_version,
+    versions: dict[str, Any] = {"serverVersion": server_version,
                 "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
     if product is None:  # the SDK document: "400 Bad Request on activation: ensure product name is correct"
         raise ApiError(400, "product_not_found", f"no product named '{body['productName']}'", **versions)
     if version_below(body["version"], product["minimumRequiredVersion"]):
         raise ApiError(426, "version_outdated", f"version {body['version']} is below the minimum "
                        f"{product['minimumRequiredVersion']}", **versions)
-    lic = await find_license(conn, tenant_id, body["activationKey"])
-    if lic is None:
-        raise ApiError(404, "invalid_key", "no such activation key", **versions)
+    lic = await get_license(conn, tenant_id, body["activationKey"], **versions)
     if lic["product_id"] != product["id"]:
         raise ApiError(400, "product_mismatch", "this key belongs to another product", **versions)
     if lic["revoked_at"] is not None:
@@ -219,7 +295,7 @@ async def _first_sighting(conn, tenant_id: str, product_id: int, hardware: str, 
 
 
 # The ExisOne document: "Default of 0 means Perpetual (expires 2049-12-31)"; answers always carry a date.
-PERPETUAL_EXPIRY = datetime(2049, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+PERPETUAL_EXPIRY = datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 async def validate_license(conn, tenant_id: str, now: datetime, server_version: str, body: dict) -> dict:
@@ -263,14 +339,14 @@ async def _trial_end(conn, tenant_id: str, product: dict, hardware: str, now: da
     return first + timedelta(days=product["trialDays"])
 
 
-def _refused(server_version: str, product, status: str = "invalid") -> dict:
+def _refused(server_version: str, product: Any, status: str = "invalid") -> dict[str, Any]:
     return {"isValid": False, "status": status, "expirationDate": None, "features": [],
             "serverVersion": server_version,
             "minimumRequiredVersion": product["minimumRequiredVersion"] if product else None}
 
 
 async def _validate_key(conn, tenant_id: str, now: datetime, server_version: str, raw_key: str, hardware: str,
-                        body: dict, product) -> tuple[dict, object, dict | None]:
+                        body: dict, product: Any) -> tuple[dict[str, Any], Any, dict | None]:
     """(answer, license row or None, product) for a key or a blank (trial) request."""
     lic = await find_license(conn, tenant_id, raw_key) if raw_key else None
     if body["productName"] and product is None:
@@ -283,7 +359,7 @@ async def _validate_key(conn, tenant_id: str, now: datetime, server_version: str
         if lic is not None and lic["product_id"] == product["id"]:
             answer["expirationDate"] = lic["expires_at"] or PERPETUAL_EXPIRY
         return answer, lic, product
-    if lic is None or lic["product_id"] != product["id"]:
+    if lic is None or product is None or lic["product_id"] != product["id"]:
         # No (usable) key: trial mode, running from the device's first sighting.
         if product is None or raw_key:
             return answer, None, product  # an invalid key is not a trial
@@ -321,11 +397,9 @@ async def _validate_offline_code(conn, tenant_id: str, now: datetime, server_ver
         return answer
     payload = orjson.loads(payload_bytes)
     if product is None and isinstance(payload.get("productId"), int):
-        try:
+        with contextlib.suppress(ApiError):  # the product was removed since the code was signed
             answer["_product"] = await catalogue.get_product(conn, tenant_id, payload["productId"])
-        except ApiError:
-            pass  # the product was removed since the code was signed
-    expires = datetime.fromisoformat(payload["expirationDate"].replace("Z", "+00:00"))
+    expires = times.parse_iso_utc(payload["expirationDate"])
     answer["expirationDate"] = expires
     answer["features"] = list(payload.get("features", []))
     if payload.get("hardwareId", "").upper() != hardware:
@@ -379,10 +453,10 @@ async def deactivate_found(conn, tenant_id: str, now: datetime, lic, hardware_id
 
 
 def _offline_code_digest(payload_bytes: bytes, signature: bytes) -> bytes:
-    return hashlib.sha256(payload_bytes + signature).digest()
+    return sha256(payload_bytes + signature)
 
 
-async def _license_of_offline_code(conn, tenant_id: str, code: str) -> tuple[object, str | None]:
+async def _license_of_offline_code(conn: asyncpg.Connection, tenant_id: str, code: str) -> tuple[Any, str | None]:
     """(license, hardware id) of the live activation a code of this tenant was issued for, else (None, None)."""
     try:
         payload_bytes, signature = offline.decode(code)
@@ -393,7 +467,7 @@ async def _license_of_offline_code(conn, tenant_id: str, code: str) -> tuple[obj
         "AND deactivated_at IS NULL ORDER BY id LIMIT 1", tenant_id, _offline_code_digest(payload_bytes, signature))
     if activation is None:
         return None, None
-    lic = await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM licenses l JOIN products p ON p.id = l.product_id "
+    lic = await conn.fetchrow(f"SELECT {_LICENSE_COLUMNS} FROM {_LICENSE_FROM} "
                               "WHERE l.id = $1 AND l.tenant_id = $2", activation["license_id"], tenant_id)
     return lic, activation["hardware_id"]
 
@@ -409,26 +483,24 @@ async def seat_usage(conn, tenant_id: str, raw_key: str) -> dict:
             "isUnlimited": maximum is None}
 
 
-async def offline_code(conn, tenant_id: str, master_key: str, now: datetime, raw_key: str, hardware_id: str,
+async def offline_code(conn, tenant_id: str, master_key: str | None, now: datetime, raw_key: str, hardware_id: str,
                        version: str | None) -> dict:
     """Bind the hardware (a seat, like an online activation) and sign an offline code for it."""
-    lic = await find_license(conn, tenant_id, raw_key)
-    if lic is None:
-        raise ApiError(404, "invalid_key", "no such activation key")
-    return await offline_code_found(conn, tenant_id, master_key, now, lic, hardware_id, version)
+    return await offline_code_found(conn, tenant_id, master_key, now, await get_license(conn, tenant_id, raw_key),
+                                    hardware_id, version)
 
 
-async def offline_code_found(conn, tenant_id: str, master_key: str, now: datetime, lic, hardware_id: str,
-                             version: str | None) -> dict:
+async def offline_code_found(conn: asyncpg.Connection, tenant_id: str, master_key: str | None, now: datetime, lic: Any,
+                             hardware_id: str, version: str | None) -> dict:
     if lic["revoked_at"] is not None:
         raise ApiError(403, "license_revoked", "this key has been revoked")
     if lic["expires_at"] is not None and lic["expires_at"] <= now:
         raise ApiError(403, "license_expired", "this key has expired")
     hardware = _hardware(hardware_id)
     await _take_seat(conn, tenant_id, lic, hardware, now, lic["email"], version, offline=True)
-    expires = lic["expires_at"] or datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    expires = lic["expires_at"] or datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
     payload = {"productId": lic["product_id"], "productName": lic["product_name"], "hardwareId": hardware,
-               "expirationDate": expires.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "expirationDate": iso_utc(expires),
                "email": lic["email"], "features": await license_features(conn, lic), "tenantId": tenant_id,
                "version": version or ""}
     _, key = await crypto.signing_key(conn, tenant_id, master_key)
@@ -438,16 +510,14 @@ async def offline_code_found(conn, tenant_id: str, master_key: str, now: datetim
     return {"offlineCode": code, "expirationDate": expires, "hardwareId": hardware}
 
 
-async def device_history(conn, tenant_id: str, hardware_id: str, page: int, page_size: int) -> dict:
-    hardware = _hardware(hardware_id)
-    total = await conn.fetchval("SELECT count(*) FROM device_history WHERE tenant_id = $1 AND hardware_id = $2",
-                                tenant_id, hardware)
-    rows = await conn.fetch(
-        """SELECT h.action, h.at, h.details, l.key_hint, p.name AS product_name FROM device_history h
-           LEFT JOIN licenses l ON l.id = h.license_id LEFT JOIN products p ON p.id = h.product_id
-           WHERE h.tenant_id = $1 AND h.hardware_id = $2 ORDER BY h.id DESC LIMIT $3 OFFSET $4""",
-        tenant_id, hardware, page_size, (page - 1) * page_size)
-    return {"items": [{"action": r["action"], "at": r["at"], "activationKey": r["key_hint"],
-                       "productName": r["product_name"], "details": r["details"]} for r in rows],
-            "page": page, "pageSize": page_size, "totalCount": total,
-            "totalPages": (total + page_size - 1) // page_size}
+async def device_history(conn: asyncpg.Connection, tenant_id: str, hardware_id: str, page: int,
+                         page_size: int) -> dict:
+    where = Where("h.tenant_id", tenant_id)
+    where.equals("h.hardware_id", _hardware(hardware_id))
+    return await fetch_page(
+        conn, count_from="SELECT count(*) FROM device_history h",
+        select_from="""SELECT h.action, h.at, h.details, l.key_hint, p.name AS product_name FROM device_history h
+                       LEFT JOIN licenses l ON l.id = h.license_id LEFT JOIN products p ON p.id = h.product_id""",
+        where=where, order_by="h.id DESC", page=page, page_size=page_size,
+        item=lambda r: {"action": r["action"], "at": r["at"], "activationKey": r["key_hint"],
+                        "productName": r["product_name"], "details": r["details"]})

@@ -16,12 +16,12 @@ from ..apilicense.engine import QuotaEngine
 from ..auth.tokens import SCOPES, create_token, list_tokens, revoke_token
 from ..errors import ApiError
 from ..licensing import service as licensing
-from . import service, signin
+from . import analytics, service, signin
 from .pages import PageContext, action, form_int, int_param, page
 
 
 def _engine(ctx: PageContext) -> QuotaEngine:
-    engine: QuotaEngine = ctx.services.domains["apilicense"]
+    engine: QuotaEngine = ctx.services.quota
     return engine
 
 
@@ -37,6 +37,20 @@ async def dashboard(ctx: PageContext) -> Response:
     async with ctx.pool.acquire() as conn:
         data = await service.dashboard(conn, ctx.tenant_id, ctx.now)
     return ctx.render("admin/dashboard.html", nav="dashboard", **data)
+
+
+# --- analytics ---------------------------------------------------------------------------------
+
+@page("admin")
+async def analytics_page(ctx: PageContext) -> Response:
+    grain = ctx.request.query_params.get("grain", "day")
+    if grain not in analytics.GRAINS:
+        grain = "day"
+    async with ctx.pool.acquire() as conn:
+        data = await analytics.overview(conn, ctx.tenant_id, ctx.now, grain, _engine(ctx).validation_counts())
+    charts = {"activations": data["activations"], "countries": data["countries"], "units": data["units"]}
+    return ctx.render("admin/analytics.html", nav="analytics", grain=grain, grains=list(analytics.GRAINS), data=data,
+                      charts=charts)
 
 
 # --- products, features, plans -------------------------------------------------------------------

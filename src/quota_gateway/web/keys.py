@@ -10,19 +10,13 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from ..crypto import derive_from_master
 
 
 def _derive(master_key: str, purpose: str) -> bytes:
     if not master_key:
         raise RuntimeError("the web front end needs QG_MASTER_KEY (its cookie and code keys derive from it)")
-    try:
-        material = bytes.fromhex(master_key)
-    except ValueError:
-        material = master_key.encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"quota_gateway web " + purpose.encode()).derive(material)
+    return derive_from_master(master_key, b"quota_gateway web " + purpose.encode())
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/login/link", login.link_confirm, methods=["GET"]),
     Route(f"{_A}/login/link", login.link_redeem, methods=["POST"]),
     Route(f"{_A}/", admin.dashboard, methods=["GET"]),
+    Route(f"{_A}/analytics", admin.analytics_page, methods=["GET"]),
     Route(f"{_A}/products", admin.products, methods=["GET"]),
     Route(f"{_A}/products", admin.create_product, methods=["POST"]),
     Route(f"{_A}/products/{{product_id}}", admin.product, methods=["GET"]),

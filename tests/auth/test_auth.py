@@ -7,7 +7,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from quota_gateway.auth.tokens import Principal, digest
+from quota_gateway.auth.tokens import digest
+from quota_gateway.principal import Principal
 from conftest import running_app
 
 

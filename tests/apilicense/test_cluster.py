@@ -47,7 +47,7 @@ async def test_quota_engine_on_a_three_master_cluster(cluster, migrated_db, clea
         await client.delete(f"/api/apilicense/{keys[1]}", headers=tenant.headers)
         r = await client.post(VALIDATE, json={"apiKey": keys[1]}, headers=tenant.headers)
         assert r.json()["errorCode"] == "revoked"
-        await app.state.services.domains["apilicense.flusher"].flush(range(1024))
+        await app.state.services.usage_flusher.flush(range(1024))
     conn = await asyncpg.connect(migrated_db)
     try:
         total = await conn.fetchval("SELECT sum(used_total) FROM api_licenses")

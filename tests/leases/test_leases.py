@@ -154,9 +154,9 @@ async def test_history_reaches_postgres(app, client, tenant, settings, clock):
     second = await _obtain(client, tenant, key, expiry=10)
     clock.advance(11)
     await _obtain(client, tenant, key)  # logs the expiry of `second`
-    drainer = app.state.services.domains["leases.history"]
-    await drainer.drain(list(app.state.services.domains["leases"].dirty))
-    await drainer.drain(list(app.state.services.domains["leases"].dirty))  # nothing twice
+    drainer = app.state.services.lease_history
+    await drainer.drain(list(app.state.services.lease_pools.dirty))
+    await drainer.drain(list(app.state.services.lease_pools.dirty))  # nothing twice
     conn = await asyncpg.connect(settings.database_url)
     try:
         actions = [r["action"] for r in await conn.fetch("SELECT action FROM lease_history WHERE tenant_id = $1 "

@@ -64,7 +64,7 @@ async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenan
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product, validityDays=30)
     await _validate(client, tenant.headers, key)
-    from quota_gateway.apilicense.engine import LicenseRef
+    from quota_gateway.apilicense.keyspace import LicenseRef
 
     meta = LicenseRef(_fastpath_py.normalize_api_key(key)).meta
     redis = app.state.services.redis
@@ -94,7 +94,7 @@ async def test_checksum_valid_but_unknown_key_is_not_found(client, tenant):
 
 
 async def test_mistyped_key_never_reaches_redis(app, client, tenant):
-    from quota_gateway.apilicense.engine import LicenseRef
+    from quota_gateway.apilicense.keyspace import LicenseRef
 
     product = await make_product(client, tenant.headers)
     key = await make_api_key(client, tenant.headers, product)
@@ -279,12 +279,12 @@ async def test_reset_each_period(client, tenant, clock, period):
 
 async def test_a_look_at_zero_units_is_not_refused_by_full_limits(app, client, tenant):
     """What the usage and reset endpoints take: the numbers, never a denial of the look itself."""
-    from quota_gateway.apilicense.engine import LicenseRef
+    from quota_gateway.apilicense.keyspace import LicenseRef
 
     product = await make_product(client, tenant.headers, features=("api:rate:minute:1",))
     key = await make_api_key(client, tenant.headers, product, maxApiCalls=1)
     assert (await _validate(client, tenant.headers, key)).status_code == 200
-    engine = app.state.services.domains["apilicense"]
+    engine = app.state.services.quota
     outcome = await engine.run(LicenseRef(_fastpath_py.normalize_api_key(key)), tenant.id, 0, False)
     assert (outcome.code, outcome.used, outcome.windows) == ("ok", 1, [(0, 1, 1)])
 

@@ -16,10 +16,10 @@ import pytest
 import redis as redis_sync
 
 from conftest import TEST_MASTER_KEY, make_api_key, make_product, running_app
-from quota_gateway.apilicense.writebehind import DONE
+from quota_gateway.apilicense.keyspace import DONE
 from quota_gateway.config import Settings
 from quota_gateway.embedded import PostgresServer, free_port
-from quota_gateway.redisconn import ScriptRunner
+from quota_gateway.scripts import ScriptRunner
 
 VALIDATE = "/api/apilicense/validate"
 
@@ -40,7 +40,7 @@ async def _pg_usage(database_url: str) -> tuple[int, int]:
 
 
 def _flusher(app):
-    return app.state.services.domains["apilicense.flusher"]
+    return app.state.services.usage_flusher
 
 
 @pytest.fixture

@@ -1,0 +1,207 @@
+"""Where API keys live in Redis, the Lua scripts that run there, and each script's reply decoded.
+
+Every script's arguments are built and its reply read here and nowhere else; the validate
+answer's layout is also read by fastpath.render_validation (the compiled renderer), which the
+script's header documents.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, NamedTuple
+
+import orjson
+
+from .. import fastpath
+from ..clock import iso_utc
+from ..formats import rediskeys
+from ..formats.digests import sha256
+from ..scripts import LuaScript
+
+VALIDATE = LuaScript("apilicense_validate")
+FILL_META = LuaScript("apilicense_meta_fill")
+FILL_USED = LuaScript("apilicense_fill_used")
+INVALIDATE = LuaScript("meta_invalidate")
+RESET = LuaScript("apilicense_reset")
+PRIME = LuaScript("apilicense_prime")
+TOTAL = LuaScript("apilicense_total")
+TAKE = LuaScript("apilicense_flush_take")
+DONE = LuaScript("apilicense_flush_done")
+
+META_TTL = 3600
+META_FORMAT = "4"  # the validate script refills metadata cached in any other format
+NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
+_WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 2592000}  # RateLimit-Policy w=
+
+
+class LicenseRef:
+    """Where one canonical key lives in Redis (all its keys share the bucket's hash tag)."""
+
+    __slots__ = ("bucket", "counters_prefix", "digest", "gen", "key", "meta", "prefix", "validate_keys")
+
+    def __init__(self, key: str, bucket: int | None = None, digest: bytes | None = None) -> None:
+        self.key = key
+        self.digest = digest if digest is not None else sha256(key)
+        self.bucket = fastpath.api_key_bucket(key) if bucket is None else bucket
+        self.prefix = rediskeys.bucket(self.bucket)
+        hexdigest = self.digest.hex()[:32]
+        self.meta = f"{self.prefix}m:{hexdigest}"
+        self.gen = f"{self.prefix}gen:{hexdigest}"
+        self.validate_keys = [self.meta, f"{self.prefix}pending", self.prefix]
+
+    @classmethod
+    def from_row(cls, digest: bytes, bucket: int) -> LicenseRef:
+        return cls("", bucket=bucket, digest=bytes(digest))
+
+    def counters(self, license_id: int) -> str:
+        return f"{self.prefix}c:{license_id}"
+
+
+# -- VALIDATE --------------------------------------------------------------------------------------
+# Reply: an answer {code, consumed, retry_after, near_limit (0|1), product, used, limit, features
+# json, expires ISO, then (slot, limit, used) per limited window}, or a shorter one asking for a
+# cache fill first (ValidateNeed).
+
+ANSWER_MIN_LEN = 9  # replies shorter than this are ValidateNeed
+NEEDS_META = b"miss"  # {"miss", generation}: fill the metadata from Postgres (FILL_META)
+NEEDS_USAGE = b"fill"  # {"fill", license id}: rebuild the counters from Postgres (FILL_USED)
+NOT_FOUND = b"nf"  # {"nf"}: no such key for this tenant
+
+
+class ValidateNeed(NamedTuple):
+    kind: bytes  # NEEDS_META, NEEDS_USAGE or NOT_FOUND
+    value: Any  # the metadata generation, or the license id
+
+
+def validate_need(reply: list) -> ValidateNeed:
+    return ValidateNeed(reply[0], reply[1] if len(reply) > 1 else None)
+
+
+def answer_head(reply: list) -> tuple[str, int, bool, str]:
+    """(code, units consumed, near a limit, product): what every answer is counted by. The hot
+    path reads only these; the body is rendered from the reply as it is."""
+    return reply[0].decode(), reply[1], reply[3] == 1, reply[4].decode()
+
+
+class Answer:
+    """A validate answer decoded in full, and its JSON body."""
+
+    __slots__ = ("body", "code", "consumed", "limit", "near_limit", "product", "retry_after", "used", "windows")
+
+    def __init__(self, reply: list, resets_at: tuple) -> None:
+        self.code, self.consumed, self.near_limit, self.product = answer_head(reply)
+        self.retry_after = int(reply[2])
+        self.used = int(reply[5])
+        self.limit = int(reply[6])
+        self.windows = [(int(reply[i]), int(reply[i + 1]), int(reply[i + 2])) for i in range(9, len(reply), 3)]
+        self.body = fastpath.render_validation(reply, resets_at)
+
+    def document(self) -> dict:
+        return orjson.loads(self.body)
+
+    def named_limit(self) -> tuple[str, int, int, int]:
+        """(name, limit, remaining, window seconds) of the limit that refused the request: the
+        quota, or the window of the refusing period with the least left."""
+        if self.code == "quota_exhausted":
+            return "quota", self.limit, max(self.limit - self.used, 0), 0
+        period = self.code.removeprefix("rate_limit_")
+        slot, limit, used = min((w for w in self.windows if fastpath.PERIODS[w[0] % 4] == period),
+                                key=lambda w: w[1] - w[2])
+        return fastpath.WINDOW_NAMES[slot], limit, max(limit - used, 0), _WINDOW_SECONDS[period]
+
+
+def _msgpack_uint(value: int) -> bytes:
+    return struct.pack(">BQ", 0xCF, value)  # uint 64
+
+
+def packed_clock(now: int, day: bytes, bounds: list[tuple[int, int]]) -> bytes:
+    """The script's clock argument (msgpack: now, day yyyymmdd, each window's start and end)."""
+    return (_msgpack_uint(now) + bytes([0xA0 | len(day)]) + day  # fixstr: 8 bytes
+            + b"".join(_msgpack_uint(edge) for pair in bounds for edge in pair))
+
+
+# -- FILL_META: the metadata layout the validate script unpacks --------------------------------------
+
+def _window_limits(spec: str) -> list[int]:
+    """The compiled rules as the script reads them: 8 limits, calls then units, each minute..month
+    (0: none)."""
+    limits = [0] * 8
+    for rule in filter(None, spec.split(",")):
+        kind, period, limit = rule.split(":")
+        limits[(0 if kind == "calls" else 4) + fastpath.PERIODS.index(period)] = int(limit)
+    return limits
+
+
+def meta_fields(row: Any) -> tuple[list, int]:
+    """(FILL_META fields, ttl) for a license row (None: no such key, cached briefly)."""
+    if row is None:
+        return [META_FORMAT, "0"], NEGATIVE_TTL
+    rules, passthrough = fastpath.compile_rules(list(row["features"]))
+    expires = row["expires_at"]
+    return [META_FORMAT, "1", row["id"], str(row["tenant_id"]), "1" if row["revoked_at"] else "0",
+            int(expires.timestamp()) if expires else 0,
+            row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
+            orjson.dumps(passthrough), row["name"], iso_utc(expires) if expires else "",
+            *_window_limits(rules)], META_TTL
+
+
+# -- FILL_USED, TOTAL, RESET --------------------------------------------------------------------------------
+
+def fill_used_keys(ref: LicenseRef, license_id: int) -> list[str]:
+    p = ref.prefix
+    return [ref.counters(license_id), f"{p}pending", f"{p}flushing", f"{p}applied"]
+
+
+def fill_used_done(reply: Any) -> bool:
+    """True: counters rebuilt (or present); False: the Postgres snapshot was older than a finished
+    flush, read it again."""
+    return int(reply) == 1
+
+
+def lifetime_total(reply: Any) -> int | None:
+    """TOTAL's reply: units ever consumed (None: the counters are not in Redis, fill them first)."""
+    return None if reply is None else int(reply)
+
+
+def period_indexes(periods: list[str]) -> list[int]:
+    return [fastpath.PERIODS.index(period) for period in periods]
+
+
+# -- TAKE / DONE: write-behind of usage, per bucket --------------------------------------------------
+
+def _bucket_keys(bucket: int, *names: str) -> list[str]:
+    prefix = rediskeys.bucket(bucket)
+    return [prefix + name for name in names]
+
+
+TAKE_KEYS = [_bucket_keys(b, "pending", "flushing", "fstate") for b in range(fastpath.BUCKETS)]
+DONE_KEYS = [_bucket_keys(b, "flushing", "applied") for b in range(fastpath.BUCKETS)]
+
+
+@dataclass(slots=True)
+class TakenUsage:
+    """A bucket's usage taken for writing to Postgres (TAKE's reply)."""
+
+    epoch: str
+    seq: int
+    more: bool  # an unfinished flush was taken while more usage is pending: go round again
+    deltas: list[tuple[int, date, int]]  # (license id, day, units)
+
+    def done_args(self) -> list:
+        return [self.epoch, self.seq]
+
+
+def taken_usage(flat: list) -> TakenUsage | None:
+    """TAKE's reply decoded: None when the bucket had nothing to write."""
+    if not flat:
+        return None
+    fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+    deltas = []
+    for name, value in fields.items():
+        if name.startswith("__"):  # __epoch, __seq, __more
+            continue
+        license_id, day = name.split(":")
+        deltas.append((int(license_id), date(int(day[:4]), int(day[4:6]), int(day[6:])), int(value)))
+    return TakenUsage(fields["__epoch"], int(fields["__seq"]), "__more" in fields, deltas)

@@ -1,0 +1,25 @@
+"""Redis key prefixes. Every key of one license (or one lease pool) carries the same hash tag, so
+a script touching several of them stays in one Redis Cluster slot."""
+
+from __future__ import annotations
+
+ROOT = "qg:"
+TOKEN_INVALIDATIONS = "qg:tokens:invalidate"  # pub/sub channel: revoked tokens' public ids
+
+
+def bucket(n: int) -> str:
+    """`qg:{b<n>}:`: the API keys of bucket n (fastpath.api_key_bucket) and their usage."""
+    return f"qg:{{b{n}}}:"
+
+
+def lease_pool(pool_id: str) -> str:
+    """`qg:{fl:<id>}:`: one floating key's lease pool."""
+    return f"qg:{{fl:{pool_id}}}:"
+
+
+LEASE_HISTORY_PATTERN = lease_pool("*") + "hist"  # SCAN pattern of every pool's history stream
+
+
+def lease_pool_id(prefix: str) -> str:
+    """The pool id inside a `lease_pool` prefix."""
+    return prefix.split("{fl:", 1)[1].split("}", 1)[0]

@@ -1,0 +1,257 @@
+"""Floating licenses: organizations, pool keys, and the lease lifecycle (obtain, check, renew,
+release), with their SQL. Business outcomes are answers with success/isValid false and an
+errorCode, never errors (see routes.py)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from .. import catalogue, crypto, tenants
+from ..clock import iso_utc
+from ..errors import ApiError
+from ..licensing import keys as key_format
+from . import token as lease_token
+from .pool import Changed, LeasePools, PoolRef
+
+_LEASE_CODES = {"LEASE_RELEASED": "LEASE_RELEASED", "LEASE_RENEWED": "LEASE_INVALID", "KEY_INVALID": "KEY_INVALID",
+                "KEY_EXPIRED": "KEY_EXPIRED"}
+
+
+async def organization(pool: asyncpg.Pool, known: dict[str, str], org: str) -> str:
+    """Tenant id for an organizationId (an id or a slug), remembered in `known`; 404 when none."""
+    tenant_id = known.get(org)
+    if tenant_id is None:
+        async with pool.acquire() as conn:
+            found = await tenants.get_tenant(conn, org)
+        if found is None:
+            raise ApiError(404, "organization_not_found", "no such organization")
+        tenant_id = known[org] = found["id"]
+    return tenant_id
+
+
+def pool_ref(raw_key: str) -> tuple[PoolRef, bytes] | None:
+    """(pool, key digest) of a well-formed key, else None."""
+    key = key_format.normalize(raw_key)
+    if key is None:
+        return None
+    digest = key_format.digest(key)
+    return PoolRef(digest.hex()), digest
+
+
+_KEY_COLUMNS = "id, tenant_id, lease_limit, expires_at, revoked_at, products"
+
+
+async def _key_row(pool: asyncpg.Pool, tenant_id: str, digest: bytes) -> Any:
+    async with pool.acquire() as conn:
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2",
+                                   digest, tenant_id)
+
+
+async def _owner_row(pool: asyncpg.Pool, digest: bytes) -> Any:
+    """The key's row whoever owns it: what the pool's Redis metadata caches (the scripts compare
+    the owner with the asking organization, so one organization's answer never lands in another's)."""
+    async with pool.acquire() as conn:
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1", digest)
+
+
+async def _pool_row(pool: asyncpg.Pool, pool_id: str) -> Any:
+    """The row of the key whose digest starts with `pool_id` (16 hex digits, what a lease carries),
+    found through the unique index on key_digest as a range of digests."""
+    low = bytes.fromhex(pool_id)
+    high = int(pool_id, 16) + 1
+    async with pool.acquire() as conn:
+        if high >= 1 << 64:
+            return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest >= $1", low)
+        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest >= $1 "
+                                   "AND key_digest < $2", low, high.to_bytes(8, "big"))
+
+
+async def validate_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, raw_key: str, now: int) -> dict:
+    found = pool_ref(raw_key)
+    row = await _key_row(pool, tenant_id, found[1]) if found else None
+    if found is None or row is None or row["revoked_at"] is not None:
+        return {"isValid": False, "errorCode": "KEY_INVALID"}
+    if row["expires_at"] is not None and row["expires_at"].timestamp() <= now:
+        return {"isValid": False, "errorCode": "KEY_EXPIRED", "expiry": row["expires_at"]}
+    used = await pools.used(found[0], now)
+    async with pool.acquire() as conn:
+        valid_for = await _valid_for(conn, tenant_id, row["products"])
+    return {"isValid": True, "expiry": row["expires_at"], "leaseLimit": row["lease_limit"], "leasesUsed": used,
+            "validFor": valid_for}
+
+
+async def _valid_for(conn: asyncpg.Connection, tenant_id: str, products: list[dict]) -> list[dict]:
+    out = []
+    for entry in products:
+        try:
+            product = await catalogue.get_product(conn, tenant_id, entry["productId"])
+        except ApiError:
+            continue  # the product was removed since
+        described = {f["name"]: f["description"] for f in await catalogue.product_features(conn, tenant_id,
+                                                                                          product["id"])}
+        out.append({"product": product["name"], "productDescription": product["description"],
+                    "features": [{"feature": name, "featureDescription": described.get(name, "")}
+                                 for name in entry["features"]]})
+    return out
+
+
+async def _sign(pool: asyncpg.Pool, master_key: str | None, tenant_id: str, payload: dict) -> str:
+    async with pool.acquire() as conn:
+        _, private = await crypto.signing_key(conn, tenant_id, master_key)
+    return lease_token.issue(private, payload)
+
+
+async def obtain(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, tenant_id: str, raw_key: str,
+                 seconds: int, client_id: str, now: int) -> dict:
+    """A signed lease from the key's pool (never more than leaseLimit live leases)."""
+    found = pool_ref(raw_key)
+    if found is None:
+        return {"success": False, "errorCode": "KEY_INVALID"}
+    ref, digest = found
+    lease_id = secrets.token_hex(12)
+
+    async def load() -> Any:
+        return await _owner_row(pool, digest)
+
+    obtained = await pools.obtain(ref, tenant_id, load, now, seconds, lease_id, client_id)
+    if obtained.code == "LEASE_LIMIT_REACHED":
+        return {"success": False, "errorCode": obtained.code, "leasesUsed": obtained.used,
+                "leaseLimit": obtained.limit}
+    if obtained.code != "OK":
+        return {"success": False, "errorCode": obtained.code}
+    lease = await _sign(pool, master_key, tenant_id, {"lid": lease_id, "key": ref.pool, "org": tenant_id,
+                                                      "cid": client_id, "iat": now, "exp": obtained.expiry})
+    return {"success": True, "lease": lease, "expiry": iso_utc(obtained.expiry), "leasesUsed": obtained.used,
+            "leaseLimit": obtained.limit}
+
+
+async def _verified_lease(pool: asyncpg.Pool, tenant_id: str, lease: str) -> dict | None:
+    parsed = lease_token.read(lease)
+    if parsed is None:
+        return None
+    payload, signed, signature = parsed
+    if payload.get("org") != tenant_id:
+        return None
+    async with pool.acquire() as conn:
+        pems = await crypto.verifying_pems(conn, tenant_id)
+    return payload if lease_token.verify(pems, signed, signature) else None
+
+
+async def _change(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, payload: dict, action: str, now: int,
+                  new_id: str = "", seconds: int = 0) -> Changed:
+    pool_id = payload["key"]
+    if not isinstance(pool_id, str) or len(pool_id) != 16 or any(c not in "0123456789abcdef" for c in pool_id):
+        return Changed("KEY_INVALID", 0)  # signed by this organization, yet not a pool id it issues
+
+    async def load() -> Any:
+        return await _pool_row(pool, pool_id)
+
+    return await pools.change(PoolRef(pool_id), action, now, payload["lid"], new_id, seconds, tenant_id=tenant_id,
+                              loader=load)
+
+
+def _lease_failure(code: str, payload: dict, now: int) -> str:
+    if code == "LEASE_GONE":
+        return "LEASE_EXPIRED" if int(payload["exp"]) <= now else "LEASE_INVALID"
+    return _LEASE_CODES[code]
+
+
+async def validate_lease(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, lease: str, now: int) -> dict:
+    payload = await _verified_lease(pool, tenant_id, lease)
+    if payload is None:
+        return {"isValid": False, "errorCode": "LEASE_INVALID"}
+    changed = await _change(pool, pools, tenant_id, payload, "check", now)
+    if changed.code != "OK":
+        return {"isValid": False, "errorCode": _lease_failure(changed.code, payload, now)}
+    return {"isValid": True, "expiry": iso_utc(changed.expiry)}
+
+
+async def renew(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, tenant_id: str, lease: str,
+                seconds: int, now: int) -> dict:
+    """A new lease in place of a live one (the old lease stops being valid)."""
+    payload = await _verified_lease(pool, tenant_id, lease)
+    if payload is None:
+        return {"success": False, "errorCode": "LEASE_INVALID"}
+    new_id = secrets.token_hex(12)
+    changed = await _change(pool, pools, tenant_id, payload, "renew", now, new_id, seconds)
+    if changed.code != "OK":
+        return {"success": False, "errorCode": _lease_failure(changed.code, payload, now)}
+    renewed = await _sign(pool, master_key, tenant_id, {**payload, "lid": new_id, "iat": now, "exp": changed.expiry})
+    return {"success": True, "lease": renewed, "expiry": iso_utc(changed.expiry)}
+
+
+async def release(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, lease: str, now: int) -> dict:
+    payload = await _verified_lease(pool, tenant_id, lease)
+    if payload is None:
+        return {"success": False, "errorCode": "LEASE_INVALID"}
+    await _change(pool, pools, tenant_id, payload, "release", now)
+    return {"success": True}
+
+
+# --- management ----------------------------------------------------------------------------------
+
+def _customer_json(row: Any) -> dict:
+    return {"id": row["id"], "name": row["name"], "contact": row["contact"], "createdAt": row["created_at"]}
+
+
+async def create_customer(conn: asyncpg.Connection, tenant_id: str, name: str, contact: str) -> dict:
+    row = await conn.fetchrow("INSERT INTO customers (tenant_id, name, contact) VALUES ($1, $2, $3) "
+                              "RETURNING id, name, contact, created_at", tenant_id, name, contact)
+    return _customer_json(row)
+
+
+async def list_customers(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
+    rows = await conn.fetch("SELECT id, name, contact, created_at FROM customers WHERE tenant_id = $1 ORDER BY id",
+                            tenant_id)
+    return [_customer_json(r) for r in rows]
+
+
+async def create_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, now: datetime,
+                              body: dict) -> dict:
+    """A floating key with a lease limit and the products/features it grants; shown in full once."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT 1 FROM customers WHERE id = $1 AND tenant_id = $2", body["customerId"],
+                                   tenant_id):
+            raise ApiError(404, "customer_not_found", f"no customer {body['customerId']}")
+        for entry in body["products"]:
+            await catalogue.get_product(conn, tenant_id, entry["productId"])
+            known = {f["name"] for f in await catalogue.product_features(conn, tenant_id, entry["productId"])}
+            unknown = sorted(set(entry["features"]) - known)
+            if unknown:
+                raise ApiError(400, "unknown_feature", f"not features of product {entry['productId']}: "
+                               f"{', '.join(unknown)}")
+        key = key_format.generate()
+        expires = now + timedelta(days=body["validityDays"]) if body["validityDays"] else None
+        row = await conn.fetchrow(
+            """INSERT INTO floating_keys (tenant_id, customer_id, key_digest, key_hint, lease_limit, products, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, lease_limit, expires_at, products, created_at""",
+            tenant_id, body["customerId"], key_format.digest(key), key_format.hint(key), body["leaseLimit"],
+            body["products"], expires)
+    await pools.invalidate(PoolRef(key_format.digest(key).hex()))
+    return {"id": row["id"], "key": key, "customerId": body["customerId"], "leaseLimit": row["lease_limit"],
+            "expiresAt": row["expires_at"], "products": row["products"]}
+
+
+async def list_floating_keys(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
+    rows = await conn.fetch("SELECT id, customer_id, key_hint, lease_limit, expires_at, revoked_at, products "
+                            "FROM floating_keys WHERE tenant_id = $1 ORDER BY id", tenant_id)
+    return [{"id": r["id"], "key": r["key_hint"], "customerId": r["customer_id"], "leaseLimit": r["lease_limit"],
+             "expiresAt": r["expires_at"], "revokedAt": r["revoked_at"], "products": r["products"]} for r in rows]
+
+
+async def revoke_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, raw_key: str) -> dict:
+    """No new leases, and live ones stop validating; 404 when the tenant has no such key."""
+    found = pool_ref(raw_key)
+    if found is None:
+        raise ApiError(404, "not_found", "no such floating key")
+    async with pool.acquire() as conn:
+        status = await conn.execute("UPDATE floating_keys SET revoked_at = COALESCE(revoked_at, now()) "
+                                    "WHERE key_digest = $1 AND tenant_id = $2", found[1], tenant_id)
+    if not status.endswith(" 1"):
+        raise ApiError(404, "not_found", "no such floating key")
+    await pools.invalidate(found[0])
+    return {"revoked": True}

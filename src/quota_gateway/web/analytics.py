@@ -1,0 +1,110 @@
+"""Analytics for the admin UI: activations over time and by country, validations and refusals,
+API units over time per product and per key, keys near their limits. All tenant-scoped reads;
+series come back as parallel lists ready for the charts (x: unix seconds)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+GRAINS = {"day": (30, timedelta(days=1)), "week": (26, timedelta(weeks=1)), "month": (12, timedelta(days=31))}
+NEAR_LIMIT = 0.8
+
+
+def _epoch(bucket: datetime) -> int:
+    """Buckets are UTC wall times (timestamp without time zone)."""
+    return int(bucket.replace(tzinfo=UTC).timestamp())
+
+
+def _start(now: datetime, grain: str) -> datetime:
+    count, step = GRAINS[grain]
+    return now - step * (count - 1)
+
+
+async def activations_over_time(conn: asyncpg.Connection, tenant_id: str, now: datetime, grain: str) -> dict:
+    rows = await conn.fetch(
+        """SELECT b.bucket, count(a.id) AS n
+           FROM generate_series(date_trunc($3, $2::timestamptz AT TIME ZONE 'UTC'),
+                                date_trunc($3, $4::timestamptz AT TIME ZONE 'UTC'), ('1 ' || $3)::interval) AS b(bucket)
+           LEFT JOIN activations a ON a.tenant_id = $1
+                AND date_trunc($3, a.activated_at AT TIME ZONE 'UTC') = b.bucket
+           GROUP BY b.bucket ORDER BY b.bucket""", tenant_id, _start(now, grain), grain, now)
+    return {"x": [_epoch(r["bucket"]) for r in rows], "y": [r["n"] for r in rows]}
+
+
+async def activations_by_country(conn: asyncpg.Connection, tenant_id: str) -> dict[str, int]:
+    rows = await conn.fetch("SELECT country, count(*) AS n FROM activations WHERE tenant_id = $1 AND country IS NOT NULL "
+                            "GROUP BY country ORDER BY n DESC", tenant_id)
+    return {r["country"]: r["n"] for r in rows}
+
+
+async def license_refusals(conn: asyncpg.Connection, tenant_id: str) -> dict[str, int]:
+    """Activation-key validations that failed, by status (from the events outbox)."""
+    rows = await conn.fetch("SELECT data->>'status' AS status, count(*) AS n FROM events "
+                            "WHERE tenant_id = $1 AND type = 'license.validation.failed' GROUP BY 1 ORDER BY 2 DESC",
+                            tenant_id)
+    return {r["status"] or "unknown": r["n"] for r in rows}
+
+
+async def api_validations(conn: asyncpg.Connection, tenant_id: str, counts: dict[tuple[str, ...], int]) -> dict[str, int]:
+    """API-key validations by outcome code, as counted by this gateway process since it started."""
+    products = {str(r["id"]) for r in await conn.fetch("SELECT id FROM products WHERE tenant_id = $1", tenant_id)}
+    totals: dict[str, int] = {}
+    for (product, _result, code), n in counts.items():
+        if product in products:
+            totals[code] = totals.get(code, 0) + n
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+async def units_over_time(conn: asyncpg.Connection, tenant_id: str, now: datetime, grain: str) -> dict:
+    """API units per product per bucket (from the write-behind daily record)."""
+    rows = await conn.fetch(
+        """SELECT date_trunc($3, u.day::timestamp) AS bucket, p.name, sum(u.units)::bigint AS units
+           FROM api_usage_daily u JOIN api_licenses l ON l.id = u.license_id JOIN products p ON p.id = l.product_id
+           WHERE u.tenant_id = $1 AND u.day >= $2::date GROUP BY 1, 2 ORDER BY 1""",
+        tenant_id, _start(now, grain), grain)
+    buckets = await conn.fetch(
+        """SELECT b FROM generate_series(date_trunc($2, $1::timestamptz AT TIME ZONE 'UTC'),
+                                         date_trunc($2, $3::timestamptz AT TIME ZONE 'UTC'), ('1 ' || $2)::interval) b""",
+        _start(now, grain), grain, now)
+    xs = [r["b"] for r in buckets]
+    series: dict[str, list[int]] = {}
+    for r in rows:
+        values = series.setdefault(r["name"], [0] * len(xs))
+        if r["bucket"] in xs:
+            values[xs.index(r["bucket"])] += r["units"]
+    return {"x": [_epoch(x) for x in xs], "series": series}
+
+
+async def top_keys(conn: asyncpg.Connection, tenant_id: str, now: datetime, grain: str, limit: int = 10) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT l.id, l.key_hint, l.client_name, p.name AS product_name, sum(u.units)::bigint AS units
+           FROM api_usage_daily u JOIN api_licenses l ON l.id = u.license_id JOIN products p ON p.id = l.product_id
+           WHERE u.tenant_id = $1 AND u.day >= $2::date GROUP BY l.id, p.name ORDER BY units DESC LIMIT $3""",
+        tenant_id, _start(now, grain), limit)
+    return [dict(r) for r in rows]
+
+
+async def keys_near_limits(conn: asyncpg.Connection, tenant_id: str, now: datetime) -> list[dict]:
+    """Live API keys that used at least 80 % of their lifetime quota (as recorded)."""
+    rows = await conn.fetch(
+        """SELECT l.id, l.key_hint, l.client_name, p.name AS product_name, l.max_api_calls,
+                  l.used_total - l.used_offset AS used
+           FROM api_licenses l JOIN products p ON p.id = l.product_id
+           WHERE l.tenant_id = $1 AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > $2)
+             AND l.max_api_calls IS NOT NULL AND l.used_total - l.used_offset >= $3 * l.max_api_calls
+           ORDER BY (l.used_total - l.used_offset)::float / l.max_api_calls DESC LIMIT 50""", tenant_id, now, NEAR_LIMIT)
+    return [{**dict(r), "percent": round(100 * r["used"] / r["max_api_calls"])} for r in rows]
+
+
+async def overview(conn: asyncpg.Connection, tenant_id: str, now: datetime, grain: str,
+                   api_counts: dict[tuple[str, ...], int]) -> dict[str, Any]:
+    return {"activations": await activations_over_time(conn, tenant_id, now, grain),
+            "countries": await activations_by_country(conn, tenant_id),
+            "licenseRefusals": await license_refusals(conn, tenant_id),
+            "apiValidations": await api_validations(conn, tenant_id, api_counts),
+            "units": await units_over_time(conn, tenant_id, now, grain),
+            "topKeys": await top_keys(conn, tenant_id, now, grain),
+            "nearLimits": await keys_near_limits(conn, tenant_id, now)}

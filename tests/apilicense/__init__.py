@@ -1,0 +1,1 @@
+"""Tests of quota_gateway.apilicense."""
