@@ -230,3 +230,78 @@ def test_constants_match_the_shared_formats(fastpath_impl):
     token = access_token.compose("a" * access_token.PUBLIC_LEN, "B" * access_token.SECRET_LEN)
     assert fastpath_impl.parse_authorization(f"{access_token.SCHEME} {token}") == \
         ("a" * access_token.PUBLIC_LEN, "B" * access_token.SECRET_LEN)
+
+
+ENDS = (1_800_000_060, 1_800_003_600, 1_800_086_400, 1_802_000_000)
+
+
+def _expected_headers(reply, now):
+    """The rate-limit fields by their meaning: the window closest to its limit (or the quota when
+    it has less left) on allowed answers, the refusing limit on 429s."""
+    code = reply[0].decode()
+    windows = [(reply[i], reply[i + 1], reply[i + 2]) for i in range(9, len(reply), 3)]
+    seconds = (60, 3600, 86400, 2592000)
+    if code == "quota_exhausted":
+        named = ("quota", reply[6], reply[6] - reply[5], None, reply[2])
+    elif code.startswith("rate_limit_"):
+        period = _fastpath_py.PERIODS.index(code[11:])
+        candidates = [w for w in windows if w[0] % 4 == period]
+        if not candidates:
+            return []
+        slot, limit, used = min(candidates, key=lambda w: w[1] - w[2])
+        named = (_fastpath_py.WINDOW_NAMES[slot], limit, limit - used, seconds[slot % 4], reply[2])
+    elif code == "ok":
+        candidates = [(w[1] - w[2], ENDS[w[0] % 4] - now, i, w) for i, w in enumerate(windows)]
+        best = min(candidates) if candidates else None
+        if reply[6] >= 0 and (best is None or reply[6] - reply[5] < best[0]):
+            named = ("quota", reply[6], reply[6] - reply[5], None, None)
+        elif best is None:
+            return []
+        else:
+            slot, limit, used = best[3]
+            named = (_fastpath_py.WINDOW_NAMES[slot], limit, limit - used, seconds[slot % 4], best[1])
+    else:
+        return []
+    name, limit, left, window, reset = named
+    left = max(left, 0)
+    headers = [] if code == "ok" else [(b"retry-after", str(max(reply[2], 1)).encode())]
+    headers += [(b"x-ratelimit-limit", str(limit).encode()), (b"x-ratelimit-remaining", str(left).encode())]
+    if reset is None:
+        headers.append((b"ratelimit", f'"{name}";r={left}'.encode()))
+    else:
+        headers.append((b"x-ratelimit-reset", str(now + reset).encode()))
+        headers.append((b"ratelimit", f'"{name}";r={left};t={reset}'.encode()))
+    policy = f'"{name}";q={limit}' + (f";w={window}" if window else "")
+    return headers + [(b"ratelimit-policy", policy.encode())]
+
+
+def test_rate_limit_fields_name_the_limit_closest_to_its_end(fastpath_impl):
+    rng = random.Random(11)
+    now = 1_800_000_000
+    for _ in range(3000):
+        reply = _random_reply(rng)
+        headers = fastpath_impl.limit_headers(reply, now, ENDS)
+        assert headers == _expected_headers(reply, now), reply
+        assert headers == _fastpath_py.limit_headers(reply, now, ENDS)
+
+
+def test_rate_limit_fields_examples(fastpath_impl):
+    now = 1_800_000_000
+    # minute window 100 with 40 used, day window 1000 with 950 used: the day has fewer calls left
+    reply = [b"ok", 1, 0, 0, b"P", 950, -1, b"[]", b"", 0, 100, 40, 2, 1000, 950]
+    assert dict(fastpath_impl.limit_headers(reply, now, ENDS)) == {
+        b"x-ratelimit-limit": b"1000", b"x-ratelimit-remaining": b"50", b"x-ratelimit-reset": b"1800086400",
+        b"ratelimit": b'"calls_day";r=50;t=86400', b"ratelimit-policy": b'"calls_day";q=1000;w=86400'}
+    # a lifetime quota with less left than any window: named without a reset (it never resets)
+    reply = [b"ok", 1, 0, 0, b"P", 98, 100, b"[]", b"", 0, 100, 5]
+    assert fastpath_impl.limit_headers(reply, now, ENDS) == [
+        (b"x-ratelimit-limit", b"100"), (b"x-ratelimit-remaining", b"2"), (b"ratelimit", b'"quota";r=2'),
+        (b"ratelimit-policy", b'"quota";q=100')]
+    assert fastpath_impl.limit_headers([b"ok", 1, 0, 0, b"P", 3, -1, b"[]", b""], now, ENDS) == []
+    assert fastpath_impl.limit_headers([b"revoked", 0, 0, 0, b"P", 3, -1, b"[]", b"", 0, 10, 1], now, ENDS) == []
+    as_str = ["ok", 1, 0, 0, "P", 950, -1, "[]", "", 0, 100, 90]
+    assert fastpath_impl.limit_headers(as_str, now, ENDS) == _fastpath_py.limit_headers(as_str, now, ENDS)
+    with pytest.raises(ValueError):
+        fastpath_impl.limit_headers([b"ok", 1, 0, 0, b"P", 3, -1, b"[]", b"", 9, 10, 1], now, ENDS)
+    with pytest.raises(ValueError):
+        fastpath_impl.limit_headers(reply, now, ENDS[:3])

@@ -432,3 +432,74 @@ def render_validation(list reply, tuple resets_at):
     finally:
         if buffer != &stack[0]:
             free(buffer)
+
+
+# -- rate-limit header fields, from the same reply ----------------------------------------------
+
+cdef tuple _WINDOW_SECONDS_B = (b"60", b"3600", b"86400", b"2592000")  # RateLimit-Policy w= (a month: 30 days)
+cdef int64_t _NO_RESET = 0x7FFFFFFFFFFFFFFF
+cdef dict _PERIOD_INDEX = {b"minute": 0, b"hour": 1, b"day": 2, b"month": 3}
+
+
+cdef bytes _int_bytes(int64_t value):
+    cdef char digits[24]
+    cdef char* end = _put_int(digits, value)
+    return PyBytes_FromStringAndSize(digits, end - digits)
+
+
+def limit_headers(list reply, int64_t now, tuple window_ends):
+    """X-RateLimit-* and the IETF RateLimit / RateLimit-Policy fields for a validate reply (see the
+    twin's docstring); Retry-After first on refusals. [] when nothing is limited or nothing to name."""
+    cdef bytes code = _as_bytes(reply[0])
+    cdef Py_ssize_t n = len(reply), i, best = -1  # best: reply index of the named window; 0: the quota
+    cdef int64_t left, reset, best_left = 0, best_reset = _NO_RESET, retry_after = 0
+    cdef int slot, period = -1
+    cdef bint ok = code == b"ok"
+    if len(window_ends) != 4:
+        raise ValueError("window_ends must hold the ends of the minute, hour, day and month windows")
+    if not ok:
+        retry_after = reply[2]
+        if code == b"quota_exhausted":
+            best, best_left = 0, <int64_t>reply[6] - <int64_t>reply[5]
+        elif code.startswith(b"rate_limit_"):
+            period = _PERIOD_INDEX[code[11:]]
+        else:
+            return []
+    if best != 0:
+        for i in range(9, n - 2, 3):
+            slot = reply[i]
+            if slot < 0 or slot >= 8:
+                raise ValueError(f"window slot {slot} out of range")
+            if period >= 0 and slot % 4 != period:
+                continue
+            left = <int64_t>reply[i + 1] - <int64_t>reply[i + 2]
+            reset = <int64_t>window_ends[slot % 4] - now
+            if best < 0 or left < best_left or (left == best_left and reset < best_reset):
+                best, best_left, best_reset = i, left, reset
+        if ok and <int64_t>reply[6] >= 0 and (best < 0 or <int64_t>reply[6] - <int64_t>reply[5] < best_left):
+            best, best_left, best_reset = 0, <int64_t>reply[6] - <int64_t>reply[5], _NO_RESET
+        if best < 0:
+            return []
+    if not ok:
+        best_reset = retry_after
+    cdef bytes name, limit, policy
+    cdef bytes remaining = _int_bytes(best_left if best_left > 0 else 0)
+    if best == 0:
+        name, limit = b'"quota"', _int_bytes(reply[6])
+        policy = name + b";q=" + limit
+    else:
+        slot = reply[best]
+        name, limit = b'"' + <bytes>_WINDOW_NAMES_B[slot] + b'"', _int_bytes(reply[best + 1])
+        policy = name + b";q=" + limit + b";w=" + <bytes>_WINDOW_SECONDS_B[slot % 4]
+    cdef list headers = []
+    if not ok:
+        headers.append((b"retry-after", _int_bytes(retry_after if retry_after > 1 else 1)))
+    headers.append((b"x-ratelimit-limit", limit))
+    headers.append((b"x-ratelimit-remaining", remaining))
+    if best_reset == _NO_RESET:  # the lifetime quota of an allowed answer never resets
+        headers.append((b"ratelimit", name + b";r=" + remaining))
+    else:
+        headers.append((b"x-ratelimit-reset", _int_bytes(now + best_reset)))
+        headers.append((b"ratelimit", name + b";r=" + remaining + b";t=" + _int_bytes(best_reset)))
+    headers.append((b"ratelimit-policy", policy))
+    return headers

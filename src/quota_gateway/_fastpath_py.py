@@ -211,3 +211,74 @@ def render_validation(reply: list, resets_at: tuple) -> bytes:
     if code == "quota_exhausted" or code.startswith("rate_limit_"):
         body += f',"retryAfterSeconds":{int(reply[2])}'
     return (body + "}").encode()
+
+
+# -- rate-limit header fields, from the same reply ----------------------------------------------
+
+_WINDOW_SECONDS = (60, 3600, 86400, 2592000)  # RateLimit-Policy w= for minute, hour, day, month (30 days)
+_PERIOD_INDEX = {period.encode(): index for index, period in enumerate(PERIODS)}
+
+
+def limit_headers(reply: list, now: int, window_ends: tuple) -> list[tuple[bytes, bytes]]:
+    """X-RateLimit-Limit/-Remaining/-Reset and the IETF `RateLimit: "name";r=R;t=T` and
+    `RateLimit-Policy: "name";q=L;w=W` fields for a validate reply; `window_ends` holds the epoch
+    ends of the current minute, hour, day and month windows.
+
+    The named limit: on an allowed answer, the window closest to its limit (least left; ties: the
+    one that resets first), or the lifetime quota when it has less left than every window (it
+    never resets, so it has no `t` and no X-RateLimit-Reset); on a 429, the limit that refused
+    (`quota`, or the refusing period's window with the least left), with Retry-After first. Other
+    refusals, and answers with nothing limited, get no fields: []."""
+    if len(window_ends) != 4:
+        raise ValueError("window_ends must hold the ends of the minute, hour, day and month windows")
+    code = _text(reply[0]).encode()
+    ok = code == b"ok"
+    best, best_left = -1, 0  # best: reply index of the named window; 0: the quota
+    best_reset: int | None = None  # None: the named limit never resets
+    period = -1
+    retry_after = 0
+    if not ok:
+        retry_after = int(reply[2])
+        if code == b"quota_exhausted":
+            best, best_left = 0, int(reply[6]) - int(reply[5])
+        elif code.startswith(b"rate_limit_"):
+            period = _PERIOD_INDEX[code[11:]]
+        else:
+            return []
+    if best != 0:
+        for i in range(9, len(reply) - 2, 3):
+            slot = int(reply[i])
+            if not 0 <= slot < 8:
+                raise ValueError(f"window slot {slot!r} out of range")
+            if period >= 0 and slot % 4 != period:
+                continue
+            left = int(reply[i + 1]) - int(reply[i + 2])
+            reset = int(window_ends[slot % 4]) - now
+            if best_reset is None or left < best_left or (left == best_left and reset < best_reset):
+                best, best_left, best_reset = i, left, reset
+        quota_limit = int(reply[6])
+        if ok and quota_limit >= 0 and (best < 0 or quota_limit - int(reply[5]) < best_left):
+            best, best_left, best_reset = 0, quota_limit - int(reply[5]), None
+        if best < 0:
+            return []
+    if not ok:
+        best_reset = retry_after
+    remaining = str(max(best_left, 0)).encode()
+    if best == 0:
+        name, limit = b'"quota"', str(int(reply[6])).encode()
+        policy = name + b";q=" + limit
+    else:
+        slot = int(reply[best])
+        name, limit = b'"' + WINDOW_NAMES[slot].encode() + b'"', str(int(reply[best + 1])).encode()
+        policy = name + b";q=" + limit + b";w=" + str(_WINDOW_SECONDS[slot % 4]).encode()
+    headers = []
+    if not ok:
+        headers.append((b"retry-after", str(max(retry_after, 1)).encode()))
+    headers += [(b"x-ratelimit-limit", limit), (b"x-ratelimit-remaining", remaining)]
+    if best_reset is None:
+        headers.append((b"ratelimit", name + b";r=" + remaining))
+    else:
+        headers.append((b"x-ratelimit-reset", str(now + best_reset).encode()))
+        headers.append((b"ratelimit", name + b";r=" + remaining + b";t=" + str(best_reset).encode()))
+    headers.append((b"ratelimit-policy", policy))
+    return headers

@@ -33,3 +33,4 @@ check_rule_feature = _impl.check_rule_feature
 compile_rules = _impl.compile_rules
 window_bounds = _impl.window_bounds
 render_validation = _impl.render_validation
+limit_headers = _impl.limit_headers

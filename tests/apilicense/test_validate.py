@@ -36,7 +36,7 @@ async def test_valid_answer_shape(client, tenant, clock):
             "calls_minute": {"limit": 10, "used": 1, "remaining": 9, "resetsAt": "2026-03-14T15:10:00Z"},
             "units_day": {"limit": 100, "used": 3, "remaining": 97, "resetsAt": "2026-03-15T00:00:00Z"},
         },
-        "features": ["api:tier:premium"],
+        "features": ["api:rate:minute:10", "api:units:day:100", "api:tier:premium"],
         "expiresAt": "2026-04-13T15:09:26Z",
     }
 

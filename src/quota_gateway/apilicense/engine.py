@@ -37,7 +37,7 @@ class QuotaEngine:
         self.services = services
         self.runner = runner
         self._clock = services.clock
-        self._clock_cache: tuple[int, bytes, tuple] = (-1, b"", ())
+        self._clock_cache: tuple[int, bytes, tuple, tuple] = (-1, b"", (), ())
         metrics = services.metrics
         self._validations = metrics.counts("qg_apilicense_validations", "API-key validations by product and outcome",
                                            ("product", "result", "code"))
@@ -59,7 +59,7 @@ class QuotaEngine:
         if ref is None:
             ref = self._remember(key)
         idem = hashlib.sha1(idempotency_key.encode()).hexdigest()[:20] if idempotency_key else ""
-        reply, resets_at = await self._reply(ref, tenant_id, units, consume, idem)
+        reply, clock = await self._reply(ref, tenant_id, units, consume, idem)
         if reply is None:
             self._count("", "not_found")
             return 404, _NOT_FOUND_BODY, []
@@ -67,13 +67,15 @@ class QuotaEngine:
         self._count(product, code)
         if near_limit:
             self._near_limit.inc((product,))
-        if code == "ok":  # the common answer: rendered straight from the reply
+        if code == "ok":
+            status = 200
             if consumed:  # (an idempotent replay marks a bucket with nothing new: harmless)
                 self.dirty.add(ref.bucket)
-            return 200, fastpath.render_validation(reply, resets_at), []
-        answer = Answer(reply, resets_at)
-        status = DENIAL_STATUS[code]
-        return status, answer.body, self._limit_headers(answer) if status == 429 else []
+        else:
+            status = DENIAL_STATUS[code]
+        # Body and rate-limit fields are rendered straight from the reply by the compiled fast path.
+        now, _, resets_at, window_ends = clock
+        return status, fastpath.render_validation(reply, resets_at), fastpath.limit_headers(reply, now, window_ends)
 
     def _remember(self, key: str) -> LicenseRef:
         if len(self._refs) >= _REF_CACHE_SIZE:
@@ -83,52 +85,39 @@ class QuotaEngine:
 
     async def run(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool, idem: str = "") -> Answer | None:
         """The validate script's answer, decoded (None: no such key for this tenant)."""
-        reply, resets_at = await self._reply(ref, tenant_id, units, consume, idem)
-        return None if reply is None else Answer(reply, resets_at)
+        reply, clock = await self._reply(ref, tenant_id, units, consume, idem)
+        return None if reply is None else Answer(reply, clock[2])
 
     async def _reply(self, ref: LicenseRef, tenant_id: str, units: int, consume: bool,
-                     idem: str) -> tuple[list | None, tuple]:
-        """The validate script's answer (None: no such key for this tenant) and the ISO ends of the
-        windows it counted in, filling metadata and counters from Postgres when Redis lacks them."""
-        packed_clock, resets_at = self._packed_clock(int(self._clock.now()))
-        args = [tenant_id, units, 1 if consume else 0, idem, packed_clock]
+                     idem: str) -> tuple[list | None, tuple[int, bytes, tuple, tuple]]:
+        """The validate script's answer (None: no such key for this tenant) and the clock it ran
+        with (see _packed_clock), filling metadata and counters from Postgres when Redis lacks them."""
+        clock = self._packed_clock(int(self._clock.now()))
+        args = [tenant_id, units, 1 if consume else 0, idem, clock[1]]
         for _ in range(5):
             reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
             if len(reply) >= ANSWER_MIN_LEN:
-                return reply, resets_at
+                return reply, clock
             need = keyspace.validate_need(reply)
             if need.kind == keyspace.NEEDS_META:
                 await self._fill_meta(ref, need.value)
             elif need.kind == keyspace.NEEDS_USAGE:
                 await self._fill_used(ref, int(need.value))
             else:
-                return None, resets_at
+                return None, clock
         raise RuntimeError("license metadata kept changing during validation")
 
-    def _packed_clock(self, now: int) -> tuple[bytes, tuple]:
-        """The script's clock argument and the windows' ends as ISO text: the same for a whole second."""
-        cached_at, packed, resets_at = self._clock_cache
-        if cached_at != now:
+    def _packed_clock(self, now: int) -> tuple[int, bytes, tuple, tuple]:
+        """(now, the script's clock argument, the windows' ends as ISO text, and as epoch seconds):
+        the same for a whole second."""
+        cached = self._clock_cache
+        if cached[0] != now:
             day = datetime.fromtimestamp(now, tz=UTC).strftime("%Y%m%d").encode()
             bounds = [fastpath.window_bounds(now, period) for period in fastpath.PERIODS]
-            packed = keyspace.packed_clock(now, day, bounds)
             resets_at = tuple(iso_utc(end).encode() for _, end in bounds)
-            self._clock_cache = (now, packed, resets_at)
-        return packed, resets_at
-
-    def _limit_headers(self, answer: Answer) -> list:
-        """Retry-After, X-RateLimit-*, and the IETF RateLimit / RateLimit-Policy fields."""
-        name, limit, remaining, window = answer.named_limit()
-        reset_at = str(int(self._clock.now()) + answer.retry_after).encode()
-        policy = f'"{name}";q={limit}' + (f";w={window}" if window else "")
-        return [
-            (b"retry-after", str(max(answer.retry_after, 1)).encode()),
-            (b"x-ratelimit-limit", str(limit).encode()),
-            (b"x-ratelimit-remaining", str(remaining).encode()),
-            (b"x-ratelimit-reset", reset_at),
-            (b"ratelimit", f'"{name}";r={remaining};t={answer.retry_after}'.encode()),
-            (b"ratelimit-policy", policy.encode()),
-        ]
+            cached = (now, keyspace.packed_clock(now, day, bounds), resets_at, tuple(end for _, end in bounds))
+            self._clock_cache = cached
+        return cached
 
     def _count(self, product: str, code: str) -> None:
         self._validations.inc((product, "allowed" if code == "ok" else "denied", code))

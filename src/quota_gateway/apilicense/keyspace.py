@@ -31,9 +31,8 @@ TAKE = LuaScript("apilicense_flush_take")
 DONE = LuaScript("apilicense_flush_done")
 
 META_TTL = 3600
-META_FORMAT = "4"  # the validate script refills metadata cached in any other format
+META_FORMAT = "5"  # the validate script refills metadata cached in any other format (4: features without rules)
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
-_WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "month": 2592000}  # RateLimit-Policy w=
 
 
 class LicenseRef:
@@ -101,16 +100,6 @@ class Answer:
     def document(self) -> dict:
         return orjson.loads(self.body)
 
-    def named_limit(self) -> tuple[str, int, int, int]:
-        """(name, limit, remaining, window seconds) of the limit that refused the request: the
-        quota, or the window of the refusing period with the least left."""
-        if self.code == "quota_exhausted":
-            return "quota", self.limit, max(self.limit - self.used, 0), 0
-        period = self.code.removeprefix("rate_limit_")
-        slot, limit, used = min((w for w in self.windows if fastpath.PERIODS[w[0] % 4] == period),
-                                key=lambda w: w[1] - w[2])
-        return fastpath.WINDOW_NAMES[slot], limit, max(limit - used, 0), _WINDOW_SECONDS[period]
-
 
 def _msgpack_uint(value: int) -> bytes:
     return struct.pack(">BQ", 0xCF, value)  # uint 64
@@ -138,12 +127,14 @@ def meta_fields(row: Any) -> tuple[list, int]:
     """(FILL_META fields, ttl) for a license row (None: no such key, cached briefly)."""
     if row is None:
         return [META_FORMAT, "0"], NEGATIVE_TTL
-    rules, passthrough = fastpath.compile_rules(list(row["features"]))
+    # Rules drive the limits; the answer lists every feature of the product, rules included
+    # (the ExisOne document's example: "features": ["api:rate:minute:100", "api:tier:premium"]).
+    rules, _ = fastpath.compile_rules(list(row["features"]))
     expires = row["expires_at"]
     return [META_FORMAT, "1", row["id"], str(row["tenant_id"]), "1" if row["revoked_at"] else "0",
             int(expires.timestamp()) if expires else 0,
             row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
-            orjson.dumps(passthrough), row["name"], iso_utc(expires) if expires else "",
+            orjson.dumps(list(row["features"])), row["name"], iso_utc(expires) if expires else "",
             *_window_limits(rules)], META_TTL
 
 

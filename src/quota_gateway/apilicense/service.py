@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from .. import catalogue, fastpath
+from .. import catalogue, events, fastpath
 from ..clock import iso_utc
 from ..errors import ApiError
 from ..formats.digests import sha256
@@ -25,8 +25,8 @@ from .engine import QuotaEngine
 from .keyspace import LicenseRef
 
 PERIODS = fastpath.PERIODS  # the windows a reset can name (besides "all" and "lifetime")
-COLUMNS = """l.id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier, l.max_api_calls,
-             l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
+COLUMNS = """l.id, l.tenant_id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier,
+             l.max_api_calls, l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
 _FROM = "api_licenses l JOIN products p ON p.id = l.product_id"
 
 
@@ -79,12 +79,16 @@ async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: s
     key = fastpath.generate_api_key(secrets.token_bytes(16))
     expires = now + timedelta(days=validity_days) if validity_days else None
     product = await catalogue.get_product(conn, tenant_id, product_id)
-    row = await conn.fetchrow(
-        """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
-                                     client_identifier, max_api_calls, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
-        tenant_id, product_id, sha256(key), fastpath.api_key_bucket(key), mask(key), email, client_name,
-        client_identifier, max_api_calls, expires)
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
+                                         client_identifier, max_api_calls, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+            tenant_id, product_id, sha256(key), fastpath.api_key_bucket(key), mask(key), email, client_name,
+            client_identifier, max_api_calls, expires)
+        await events.emit(conn, tenant_id, events.API_LICENSE_CREATED,
+                          {"apiLicenseId": row["id"], "productId": product_id, "apiKey": mask(key), "email": email,
+                           "clientIdentifier": client_identifier})
     await engine.prime(LicenseRef(key), row["id"])
     return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": max_api_calls,
             "productId": product_id, "productName": product["name"], "clientName": client_name,
@@ -122,7 +126,12 @@ async def update(conn: asyncpg.Connection, engine: QuotaEngine, row: Any, max_ap
 
 
 async def revoke_key(conn: asyncpg.Connection, engine: QuotaEngine, row: Any, now: datetime) -> dict:
-    await conn.execute("UPDATE api_licenses SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", row["id"], now)
+    async with conn.transaction():
+        status = await conn.execute("UPDATE api_licenses SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                                    row["id"], now)
+        if status.endswith(" 1"):  # revoking twice raises the event once
+            await events.emit(conn, str(row["tenant_id"]), events.API_LICENSE_REVOKED,
+                              {"apiLicenseId": row["id"], "productId": row["product_id"], "apiKey": row["key_hint"]})
     await engine.invalidate(ref_of(row))
     return {"revoked": True, "apiKey": row["key_hint"]}
 

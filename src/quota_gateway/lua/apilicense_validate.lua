@@ -17,7 +17,7 @@
 --        {code, consumed, retry_after, near_limit (0|1), product, used, limit, features json,
 --         expires ISO, then slot (0..7), limit, used for each limited window}
 -- A retried consume with an Idempotency-Key gets the first reply again, as it was.
-local FORMAT = '4'  -- engine.META_FORMAT
+local FORMAT = '5'  -- engine.META_FORMAT
 local packed = redis.pcall('GET', KEYS[1])  -- metadata of an older format may be of another type
 local m = type(packed) == 'string' and {cmsgpack.unpack(packed)} or {}
 local format, found, id, tenant, revoked, exp, limit, offset, features, product, expires =
