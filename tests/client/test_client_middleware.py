@@ -73,8 +73,9 @@ async def test_starlette_allow_deny_and_state(app, tenant, key_of):
         assert too_long.status_code == 401
 
         ok = await backend.get("/hello", headers={"x-api-key": key})
-        assert ok.status_code == 200 and ok.json() == {"used": 1, "cached": False, "degraded": False,
-                                                       "features": ["api:tier:gold"]}
+        assert ok.status_code == 200 and ok.json()["used"] == 1
+        assert (ok.json()["cached"], ok.json()["degraded"]) == (False, False)
+        assert "api:tier:gold" in ok.json()["features"]
         costly = await backend.post("/hello", headers={"x-api-key": key})
         assert costly.json()["used"] == 6  # the per-request units function charged 5
         limited = await backend.get("/hello", headers={"x-api-key": key})
