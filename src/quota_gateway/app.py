@@ -22,7 +22,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import apilicense, auth, catalogue, db, events, health, leases, licensing, metrics, openapi, tenants, web
+from . import (
+    apilicense,
+    auth,
+    catalogue,
+    db,
+    events,
+    health,
+    leases,
+    licensing,
+    metrics,
+    openapi,
+    payments,
+    tenants,
+    web,
+)
 from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings
@@ -37,7 +51,8 @@ from .services import Services
 
 log = logging.getLogger("quota_gateway")
 
-DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, events, web)
+DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, events, web,
+                                   payments)
 
 HotHandler = Callable[[Services, Scope, Receive, Send], Awaitable[None]]
 

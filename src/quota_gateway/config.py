@@ -50,6 +50,8 @@ class Settings:
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
     public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL", "doc": "base URL people reach this gateway at, used in sign-in links and e-mails (default: from host and port)"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
+    paypal_cert_hosts: str = field(default=".paypal.com", metadata={"env": "QG_PAYPAL_CERT_HOSTS", "doc": "where PayPal webhook certificates may be fetched from (comma-separated: `host`, `.domain-suffix`, or `http://host:port` to allow plain HTTP); HTTPS otherwise"})
+    paypal_ca_file: str | None = field(default=None, metadata={"env": "QG_PAYPAL_CA_FILE", "doc": "PEM trust anchors for PayPal webhook certificate chains (default: the system CAs)"})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -154,3 +154,9 @@ def seal(master_key: str, tenant_id: str, purpose: str, plaintext: bytes) -> byt
 def unseal(master_key: str, tenant_id: str, purpose: str, blob: bytes) -> bytes:
     aad = f"{tenant_id}|{purpose}".encode()
     return AESGCM(_wrapping_key(master_key, tenant_id)).decrypt(blob[:12], blob[12:], aad)
+
+
+def mask_secret(secret: str) -> str:
+    """`whsec_****abcd`: enough to tell secrets apart, never enough to use one."""
+    prefix = secret.split("_", 1)[0] + "_" if "_" in secret[:12] else ""
+    return f"{prefix}****{secret[-4:]}" if len(secret) > 8 else "****"

@@ -162,6 +162,32 @@ async def revoke_found(conn: asyncpg.Connection, tenant_id: str, lic: Any, now: 
     return {"revoked": True, "activationKey": lic["key_hint"]}
 
 
+async def revoke_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int, now: datetime) -> bool:
+    """Revoke a license known by id (other domains hold ids, never keys); False if already revoked."""
+    async with conn.transaction():
+        changed = await conn.fetchval("UPDATE licenses SET revoked_at = $3 WHERE id = $1 AND tenant_id = $2 "
+                                      "AND revoked_at IS NULL RETURNING id", license_id, tenant_id, now)
+        if changed is not None:
+            await events.emit(conn, tenant_id, events.LICENSE_REVOKED, {"licenseId": license_id})
+    return changed is not None
+
+
+async def expire_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int, now: datetime) -> None:
+    """End a license now as expired (not revoked): its expiry moves to `now` unless already earlier."""
+    await conn.execute("UPDATE licenses SET expires_at = LEAST(COALESCE(expires_at, $3), $3) "
+                       "WHERE id = $1 AND tenant_id = $2", license_id, tenant_id, now)
+
+
+async def extend_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int, now: datetime,
+                       days: int) -> datetime | None:
+    """Push a license's expiry `days` further, counted from its expiry or from now if it has lapsed.
+    A perpetual license stays perpetual. Returns the new expiry."""
+    return await conn.fetchval(
+        "UPDATE licenses SET expires_at = GREATEST(expires_at, $3) + make_interval(days => $4) "
+        "WHERE id = $1 AND tenant_id = $2 AND expires_at IS NOT NULL RETURNING expires_at",
+        license_id, tenant_id, now, days)
+
+
 async def list_licenses(conn: asyncpg.Connection, tenant_id: str, q: dict) -> dict:
     """License keys (masked) with their live seat counts, newest first, filtered by product or kind."""
     where = Where("l.tenant_id", tenant_id)

@@ -1,0 +1,171 @@
+"""Endpoints of payments: provider settings (admin) and the providers' webhook receivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import crypto
+from ..errors import ApiError
+from ..jsonio import read_body
+from ..routing import Call, endpoint
+from ..schema import Field, Int, List, Str, obj
+from . import service
+
+
+@dataclass
+class OneOrMany(Field):
+    """A string, or a list of them (several secrets while one is being rolled)."""
+
+    item: Str = field(default_factory=lambda: Str(min_len=1, max_len=255))
+    max_items: int = 5
+
+    def parse(self, value: Any, path: str) -> list[str]:
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ApiError(400, "invalid_field", f"{path}: must not be empty", field=path)
+        return List(item=self.item, max_items=self.max_items).parse(values, path)
+
+    def json_schema(self) -> dict:
+        return self._doc({"anyOf": [self.item.json_schema(),
+                                    {"type": "array", "items": self.item.json_schema(), "maxItems": self.max_items}]})
+
+
+_RULE = ("revoke", "expire")
+_MAPPING_FIELDS: dict[str, Field] = dict(
+    productId=Int(minimum=1, description="our product (or productName)"),
+    productName=Str(min_len=1, max_len=100),
+    planId=Int(minimum=1, description="our plan: its duration is the validity and the renewal period"),
+    validityDays=Int(minimum=1, maximum=36500, description="validity and renewal period (overrides the plan's)"),
+    licenseKind=Str(choices=("standard", "corporate"), default="standard"),
+    seats=Int(minimum=1, maximum=1_000_000, description="corporate: seats per unit bought; omit for unlimited"),
+    features=List(item=Str(min_len=1, max_len=100), max_items=500, description="omit for every product feature"),
+    onRefund=Str(choices=_RULE, default="revoke", description="a full refund revokes the licenses or ends them now"),
+    onCancel=Str(choices=_RULE, default="expire",
+                 description="a cancelled subscription revokes the licenses or lets them run out"),
+)
+_STRIPE_MAPPING = obj(priceId=Str(min_len=1, max_len=255, description="Stripe price id (price_...)"),
+                      stripeProductId=Str(min_len=1, max_len=255, description="Stripe product id (prod_...)"),
+                      **_MAPPING_FIELDS)
+_PAYPAL_MAPPING = obj(itemId=Str(required=True, min_len=1, max_len=255,
+                                 description="item sku, or purchase unit reference_id / custom_id"),
+                      **_MAPPING_FIELDS)
+_STRIPE = obj(webhookSecret=OneOrMany(description="endpoint signing secret(s), whsec_...; omit to keep the stored ones"),
+              mappings=List(required=True, item=_STRIPE_MAPPING, max_items=200))
+_PAYPAL = obj(webhookId=Str(min_len=1, max_len=100, description="the PayPal webhook's id; omit to keep the stored one"),
+              mappings=List(required=True, item=_PAYPAL_MAPPING, max_items=200))
+_KEY_FIELDS = {"stripe": ("priceId", "stripeProductId"), "paypal": ("itemId",)}
+
+
+def _receiver_url(call: Call, provider: str, slug: str) -> str:
+    return f"{str(call.request.base_url).rstrip('/')}/hooks/{provider}/{slug}"
+
+
+async def _show(call: Call, provider: str) -> dict:
+    async with call.services.pool.acquire() as conn:
+        found = await service.read_settings(conn, call.tenant_id, provider, call.services.settings.master_key)
+        slug = await conn.fetchval("SELECT slug FROM tenants WHERE id = $1", call.tenant_id)
+    if found is None:
+        raise ApiError(404, "not_configured", f"{provider} is not configured")
+    settings, secrets, updated_at = found
+    masked: dict[str, Any]
+    if provider == "stripe":
+        masked = {"webhookSecret": [crypto.mask_secret(s) for s in secrets.get("webhookSecrets", [])]}
+    else:
+        masked = {"webhookId": crypto.mask_secret(secrets.get("webhookId", ""))}
+    return {"provider": provider, **masked, "mappings": settings["mappings"],
+            "receiverUrl": _receiver_url(call, provider, slug), "updatedAt": updated_at}
+
+
+async def _save(call: Call, provider: str) -> dict:
+    body = call.body
+    if provider == "stripe":
+        secrets = {"webhookSecrets": body["webhookSecret"]} if body["webhookSecret"] is not None else None
+    else:
+        secrets = {"webhookId": body["webhookId"]} if body["webhookId"] is not None else None
+    async with call.services.pool.acquire() as conn:
+        mappings = await service.resolve_mappings(conn, call.tenant_id, body["mappings"], _KEY_FIELDS[provider])
+        await service.save_settings(conn, call.tenant_id, provider, call.services.settings.master_key,
+                                    {"mappings": mappings}, secrets, call.services.clock.utcnow())
+    return await _show(call, provider)
+
+
+async def _delete(call: Call, provider: str) -> dict:
+    async with call.services.pool.acquire() as conn:
+        if not await service.delete_settings(conn, call.tenant_id, provider):
+            raise ApiError(404, "not_configured", f"{provider} is not configured")
+    return {"deleted": True}
+
+
+async def show_stripe(call: Call) -> dict:
+    """Stripe settings: secrets masked, mappings, this tenant's receiver URL."""
+    return await _show(call, "stripe")
+
+
+async def save_stripe(call: Call) -> dict:
+    """Set the Stripe webhook secret(s) and the price/product → license mappings."""
+    return await _save(call, "stripe")
+
+
+async def delete_stripe(call: Call) -> dict:
+    """Remove the Stripe settings; the receiver then answers 404."""
+    return await _delete(call, "stripe")
+
+
+async def show_paypal(call: Call) -> dict:
+    """PayPal settings: webhook id masked, mappings, this tenant's receiver URL."""
+    return await _show(call, "paypal")
+
+
+async def save_paypal(call: Call) -> dict:
+    """Set the PayPal webhook id and the item → license mappings."""
+    return await _save(call, "paypal")
+
+
+async def delete_paypal(call: Call) -> dict:
+    """Remove the PayPal settings; the receiver then answers 404."""
+    return await _delete(call, "paypal")
+
+
+async def stripe_hook(call: Call) -> dict:
+    """Stripe webhook receiver: the Stripe-Signature is the credential (no access token)."""
+    raw = await read_body(call.request, service.MAX_HOOK_BYTES)
+    s = call.services
+    return await service.receive_stripe(s.pool, s.settings.master_key, call.path["slug"], raw, call.request.headers,
+                                        s.clock.now())
+
+
+async def paypal_hook(call: Call) -> dict:
+    """PayPal webhook receiver: verified offline with PayPal's certificate (no access token)."""
+    raw = await read_body(call.request, service.MAX_HOOK_BYTES)
+    s = call.services
+    return await service.receive_paypal(s.pool, s.settings.master_key, call.path["slug"], raw, call.request.headers,
+                                        s.clock.now(), allowed_hosts=s.settings.paypal_cert_hosts,
+                                        ca_file=s.settings.paypal_ca_file)
+
+
+_SETTINGS_ERRORS = ("not_configured", "product_not_found", "plan_not_found", "unknown_feature", "duplicate_mapping")
+_HOOK_ERRORS = ("invalid_signature", "invalid_event", "not_configured", "body_too_large")
+
+routes = [
+    endpoint("GET", "/api/payments/stripe", show_stripe, scope="admin", tag="payments", errors=("not_configured",),
+             responses={404: "not configured"}),
+    endpoint("PUT", "/api/payments/stripe", save_stripe, scope="admin", tag="payments", body=_STRIPE,
+             errors=_SETTINGS_ERRORS),
+    endpoint("DELETE", "/api/payments/stripe", delete_stripe, scope="admin", tag="payments",
+             errors=("not_configured",), responses={404: "not configured"}),
+    endpoint("GET", "/api/payments/paypal", show_paypal, scope="admin", tag="payments", errors=("not_configured",),
+             responses={404: "not configured"}),
+    endpoint("PUT", "/api/payments/paypal", save_paypal, scope="admin", tag="payments", body=_PAYPAL,
+             errors=_SETTINGS_ERRORS),
+    endpoint("DELETE", "/api/payments/paypal", delete_paypal, scope="admin", tag="payments",
+             errors=("not_configured",), responses={404: "not configured"}),
+    endpoint("POST", "/hooks/stripe/{slug}", stripe_hook, scope=None, tag="payments", errors=_HOOK_ERRORS,
+             responses={200: "received (also for duplicates and event types not acted on)",
+                        400: "invalid signature or event", 404: "no Stripe receiver for this tenant"}),
+    endpoint("POST", "/hooks/paypal/{slug}", paypal_hook, scope=None, tag="payments", errors=_HOOK_ERRORS,
+             responses={200: "received (also for duplicates and event types not acted on)",
+                        400: "invalid signature or event", 404: "no PayPal receiver for this tenant"}),
+]
+for route in routes[-2:]:
+    route.spec.raw_body = True

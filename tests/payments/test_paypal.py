@@ -1,0 +1,196 @@
+"""PayPal → licenses through the real receiver: offline verification against a CA and certificate
+made here (served from loopback), orders and captures fulfilled exactly once per capture, refunds."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import replace
+
+import asyncpg
+import orjson
+import pytest
+
+from conftest import running_app
+from payments.payhelpers import CertAuthority, PayPalSigner, cert_server, write_pem
+from quota_gateway.events import jobs
+from quota_gateway.payments import paypal
+
+WEBHOOK_ID = "8PT597110X687430LKGECATA"
+
+
+@pytest.fixture
+async def paypal_shop(settings, clock, tenant, smtp_server, tmp_path):
+    paypal.forget_certificates()
+    now = clock.utcnow()
+    ca = CertAuthority.make(now)
+    key, cert = ca.issue(now)
+    with cert_server() as certs:
+        url = certs.publish("/v1/notifications/certs/CERT-360caa42-fca2a594-a5cafa77", cert)
+        server = replace(settings, events_worker=False, smtp_host=smtp_server.host, smtp_port=smtp_server.port,
+                         smtp_security="none", smtp_from="shop@acme.example", paypal_cert_hosts=certs.origin,
+                         paypal_ca_file=write_pem(tmp_path / "ca.pem", ca.cert))
+        async with running_app(server, clock) as (app, client):
+            r = await client.post("/api/product", json={"name": "Photo Tool"}, headers=tenant.headers)
+            assert r.status_code == 201
+            r = await client.put("/api/payments/paypal", headers=tenant.headers, json={
+                "webhookId": WEBHOOK_ID,
+                "mappings": [{"itemId": "PHOTO-PRO", "productName": "Photo Tool", "validityDays": 365},
+                             {"itemId": "photo-site", "productName": "Photo Tool", "licenseKind": "corporate",
+                              "seats": 10, "onRefund": "expire"}]})
+            assert r.status_code == 200, r.text
+            yield {"app": app, "client": client, "signer": PayPalSigner(key, url, WEBHOOK_ID), "ca": ca,
+                   "certs": certs}
+    paypal.forget_certificates()
+
+
+def _order(order_id: str, *, email: str, sku: str, quantity: int = 1, capture_id: str | None = None) -> dict:
+    """An Orders v2 order as CHECKOUT.ORDER.* events carry it."""
+    unit: dict = {"reference_id": "default", "amount": {"currency_code": "USD", "value": f"{29 * quantity}.00"},
+                  "payee": {"email_address": "merchant@acme.example", "merchant_id": "7KNGBPH2U58GQ"},
+                  "items": [{"name": "Photo Tool Pro", "sku": sku, "quantity": str(quantity),
+                             "unit_amount": {"currency_code": "USD", "value": "29.00"}}]}
+    if capture_id:
+        unit["payments"] = {"captures": [{"id": capture_id, "status": "COMPLETED", "final_capture": True,
+                                          "amount": {"currency_code": "USD", "value": f"{29 * quantity}.00"}}]}
+    return {"id": order_id, "intent": "CAPTURE", "status": "COMPLETED" if capture_id else "APPROVED",
+            "payer": {"email_address": email, "payer_id": "QYR5Z8XDVJNXQ", "name": {"given_name": "Ada"}},
+            "purchase_units": [unit], "create_time": "2027-01-15T07:59:00Z",
+            "links": [{"href": f"https://api.sandbox.paypal.com/v2/checkout/orders/{order_id}", "rel": "self",
+                       "method": "GET"}]}
+
+
+def _capture(capture_id: str, order_id: str, value: str = "29.00") -> dict:
+    return {"id": capture_id, "status": "COMPLETED", "amount": {"currency_code": "USD", "value": value},
+            "final_capture": True, "supplementary_data": {"related_ids": {"order_id": order_id}},
+            "create_time": "2027-01-15T08:00:00Z",
+            "links": [{"href": f"https://api.sandbox.paypal.com/v2/payments/captures/{capture_id}", "rel": "self",
+                       "method": "GET"}]}
+
+
+def _refund(refund_id: str, capture_id: str, value: str = "29.00", total: str | None = None) -> dict:
+    return {"id": refund_id, "status": "COMPLETED", "amount": {"currency_code": "USD", "value": value},
+            "seller_payable_breakdown": {"total_refunded_amount": {"currency_code": "USD", "value": total or value}},
+            "links": [{"href": f"https://api.sandbox.paypal.com/v2/payments/refunds/{refund_id}", "rel": "self",
+                       "method": "GET"},
+                      {"href": f"https://api.sandbox.paypal.com/v2/payments/captures/{capture_id}", "rel": "up",
+                       "method": "GET"}]}
+
+
+async def _post(shop, tenant, event_type: str, resource: dict, event_id: str, *, tamper: bool = False,
+                signer: PayPalSigner | None = None):
+    body = orjson.dumps({"id": event_id, "event_version": "1.0", "create_time": "2027-01-15T08:00:01.000Z",
+                         "resource_type": "capture" if event_type.startswith("PAYMENT") else "checkout-order",
+                         "resource_version": "2.0", "event_type": event_type, "summary": event_type,
+                         "resource": resource})
+    headers = (signer or shop["signer"]).headers(body)
+    if tamper:
+        body = body.replace(b"29.00", b"0.01")
+    return await shop["client"].post(f"/hooks/paypal/{tenant.slug}", content=body, headers=headers)
+
+
+async def _rows(database_url: str, sql: str, *args) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_paypal_settings_masked(paypal_shop, tenant, other_tenant, settings):
+    client = paypal_shop["client"]
+    body = (await client.get("/api/payments/paypal", headers=tenant.headers)).json()
+    assert body["webhookId"] == "****CATA" and body["receiverUrl"].endswith("/hooks/paypal/acme")
+    assert [m["itemId"] for m in body["mappings"]] == ["PHOTO-PRO", "photo-site"]
+    [row] = await _rows(settings.database_url, "SELECT secrets_enc FROM payment_settings")
+    assert WEBHOOK_ID.encode() not in bytes(row["secrets_enc"])
+    assert (await client.get("/api/payments/paypal", headers=other_tenant.headers)).status_code == 404
+
+
+async def test_order_completed_then_capture_completed_fulfil_once(paypal_shop, tenant, settings, smtp_server, clock):
+    order = _order("5O190127TN364715T", email="ada@example.com", sku="PHOTO-PRO", quantity=2,
+                   capture_id="3C679366HH908993F")
+    answers = await asyncio.gather(*[_post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-ORDER-1")
+                                     for _ in range(4)])
+    assert sorted(r.json()["duplicate"] for r in answers) == [False, True, True, True]
+    r = await _post(paypal_shop, tenant, "PAYMENT.CAPTURE.COMPLETED",
+                    _capture("3C679366HH908993F", "5O190127TN364715T", "58.00"), "WH-CAPTURE-1")
+    assert r.status_code == 200 and r.json()["handled"] is True
+    services = paypal_shop["app"].state.services
+    await jobs.run_due(services)
+    clock.advance(5 * 60)  # a capture processed before its order is retried on the schedule
+    await jobs.run_due(services)
+    await jobs.run_due(services)
+    licenses = await _rows(settings.database_url, "SELECT email, kind FROM licenses WHERE tenant_id = $1", tenant.id)
+    assert [(r["email"], r["kind"]) for r in licenses] == [("ada@example.com", "standard")] * 2
+    mails = await smtp_server.wait_for(2)
+    assert {m.rcpt_tos[0] for m in mails} == {"ada@example.com"}
+    outcomes = sorted(r["outcome"] for r in await _rows(settings.database_url, "SELECT outcome FROM payment_events"))
+    assert outcomes == ["already_fulfilled", "fulfilled:2"]
+
+
+async def test_capture_before_its_order_waits_for_it(paypal_shop, tenant, settings, clock):
+    services = paypal_shop["app"].state.services
+    await _post(paypal_shop, tenant, "PAYMENT.CAPTURE.COMPLETED", _capture("8MC585209K746392H", "9VU57216Y7264"),
+                "WH-CAPTURE-EARLY")
+    await jobs.run_due(services)
+    assert await _rows(settings.database_url, "SELECT 1 FROM licenses") == []
+    await _post(paypal_shop, tenant, "CHECKOUT.ORDER.APPROVED", _order("9VU57216Y7264", email="bo@example.com",
+                                                                        sku="photo-site"), "WH-APPROVED")
+    await jobs.run_due(services)
+    clock.advance(5 * 60)
+    await jobs.run_due(services)
+    [lic] = await _rows(settings.database_url, "SELECT kind, max_seats, email FROM licenses")
+    assert (lic["kind"], lic["max_seats"], lic["email"]) == ("corporate", 10, "bo@example.com")
+
+
+async def test_refunds_full_and_partial(paypal_shop, tenant, settings, clock):
+    services = paypal_shop["app"].state.services
+    for order_id, capture_id, sku in (("ORDER-A", "CAPTURE-A", "PHOTO-PRO"), ("ORDER-B", "CAPTURE-B", "photo-site")):
+        await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED",
+                    _order(order_id, email="r@example.com", sku=sku, capture_id=capture_id), f"WH-{order_id}")
+    await jobs.run_due(services)
+    await _post(paypal_shop, tenant, "PAYMENT.CAPTURE.REFUNDED", _refund("REFUND-A1", "CAPTURE-A", "10.00"),
+                "WH-REFUND-A1")
+    await jobs.run_due(services)
+    assert [r["revoked_at"] for r in await _rows(settings.database_url, "SELECT revoked_at FROM licenses")] == [
+        None, None]
+    clock.advance(60)
+    await _post(paypal_shop, tenant, "PAYMENT.CAPTURE.REFUNDED",
+                _refund("REFUND-A2", "CAPTURE-A", "19.00", total="29.00"), "WH-REFUND-A2")
+    await _post(paypal_shop, tenant, "PAYMENT.CAPTURE.REFUNDED", _refund("REFUND-B", "CAPTURE-B"), "WH-REFUND-B")
+    await jobs.run_due(services)
+    standard, corporate = await _rows(settings.database_url,
+                                      "SELECT revoked_at, expires_at FROM licenses ORDER BY kind DESC")
+    assert standard["revoked_at"] == clock.utcnow()  # onRefund: revoke (the default)
+    assert corporate["revoked_at"] is None and corporate["expires_at"] == clock.utcnow()  # onRefund: expire
+
+
+async def test_refused_deliveries_leave_no_trace(paypal_shop, tenant, settings, clock):
+    order = _order("ORDER-X", email="x@example.com", sku="PHOTO-PRO", capture_id="CAPTURE-X")
+    r = await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-TAMPERED", tamper=True)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_signature"
+    # a certificate of another CA, served from the allowed host
+    rogue = CertAuthority.make(clock.utcnow(), name="Rogue Root")
+    key, cert = rogue.issue(clock.utcnow())
+    url = paypal_shop["certs"].publish("/v1/notifications/certs/CERT-rogue", cert)
+    r = await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-ROGUE",
+                    signer=PayPalSigner(key, url, WEBHOOK_ID))
+    assert r.status_code == 400 and "not trusted" in r.json()["message"]
+    # PayPal's own certificate, but signed for another webhook id
+    r = await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-OTHER-HOOK",
+                    signer=PayPalSigner(paypal_shop["signer"].key, paypal_shop["signer"].cert_url, "OTHERWEBHOOK"))
+    assert r.status_code == 400
+    # a certificate URL off the allow-list is never fetched
+    requests_before = len(paypal_shop["certs"].requests)
+    r = await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-OFF-LIST",
+                    signer=PayPalSigner(key, "https://certs.example.net/cert.pem", WEBHOOK_ID))
+    assert r.status_code == 400 and len(paypal_shop["certs"].requests) == requests_before
+    r = await paypal_shop["client"].post(f"/hooks/paypal/{tenant.slug}", content=b"{}")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_signature"
+    assert await _rows(settings.database_url, "SELECT 1 FROM payment_events") == []
+    # and once the certificate has expired, PayPal's own signature is refused too
+    clock.advance(400 * 86400)
+    r = await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-LATE")
+    assert r.status_code == 400
+    clock.set(dt.datetime(2027, 1, 15, 8, 0, tzinfo=dt.UTC))
