@@ -114,8 +114,9 @@ def clock():
 
 @pytest.fixture
 def settings(redis_server, migrated_db, clean_state):
+    # Webhook receivers in the tests listen on loopback, which production refuses (SSRF guard).
     return Settings(redis_url=redis_server.url, database_url=migrated_db, master_key=TEST_MASTER_KEY,
-                    flush_interval=0.05, token_cache_ttl=60.0)
+                    flush_interval=0.05, token_cache_ttl=60.0, webhook_allow_private=True)
 
 
 @contextlib.asynccontextmanager
@@ -274,3 +275,16 @@ def smtp_server(smtp_server_session):
     `.fail_next(n)`, `.passwords[user] = password`. Emptied before each test."""
     smtp_server_session.reset()
     return smtp_server_session
+
+
+# --- webhooks: a real HTTP receiver on loopback ------------------------------------------------
+
+@pytest.fixture
+def webhook_receiver():
+    """A real HTTP server on 127.0.0.1 (`.url`) that verifies signatures with `.secrets`, fails on
+    command (`.fail_next(n, status)`, `.status`, `.delay`) and records `.arrivals` in order."""
+    from webhook_receiver import Receiver
+
+    receiver = Receiver().start()
+    yield receiver
+    receiver.stop()

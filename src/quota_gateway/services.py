@@ -19,6 +19,8 @@ from .metrics import Metrics
 from .scripts import ScriptRunner
 
 if TYPE_CHECKING:  # domain types, for annotations only: domains import this module, not the reverse
+    import httpx
+
     from .apilicense.engine import QuotaEngine
     from .apilicense.writebehind import UsageFlusher
     from .auth.cache import TokenCache
@@ -44,6 +46,7 @@ class Services:
     lease_history: HistoryDrainer = field(init=False, repr=False)  # leases: history write-behind
     lease_orgs: dict[str, str] = field(default_factory=dict, repr=False)  # leases: organization -> tenant id
     job_worker: JobWorker | None = field(default=None, repr=False)  # events: None when QG_EVENTS_WORKER=0
+    webhook_http: httpx.AsyncClient | None = field(default=None, repr=False)  # events: webhook deliveries
 
     @property
     def server_version(self) -> str:

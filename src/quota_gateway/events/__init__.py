@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import jobs, mailer, outbox
+from . import jobs, mailer, outbox, scheduler, webhooks
 from .outbox import emit, pending, subscribe
 from .routes import routes
 from .types import *  # noqa: F403
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 async def start(services: Services) -> None:
+    webhooks.http_client(services)
     if services.settings.events_worker:
         worker = jobs.JobWorker(services)
         await worker.start()
@@ -29,6 +30,8 @@ async def stop(services: Services) -> None:
     worker, services.job_worker = services.job_worker, None
     if worker is not None:
         await worker.stop()
+    await webhooks.close_http_client(services)
 
 
-__all__ = ["ALL_TYPES", "emit", "jobs", "mailer", "outbox", "pending", "routes", "start", "stop", "subscribe"]
+__all__ = ["ALL_TYPES", "emit", "jobs", "mailer", "outbox", "pending", "routes", "scheduler", "start", "stop",
+           "subscribe", "webhooks"]

@@ -249,7 +249,7 @@ _PERIODIC: list[Periodic] = []
 
 
 def add_periodic(task: Periodic) -> None:
-    """`async def task(services) -> int`, run on every worker cycle (at most once a poll interval):
+    """`async def task(services) -> int`, run by every worker once per QG_SCHEDULER_INTERVAL:
     time-driven work such as expiry events. It must claim its rows itself (SKIP LOCKED) so any
     number of processes can run it."""
     if task not in _PERIODIC:
@@ -315,8 +315,8 @@ class JobWorker:
         self._wake.set()
 
     async def _loop(self) -> None:
-        last_periodic = 0.0
         loop = asyncio.get_running_loop()
+        last_periodic = loop.time() - self.services.settings.scheduler_interval
         while not self._stopping:
             self._wake.clear()
             busy = False
@@ -324,7 +324,7 @@ class JobWorker:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
                 busy = await dispatch_events(self.services) > 0
-                if loop.time() - last_periodic >= self.poll_interval:
+                if loop.time() - last_periodic >= self.services.settings.scheduler_interval:
                     last_periodic = loop.time()
                     busy = await run_periodic(self.services) > 0 or busy
                 free = self.concurrency - len(self._inflight)

@@ -9,6 +9,7 @@ the same Message-ID, which receiving systems deduplicate on.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -21,6 +22,8 @@ import asyncpg
 from .. import crypto
 from ..errors import ApiError
 from . import jobs, templates
+
+log = logging.getLogger("quota_gateway.events.mailer")
 
 MAIL_JOB = "mail.send"
 SECURITY = ("none", "starttls", "tls")
@@ -226,3 +229,20 @@ async def send_test(services: Any, tenant_id: str, to: str) -> dict[str, Any]:
 
 
 jobs.register(MAIL_JOB, _send_job)
+
+
+async def queue_license_delivery(conn: asyncpg.Connection, tenant_id: str, *, license_id: int, key: str, email: str,
+                                 product_name: str, expires_at: Any = None) -> int | None:
+    """Mail a new license's key to `email` when the tenant enabled delivery (in the transaction
+    that creates the license: the plain key exists only there). None when nothing is sent."""
+    if not email or not (await mail_settings(conn, tenant_id))["deliverLicenses"]:
+        return None
+    context = {"LicenseKey": key, "ProductName": product_name, "CustomerEmail": email,
+               "ExpirationDate": expires_at.strftime("%Y-%m-%d") if expires_at is not None else ""}
+    try:
+        _recipients(email)
+    except ApiError:  # an address SMTP cannot take must not fail the license's creation
+        log.warning("license %s: not mailing the key to an unusable address", license_id)
+        return None
+    return await queue_mail(conn, tenant_id, "license_delivery", email, context,
+                            dedupe_key=f"license-delivery:{license_id}")

@@ -1,12 +1,14 @@
-"""Endpoints of the events domain: SMTP settings, e-mail templates, tenant mail settings."""
+"""Endpoints of the events domain: webhooks, SMTP settings, e-mail templates, tenant mail settings."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ApiError
+from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
-from ..schema import UNSET, Bool, Email, Int, Str, obj
-from . import mailer, templates
+from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
+from . import mailer, scheduler, templates, webhooks
 
 _SMTP = obj(
     host=Str(required=True, min_len=1, max_len=253),
@@ -105,20 +107,148 @@ async def put_mail_settings(call: Call) -> dict:
         return await mailer.put_mail_settings(conn, call.tenant_id, call.body)
 
 
-_T = "email"
+_WEBHOOK = obj(
+    url=Str(required=True, min_len=1, max_len=2000),
+    events=List(required=True, item=Str(max_len=100), max_items=50, description='event types, or ["*"]'),
+    description=Str(max_len=500, default=""),
+    enabled=Bool(default=True),
+)
+_WEBHOOK_PATCH = obj(
+    url=Str(min_len=1, max_len=2000),
+    events=List(item=Str(max_len=100), max_items=50),
+    description=Str(max_len=500),
+    enabled=Bool(description="true also clears the failure streak of an auto-disabled endpoint"),
+)
+_ROTATE = obj(overlapSeconds=Int(minimum=0, maximum=7 * 86400, default=86400,
+                                 description="how long the previous secret keeps signing"))
+_DELIVERIES = Query({"limit": Int(minimum=1, maximum=200, default=50), "before": Int(minimum=1)})
+_WEBHOOK_ERRORS = ("webhook_not_found",)
+
+
+def _endpoint_id(call: Call) -> int:
+    return _int_path(call, "id")
+
+
+def _int_path(call: Call, name: str) -> int:
+    raw = call.path[name]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise ApiError(400, "invalid_field", f"{name}: must be a positive integer", field=name)
+    return int(raw)
+
+
+async def create_webhook(call: Call) -> JSONResponse:
+    """Add a webhook endpoint; the answer holds its signing secret, shown this once."""
+    b = call.body
+    async with call.services.pool.acquire() as conn:
+        made = await webhooks.create_endpoint(conn, call.services.settings, call.tenant_id, call.services.clock.utcnow(),
+                                              url=b["url"], events=b["events"], description=b["description"],
+                                              enabled=b["enabled"])
+    return JSONResponse(made, status_code=201)
+
+
+async def list_webhooks(call: Call) -> dict:
+    """The tenant's webhook endpoints."""
+    async with call.services.pool.acquire() as conn:
+        return {"webhooks": await webhooks.list_endpoints(conn, call.tenant_id)}
+
+
+async def show_webhook(call: Call) -> dict:
+    """One endpoint (secrets only as hints)."""
+    async with call.services.pool.acquire() as conn:
+        return await webhooks.show_endpoint(conn, call.tenant_id, _endpoint_id(call), call.services.clock.utcnow())
+
+
+async def update_webhook(call: Call) -> dict:
+    """Change an endpoint; members left out stay as they are."""
+    async with call.services.pool.acquire() as conn:
+        return await webhooks.update_endpoint(conn, call.services.settings, call.tenant_id, _endpoint_id(call),
+                                              call.services.clock.utcnow(), call.body)
+
+
+async def delete_webhook(call: Call) -> dict:
+    """Remove an endpoint and its delivery log."""
+    async with call.services.pool.acquire() as conn:
+        await webhooks.delete_endpoint(conn, call.tenant_id, _endpoint_id(call))
+    return {"deleted": True}
+
+
+async def rotate_webhook_secret(call: Call) -> dict:
+    """A new signing secret (shown once); the old one keeps signing for the overlap window."""
+    async with call.services.pool.acquire() as conn:
+        return await webhooks.rotate_secret(conn, call.services.settings, call.tenant_id, _endpoint_id(call),
+                                            call.services.clock.utcnow(), call.body["overlapSeconds"])
+
+
+async def webhook_deliveries(call: Call) -> dict:
+    """The delivery log: each delivery with every attempt (status, latency, response excerpt)."""
+    async with call.services.pool.acquire() as conn:
+        return await webhooks.deliveries(conn, call.tenant_id, _endpoint_id(call), limit=call.query["limit"],
+                                         before=call.query["before"])
+
+
+async def redeliver_webhook(call: Call) -> JSONResponse:
+    """Send a past delivery once more (one attempt, also to a disabled endpoint)."""
+    async with call.services.pool.acquire() as conn:
+        queued = await webhooks.redeliver(conn, call.tenant_id, _endpoint_id(call), _int_path(call, "delivery_id"))
+    return JSONResponse(queued, status_code=202)
+
+
+async def ping_webhook(call: Call) -> dict:
+    """Send a `webhook.ping` event to the endpoint now; answers how the attempt went."""
+    return await webhooks.ping(call.services, call.tenant_id, _endpoint_id(call))
+
+
+_REMINDERS = obj(days=List(required=True, item=Int(minimum=1, maximum=365), max_items=10,
+                           description="days before expiry; [] turns reminders off for the product"))
+
+
+async def get_reminders(call: Call) -> dict:
+    """The renewal reminder days of a product (default 7 and 1)."""
+    async with call.services.pool.acquire() as conn:
+        return await scheduler.reminder_days(conn, call.tenant_id, _int_path(call, "product_id"))
+
+
+async def put_reminders(call: Call) -> dict:
+    """Set the renewal reminder days of a product."""
+    async with call.services.pool.acquire() as conn:
+        return await scheduler.set_reminder_days(conn, call.tenant_id, _int_path(call, "product_id"),
+                                                 call.body["days"])
+
+
+_W = "webhooks"
+_E = "email"
 routes = [
-    endpoint("GET", "/api/smtp", get_smtp, scope="manage", tag=_T),
-    endpoint("PUT", "/api/smtp", put_smtp, scope="manage", tag=_T, body=_SMTP),
-    endpoint("DELETE", "/api/smtp", delete_smtp, scope="manage", tag=_T),
-    endpoint("POST", "/api/smtp/test", test_smtp, scope="manage", tag=_T, body=_SMTP_TEST,
+    endpoint("POST", "/api/webhooks", create_webhook, scope="manage", tag=_W, body=_WEBHOOK,
+             errors=("invalid_url", "url_not_allowed", "unknown_event_type"), responses={201: "created"}),
+    endpoint("GET", "/api/webhooks", list_webhooks, scope="manage", tag=_W),
+    endpoint("GET", "/api/webhooks/{id}", show_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS),
+    endpoint("PATCH", "/api/webhooks/{id}", update_webhook, scope="manage", tag=_W, body=_WEBHOOK_PATCH,
+             errors=(*_WEBHOOK_ERRORS, "invalid_url", "url_not_allowed", "unknown_event_type")),
+    endpoint("DELETE", "/api/webhooks/{id}", delete_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS),
+    endpoint("POST", "/api/webhooks/{id}/rotate-secret", rotate_webhook_secret, scope="manage", tag=_W, body=_ROTATE,
+             errors=_WEBHOOK_ERRORS),
+    endpoint("GET", "/api/webhooks/{id}/deliveries", webhook_deliveries, scope="manage", tag=_W, query=_DELIVERIES,
+             errors=_WEBHOOK_ERRORS),
+    endpoint("POST", "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver", redeliver_webhook, scope="manage",
+             tag=_W, errors=(*_WEBHOOK_ERRORS, "delivery_not_found"), responses={202: "queued"}),
+    endpoint("POST", "/api/webhooks/{id}/ping", ping_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS),
+
+    endpoint("GET", "/api/smtp", get_smtp, scope="manage", tag=_E),
+    endpoint("PUT", "/api/smtp", put_smtp, scope="manage", tag=_E, body=_SMTP),
+    endpoint("DELETE", "/api/smtp", delete_smtp, scope="manage", tag=_E),
+    endpoint("POST", "/api/smtp/test", test_smtp, scope="manage", tag=_E, body=_SMTP_TEST,
              errors=("smtp_not_configured", "smtp_failed"),
              responses={200: "sent", 409: "no SMTP server configured", 502: "the SMTP server refused or failed"}),
-    endpoint("GET", "/api/email/templates", list_templates, scope="manage", tag=_T),
-    endpoint("GET", "/api/email/templates/{name}", get_template, scope="manage", tag=_T, errors=("unknown_template",)),
-    endpoint("PUT", "/api/email/templates/{name}", put_template, scope="manage", tag=_T, body=_TEMPLATE,
+    endpoint("GET", "/api/email/templates", list_templates, scope="manage", tag=_E),
+    endpoint("GET", "/api/email/templates/{name}", get_template, scope="manage", tag=_E, errors=("unknown_template",)),
+    endpoint("PUT", "/api/email/templates/{name}", put_template, scope="manage", tag=_E, body=_TEMPLATE,
              errors=("unknown_template", "template_syntax")),
-    endpoint("DELETE", "/api/email/templates/{name}", delete_template, scope="manage", tag=_T,
+    endpoint("DELETE", "/api/email/templates/{name}", delete_template, scope="manage", tag=_E,
              errors=("unknown_template",)),
-    endpoint("GET", "/api/email/settings", get_mail_settings, scope="manage", tag=_T),
-    endpoint("PUT", "/api/email/settings", put_mail_settings, scope="manage", tag=_T, body=_MAIL_SETTINGS),
+    endpoint("GET", "/api/email/reminders/{product_id}", get_reminders, scope="manage", tag=_E,
+             errors=("product_not_found",)),
+    endpoint("PUT", "/api/email/reminders/{product_id}", put_reminders, scope="manage", tag=_E, body=_REMINDERS,
+             errors=("product_not_found",)),
+    endpoint("GET", "/api/email/settings", get_mail_settings, scope="manage", tag=_E),
+    endpoint("PUT", "/api/email/settings", put_mail_settings, scope="manage", tag=_E, body=_MAIL_SETTINGS),
 ]

@@ -116,6 +116,8 @@ async def create_license(conn: asyncpg.Connection, tenant_id: str, now: datetime
             tenant_id, product_id, plan_id, keys.digest(key), keys.hint(key), kind, seats, email, features, expires, now)
         await events.emit(conn, tenant_id, events.LICENSE_CREATED,
                           {"licenseId": row["id"], "productId": product_id, "kind": kind, "email": email})
+        await events.mailer.queue_license_delivery(conn, tenant_id, license_id=row["id"], key=key, email=email,
+                                                   product_name=product["name"], expires_at=expires)
     lic = await find_license(conn, tenant_id, key)
     return key, {**license_json(lic), "activationKey": key, "productName": product["name"]}
 
