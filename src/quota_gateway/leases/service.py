@@ -5,6 +5,7 @@ errorCode, never errors (see routes.py)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -324,6 +325,14 @@ async def revoke_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: 
     return {"revoked": True}
 
 
+def _history_leases(conn: asyncpg.Connection, key_id: int, now: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
+    """_live_leases over a connection the caller holds."""
+    async def read() -> list[tuple[str, int]]:
+        rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+    return read
+
+
 async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, tenant_id: str,
                                  now: int) -> list[dict]:
     """Every floating key of the tenant with its customer's name and how many leases are live now
@@ -335,7 +344,8 @@ async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, te
            WHERE k.tenant_id = $1 ORDER BY k.id DESC""", tenant_id)
     found = []
     for r in rows:
-        live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now)
+        live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now,
+                                                          _history_leases(conn, r["id"], now))
         found.append({**{k: v for k, v in dict(r).items() if k != "key_digest"}, "live": live})
     return found
 
@@ -351,7 +361,11 @@ async def floating_key_with_leases(conn: asyncpg.Connection, pools: LeasePools, 
            WHERE k.id = $1 AND k.tenant_id = $2""", key_id, tenant_id)
     if row is None:
         raise ApiError(404, "not_found", "There is no such floating key.")
-    leases = [] if row["revoked_at"] else await pools.live(PoolRef(bytes(row["key_digest"]).hex()), now, limit)
+    leases = []
+    if row["revoked_at"] is None:
+        ref = PoolRef(bytes(row["key_digest"]).hex())
+        await pools.used(ref, now, _history_leases(conn, key_id, now))   # restores a pool Redis lost
+        leases = await pools.live(ref, now, limit)
     # Obtained entries name the client; history reaches Postgres within the flush interval.
     obtained = {r["lease_id"]: (r["client_id"], r["at"]) for r in await conn.fetch(
         "SELECT lease_id, client_id, at FROM lease_history WHERE floating_key_id = $1 AND tenant_id = $2 "
