@@ -1,10 +1,11 @@
-"""The quota engine: one Lua call per validation, metadata filled from Postgres on a miss."""
+"""The quota engine: one Lua call per validation; metadata and counters filled from Postgres on a
+miss, every miss of one loop tick together (missfill.py)."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -13,6 +14,7 @@ from ..clock import iso_utc
 from ..scripts import ScriptRunner
 from . import keyspace
 from .keyspace import ANSWER_MIN_LEN, VALIDATE, Answer, LicenseRef, answer_head
+from .missfill import MissBatcher
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -45,6 +47,7 @@ class QuotaEngine:
                                           "validations of keys with >= 80% of a window or the quota used", ("product",))
         self._refs: dict[str, LicenseRef] = {}  # normalised key -> where it lives (hashing once per key)
         self.dirty: set[int] = set()  # buckets with usage to write behind (shared with the flusher)
+        self.misses = MissBatcher(services.pool, runner)  # metadata misses of one tick, filled together
 
     # -- the hot call -------------------------------------------------------------------------
 
@@ -105,7 +108,7 @@ class QuotaEngine:
                 return reply, clock
             need = keyspace.validate_need(reply)
             if need.kind == keyspace.NEEDS_META:
-                await self._fill_meta(ref, need.value)
+                await self.misses.fill(ref, need.value)
             elif need.kind == keyspace.NEEDS_USAGE:
                 await self._fill_used(ref, int(need.value))
             else:
@@ -132,15 +135,6 @@ class QuotaEngine:
         return dict(self._validations.counts)
 
     # -- cache fills --------------------------------------------------------------------------
-
-    async def _fill_meta(self, ref: LicenseRef, generation: Any) -> None:
-        async with self.services.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                """SELECT l.id, l.tenant_id, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, p.name,
-                          ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code) AS features
-                   FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""", ref.digest)
-        fields, ttl = keyspace.meta_fields(row)
-        await self.runner.run(keyspace.FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
 
     async def _fill_used(self, ref: LicenseRef, license_id: int) -> None:
         for _ in range(5):

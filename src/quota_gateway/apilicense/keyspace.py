@@ -7,6 +7,7 @@ script's header documents.
 
 from __future__ import annotations
 
+import random
 import struct
 from dataclasses import dataclass
 from datetime import date
@@ -21,7 +22,7 @@ from ..formats.digests import sha256
 from ..scripts import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
-FILL_META = LuaScript("apilicense_meta_fill")
+FILL_BATCH = LuaScript("apilicense_fill_batch")
 FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("meta_invalidate")
 RESET = LuaScript("apilicense_reset")
@@ -30,7 +31,11 @@ TOTAL = LuaScript("apilicense_total")
 TAKE = LuaScript("apilicense_flush_take")
 DONE = LuaScript("apilicense_flush_done")
 
-META_TTL = 3600
+# Metadata is dropped on every change (invalidate), so its TTL only bounds how long an unused key
+# stays in Redis: a day, jittered by a quarter either way so keys filled together (a cold start,
+# a Redis restart) never expire together and come back as one wave of misses.
+META_TTL = 86400
+META_TTL_JITTER = 0.25
 META_FORMAT = "5"  # the validate script refills metadata cached in any other format (4: features without rules)
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 
@@ -64,7 +69,7 @@ class LicenseRef:
 # cache fill first (ValidateNeed).
 
 ANSWER_MIN_LEN = 9  # replies shorter than this are ValidateNeed
-NEEDS_META = b"miss"  # {"miss", generation}: fill the metadata from Postgres (FILL_META)
+NEEDS_META = b"miss"  # {"miss", generation}: fill metadata and counters from Postgres (FILL_BATCH)
 NEEDS_USAGE = b"fill"  # {"fill", license id}: rebuild the counters from Postgres (FILL_USED)
 NOT_FOUND = b"nf"  # {"nf"}: no such key for this tenant
 
@@ -111,7 +116,7 @@ def packed_clock(now: int, day: bytes, bounds: list[tuple[int, int]]) -> bytes:
             + b"".join(_msgpack_uint(edge) for pair in bounds for edge in pair))
 
 
-# -- FILL_META: the metadata layout the validate script unpacks --------------------------------------
+# -- FILL_BATCH: the metadata layout the validate script unpacks --------------------------------------
 
 def _window_limits(spec: str) -> list[int]:
     """The compiled rules as the script reads them: 8 limits, calls then units, each minute..month
@@ -123,8 +128,25 @@ def _window_limits(spec: str) -> list[int]:
     return limits
 
 
+def meta_ttl() -> int:
+    return int(META_TTL * random.uniform(1 - META_TTL_JITTER, 1 + META_TTL_JITTER))
+
+
+def fill_batch_call(items: list[tuple[LicenseRef, Any, Any]]) -> tuple[list, list]:
+    """FILL_BATCH's (keys, args) for the misses of one bucket: (ref, generation seen, row or None)."""
+    prefix = items[0][0].prefix
+    keys = [f"{prefix}pending", f"{prefix}flushing", f"{prefix}applied"]
+    snapshot = next((row["applied"] or "" for _, _, row in items if row is not None), "")
+    args: list[Any] = [snapshot, len(items)]
+    for ref, generation, row in items:
+        fields, ttl = meta_fields(row)
+        keys += [ref.meta, ref.gen, ref.counters(row["id"]) if row is not None else f"{prefix}c:none"]
+        args += [generation, ttl, row["used_total"] if row is not None else "", len(fields), *fields]
+    return keys, args
+
+
 def meta_fields(row: Any) -> tuple[list, int]:
-    """(FILL_META fields, ttl) for a license row (None: no such key, cached briefly)."""
+    """(metadata fields, ttl) for a license row (None: no such key, cached briefly)."""
     if row is None:
         return [META_FORMAT, "0"], NEGATIVE_TTL
     # Rules drive the limits; the answer lists every feature of the product, rules included
@@ -135,7 +157,7 @@ def meta_fields(row: Any) -> tuple[list, int]:
             int(expires.timestamp()) if expires else 0,
             row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
             orjson.dumps(list(row["features"])), row["name"], iso_utc(expires) if expires else "",
-            *_window_limits(rules)], META_TTL
+            *_window_limits(rules)], meta_ttl()
 
 
 # -- FILL_USED, TOTAL, RESET --------------------------------------------------------------------------------
