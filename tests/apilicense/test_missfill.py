@@ -67,7 +67,18 @@ async def test_unknown_and_other_tenants_keys_in_one_batch(client, tenant, other
     assert [r.status_code for r in answers] == [200] * 5 + [404] * 10
 
 
-def test_metadata_ttls_are_jittered():
-    ttls = {keyspace.meta_ttl() for _ in range(200)}
-    assert len(ttls) > 50
-    assert min(ttls) >= keyspace.META_TTL * 0.75 and max(ttls) <= keyspace.META_TTL * 1.25
+async def test_metadata_is_kept_until_invalidated(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers)
+    [key] = await _bulk_keys(settings, tenant, product, 1)
+    unknown = fastpath.generate_api_key(secrets.token_bytes(16))
+    for k in (key, unknown):
+        await client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+    r_sync = redis_sync.Redis.from_url(settings.redis_url)
+    ttls = {r_sync.ttl(m) for m in r_sync.scan_iter("qg:*:m:*")}
+    assert -1 in ttls  # the found key: no expiry, so no wave of refills
+    assert any(0 < t <= keyspace.NEGATIVE_TTL for t in ttls)  # the unknown one: briefly
+    # a product rename reaches the cached metadata at once (the product is what validations are counted by)
+    r = await client.post("/api/product", json={"id": product, "name": "Renamed API"}, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    assert (await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)).status_code == 200
+    assert ("Renamed API", "allowed", "ok") in app.state.services.quota.validation_counts()

@@ -7,7 +7,6 @@ script's header documents.
 
 from __future__ import annotations
 
-import random
 import struct
 from dataclasses import dataclass
 from datetime import date
@@ -31,11 +30,10 @@ TOTAL = LuaScript("apilicense_total")
 TAKE = LuaScript("apilicense_flush_take")
 DONE = LuaScript("apilicense_flush_done")
 
-# Metadata is dropped on every change (invalidate), so its TTL only bounds how long an unused key
-# stays in Redis: a day, jittered by a quarter either way so keys filled together (a cold start,
-# a Redis restart) never expire together and come back as one wave of misses.
-META_TTL = 86400
-META_TTL_JITTER = 0.25
+# A found key's metadata is cached until invalidated (every change to the key or its product drops
+# it), with no TTL: no wave of misses an hour after a cold start, and no expiry entry per key.
+# Like the counters (which never expire), it stays while the key exists.
+META_TTL = 0
 META_FORMAT = "5"  # the validate script refills metadata cached in any other format (4: features without rules)
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 
@@ -128,10 +126,6 @@ def _window_limits(spec: str) -> list[int]:
     return limits
 
 
-def meta_ttl() -> int:
-    return int(META_TTL * random.uniform(1 - META_TTL_JITTER, 1 + META_TTL_JITTER))
-
-
 def fill_batch_call(items: list[tuple[LicenseRef, Any, Any]]) -> tuple[list, list]:
     """FILL_BATCH's (keys, args) for the misses of one bucket: (ref, generation seen, row or None)."""
     prefix = items[0][0].prefix
@@ -157,7 +151,7 @@ def meta_fields(row: Any) -> tuple[list, int]:
             int(expires.timestamp()) if expires else 0,
             row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
             orjson.dumps(list(row["features"])), row["name"], iso_utc(expires) if expires else "",
-            *_window_limits(rules)], meta_ttl()
+            *_window_limits(rules)], META_TTL
 
 
 # -- FILL_USED, TOTAL, RESET --------------------------------------------------------------------------------
