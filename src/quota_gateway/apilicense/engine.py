@@ -4,6 +4,7 @@ miss, every miss of one loop tick together (missfill.py)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,12 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
+# First replies of idempotent consumes written behind (restored with the counters after Redis lost them).
+_KEPT_REPLIES = """SELECT idem, reply, GREATEST(1, 86400 - extract(epoch FROM now() - created_at))::int AS ttl
+                   FROM api_idempotency WHERE license_id = $1 AND created_at > now() - interval '1 day'"""
+
+
+log = logging.getLogger("quota_gateway.apilicense")
 
 
 class QuotaEngine:
@@ -137,18 +144,36 @@ class QuotaEngine:
     # -- cache fills --------------------------------------------------------------------------
 
     async def _fill_used(self, ref: LicenseRef, license_id: int) -> None:
+        """Rebuild a license's counters (and the idempotent replies lost with them) from Postgres."""
         for _ in range(5):
             async with self.services.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                               readonly=True):
-                total = await conn.fetchval("SELECT used_total FROM api_licenses WHERE id = $1", license_id)
+                row = await conn.fetchrow("SELECT used_total, used_offset FROM api_licenses WHERE id = $1", license_id)
                 applied = await conn.fetch("SELECT epoch, last_seq FROM api_flush_state WHERE bucket = $1",
                                            ref.bucket)
+                replies = await conn.fetch(_KEPT_REPLIES, license_id)
+            total, offset = (row["used_total"], row["used_offset"]) if row is not None else (0, 0)
             snapshot = ",".join(f"{r['epoch']}:{r['last_seq']}" for r in applied)
-            done = await self.runner.run(keyspace.FILL_USED, keyspace.fill_used_keys(ref, license_id),
-                                         [license_id, total or 0, snapshot])
+            done = await self.runner.run(
+                keyspace.FILL_USED, keyspace.fill_used_keys(ref, license_id),
+                [license_id, total, snapshot, f"{ref.prefix}ir:{license_id}:",
+                 *(value for r in replies for value in (r["idem"], r["reply"], r["ttl"]))])
+            rebuilt = keyspace.fill_used_rebuilt(done)
+            if rebuilt is not None and rebuilt < offset:
+                await self._lower_offset(ref, license_id, offset, rebuilt)
             if keyspace.fill_used_done(done):
                 return
         raise RuntimeError("could not rebuild a usage counter: flushes kept landing")
+
+    async def _lower_offset(self, ref: LicenseRef, license_id: int, offset: int, rebuilt: int) -> None:
+        """A lifetime reset set the offset to a total that included usage Redis then lost unflushed:
+        that usage never reaches Postgres, so the offset comes down to what could be rebuilt (else
+        "used" would read below zero and grant the lost units again). Only if no reset moved the
+        offset since."""
+        async with self.services.pool.acquire() as conn:
+            await conn.execute("UPDATE api_licenses SET used_offset = $3 WHERE id = $1 AND used_offset = $2",
+                               license_id, offset, rebuilt)
+        await self.invalidate(ref)
 
     # -- management -----------------------------------------------------------------------------
 
@@ -175,4 +200,4 @@ class QuotaEngine:
 
 async def invalidate(runner: ScriptRunner, ref: LicenseRef) -> None:
     """Drop a key's cached metadata: every gateway reads it from Postgres on its next request."""
-    await runner.run(keyspace.INVALIDATE, [ref.meta, ref.gen], [])
+    await runner.run(keyspace.INVALIDATE, ref.meta_keys, [])

@@ -11,6 +11,7 @@ each store; each then runs its validation again.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from . import keyspace
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     import asyncpg
 
     from ..scripts import ScriptRunner
+
+log = logging.getLogger("quota_gateway.apilicense")
 
 # One statement: a single snapshot of the rows, their usage and the flushes applied to their
 # buckets (the counters rebuild needs the three to agree, as FILL_USED's transaction does).
@@ -61,18 +64,34 @@ class MissBatcher:
         task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[tuple[LicenseRef, Any, list[asyncio.Future]]]) -> None:
+        misses = [(ref, generation) for ref, generation, _ in batch]
+        outcomes: list[BaseException | None]
         try:
-            await self._fill([(ref, generation) for ref, generation, _ in batch])
+            await self._fill(misses)
+            outcomes = [None] * len(batch)
         except Exception as exc:
-            for _, _, futures in batch:
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-        else:
-            for _, _, futures in batch:
-                for future in futures:
-                    if not future.done():
-                        future.set_result(None)
+            outcomes = await self._restore(misses, exc)
+        for (_, _, futures), outcome in zip(batch, outcomes, strict=True):
+            for future in futures:
+                if future.done():
+                    continue
+                if outcome is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(outcome)
+
+    async def _restore(self, misses: list[tuple[LicenseRef, Any]], exc: Exception) -> list[BaseException | None]:
+        """Postgres (or Redis) failed the batch: keys with a backup copy of their metadata go on with
+        it for a short while (dropped by every change, so as current as the lapsed copy was); the
+        others get the error."""
+        try:
+            restored = await self._runner.run_many(keyspace.RESTORE_META, [
+                (ref.meta_keys, [generation, keyspace.OUTAGE_META_TTL]) for ref, generation in misses])
+        except Exception:
+            return [exc] * len(misses)
+        if any(restored):
+            log.warning("cannot fill API key metadata (%s: %s); serving last copies", type(exc).__name__, exc)
+        return [None if done else exc for done in restored]
 
     async def _fill(self, misses: list[tuple[LicenseRef, Any]]) -> None:
         self.batches += 1

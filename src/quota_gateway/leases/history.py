@@ -54,13 +54,14 @@ class HistoryDrainer(WriteBehindLoop):
                     continue
             rows = [(owner[0], e.entry_id, owner[1], e.fields.get("lease", ""), e.fields.get("client", ""),
                      e.fields.get("action", ""), datetime.fromtimestamp(int(e.fields["at"]), tz=UTC),
-                     datetime.fromtimestamp(int(e.fields["exp"]), tz=UTC) if "exp" in e.fields else None)
+                     datetime.fromtimestamp(int(e.fields["exp"]), tz=UTC) if "exp" in e.fields else None,
+                     e.fields.get("previous") or None)
                     for e in history.entries]
             async with self.services.pool.acquire() as conn:
                 await conn.executemany(
                     """INSERT INTO lease_history (floating_key_id, entry_id, tenant_id, lease_id, client_id, action,
-                                                  at, expires_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""", rows)
+                                                  at, expires_at, previous_lease_id)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""", rows)
             await self.pools.trim_history(prefix, [e.entry_id for e in history.entries])
             written += len(rows)
             if len(history.entries) == _BATCH:

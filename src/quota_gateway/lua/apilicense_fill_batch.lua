@@ -2,7 +2,8 @@
 -- tick, from one Postgres read (engine.MissBatcher): one call instead of a metadata fill and a
 -- counter fill per key.
 -- KEYS: 1 pending hash, 2 flushing hash, 3 last-applied marker "epoch:seq" (the bucket's), then
---       per key: packed metadata, generation counter, packed counters (of a key not found: unused)
+--       per key: packed metadata, generation counter, backup copy of the metadata (served while
+--       Postgres is unreachable, see apilicense_meta_restore.lua), packed counters (not found: unused)
 -- ARGV: 1 "epoch:last_seq,..." applied in Postgres as of the read, 2 number of keys, then per key:
 --       generation seen before the read, ttl, used_total ("" when not found), field count, fields
 --       (the metadata layout of apilicense_validate.lua, numbers as text: packed as numbers here)
@@ -41,7 +42,7 @@ end
 local numeric = {6, 7, 8, 12, 13, 14, 15, 16, 17, 18, 19}
 local a = 3
 for k = 0, tonumber(ARGV[2]) - 1 do
-  local meta, gen, counters = KEYS[4 + 3 * k], KEYS[5 + 3 * k], KEYS[6 + 3 * k]
+  local meta, gen, backup, counters = KEYS[4 + 4 * k], KEYS[5 + 4 * k], KEYS[6 + 4 * k], KEYS[7 + 4 * k]
   local seen, ttl, total, n = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
   local fields = {unpack(ARGV, a + 4, a + 3 + n)}
   a = a + 4 + n
@@ -49,10 +50,14 @@ for k = 0, tonumber(ARGV[2]) - 1 do
     if fields[2] == '1' then
       for _, i in ipairs(numeric) do fields[i] = tonumber(fields[i]) end
     end
+    local packed = cmsgpack.pack(unpack(fields))
     if ttl > 0 then
-      redis.call('SET', meta, cmsgpack.pack(unpack(fields)), 'EX', ttl)
+      redis.call('SET', meta, packed, 'EX', ttl)
     else
-      redis.call('SET', meta, cmsgpack.pack(unpack(fields)))
+      redis.call('SET', meta, packed)
+    end
+    if fields[2] == '1' then  -- dropped with the metadata by every invalidation
+      redis.call('SET', backup, packed, 'EX', 604800)
     end
   end
   if total ~= '' and not stale and redis.call('EXISTS', counters) == 0 then
