@@ -139,7 +139,8 @@ def fill_batch_call(items: list[tuple[LicenseRef, Any, Any]]) -> tuple[list, lis
     for ref, generation, row in items:
         fields, ttl = meta_fields(row)
         keys += [*ref.meta_keys, ref.counters(row["id"]) if row is not None else f"{prefix}c:none"]
-        args += [generation, ttl, row["used_total"] if row is not None else "", len(fields), *fields]
+        rebuild_here = row is not None and not row["kept_replies"]
+        args += [generation, ttl, row["used_total"] if rebuild_here else "", len(fields), *fields]
     return keys, args
 
 

@@ -25,13 +25,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("quota_gateway.apilicense")
 
 # One statement: a single snapshot of the rows, their usage and the flushes applied to their
-# buckets (the counters rebuild needs the three to agree, as FILL_USED's transaction does).
+# buckets (the counters rebuild needs the three to agree, as FILL_USED's transaction does). A key
+# with idempotent replies kept in Postgres gets its counters from engine._fill_used, which restores
+# those replies with them (as does one whose rebuilt total falls below its reset offset).
 _ROWS = """
 SELECT l.id, l.tenant_id, l.key_digest, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, l.used_total,
        p.name,
        ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code) AS features,
        (SELECT string_agg(s.epoch || ':' || s.last_seq, ',') FROM api_flush_state s WHERE s.bucket = l.bucket)
-           AS applied
+           AS applied,
+       EXISTS (SELECT 1 FROM api_idempotency i WHERE i.license_id = l.id
+               AND i.created_at > now() - interval '1 day') AS kept_replies
 FROM api_licenses l JOIN products p ON p.id = l.product_id
 WHERE l.key_digest = ANY($1::bytea[])"""
 

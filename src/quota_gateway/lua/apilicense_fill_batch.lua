@@ -5,7 +5,8 @@
 --       per key: packed metadata, generation counter, backup copy of the metadata (served while
 --       Postgres is unreachable, see apilicense_meta_restore.lua), packed counters (not found: unused)
 -- ARGV: 1 "epoch:last_seq,..." applied in Postgres as of the read, 2 number of keys, then per key:
---       generation seen before the read, ttl, used_total ("" when not found), field count, fields
+--       generation seen before the read, ttl, used_total ("": leave the counters to
+--       apilicense_fill_used.lua), field count, fields
 --       (the metadata layout of apilicense_validate.lua, numbers as text: packed as numbers here)
 -- Metadata invalidated since the read is left alone (the next validation misses again); counters
 -- are rebuilt as apilicense_fill_used.lua does. Reply: 1 | -1 when the Postgres read is older than
@@ -61,7 +62,10 @@ for k = 0, tonumber(ARGV[2]) - 1 do
     end
   end
   if total ~= '' and not stale and redis.call('EXISTS', counters) == 0 then
-    redis.call('SET', counters, cmsgpack.pack(tonumber(total) + unflushed_of(fields[3])))
+    local rebuilt = tonumber(total) + unflushed_of(fields[3])
+    if rebuilt >= tonumber(fields[8]) then  -- below the reset offset: engine._fill_used lowers it first
+      redis.call('SET', counters, cmsgpack.pack(rebuilt))
+    end
   end
 end
 return stale and -1 or 1
