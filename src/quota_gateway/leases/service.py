@@ -5,6 +5,7 @@ errorCode, never errors (see routes.py)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,6 +91,14 @@ def _live_leases(pool: asyncpg.Pool, now: int) -> LiveLeases:
     async def read(key_id: int) -> list[tuple[str, int]]:
         async with pool.acquire() as conn:
             rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+    return read
+
+
+def _live_leases_on(conn: asyncpg.Connection, now: int, key_id: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
+    """_live_leases of one key, read on a connection the caller holds."""
+    async def read() -> list[tuple[str, int]]:
+        rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
         return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
     return read
 
@@ -335,7 +344,8 @@ async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, te
            WHERE k.tenant_id = $1 ORDER BY k.id DESC""", tenant_id)
     found = []
     for r in rows:
-        live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now)
+        live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now,
+                                                          _live_leases_on(conn, now, r["id"]))
         found.append({**{k: v for k, v in dict(r).items() if k != "key_digest"}, "live": live})
     return found
 
