@@ -95,6 +95,14 @@ def _live_leases(pool: asyncpg.Pool, now: int) -> LiveLeases:
     return read
 
 
+def _live_leases_on(conn: asyncpg.Connection, now: int, key_id: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
+    """_live_leases of one key, read on a connection the caller holds."""
+    async def read() -> list[tuple[str, int]]:
+        rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+    return read
+
+
 # Every answer carries each field the ExaLicense README lists for its endpoint, null where it does
 # not apply (errorCode null on success); key/validate's validFor is "[Object] || []".
 
@@ -325,14 +333,6 @@ async def revoke_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: 
     return {"revoked": True}
 
 
-def _history_leases(conn: asyncpg.Connection, key_id: int, now: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
-    """_live_leases over a connection the caller holds."""
-    async def read() -> list[tuple[str, int]]:
-        rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
-        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
-    return read
-
-
 async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, tenant_id: str,
                                  now: int) -> list[dict]:
     """Every floating key of the tenant with its customer's name and how many leases are live now
@@ -345,7 +345,7 @@ async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, te
     found = []
     for r in rows:
         live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now,
-                                                          _history_leases(conn, r["id"], now))
+                                                          _live_leases_on(conn, now, r["id"]))
         found.append({**{k: v for k, v in dict(r).items() if k != "key_digest"}, "live": live})
     return found
 
@@ -364,7 +364,7 @@ async def floating_key_with_leases(conn: asyncpg.Connection, pools: LeasePools, 
     leases = []
     if row["revoked_at"] is None:
         ref = PoolRef(bytes(row["key_digest"]).hex())
-        await pools.used(ref, now, _history_leases(conn, key_id, now))   # restores a pool Redis lost
+        await pools.used(ref, now, _live_leases_on(conn, now, key_id))   # restores a pool Redis lost
         leases = await pools.live(ref, now, limit)
     # Obtained entries name the client; history reaches Postgres within the flush interval.
     obtained = {r["lease_id"]: (r["client_id"], r["at"]) for r in await conn.fetch(
