@@ -25,7 +25,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.wait import WebDriverWait
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -96,11 +96,21 @@ def fill(browser, field_id: str, text: str) -> None:
     element.send_keys(text)
 
 
+def _left_document(element) -> bool:
+    """The element is gone: the next page replaced it. While the page is being swapped Chromium may
+    answer "Node with given id does not belong to the document" instead of a stale reference."""
+    try:
+        element.is_enabled()
+    except (StaleElementReferenceException, WebDriverException):
+        return True
+    return False
+
+
 def submit(browser, css: str) -> None:
     """Click a form's button and wait for the page it leads to."""
     button = browser.find_element(By.CSS_SELECTOR, css)
     button.click()
-    WebDriverWait(browser, 15).until(staleness_of(button))
+    WebDriverWait(browser, 15).until(lambda _: _left_document(button))
     WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
