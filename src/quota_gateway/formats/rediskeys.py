@@ -18,6 +18,7 @@ def lease_pool(pool_id: str) -> str:
 
 
 LEASE_HISTORY_PATTERN = lease_pool("*") + "hist"  # SCAN pattern of every pool's history stream
+LEASE_SET_PATTERN = lease_pool("*") + "leases"  # SCAN pattern of every pool's live leases
 
 
 def lease_pool_id(prefix: str) -> str:

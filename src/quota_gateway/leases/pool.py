@@ -26,6 +26,7 @@ FILL = LuaScript("meta_fill")
 INVALIDATE = LuaScript("meta_invalidate")
 HISTORY_READ = LuaScript("leases_history_read")
 HISTORY_TRIM = LuaScript("leases_history_trim")
+EXPIRE = LuaScript("leases_expire")
 META_TTL = 3600
 NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
 MARKER_TTL = 7 * 86400
@@ -63,7 +64,7 @@ class Changed(NamedTuple):
 
 class HistoryEntry(NamedTuple):
     entry_id: str
-    fields: dict[str, str]  # lease, client, action, at, and exp when the lease had one
+    fields: dict[str, str]  # lease, action, at; client (obtained), previous (renewed), exp (expiry)
 
 
 class History(NamedTuple):
@@ -144,6 +145,13 @@ class LeasePools:
     async def read_history(self, prefix: str, count: int) -> History:
         """The oldest `count` history entries of the pool with this key prefix."""
         return _history(await self.runner.run(HISTORY_READ, [prefix + "hist", prefix + "meta"], [count]))
+
+    async def expire(self, prefix: str, now: int) -> int:
+        """Log and drop the pool's leases that expired by `now`; returns how many."""
+        expired = int(await self.runner.run(EXPIRE, [prefix + "leases", prefix + "hist"], [now]))
+        if expired:
+            self.dirty.add(prefix)
+        return expired
 
     async def trim_history(self, prefix: str, entry_ids: list[str]) -> None:
         """Drop these entries (written to Postgres); all of them when `entry_ids` is empty."""
