@@ -39,6 +39,8 @@ class Settings:
     job_poll_interval: float = field(default=1.0, metadata={"env": "QG_JOB_POLL_INTERVAL", "doc": "seconds between job-queue polls (a NOTIFY wakes the worker sooner)"})
     job_lease_seconds: float = field(default=120.0, metadata={"env": "QG_JOB_LEASE_SECONDS", "doc": "seconds a claimed job is held before another process may take it over (its holder is presumed dead)"})
     scheduler_interval: float = field(default=10.0, metadata={"env": "QG_SCHEDULER_INTERVAL", "doc": "seconds between scheduler passes (license.expired events, renewal reminders)"})
+    events_retention_days: float = field(default=30.0, metadata={"env": "QG_EVENTS_RETENTION_DAYS", "doc": "days finished jobs, settled webhook deliveries (with their log) and fanned-out events are kept"})
+    retention_interval: float = field(default=3600.0, metadata={"env": "QG_RETENTION_INTERVAL", "doc": "seconds between retention runs (one process runs each)"})
     smtp_host: str = field(default="", metadata={"env": "QG_SMTP_HOST", "doc": "server-wide default SMTP host (tenants may set their own)"})
     smtp_port: int = field(default=587, metadata={"env": "QG_SMTP_PORT", "doc": "server-wide default SMTP port"})
     smtp_security: str = field(default="starttls", metadata={"env": "QG_SMTP_SECURITY", "doc": "server-wide default SMTP security: none, starttls or tls"})

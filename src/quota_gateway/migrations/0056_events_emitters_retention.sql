@@ -22,7 +22,7 @@ CREATE TABLE maintenance_runs (
 
 -- Retention: finished jobs, finished webhook deliveries and fanned-out events by age.
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state IN ('succeeded', 'failed');
-CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (created_at) WHERE state <> 'pending';
+CREATE INDEX webhook_deliveries_last_activity ON webhook_deliveries ((COALESCE(last_attempt_at, created_at)));
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
 CREATE INDEX events_delivered ON events (delivered_at) WHERE delivered_at IS NOT NULL;
 
