@@ -17,6 +17,7 @@ HEADER = "ExisOneApi exo_at_abcdefghijkl_" + "A1b2" * 8
 # A validate script reply for a key with a quota and two windows, as hiredis decodes it.
 REPLY = [b"ok", 1, 0, 0, b"Bench API", 463, 10**12, b'["api:tier:premium"]', b"", 0, 100_000_000, 174, 6, 10**9, 463]
 RESETS = (b"2026-11-26T19:59:00Z", b"2026-11-26T20:00:00Z", b"2026-11-27T00:00:00Z", b"2026-12-01T00:00:00Z")
+WINDOW_ENDS = (1_795_723_140, 1_795_723_200, 1_795_737_600, 1_796_083_200)
 
 CASES = {
     "normalize_api_key": lambda m: m.normalize_api_key(NOISY_KEY),
@@ -25,6 +26,8 @@ CASES = {
     "compile_rules": lambda m: m.compile_rules(FEATURES),
     "window_bounds_month": lambda m: m.window_bounds(1_800_000_000, "month"),
     "render_validation": lambda m: m.render_validation(REPLY, RESETS),
+    "limit_headers": lambda m: m.limit_headers(REPLY, 1_795_723_100, WINDOW_ENDS),
+    "normalize_imported_key": lambda m: m.normalize_imported_key(" aaaa-bbbb-cccc-dddd "),
 }
 
 

@@ -305,3 +305,17 @@ def test_rate_limit_fields_examples(fastpath_impl):
         fastpath_impl.limit_headers([b"ok", 1, 0, 0, b"P", 3, -1, b"[]", b"", 9, 10, 1], now, ENDS)
     with pytest.raises(ValueError):
         fastpath_impl.limit_headers(reply, now, ENDS[:3])
+
+
+def test_imported_keys_normalise_alike_in_both_twins(fastpath_impl):
+    assert fastpath_impl.normalize_imported_key(" aaaa-bbbb cccc-dddd ") == "AAAABBBBCCCCDDDD"
+    assert fastpath_impl.normalize_imported_key("k3y.from_elsewhere") == "K3Y.FROM_ELSEWHERE"
+    ours = _fastpath_py.generate_api_key(b"\x07" * 16)
+    for refused in ("short", "ÄBCDEFGHIJ", "has/slash1234", ours, ours.upper(), "A" * 101, "x" * 129, None, 12):
+        assert fastpath_impl.normalize_imported_key(refused) is None, refused
+    assert fastpath_impl.normalize_imported_key("A" * 100) == "A" * 100
+    rng = random.Random(17)
+    alphabet = "abcXYZ019-_. é/\tqgk_QGK"
+    for _ in range(5000):
+        raw = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 120)))
+        assert fastpath_impl.normalize_imported_key(raw) == _fastpath_py.normalize_imported_key(raw), raw

@@ -503,3 +503,39 @@ def limit_headers(list reply, int64_t now, tuple window_ends):
         headers.append((b"ratelimit", name + b";r=" + remaining + b";t=" + _int_bytes(best_reset)))
     headers.append((b"ratelimit-policy", policy))
     return headers
+
+
+# -- keys issued elsewhere (imported) ---------------------------------------------------------
+
+IMPORTED_MIN_LEN = 8
+IMPORTED_MAX_LEN = 100
+
+
+cpdef object normalize_imported_key(object raw):
+    """The canonical form of a key issued by another licensing server, or None; see the twin."""
+    cdef str text
+    cdef Py_ssize_t i, n, count = 0
+    cdef Py_UCS4 c
+    cdef char body[100]
+    if not isinstance(raw, str) or len(<str>raw) > 128:
+        return None
+    text = (<str>raw).strip()
+    n = len(text)
+    if n >= 4 and text[:4].lower() == "qgk_":
+        return None
+    for i in range(n):
+        c = text[i]
+        if c == u'-' or c == u' ':
+            continue
+        if count >= IMPORTED_MAX_LEN:
+            return None
+        if c >= u'a' and c <= u'z':
+            body[count] = <char>(<int>c - 32)
+        elif (c >= u'A' and c <= u'Z') or (c >= u'0' and c <= u'9') or c == u'_' or c == u'.':
+            body[count] = <char>c
+        else:
+            return None
+        count += 1
+    if count < IMPORTED_MIN_LEN:
+        return None
+    return body[:count].decode("ascii")

@@ -282,3 +282,29 @@ def limit_headers(reply: list, now: int, window_ends: tuple) -> list[tuple[bytes
         headers.append((b"ratelimit", name + b";r=" + remaining + b";t=" + str(best_reset).encode()))
     headers.append((b"ratelimit-policy", policy))
     return headers
+
+
+# -- keys issued elsewhere (imported) ---------------------------------------------------------
+
+IMPORTED_MIN_LEN = 8
+IMPORTED_MAX_LEN = 100
+_IMPORTED_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
+
+
+def normalize_imported_key(raw: str) -> str | None:
+    """The canonical form of a key issued by another licensing server (`XXXX-XXXX-XXXX-XXXX` and
+    the like), or None: dashes and spaces dropped, ASCII letters upper-cased, then 8 to 100 of
+    A-Z 0-9 `_` `.`. A key starting with our `qgk_` is never an imported one (a mistyped key of
+    ours stays refused without I/O)."""
+    if not isinstance(raw, str) or len(raw) > 128:
+        return None
+    text = raw.strip()
+    if text[:4].lower() == API_KEY_PREFIX:
+        return None
+    compact = text.replace("-", "").replace(" ", "")
+    if not compact.isascii():
+        return None
+    compact = compact.upper()
+    if not IMPORTED_MIN_LEN <= len(compact) <= IMPORTED_MAX_LEN or not _IMPORTED_CHARS.issuperset(compact):
+        return None
+    return compact

@@ -34,3 +34,6 @@ compile_rules = _impl.compile_rules
 window_bounds = _impl.window_bounds
 render_validation = _impl.render_validation
 limit_headers = _impl.limit_headers
+normalize_imported_key = _impl.normalize_imported_key
+IMPORTED_MIN_LEN = _impl.IMPORTED_MIN_LEN
+IMPORTED_MAX_LEN = _impl.IMPORTED_MAX_LEN

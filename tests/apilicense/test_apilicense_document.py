@@ -96,3 +96,81 @@ async def test_api_key_endpoints_raise_the_documents_events(client, tenant, othe
                                                                (tenant.id, "api.license.revoked")]
     created = orjson.loads(rows[0]["data"])
     assert created["productId"] == product and key not in rows[0]["data"]  # the key itself never leaves
+
+
+async def test_keys_issued_elsewhere_can_be_imported_and_validate(client, tenant, other_tenant, settings):
+    """Issue 11: "a publisher moving from another licensing server brings its customers' existing
+    keys (the documents' keys look like XXXX-XXXX-XXXX-XXXX). Add an import endpoint that registers
+    existing API keys (stored as digests, like ours) with their terms, and make validate accept them"."""
+    import asyncpg
+
+    from quota_gateway.formats.digests import sha256 as key_digest
+
+    product = await make_product(client, tenant.headers, features=("api:rate:minute:100", "api:tier:premium"))
+    body = {"productId": product, "keys": [
+        {"apiKey": "AAAA-BBBB-CCCC-DDDD", "maxApiCalls": 10, "usedApiCalls": 7, "email": "a@example.com",
+         "clientIdentifier": "legacy-1"},
+        {"apiKey": "k3y-from-elsewhere.v2", "expirationDate": "2028-01-01T00:00:00Z"},
+    ]}
+    r = await client.post("/api/apilicense/import", json=body, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["imported"] == 2 and r.json()["items"][0]["apiKey"] == "AAAA…DDDD"
+
+    # validate accepts them as typed by a customer: case, dashes and spaces do not matter
+    r = await client.post(VALIDATE, json={"apiKey": "aaaa bbbb cccc dddd", "units": 2}, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["quota"] == {"limit": 10, "used": 9, "remaining": 1}  # the usage brought along counts
+    assert answer["features"] == ["api:rate:minute:100", "api:tier:premium"]
+    assert answer["rateLimits"]["calls_minute"]["used"] == 1
+    r = await client.post(VALIDATE, json={"apiKey": "AAAA-BBBB-CCCC-DDDD", "units": 2}, headers=tenant.headers)
+    assert r.status_code == 429 and r.json()["errorCode"] == "quota_exhausted"
+    r = await client.post(VALIDATE, json={"apiKey": "K3Y-FROM-ELSEWHERE.V2"}, headers=tenant.headers)
+    assert r.status_code == 200 and r.json()["expiresAt"] == "2028-01-01T00:00:00Z"
+
+    # stored as digests, like ours; another tenant's token does not see them
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        stored = await conn.fetch("SELECT key_digest, key_hint, imported FROM api_licenses ORDER BY id")
+    finally:
+        await conn.close()
+    assert [bytes(row["key_digest"]) for row in stored] == [key_digest("AAAABBBBCCCCDDDD"),
+                                                            key_digest("K3YFROMELSEWHERE.V2")]
+    assert all(row["imported"] for row in stored) and "AAAABBBBCCCCDDDD" not in str([dict(row) for row in stored])
+    r = await client.post(VALIDATE, json={"apiKey": "AAAA-BBBB-CCCC-DDDD"}, headers=other_tenant.headers)
+    assert r.status_code == 404 and r.json()["errorCode"] == "not_found"
+
+    # management endpoints take imported keys too
+    shown = await client.get("/api/apilicense/AAAA-BBBB-CCCC-DDDD", headers=tenant.headers)
+    assert shown.status_code == 200 and shown.json()["imported"] is True
+    assert (await client.delete("/api/apilicense/aaaabbbbccccdddd", headers=tenant.headers)).status_code == 200
+    r = await client.post(VALIDATE, json={"apiKey": "AAAA-BBBB-CCCC-DDDD"}, headers=tenant.headers)
+    assert r.status_code == 403 and r.json()["errorCode"] == "revoked"
+
+
+async def test_import_is_all_or_nothing_and_checks_its_input(client, tenant):
+    product = await make_product(client, tenant.headers)
+    first = await client.post("/api/apilicense/import", json={"productId": product, "keys": [
+        {"apiKey": "AAAA-BBBB-CCCC-DDDD"}]}, headers=tenant.headers)
+    assert first.status_code == 201
+    again = await client.post("/api/apilicense/import", json={"productId": product, "keys": [
+        {"apiKey": "EEEE-FFFF-GGGG-HHHH"}, {"apiKey": "aaaa-bbbb-cccc-dddd"}]}, headers=tenant.headers)
+    assert again.status_code == 409 and again.json()["error"] == "key_exists"
+    assert (await client.post(VALIDATE, json={"apiKey": "EEEE-FFFF-GGGG-HHHH"},
+                              headers=tenant.headers)).status_code == 404  # nothing of the batch was kept
+    ours = await make_api_key(client, tenant.headers, product)
+    for bad, code in [("short", "invalid_key_format"), ("has/slash-1234", "invalid_key_format"),
+                      (ours, "invalid_key_format"), ("ÄÄÄÄ-BBBB-CCCC", "invalid_key_format")]:
+        r = await client.post("/api/apilicense/import", json={"productId": product, "keys": [{"apiKey": bad}]},
+                              headers=tenant.headers)
+        assert r.status_code == 400 and r.json()["error"] == code, (bad, r.text)
+    r = await client.post("/api/apilicense/import", json={"productId": product, "keys": [
+        {"apiKey": "IIII-JJJJ-KKKK"}, {"apiKey": "iiiijjjjkkkk"}]}, headers=tenant.headers)
+    assert r.status_code == 400 and r.json()["error"] == "duplicate_key"
+    r = await client.post("/api/apilicense/import", json={"productId": 999999, "keys": [{"apiKey": "IIII-JJJJ-KKKK"}]},
+                          headers=tenant.headers)
+    assert r.status_code == 404 and r.json()["error"] == "product_not_found"
+    # a mistyped key of ours is still refused before any I/O, not looked up as an imported key
+    mistyped = ours[:10] + ("A" if ours[10] != "A" else "B") + ours[11:]
+    r = await client.post(VALIDATE, json={"apiKey": mistyped}, headers=tenant.headers)
+    assert r.status_code == 404

@@ -262,7 +262,10 @@ async def test_kill_9_under_load_loses_and_double_counts_nothing(settings, tenan
     try:
         await asyncio.to_thread(_wait_ready, port)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=tenant.headers, timeout=5) as http:
+            answered = 0
+
             async def worker(n: int) -> int:
+                nonlocal answered
                 ok = 0
                 for i in range(400):
                     try:
@@ -271,10 +274,15 @@ async def test_kill_9_under_load_loses_and_double_counts_nothing(settings, tenan
                         return ok  # the process is gone: an unanswered request may or may not have counted
                     if r.status_code == 200:
                         ok += 1
+                        answered += 1
                 return ok
 
             workers = [asyncio.create_task(worker(n)) for n in range(16)]
-            await asyncio.sleep(1.0)
+            # Kill once the load is well under way, however busy the machine (not after a fixed time).
+            for _ in range(300):
+                if answered >= 100:
+                    break
+                await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
             successes = sum(await asyncio.gather(*workers))
     finally:

@@ -33,9 +33,9 @@ async def test_revoking_a_key_ends_its_live_leases_on_every_process(settings, te
         for client in (two, one):  # no obtain in between refills the cache: validation itself must
             for lease in leases:
                 r = (await client.get(f"{org}/lease/validate", params={"lease": lease})).json()
-                assert r == {"isValid": False, "errorCode": "KEY_INVALID"}
+                assert r.items() >= {"isValid": False, "errorCode": "KEY_INVALID"}.items()
         r = (await two.post(f"{org}/lease/renew", json={"lease": leases[1]})).json()
-        assert r == {"success": False, "errorCode": "KEY_INVALID"}
+        assert r.items() >= {"success": False, "errorCode": "KEY_INVALID"}.items()
 
 
 async def test_missing_pool_metadata_is_refilled_never_read_as_allowed(app, client, tenant, settings):
@@ -54,14 +54,14 @@ async def test_missing_pool_metadata_is_refilled_never_read_as_allowed(app, clie
     finally:
         await redis.aclose()
     r = (await client.get(f"/licensing/{tenant.id}/lease/validate", params={"lease": lease})).json()
-    assert r == {"isValid": False, "errorCode": "KEY_INVALID"}
+    assert r.items() >= {"isValid": False, "errorCode": "KEY_INVALID"}.items()
 
 
 async def test_another_organization_cannot_poison_the_owners_pool_cache(client, tenant, other_tenant):
     key = await _floating_key(client, tenant)
     for _ in range(2):  # the probe comes first, before the owner ever filled the cache
-        assert (await _obtain(client, other_tenant.id, key)) == {"success": False, "errorCode": "KEY_INVALID"}
+        assert (await _obtain(client, other_tenant.id, key)).items() >= {"success": False, "errorCode": "KEY_INVALID"}.items()
     mine = await _obtain(client, tenant.id, key)
     assert mine["success"] is True, mine
-    assert (await _obtain(client, other_tenant.id, key)) == {"success": False, "errorCode": "KEY_INVALID"}
+    assert (await _obtain(client, other_tenant.id, key)).items() >= {"success": False, "errorCode": "KEY_INVALID"}.items()
     assert (await _obtain(client, tenant.id, key))["success"] is True

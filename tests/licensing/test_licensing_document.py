@@ -191,3 +191,41 @@ async def test_deactivate_with_an_offline_code_releases_its_seat(client, tenant,
     r = await client.post("/api/license/deactivate", json={**body, "licenseKey": tampered, "hardwareId": HW2},
                           headers=tenant.headers)
     assert r.status_code == 404 and r.json()["error"] == "invalid_key"
+
+
+async def test_encrypted_payload_in_the_rest_documents_literal_form(client, tenant, other_tenant):
+    """REST document: "Encrypt JSON with the public key (RSA-OAEP-SHA256), base64 encode, and send
+    {payload}". The answer is 200: the JSON (base64) and the tenant key's signature over it."""
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    product_id = await _product(client, tenant)
+    key = await _license(client, tenant, product_id)
+    assert (await client.post("/api/license/activate", json=_activation(key), headers=tenant.headers)).status_code == 200
+    pem = (await client.get("/api/crypto/keys/public", headers=tenant.headers)).text
+    public = serialization.load_pem_public_key(pem.encode())
+    request = json.dumps({"activationKey": key, "hardwareId": HW, "productName": "Desktop App"}).encode()
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    payload = base64.b64encode(public.encrypt(request, oaep)).decode()
+
+    r = await client.post("/api/license/validate-encrypted", json={"payload": payload}, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    sealed = r.json()
+    assert sealed["alg"] == "RS256" and sealed["kid"]
+    body, signature = base64.b64decode(sealed["payload"]), base64.b64decode(sealed["signature"])
+    public.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())  # raises if forged
+    answer = json.loads(body)
+    assert answer["isValid"] is True and answer["status"] == "licensed" and answer["features"] == ["Export", "Sync"]
+    with pytest.raises(InvalidSignature):  # an altered answer does not verify
+        public.verify(signature, body.replace(b'"isValid":true', b'"isValid":fals'), padding.PKCS1v15(),
+                      hashes.SHA256())
+
+    # another tenant's key cannot open it; a block that is not JSON is a clean 400
+    r = await client.post("/api/license/validate-encrypted", json={"payload": payload}, headers=other_tenant.headers)
+    assert r.status_code == 400 and r.json()["error"] == "decryption_failed"
+    not_json = base64.b64encode(public.encrypt(b"hello", oaep)).decode()
+    r = await client.post("/api/license/validate-encrypted", json={"payload": not_json}, headers=tenant.headers)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_payload"

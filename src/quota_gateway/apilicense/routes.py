@@ -8,7 +8,7 @@ from ..formats import times
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
 from ..routing import Call, endpoint
-from ..schema import UNSET, Email, Int, Query, Str, obj
+from ..schema import UNSET, Email, Int, List, Query, Str, obj
 from . import service
 from .hotroute import ERROR_CODES, MAX_UNITS
 
@@ -24,6 +24,20 @@ _UPDATE = obj(
     maxApiCalls=Int(minimum=1, maximum=2**53 - 1, nullable=True, default=UNSET, description="null removes the lifetime quota"),
     expirationDate=Str(max_len=40, nullable=True, default=UNSET, description="ISO-8601 UTC; null removes the expiry"),
 )
+_IMPORT = obj(
+    productId=Int(required=True, minimum=1, description="the product (and so the rules) every imported key gets"),
+    keys=List(required=True, max_items=1000, item=obj(
+        apiKey=Str(required=True, min_len=1, max_len=128,
+                   description="the key as issued elsewhere, e.g. XXXX-XXXX-XXXX-XXXX (matched ignoring case, dashes "
+                               "and spaces)"),
+        email=Email(default=""),
+        clientName=Str(max_len=200, default=""),
+        clientIdentifier=Str(max_len=200, default=""),
+        maxApiCalls=Int(minimum=1, maximum=2**53 - 1, description="lifetime quota in units; omit for none"),
+        usedApiCalls=Int(minimum=0, maximum=2**53 - 1, default=0, description="units already used elsewhere"),
+        expirationDate=Str(max_len=40, description="ISO-8601 UTC; omit for no expiry"),
+    )),
+)
 _LIST = Query({**PAGE_FIELDS, "productId": Int(minimum=1), "status": Str(choices=("active", "revoked", "expired")),
                "clientIdentifier": Str(max_len=200)})
 _CHECK = Query({"units": Int(minimum=1, maximum=MAX_UNITS, default=1)})
@@ -38,6 +52,19 @@ async def create(call: Call) -> JSONResponse:
                                         product_id=b["productId"], email=b["email"], client_name=b["clientName"],
                                         client_identifier=b["clientIdentifier"], validity_days=b["validityDays"],
                                         max_api_calls=b["maxApiCalls"])
+    return JSONResponse(made, status_code=201)
+
+
+async def import_keys(call: Call) -> JSONResponse:
+    """Register API keys issued by another licensing server (stored as digests, like ours) with
+    their terms; validate accepts them from then on. All or nothing."""
+    keys = []
+    for i, item in enumerate(call.body["keys"]):
+        expires = item["expirationDate"]
+        field = f"keys[{i}].expirationDate"
+        keys.append({**item, "expiresAt": times.parse_field(expires, field, naive_is_utc=True) if expires else None})
+    async with call.services.pool.acquire() as conn:
+        made = await service.import_keys(conn, call.services.quota, call.tenant_id, call.body["productId"], keys)
     return JSONResponse(made, status_code=201)
 
 
@@ -101,6 +128,9 @@ routes = [
                                             429: "would exceed a limit"}),
     endpoint("POST", "/api/apilicense", create, scope="manage", body=_CREATE, tag="apilicense",
              errors=("product_not_found",), responses={201: "created; the key is shown once", 404: "no such product"}),
+    endpoint("POST", "/api/apilicense/import", import_keys, scope="manage", body=_IMPORT, tag="apilicense",
+             errors=("invalid_key_format", "duplicate_key", "product_not_found", "key_exists"),
+             responses={201: "imported", 404: "no such product", 409: "a key is already registered"}),
     endpoint("GET", "/api/apilicense", listing, scope="manage", query=_LIST, tag="apilicense"),
     endpoint("GET", "/api/apilicense/{api_key}", show, scope="manage", tag="apilicense", errors=("not_found",),
              responses={200: "the key", 404: "no such key"}),

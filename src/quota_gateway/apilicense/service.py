@@ -26,12 +26,18 @@ from .keyspace import LicenseRef
 
 PERIODS = fastpath.PERIODS  # the windows a reset can name (besides "all" and "lifetime")
 COLUMNS = """l.id, l.tenant_id, l.key_digest, l.bucket, l.key_hint, l.email, l.client_name, l.client_identifier,
-             l.max_api_calls, l.expires_at, l.revoked_at, l.created_at, l.product_id, p.name AS product_name"""
+             l.max_api_calls, l.expires_at, l.revoked_at, l.created_at, l.product_id, l.imported,
+             p.name AS product_name"""
 _FROM = "api_licenses l JOIN products p ON p.id = l.product_id"
 
 
 def mask(key: str) -> str:
     return f"{key[:8]}…{key[-4:]}"
+
+
+def mask_imported(key: str) -> str:
+    """An imported key may be as short as 8 characters: show at most its first and last four."""
+    return f"{key[:4]}…{key[-4:]}" if len(key) >= 12 else f"{key[:2]}…{key[-2:]}"
 
 
 def license_json(row: Any, now: float) -> dict:
@@ -40,11 +46,16 @@ def license_json(row: Any, now: float) -> dict:
     return {"id": row["id"], "apiKey": row["key_hint"], "productId": row["product_id"], "productName": row["product_name"],
             "email": row["email"], "clientName": row["client_name"], "clientIdentifier": row["client_identifier"],
             "maxApiCalls": row["max_api_calls"], "expirationDate": iso_utc(expires), "status": status,
-            "createdAt": iso_utc(row["created_at"]), "revokedAt": iso_utc(row["revoked_at"])}
+            "createdAt": iso_utc(row["created_at"]), "revokedAt": iso_utc(row["revoked_at"]), "imported": row["imported"]}
 
 
 def ref_of(row: Any) -> LicenseRef:
     return LicenseRef.from_row(row["key_digest"], row["bucket"])
+
+
+def canonical_key(raw_key: str) -> str | None:
+    """One of our keys, or a key imported from elsewhere, in canonical form (None: neither)."""
+    return fastpath.normalize_api_key(raw_key) or fastpath.normalize_imported_key(raw_key)
 
 
 def _not_found() -> ApiError:
@@ -52,8 +63,8 @@ def _not_found() -> ApiError:
 
 
 async def find(conn: asyncpg.Connection, tenant_id: str, raw_key: str) -> Any:
-    """The tenant's license row for a key, or 404 not_found."""
-    key = fastpath.normalize_api_key(raw_key)
+    """The tenant's license row for a key (ours, or one imported from elsewhere), or 404 not_found."""
+    key = canonical_key(raw_key)
     row = None
     if key is not None:
         row = await conn.fetchrow(f"SELECT {COLUMNS} FROM {_FROM} WHERE l.key_digest = $1 AND l.tenant_id = $2",
@@ -93,6 +104,48 @@ async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: s
     return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": max_api_calls,
             "productId": product_id, "productName": product["name"], "clientName": client_name,
             "clientIdentifier": client_identifier, "email": email}
+
+
+async def import_keys(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: str, product_id: int,
+                      keys: list[dict]) -> dict:
+    """Register API keys issued by another licensing server, with their terms (`keys` items:
+    apiKey, email, clientName, clientIdentifier, maxApiCalls, usedApiCalls, expiresAt). Stored
+    as digests like ours; all or nothing."""
+    rows, seen = [], set()
+    for i, item in enumerate(keys):
+        key = fastpath.normalize_imported_key(item["apiKey"])
+        if key is None:
+            raise ApiError(400, "invalid_key_format", f"keys[{i}].apiKey: {fastpath.IMPORTED_MIN_LEN} to "
+                           f"{fastpath.IMPORTED_MAX_LEN} letters, digits, '_' or '.' (dashes and spaces are ignored), "
+                           "not starting with qgk_", field=f"keys[{i}].apiKey")
+        if key in seen:
+            raise ApiError(400, "duplicate_key", f"keys[{i}].apiKey: listed twice", field=f"keys[{i}].apiKey")
+        seen.add(key)
+        rows.append((key, item))
+    product = await catalogue.get_product(conn, tenant_id, product_id)
+    made = []
+    async with conn.transaction():
+        taken = await conn.fetchval("SELECT count(*) FROM api_licenses WHERE key_digest = ANY($1::bytea[])",
+                                    [sha256(key) for key, _ in rows])
+        if taken:
+            raise ApiError(409, "key_exists", f"{taken} of these keys are already registered; nothing was imported")
+        for key, item in rows:
+            # used_total carries the usage brought along; the counters are built from it on first use.
+            license_id = await conn.fetchval(
+                """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
+                                             client_identifier, max_api_calls, expires_at, used_total, imported)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true) RETURNING id""",
+                tenant_id, product_id, sha256(key), fastpath.api_key_bucket(key), mask_imported(key), item["email"],
+                item["clientName"], item["clientIdentifier"], item["maxApiCalls"], item["expiresAt"],
+                item["usedApiCalls"])
+            await events.emit(conn, tenant_id, events.API_LICENSE_CREATED,
+                              {"apiLicenseId": license_id, "productId": product_id, "apiKey": mask_imported(key),
+                               "email": item["email"], "clientIdentifier": item["clientIdentifier"], "imported": True})
+            made.append({"id": license_id, "apiKey": mask_imported(key), "expirationDate": iso_utc(item["expiresAt"]),
+                         "maxApiCalls": item["maxApiCalls"], "usedApiCalls": item["usedApiCalls"]})
+    for key, _ in rows:  # drop negative entries cached while a key was unknown
+        await engine.invalidate(LicenseRef(key))
+    return {"imported": len(made), "productId": product_id, "productName": product["name"], "items": made}
 
 
 async def listing(conn: asyncpg.Connection, tenant_id: str, now: datetime, q: dict) -> dict:

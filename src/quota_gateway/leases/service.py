@@ -70,18 +70,41 @@ async def _pool_row(pool: asyncpg.Pool, pool_id: str) -> Any:
                                    "AND key_digest < $2", low, high.to_bytes(8, "big"))
 
 
+# Every answer carries each field the ExaLicense README lists for its endpoint, null where it does
+# not apply (errorCode null on success); key/validate's validFor is "[Object] || []".
+
+def _key_answer(error_code: str | None, *, expiry: Any = None, lease_limit: int | None = None,
+                leases_used: int | None = None, valid_for: list | None = None) -> dict:
+    return {"isValid": error_code is None, "errorCode": error_code, "expiry": expiry, "leaseLimit": lease_limit,
+            "leasesUsed": leases_used, "validFor": valid_for or []}
+
+
+def _obtained(error_code: str | None, *, lease: str | None = None, expiry: str | None = None,
+              valid_for: list | None = None, leases_used: int | None = None, lease_limit: int | None = None) -> dict:
+    return {"success": error_code is None, "errorCode": error_code, "lease": lease, "expiry": expiry,
+            "validFor": valid_for, "leasesUsed": leases_used, "leaseLimit": lease_limit}
+
+
+def _lease_answer(error_code: str | None, *, expiry: str | None = None, valid_for: list | None = None) -> dict:
+    return {"isValid": error_code is None, "errorCode": error_code, "expiry": expiry, "validFor": valid_for}
+
+
+def _renewed(error_code: str | None, *, lease: str | None = None, expiry: str | None = None) -> dict:
+    return {"success": error_code is None, "errorCode": error_code, "expiry": expiry, "lease": lease}
+
+
 async def validate_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, raw_key: str, now: int) -> dict:
     found = pool_ref(raw_key)
     row = await _key_row(pool, tenant_id, found[1]) if found else None
     if found is None or row is None or row["revoked_at"] is not None:
-        return {"isValid": False, "errorCode": "KEY_INVALID"}
+        return _key_answer("KEY_INVALID")
     if row["expires_at"] is not None and row["expires_at"].timestamp() <= now:
-        return {"isValid": False, "errorCode": "KEY_EXPIRED", "expiry": row["expires_at"]}
+        return _key_answer("KEY_EXPIRED", expiry=row["expires_at"])
     used = await pools.used(found[0], now)
     async with pool.acquire() as conn:
         valid_for = await _valid_for(conn, tenant_id, row["products"])
-    return {"isValid": True, "expiry": row["expires_at"], "leaseLimit": row["lease_limit"], "leasesUsed": used,
-            "validFor": valid_for}
+    return _key_answer(None, expiry=row["expires_at"], lease_limit=row["lease_limit"], leases_used=used,
+                       valid_for=valid_for)
 
 
 async def _valid_for(conn: asyncpg.Connection, tenant_id: str, products: list[dict]) -> list[dict]:
@@ -110,7 +133,7 @@ async def obtain(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, 
     """A signed lease from the key's pool (never more than leaseLimit live leases)."""
     found = pool_ref(raw_key)
     if found is None:
-        return {"success": False, "errorCode": "KEY_INVALID"}
+        return _obtained("KEY_INVALID")
     ref, digest = found
     lease_id = secrets.token_hex(12)
 
@@ -118,15 +141,17 @@ async def obtain(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, 
         return await _owner_row(pool, digest)
 
     obtained = await pools.obtain(ref, tenant_id, load, now, seconds, lease_id, client_id)
-    if obtained.code == "LEASE_LIMIT_REACHED":
-        return {"success": False, "errorCode": obtained.code, "leasesUsed": obtained.used,
-                "leaseLimit": obtained.limit}
+    if obtained.code == "LEASE_LIMIT_REACHED":  # the pool's counts are what this failure is about
+        return _obtained(obtained.code, leases_used=obtained.used, lease_limit=obtained.limit)
     if obtained.code != "OK":
-        return {"success": False, "errorCode": obtained.code}
+        return _obtained(obtained.code)
     lease = await _sign(pool, master_key, tenant_id, {"lid": lease_id, "key": ref.pool, "org": tenant_id,
                                                       "cid": client_id, "iat": now, "exp": obtained.expiry})
-    return {"success": True, "lease": lease, "expiry": iso_utc(obtained.expiry), "leasesUsed": obtained.used,
-            "leaseLimit": obtained.limit}
+    row = await _key_row(pool, tenant_id, digest)
+    async with pool.acquire() as conn:
+        valid_for = await _valid_for(conn, tenant_id, row["products"]) if row is not None else []
+    return _obtained(None, lease=lease, expiry=iso_utc(obtained.expiry), valid_for=valid_for,
+                     leases_used=obtained.used, lease_limit=obtained.limit)
 
 
 async def _verified_lease(pool: asyncpg.Pool, tenant_id: str, lease: str) -> dict | None:
@@ -163,11 +188,16 @@ def _lease_failure(code: str, payload: dict, now: int) -> str:
 async def validate_lease(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, lease: str, now: int) -> dict:
     payload = await _verified_lease(pool, tenant_id, lease)
     if payload is None:
-        return {"isValid": False, "errorCode": "LEASE_INVALID"}
+        return _lease_answer("LEASE_INVALID")
     changed = await _change(pool, pools, tenant_id, payload, "check", now)
     if changed.code != "OK":
-        return {"isValid": False, "errorCode": _lease_failure(changed.code, payload, now)}
-    return {"isValid": True, "expiry": iso_utc(changed.expiry)}
+        return _lease_answer(_lease_failure(changed.code, payload, now))
+    row = await _pool_row(pool, payload["key"])
+    valid_for = []
+    if row is not None and str(row["tenant_id"]) == tenant_id:
+        async with pool.acquire() as conn:
+            valid_for = await _valid_for(conn, tenant_id, row["products"])
+    return _lease_answer(None, expiry=iso_utc(changed.expiry), valid_for=valid_for)
 
 
 async def renew(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, tenant_id: str, lease: str,
@@ -175,13 +205,13 @@ async def renew(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, t
     """A new lease in place of a live one (the old lease stops being valid)."""
     payload = await _verified_lease(pool, tenant_id, lease)
     if payload is None:
-        return {"success": False, "errorCode": "LEASE_INVALID"}
+        return _renewed("LEASE_INVALID")
     new_id = secrets.token_hex(12)
     changed = await _change(pool, pools, tenant_id, payload, "renew", now, new_id, seconds)
     if changed.code != "OK":
-        return {"success": False, "errorCode": _lease_failure(changed.code, payload, now)}
+        return _renewed(_lease_failure(changed.code, payload, now))
     renewed = await _sign(pool, master_key, tenant_id, {**payload, "lid": new_id, "iat": now, "exp": changed.expiry})
-    return {"success": True, "lease": renewed, "expiry": iso_utc(changed.expiry)}
+    return _renewed(None, lease=renewed, expiry=iso_utc(changed.expiry))
 
 
 async def release(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, lease: str, now: int) -> dict:
@@ -189,7 +219,7 @@ async def release(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, lease: 
     if payload is None:
         return {"success": False, "errorCode": "LEASE_INVALID"}
     await _change(pool, pools, tenant_id, payload, "release", now)
-    return {"success": True}
+    return {"success": True, "errorCode": None}
 
 
 # --- management ----------------------------------------------------------------------------------

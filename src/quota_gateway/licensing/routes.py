@@ -157,6 +157,8 @@ async def validate_encrypted(call: Call) -> dict:
         request, key = await envelope.open_request(conn, call.tenant_id, master_key, call.body["payload"])
         body = _VALIDATE.parse(request)
         answer = await service.validate_license(conn, call.tenant_id, _now(call), call.services.server_version, body)
+        if key is None:  # the document's single-block form: a signed answer
+            return await envelope.sign_response(conn, call.tenant_id, master_key, answer)
     return {"payload": envelope.seal_response(key, answer)}
 
 
@@ -198,7 +200,7 @@ routes = [
              responses={200: "always, with isValid and status"}),
     endpoint("POST", "/api/license/validate-encrypted", validate_encrypted, scope="verify", body=_ENCRYPTED,
              tag="licensing", errors=("invalid_payload", "decryption_failed"),
-             responses={200: "sealed answer"}),
+             responses={200: "the answer: sealed (hybrid envelope) or signed (one RSA-OAEP block)"}),
     endpoint("POST", "/api/license/deactivate", deactivate, scope=ANY_TOKEN, body=_DEACTIVATE, tag="licensing",
              errors=("invalid_key", "product_mismatch", "not_activated", "deactivation_cooldown"),
              responses={200: "deactivated", 404: "unknown key or not activated here", 429: "deactivation_cooldown"}),
