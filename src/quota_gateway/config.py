@@ -48,6 +48,7 @@ class Settings:
     smtp_password: str = field(default="", metadata={"env": "QG_SMTP_PASSWORD", "doc": "server-wide default SMTP password"})
     smtp_from: str = field(default="", metadata={"env": "QG_SMTP_FROM", "doc": "server-wide default sender address"})
     smtp_timeout: float = field(default=30.0, metadata={"env": "QG_SMTP_TIMEOUT", "doc": "seconds an SMTP conversation may take"})
+    smtp_ca_file: str | None = field(default=None, metadata={"env": "QG_SMTP_CA_FILE", "doc": "PEM certificates trusted for SMTP TLS in addition to the system's (a private CA; the tests' self-signed certificate)"})
     webhook_timeout: float = field(default=10.0, metadata={"env": "QG_WEBHOOK_TIMEOUT", "doc": "seconds a webhook receiver has to answer"})
     webhook_allow_private: bool = field(default=False, metadata={"env": "QG_WEBHOOK_ALLOW_PRIVATE", "doc": "allow webhook URLs that resolve to loopback, link-local or private addresses (tests, closed networks)"})
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
