@@ -45,8 +45,10 @@ class HistoryDrainer(WriteBehindLoop):
         # The sweep first ends leases that expired in pools nobody obtains from any more (an obtain
         # does it otherwise), so their `lease.expired` events are raised too.
         now = int(self.services.clock.now())
-        async for key in self.services.redis.scan_iter(match=rediskeys.LEASE_SET_PATTERN, count=1000):
-            await self.pools.expire(key.decode()[:-len("leases")], now)
+        pools = [k.decode()[:-len("leases")]
+                 async for k in self.services.redis.scan_iter(match=rediskeys.LEASE_SET_PATTERN, count=1000)]
+        for start in range(0, len(pools), 500):
+            await self.pools.expire(pools[start:start + 500], now)
         return [k.decode()[:-len("hist")]
                 async for k in self.services.redis.scan_iter(match=rediskeys.LEASE_HISTORY_PATTERN, count=1000)]
 

@@ -146,12 +146,15 @@ class LeasePools:
         """The oldest `count` history entries of the pool with this key prefix."""
         return _history(await self.runner.run(HISTORY_READ, [prefix + "hist", prefix + "meta"], [count]))
 
-    async def expire(self, prefix: str, now: int) -> int:
-        """Log and drop the pool's leases that expired by `now`; returns how many."""
-        expired = int(await self.runner.run(EXPIRE, [prefix + "leases", prefix + "hist"], [now]))
-        if expired:
-            self.dirty.add(prefix)
-        return expired
+    async def expire(self, prefixes: list[str], now: int) -> int:
+        """Log and drop the leases of these pools that expired by `now`; returns how many."""
+        if not prefixes:
+            return 0
+        counts = await self.runner.run_many(EXPIRE, [([p + "leases", p + "hist"], [now]) for p in prefixes])
+        for prefix, count in zip(prefixes, counts, strict=True):
+            if int(count):
+                self.dirty.add(prefix)
+        return sum(int(c) for c in counts)
 
     async def trim_history(self, prefix: str, entry_ids: list[str]) -> None:
         """Drop these entries (written to Postgres); all of them when `entry_ids` is empty."""
