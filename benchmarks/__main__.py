@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import load, micro
+from benchmarks import load, micro, scale
 
 
 def main() -> None:
@@ -14,7 +14,12 @@ def main() -> None:
                         help="comma-separated concurrency levels")
     parser.add_argument("--rounds", type=int, default=10, help="alternating turns per target and level")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--keys", type=int, default=0,
+                        help="also run the scale benchmark over this many bulk-loaded API keys (e.g. 1000000)")
     args = parser.parse_args()
+    if args.keys:
+        print(f"== scale: validate over {args.keys:,} bulk-loaded keys vs 1,000 (1 worker) ==")
+        print(scale.report(scale.run(args.keys, duration=args.duration)))
     print("== fast path: compiled vs pure-Python (ns per call) ==")
     print(micro.report(micro.run()))
     if not args.skip_load:

@@ -116,7 +116,9 @@ def clock():
 def settings(redis_server, migrated_db, clean_state):
     # Webhook receivers in the tests listen on loopback, which production refuses (SSRF guard).
     return Settings(redis_url=redis_server.url, database_url=migrated_db, master_key=TEST_MASTER_KEY,
-                    flush_interval=0.05, token_cache_ttl=60.0, webhook_allow_private=True)
+                    flush_interval=0.05, token_cache_ttl=60.0, webhook_allow_private=True,
+                    # per-address limits and the metrics listener are off here; tests/abuse turns them on
+                    client_requests_per_minute=0, client_failures_per_minute=0, metrics_bind="")
 
 
 @contextlib.asynccontextmanager

@@ -22,3 +22,14 @@ def test_latency_percentiles_pool_turns_by_their_requests():
     turns = [{"requests": 3000, "quantiles_ms": [1.0] * 10}, {"requests": 1000, "quantiles_ms": [10.0] * 10}]
     assert load._latency(turns, 50) == load._latency(turns, 75) == 1.0
     assert load._latency(turns, 76) == load._latency(turns, 99) == 10.0
+
+
+@pytest.mark.slow
+def test_scale_harness_bulk_loads_and_reports():
+    from benchmarks import scale
+
+    results = scale.run(300, duration=0.5, rounds=2)
+    assert results["cold_ok"] == 300  # every bulk-loaded key validates on its first touch
+    assert results["warm_rps"] > 0 and results["small_rps"] > 0 and results["bytes_per_key"] > 0
+    text = scale.report(results)
+    assert "Redis bytes per warm key" in text and "cold / warm N" in text

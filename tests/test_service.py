@@ -54,11 +54,11 @@ async def test_unknown_route_and_method_are_json(client):
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
 
 
-async def test_health_ready_metrics(client):
+async def test_health_ready_metrics(client, tenant, settings):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     r = await client.get("/readyz")
     assert r.status_code == 200 and r.json()["checks"] == {"redis": "ok", "postgres": "ok"}
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=await tenant.token_with(settings.database_url, ["metrics"]))).text
     assert 'qg_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert "qg_http_request_duration_seconds_bucket" in text
 

@@ -37,12 +37,15 @@ from . import (
     tenants,
     web,
 )
+from .abuse.clientlimit import ClientLimitMiddleware
+from .abuse.failures import FailedLookups
 from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings
 from .errors import EXCEPTION_HANDLERS
 from .jsonio import JSONResponse
 from .metrics import Metrics
+from .metricsserver import MetricsListener
 from .middleware.logging import AccessLogMiddleware
 from .middleware.metrics import MetricsMiddleware
 from .redisconn import create_redis, script_runner
@@ -89,13 +92,12 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         routes.extend(getattr(domain, "routes", ()))
         hot_routes.update(getattr(domain, "hot_routes", {}))
         hot_specs.extend(getattr(domain, "hot_specs", ()))
-    spec = openapi.build(hot_specs + [r.spec for r in routes if isinstance(r, ApiRoute)])
+    spec = openapi.build(hot_specs + [r.spec for r in [*routes, metrics.public_route] if isinstance(r, ApiRoute)])
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(spec)
 
-    routes += [Route("/openapi.json", openapi_json, methods=["GET"]),
-               Route("/metrics", metrics.metrics_endpoint, methods=["GET"])]
+    routes += [Route("/openapi.json", openapi_json, methods=["GET"]), metrics.public_route]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -107,11 +109,16 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         pubsub_redis = create_redis(redis_url) if settings.redis_cluster else redis
         tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
         services = Services(settings, clock, pool, redis, runner, tokens, Metrics(settings.metrics_dir))
+        services.failed_lookups = FailedLookups(services.metrics, clock, settings.token_failures_per_minute)
         app.state.services = services
         tokens.start()
         services.metrics.start_sharing()
+        metrics_listener = MetricsListener(services.metrics, settings.metrics_bind) if settings.metrics_bind else None
+        services.metrics_listener = metrics_listener
         started = []
         try:
+            if metrics_listener is not None:
+                await metrics_listener.start()
             for domain in domains:
                 if hasattr(domain, "start"):
                     await domain.start(services)
@@ -124,6 +131,8 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
                         await domain.stop(services)
                     except Exception:
                         log.exception("stopping %s failed", domain.__name__)
+            if metrics_listener is not None:
+                await metrics_listener.stop()
             await services.metrics.stop_sharing()
             await tokens.stop()
             await runner.aclose()
@@ -134,7 +143,8 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
 
     router = Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLogMiddleware), Middleware(MetricsMiddleware)],
+        middleware=[Middleware(AccessLogMiddleware), Middleware(MetricsMiddleware),
+                    Middleware(ClientLimitMiddleware, settings=settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -209,7 +209,8 @@ def _int_path(call: Call, name: str) -> int:
 routes = [
     endpoint("GET", "/api/product", list_products, scope="manage", tag="catalogue"),
     endpoint("POST", "/api/product", save_product, scope="manage", body=_PRODUCT, tag="catalogue",
-             errors=("product_not_found", "product_exists"), responses={200: "updated", 201: "created"}),
+             errors=("product_not_found", "product_exists"),
+             responses={200: "updated", 201: "created", 404: "no product with that id to update"}),
     endpoint("GET", "/api/product/{product_id}", show_product, scope="manage", tag="catalogue",
              errors=("product_not_found",), responses={200: "the product", 404: "no such product"}),
     endpoint("GET", "/api/product/{product_id}/features", list_features, scope="manage", tag="catalogue",

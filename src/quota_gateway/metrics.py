@@ -22,10 +22,10 @@ from pathlib import Path
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-from starlette.requests import Request
 from starlette.responses import Response
 
 from .background import cancel_and_wait
+from .routing import Call, endpoint
 
 log = logging.getLogger("quota_gateway.metrics")
 
@@ -174,5 +174,11 @@ class Metrics:
         return snapshots
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    return Response(request.app.state.services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics_endpoint(call: Call) -> Response:
+    """Prometheus metrics of the whole server (needs the 'metrics' permission here; the metrics
+    listener, QG_METRICS_BIND, serves them without a token)."""
+    return Response(call.services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+public_route = endpoint("GET", "/metrics", metrics_endpoint, scope="metrics", tag="ops",
+                        responses={200: "Prometheus text format"})

@@ -6,14 +6,19 @@ import re
 from collections.abc import Iterable
 
 from . import __version__
+from .abuse.clientlimit import UNAUTHENTICATED_PREFIXES
 from .principal import ANY_TOKEN
 from .routing import EndpointSpec
 
-_ERROR = {
+ERROR_SCHEMA = _ERROR = {
     "type": "object",
     "required": ["error", "message"],
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
 }
+_HEAD_TOO_LARGE = {"description": "request headers too large or too many (QG_MAX_HEADER_BYTES / QG_MAX_HEADER_COUNT)",
+                   "content": {"application/json": {"schema": _ERROR}}}
+_CLIENT_LIMITED = {"description": "too many requests or failed lookups from this address; carries Retry-After",
+                   "content": {"application/json": {"schema": _ERROR}}}
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
@@ -49,7 +54,15 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             op["x-error-codes"] = list(spec.errors)
         for code, text in spec.responses.items():
             if code >= 400:
-                responses[str(code)] = {"description": text, **error}
+                schema = spec.bodies.get(code, _ERROR)
+                responses[str(code)] = {"description": text, "content": {"application/json": {"schema": schema}}}
+        if "parameters" in op and any(p["in"] == "path" for p in op["parameters"]):
+            # a path value may be malformed (400) or name nothing (404)
+            for code, text in ((400, "invalid path value"), (404, "not found")):
+                responses.setdefault(str(code), {"description": text, **error})
+        if spec.scope is None and spec.path.startswith(UNAUTHENTICATED_PREFIXES):
+            responses.setdefault("429", _CLIENT_LIMITED)
+        responses["431"] = _HEAD_TOO_LARGE
         op["responses"] = responses
         paths.setdefault(path, {})[spec.method.lower()] = op
     return {

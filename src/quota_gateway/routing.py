@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .abuse.failures import ACCESS_TOKEN, ACTIVATION_KEY
 from .errors import ApiError
 from .jsonio import JSONResponse, parse_json, read_body
 from .principal import Principal
@@ -56,6 +57,7 @@ class EndpointSpec:
     errors: tuple[str, ...] = ()
     responses: dict[int, str] = field(default_factory=dict)
     raw_body: bool = False  # handler reads the body itself (e.g. non-JSON)
+    bodies: dict[int, dict] = field(default_factory=dict)  # status -> JSON schema, when not {error, message}
     tag: str = "api"
 
 
@@ -79,7 +81,12 @@ class ApiRoute(Route):
             raw = await read_body(request, services.settings.max_body_bytes)
             body = spec.body.parse(parse_json(raw))
         query = spec.query.parse(request.query_params.multi_items()) if spec.query is not None else {}
-        result = await self.handler(Call(request, services, principal, body, query))
+        try:
+            result = await self.handler(Call(request, services, principal, body, query))
+        except ApiError as exc:
+            if exc.code == "invalid_key" and principal is not None:  # an activation key matching nothing
+                services.failed_lookups.record(principal, ACTIVATION_KEY)
+            raise
         if isinstance(result, Response):
             return result
         return JSONResponse(result)
@@ -91,6 +98,7 @@ async def authenticate(services: Services, header: str | None, scope: str) -> Pr
         raise ApiError(401, "unauthorized", "missing Authorization header (expected: ExisOneApi <token>)")
     principal = await services.tokens.resolve(header)
     if principal is None:
+        services.failed_lookups.record(None, ACCESS_TOKEN)
         raise ApiError(401, "unauthorized", "access token is malformed, unknown, expired or revoked")
     if not principal.allows(scope):
         raise ApiError(403, "forbidden", f"this access token lacks the '{scope}' permission")
@@ -99,7 +107,8 @@ async def authenticate(services: Services, header: str | None, scope: str) -> Pr
 
 def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, summary: str = "",
              body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
-             responses: dict[int, str] | None = None, tag: str = "api") -> ApiRoute:
+             responses: dict[int, str] | None = None, tag: str = "api",
+             bodies: dict[int, dict] | None = None) -> ApiRoute:
     spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
-                        body, query, errors, responses or {}, tag=tag)
+                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {})
     return ApiRoute(spec, handler)

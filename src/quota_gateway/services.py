@@ -21,12 +21,14 @@ from .scripts import ScriptRunner
 if TYPE_CHECKING:  # domain types, for annotations only: domains import this module, not the reverse
     import httpx
 
+    from .abuse.failures import FailedLookups
     from .apilicense.engine import QuotaEngine
     from .apilicense.writebehind import UsageFlusher
     from .auth.cache import TokenCache
     from .events.jobs import JobWorker
     from .leases.history import HistoryDrainer
     from .leases.pool import LeasePools
+    from .metricsserver import MetricsListener
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Services:
     runner: ScriptRunner  # every domain's Lua scripts, over the QG_REDIS_TRANSPORT transport
     tokens: TokenCache
     metrics: Metrics
+    failed_lookups: FailedLookups = field(init=False, repr=False)  # failed key/token lookups (abuse.failures)
+    metrics_listener: MetricsListener | None = field(default=None, repr=False)  # QG_METRICS_BIND's socket
 
     # -- domain state, set by each domain's start() --------------------------------------------
     quota: QuotaEngine = field(init=False, repr=False)  # apilicense: the validate hot call

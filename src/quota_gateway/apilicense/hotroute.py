@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from ..abuse.failures import ACCESS_TOKEN, API_KEY
 from ..errors import ApiError
 from ..jsonio import too_large
+from ..openapi import ERROR_SCHEMA
 from ..routing import EndpointSpec
 from ..schema import Bool, Int, Str, obj
 
@@ -44,7 +46,7 @@ async def validate_endpoint(services: Services, scope: Scope, receive: Receive, 
     try:
         status, body, extra = await _handle(services, scope, receive)
     except ApiError as exc:
-        status, body, extra = exc.status, orjson.dumps(exc.body()), []
+        status, body, extra = exc.status, orjson.dumps(exc.body()), _error_headers(exc)
     except Exception as exc:  # Redis or Postgres unreachable: a clear 503, never a 500
         log.warning("validate failed: %s: %s", type(exc).__name__, exc)
         services.metrics.redis_errors.inc(("validate",))
@@ -69,10 +71,14 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
     hit, principal = tokens.lookup(authorization)
     if not hit:
         principal = await tokens.resolve(authorization)
+    failures = services.failed_lookups
     if principal is None:
+        failures.record(None, ACCESS_TOKEN)
         raise ApiError(401, "unauthorized", "missing, malformed, unknown, expired or revoked access token")
     if not principal.allows("verify"):
         raise ApiError(403, "forbidden", "this access token lacks the 'verify' permission")
+    if failures.limit:
+        failures.check(principal)
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise ApiError(400, "invalid_header", "Idempotency-Key must be 1 to 200 characters")
 
@@ -82,7 +88,16 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
     api_key, units, consume = _parse_body(data)
-    return await services.quota.validate(principal.tenant_id, api_key, units, consume, idempotency_key)
+    answer = await services.quota.validate(principal.tenant_id, api_key, units, consume, idempotency_key)
+    if answer[0] == 404:  # counted in-process only: nothing added to a successful validation
+        failures.record(principal, API_KEY)
+    return answer
+
+
+def _error_headers(exc: ApiError) -> list:
+    if not exc.headers:
+        return []
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in exc.headers.items()]
 
 
 def _parse_body(data: Any) -> tuple[str, int, bool]:
@@ -116,9 +131,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# A refused validation is an answer, not an error: {isValid: false, errorCode, errorMessage, ...}.
+# 403 and 429 may also be the {error, message} of a token lacking 'verify' or a token over its
+# failed-lookup limit.
+DENIAL_SCHEMA = _DENIAL = {"type": "object", "required": ["isValid", "errorCode", "errorMessage"], "properties": {
+    "isValid": {"const": False}, "errorCode": {"enum": list(ERROR_CODES)}, "errorMessage": {"type": "string"},
+    "quota": {"type": "object"}, "rateLimits": {"type": "array"},
+    "retryAfterSeconds": {"type": "integer", "minimum": 0}}}
+DENIAL_OR_ERROR_SCHEMA = _DENIAL_OR_ERROR = {"anyOf": [_DENIAL, ERROR_SCHEMA]}
 hot_routes = {("POST", PATH): validate_endpoint}
 hot_specs = [EndpointSpec("POST", PATH, "Validate an API key and consume units (the hot path)", "verify",
                           body=VALIDATE_BODY, errors=ERROR_CODES, tag="apilicense",
                           responses={200: "valid", 404: "not_found", 403: "revoked or expired",
                                      429: "quota_exhausted or rate_limit_*; carries Retry-After and RateLimit fields",
-                                     503: "quota store unavailable"})]
+                                     503: "quota store unavailable"},
+                          bodies={403: _DENIAL_OR_ERROR, 404: _DENIAL, 429: _DENIAL_OR_ERROR})]

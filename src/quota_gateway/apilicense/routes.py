@@ -10,7 +10,7 @@ from ..listing import PAGE_FIELDS
 from ..routing import Call, endpoint
 from ..schema import UNSET, Email, Int, List, Query, Str, obj
 from . import service
-from .hotroute import ERROR_CODES, MAX_UNITS
+from .hotroute import DENIAL_OR_ERROR_SCHEMA, DENIAL_SCHEMA, ERROR_CODES, MAX_UNITS
 
 _CREATE = obj(
     productId=Int(required=True, minimum=1),
@@ -125,7 +125,8 @@ async def reset(call: Call) -> dict:
 routes = [
     endpoint("GET", "/api/apilicense/validate/{api_key}", check, scope="verify", query=_CHECK, tag="apilicense",
              errors=ERROR_CODES, responses={200: "valid", 404: "not_found", 403: "revoked or expired",
-                                            429: "would exceed a limit"}),
+                                            429: "would exceed a limit"},
+             bodies={403: DENIAL_OR_ERROR_SCHEMA, 404: DENIAL_SCHEMA, 429: DENIAL_OR_ERROR_SCHEMA}),
     endpoint("POST", "/api/apilicense", create, scope="manage", body=_CREATE, tag="apilicense",
              errors=("product_not_found",), responses={201: "created; the key is shown once", 404: "no such product"}),
     endpoint("POST", "/api/apilicense/import", import_keys, scope="manage", body=_IMPORT, tag="apilicense",

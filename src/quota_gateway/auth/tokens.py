@@ -21,7 +21,7 @@ from ..principal import ANY_TOKEN, Principal
 __all__ = ["ANY_TOKEN", "SCOPES", "Principal", "check_scopes", "create_token", "digest", "list_tokens", "load_principal",
            "revoke_token", "secret_matches"]
 
-SCOPES = ("verify", "generate", "email", "manage", "admin")
+SCOPES = ("verify", "generate", "email", "manage", "metrics", "admin")
 _PUBLIC_ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 

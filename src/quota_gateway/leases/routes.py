@@ -15,6 +15,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from .. import crypto
+from ..abuse.clientlimit import note_failed_lookup
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import Int, List, Query, Str, obj
@@ -41,12 +42,21 @@ _FLOATING_KEY = obj(
                   item=obj(productId=Int(required=True, minimum=1),
                            features=List(item=Str(min_len=1, max_len=100), max_items=500, default=[]))),
 )
+_FAILED_LOOKUPS = frozenset(("KEY_INVALID", "LEASE_INVALID"))
 _ERRORS = ("KEY_INVALID", "KEY_EXPIRED", "LEASE_LIMIT_REACHED", "LEASE_INVALID", "LEASE_RELEASED", "LEASE_EXPIRED")
 
 
 async def _organization(call: Call) -> str:
     """Tenant id for the path's organizationId (an id or a slug)."""
-    return await service.organization(call.services.pool, call.services.lease_orgs, call.path["org"])
+    return await service.organization(call.services.pool, call.services.redis, call.services.lease_orgs,
+                                      call.path["org"])
+
+
+def _noted(call: Call, answer: dict) -> dict:
+    """The answer; a key or lease that matched nothing counts against the client's address."""
+    if answer.get("errorCode") in _FAILED_LOOKUPS:
+        note_failed_lookup(call.request.scope)
+    return answer
 
 
 def _now(call: Call) -> int:
@@ -56,37 +66,39 @@ def _now(call: Call) -> int:
 async def validate_key(call: Call) -> dict:
     """Is this license key valid here, and what does it grant?"""
     tenant_id = await _organization(call)
-    return await service.validate_key(call.services.pool, call.services.lease_pools, tenant_id, call.query["key"],
-                                      _now(call))
+    return _noted(call, await service.validate_key(call.services.pool, call.services.redis, call.services.lease_pools,
+                                                   tenant_id, call.query["key"], _now(call)))
 
 
 async def obtain(call: Call) -> dict:
     """Take a lease from the key's pool (never more than leaseLimit live leases)."""
     tenant_id = await _organization(call)
     b = call.body
-    return await service.obtain(call.services.pool, call.services.lease_pools, call.services.settings.master_key,
-                                tenant_id, b["key"], b["expiry"], b["clientId"], _now(call))
+    return _noted(call, await service.obtain(call.services.pool, call.services.lease_pools,
+                                             call.services.settings.master_key, tenant_id, b["key"], b["expiry"],
+                                             b["clientId"], _now(call)))
 
 
 async def validate_lease(call: Call) -> dict:
     """Is this lease live? (Its signature can also be checked offline against signature.pem.)"""
     tenant_id = await _organization(call)
-    return await service.validate_lease(call.services.pool, call.services.lease_pools, tenant_id,
-                                        call.query["lease"], _now(call))
+    return _noted(call, await service.validate_lease(call.services.pool, call.services.lease_pools, tenant_id,
+                                                     call.query["lease"], _now(call)))
 
 
 async def renew(call: Call) -> dict:
     """Replace a live lease by a new one (the old lease stops being valid)."""
     tenant_id = await _organization(call)
-    return await service.renew(call.services.pool, call.services.lease_pools, call.services.settings.master_key,
-                               tenant_id, call.body["lease"], call.body["expiry"], _now(call))
+    return _noted(call, await service.renew(call.services.pool, call.services.lease_pools,
+                                            call.services.settings.master_key, tenant_id, call.body["lease"],
+                                            call.body["expiry"], _now(call)))
 
 
 async def release(call: Call) -> dict:
     """Give a lease back; releasing twice is fine."""
     tenant_id = await _organization(call)
-    return await service.release(call.services.pool, call.services.lease_pools, tenant_id, call.body["lease"],
-                                 _now(call))
+    return _noted(call, await service.release(call.services.pool, call.services.lease_pools, tenant_id,
+                                              call.body["lease"], _now(call)))
 
 
 async def signature_pem(call: Call) -> Response:
@@ -114,7 +126,8 @@ async def list_customers(call: Call) -> dict:
 
 async def create_floating_key(call: Call) -> JSONResponse:
     """Issue a floating license key with a lease limit and the products/features it grants."""
-    made = await service.create_floating_key(call.services.pool, call.services.lease_pools, call.tenant_id,
+    made = await service.create_floating_key(call.services.pool, call.services.redis, call.services.lease_pools,
+                                             call.tenant_id,
                                              call.services.clock.utcnow(), call.body)
     return JSONResponse(made, status_code=201)
 

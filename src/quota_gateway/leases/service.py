@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from .. import catalogue, crypto, tenants
+from ..abuse import negative
 from ..clock import iso_utc
 from ..errors import ApiError
 from ..licensing import keys as key_format
@@ -21,13 +22,18 @@ _LEASE_CODES = {"LEASE_RELEASED": "LEASE_RELEASED", "LEASE_RENEWED": "LEASE_INVA
                 "KEY_EXPIRED": "KEY_EXPIRED"}
 
 
-async def organization(pool: asyncpg.Pool, known: dict[str, str], org: str) -> str:
-    """Tenant id for an organizationId (an id or a slug), remembered in `known`; 404 when none."""
+async def organization(pool: asyncpg.Pool, redis: Any, known: dict[str, str], org: str) -> str:
+    """Tenant id for an organizationId (an id or a slug), remembered in `known`; 404 when none
+    (remembered in the negative cache: a guessed organization reaches Postgres once per window)."""
     tenant_id = known.get(org)
     if tenant_id is None:
+        missing = negative.entry("org", "", org)
+        if await negative.is_missing(redis, missing):
+            raise ApiError(404, "organization_not_found", "no such organization")
         async with pool.acquire() as conn:
             found = await tenants.get_tenant(conn, org)
         if found is None:
+            await negative.remember_missing(redis, missing)
             raise ApiError(404, "organization_not_found", "no such organization")
         tenant_id = known[org] = found["id"]
     return tenant_id
@@ -93,10 +99,20 @@ def _renewed(error_code: str | None, *, lease: str | None = None, expiry: str | 
     return {"success": error_code is None, "errorCode": error_code, "expiry": expiry, "lease": lease}
 
 
-async def validate_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, raw_key: str, now: int) -> dict:
+def _missing_key(tenant_id: str, digest: bytes) -> str:
+    """The negative-cache entry of a key this organization does not have (scoped to it)."""
+    return negative.entry("fk", tenant_id, digest)
+
+
+async def validate_key(pool: asyncpg.Pool, redis: Any, pools: LeasePools, tenant_id: str, raw_key: str,
+                       now: int) -> dict:
     found = pool_ref(raw_key)
-    row = await _key_row(pool, tenant_id, found[1]) if found else None
-    if found is None or row is None or row["revoked_at"] is not None:
+    if found is None or await negative.is_missing(redis, _missing_key(tenant_id, found[1])):
+        return _key_answer("KEY_INVALID")
+    row = await _key_row(pool, tenant_id, found[1])
+    if row is None:
+        await negative.remember_missing(redis, _missing_key(tenant_id, found[1]))
+    if row is None or row["revoked_at"] is not None:
         return _key_answer("KEY_INVALID")
     if row["expires_at"] is not None and row["expires_at"].timestamp() <= now:
         return _key_answer("KEY_EXPIRED", expiry=row["expires_at"])
@@ -240,7 +256,7 @@ async def list_customers(conn: asyncpg.Connection, tenant_id: str) -> list[dict]
     return [_customer_json(r) for r in rows]
 
 
-async def create_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, now: datetime,
+async def create_floating_key(pool: asyncpg.Pool, redis: Any, pools: LeasePools, tenant_id: str, now: datetime,
                               body: dict) -> dict:
     """A floating key with a lease limit and the products/features it grants; shown in full once."""
     async with pool.acquire() as conn:
@@ -262,6 +278,7 @@ async def create_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: 
             tenant_id, body["customerId"], key_format.digest(key), key_format.hint(key), body["leaseLimit"],
             body["products"], expires)
     await pools.invalidate(PoolRef(key_format.digest(key).hex()))
+    await negative.forget(redis, _missing_key(tenant_id, key_format.digest(key)))
     return {"id": row["id"], "key": key, "customerId": body["customerId"], "leaseLimit": row["lease_limit"],
             "expiresAt": row["expires_at"], "products": row["products"]}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.responses import PlainTextResponse, Response
 
 from .. import crypto, geo
+from ..abuse.failures import ACTIVATION_KEY
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
@@ -56,8 +57,16 @@ async def activate(call: Call) -> dict:
 async def validate(call: Call) -> dict:
     """Validate a key (or an offline code) for a hardware id; a blank key means trial mode. Always 200."""
     async with call.services.pool.acquire() as conn:
-        return await service.validate_license(conn, call.tenant_id, _now(call), call.services.server_version,
-                                              call.body)
+        answer = await service.validate_license(conn, call.tenant_id, _now(call), call.services.server_version,
+                                                call.body)
+    _count_unknown_key(call, call.body, answer)
+    return answer
+
+
+def _count_unknown_key(call: Call, body: dict, answer: dict) -> None:
+    """An activation key that matched nothing, in /metrics per token (abuse.failures)."""
+    if answer["status"] == "invalid" and (body.get("activationKey") or "").strip():
+        call.services.failed_lookups.record(call.principal, ACTIVATION_KEY)
 
 
 async def deactivate(call: Call) -> dict:
@@ -157,6 +166,7 @@ async def validate_encrypted(call: Call) -> dict:
         request, key = await envelope.open_request(conn, call.tenant_id, master_key, call.body["payload"])
         body = _VALIDATE.parse(request)
         answer = await service.validate_license(conn, call.tenant_id, _now(call), call.services.server_version, body)
+        _count_unknown_key(call, body, answer)
         if key is None:  # the document's single-block form: a signed answer
             return await envelope.sign_response(conn, call.tenant_id, master_key, answer)
     return {"payload": envelope.seal_response(key, answer)}

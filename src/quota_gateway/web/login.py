@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
+from ..abuse.clientlimit import note_failed_lookup
 from ..config import Settings
 from . import mail, service, sessions, signin
 from .pages import Endpoint, PageContext, action, page
@@ -77,6 +78,7 @@ def request_code(audience: str) -> Endpoint:
                                                           f"{ctx.tenant['slug']}/",
                                                minutes=int(signin.CODE_TTL.total_seconds() // 60))
                 else:
+                    note_failed_lookup(ctx.request.scope)  # an address nobody signs in with
                     await signin.record_refused_request(conn, ctx.keys, ctx.now, tenant_id=ctx.tenant_id,
                                                         audience=audience, email=email, client=ctx.client)
         return ctx.render("code.html", email=email, sent=True)
@@ -103,6 +105,7 @@ def redeem_code(audience: str) -> Endpoint:
                                           email=email, code=code)
             admin_id = await signin.find_admin(conn, ctx.tenant_id, email) if ok and audience == "admin" else None
         if not ok or (audience == "admin" and admin_id is None):
+            note_failed_lookup(ctx.request.scope)
             await _branding(ctx)
             return ctx.render("code.html", 400, email=email, sent=False,
                               error="That code is wrong, used or expired. Check the e-mail, or ask for a new code.")
@@ -122,6 +125,7 @@ async def link_redeem(ctx: PageContext) -> Response:
     async with ctx.pool.acquire() as conn:
         found = await signin.redeem_link(conn, ctx.keys, ctx.now, ctx.tenant_id, ctx.value("token"))
     if found is None:
+        note_failed_lookup(ctx.request.scope)
         return ctx.redirect(f"{ctx.base}/login", "That sign-in link is used or expired. Ask for a code instead.",
                             error=True)
     admin_id, email = found

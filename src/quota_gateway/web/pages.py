@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from .. import tenants
+from ..abuse.clientlimit import CLIENT_ADDRESS
 from ..clock import iso_utc
 from ..errors import ApiError
 from . import csrf, sessions
@@ -101,6 +102,10 @@ class PageContext:
 
     @property
     def client(self) -> str:
+        # the address the client limiter resolved (behind trusted proxies: from X-Forwarded-For)
+        address = self.request.scope.get(CLIENT_ADDRESS)
+        if address is not None:
+            return str(address)
         return self.request.client.host if self.request.client else ""
 
     def value(self, name: str, default: str = "") -> str:

@@ -1,0 +1,101 @@
+"""Per-client-address limits on the routes anyone may call without an access token.
+
+Two fixed one-minute windows per address, kept in Redis by one script call per request (so every
+worker and every gateway shares them): requests (QG_CLIENT_REQUESTS_PER_MINUTE) and failed
+lookups (QG_CLIENT_FAILURES_PER_MINUTE). A failed lookup is an answer of 401/403/404, or one a
+route marked with `note_failed_lookup` (an unknown floating key answers 200 with KEY_INVALID,
+a wrong sign-in code re-renders the form). Past either limit the address gets 429 with
+Retry-After (seconds to the window's end) and a stable code, before any lookup runs.
+
+When Redis cannot be reached the limiter lets requests through (counted in qg_redis_errors):
+the routes behind it answer 503 themselves if they need Redis, and availability of the license
+checks matters more than throttling during an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Settings
+from ..scripts import LuaScript
+from .clientaddr import ClientAddresses
+
+log = logging.getLogger("quota_gateway.abuse")
+
+WINDOW = LuaScript("abuse_client_window")
+WINDOW_SECONDS = 60
+# Routes reachable without an access token: floating-license clients, the portal and admin UI
+# (sign-in pages; signed-in pages carry a cookie anyone can forge a guess of), payment receivers.
+UNAUTHENTICATED_PREFIXES = ("/licensing/", "/portal", "/admin", "/hooks/")
+_FAILED = "qg.failed_lookup"
+CLIENT_ADDRESS = "qg.client_address"  # scope key: the address the limits were counted under
+_FAILED_STATUSES = frozenset((401, 403, 404))
+_MESSAGES = {"requests": ("too_many_requests", "too many requests from this address; retry after Retry-After seconds"),
+             "failures": ("too_many_failed_lookups",
+                          "too many failed lookups from this address; retry after Retry-After seconds")}
+
+
+def note_failed_lookup(scope: Scope) -> None:
+    """Mark this request as a failed lookup (a key, lease or code that matched nothing)."""
+    scope[_FAILED] = True
+
+
+def window_keys(address: str, window_start: int) -> list[str]:
+    prefix = f"qg:{{cl:{address}}}:{window_start}:"
+    return [prefix + "r", prefix + "f"]
+
+
+class ClientLimitMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.addresses = ClientAddresses(settings.trusted_proxies)
+        self.request_limit = settings.client_requests_per_minute
+        self.failure_limit = settings.client_failures_per_minute
+        self.enabled = self.request_limit > 0 or self.failure_limit > 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.enabled or scope["type"] != "http" or not scope["path"].startswith(UNAUTHENTICATED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        services = scope["app"].state.services
+        now = int(services.clock.now())
+        window_start = now - now % WINDOW_SECONDS
+        address = scope[CLIENT_ADDRESS] = self.addresses.of(scope)
+        keys = window_keys(address, window_start)
+        left = window_start + WINDOW_SECONDS - now
+        try:
+            reply = await services.runner.run(WINDOW, keys, ["check", self.request_limit, self.failure_limit, left])
+        except Exception as exc:  # fail open: see the module docstring
+            log.warning("client limit check failed: %s: %s", type(exc).__name__, exc)
+            services.metrics.redis_errors.inc(("client_limit",))
+            reply = [1, 0]
+        if int(reply[0]) == 0:
+            reason = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+            await _refuse(send, *_MESSAGES[reason], max(int(reply[1]), 1))
+            return
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, recording_send)
+        if self.failure_limit > 0 and (status in _FAILED_STATUSES or scope.get(_FAILED)):
+            try:
+                await services.runner.run(WINDOW, keys, ["fail", self.request_limit, self.failure_limit, left])
+            except Exception as exc:
+                log.warning("client failure count failed: %s: %s", type(exc).__name__, exc)
+                services.metrics.redis_errors.inc(("client_limit",))
+
+
+async def _refuse(send: Send, code: str, message: str, retry_after: int) -> None:
+    body = orjson.dumps({"error": code, "message": message, "retryAfter": retry_after})
+    await send({"type": "http.response.start", "status": 429, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode())]})
+    await send({"type": "http.response.body", "body": body})

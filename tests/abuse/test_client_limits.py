@@ -1,0 +1,129 @@
+"""Unauthenticated routes: per-address request and failed-lookup windows (429 + Retry-After),
+client addresses behind trusted proxies only, and the negative cache (a guessed key or
+organization reaches Postgres once per window, scoped to the organization asking)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from conftest import running_app
+from quota_gateway.abuse import negative
+from quota_gateway.abuse.clientaddr import ClientAddresses
+from quota_gateway.licensing import keys as key_format
+from leases.test_leases import _floating_key
+
+
+def _scope(peer: str, forwarded: str | None = None) -> dict:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded is not None else []
+    return {"client": (peer, 5000), "headers": headers}
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies():
+    addresses = ClientAddresses("10.0.0.0/8, ::1")
+    assert addresses.of(_scope("198.51.100.7", "203.0.113.9")) == "198.51.100.7"  # not a proxy: header ignored
+    assert addresses.of(_scope("10.1.2.3", "203.0.113.9")) == "203.0.113.9"
+    # the client's own claim sits left of what the trusted proxies appended
+    assert addresses.of(_scope("10.1.2.3", "1.1.1.1, 203.0.113.9, 10.9.9.9")) == "203.0.113.9"
+    assert addresses.of(_scope("10.1.2.3", "10.5.5.5")) == "10.5.5.5"  # only proxies: the farthest one
+    assert addresses.of(_scope("10.1.2.3", "not-an-address")) == "10.1.2.3"
+    assert addresses.of(_scope("::1", "2001:db8::1")) == "2001:db8::1"
+    assert ClientAddresses("").of(_scope("10.1.2.3", "203.0.113.9")) == "10.1.2.3"
+    with pytest.raises(ValueError, match="QG_TRUSTED_PROXIES"):
+        ClientAddresses("10.0.0.0/8,bogus")
+
+
+async def test_failed_lookups_per_address_get_429_until_the_window_ends(settings, tenant, clock):
+    limited = settings.with_(client_failures_per_minute=3, trusted_proxies="127.0.0.1/32")
+    async with running_app(limited, clock) as (_, client):
+        clock.set(1_800_000_000 - 1_800_000_000 % 60 + 10)  # 50 s left in this window
+        url = f"/licensing/{tenant.id}/key/validate"
+        for _ in range(3):
+            r = await client.get(url, params={"key": key_format.generate()})
+            assert r.status_code == 200 and r.json()["errorCode"] == "KEY_INVALID"
+        r = await client.get(url, params={"key": key_format.generate()})
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "50"
+        assert r.json() == {"error": "too_many_failed_lookups", "message": r.json()["message"], "retryAfter": 50}
+        r = await client.get("/licensing/no-such-org/signature.pem")  # every unauthenticated route
+        assert r.status_code == 429
+        # another client behind the trusted proxy is its own address
+        other = {"X-Forwarded-For": "203.0.113.9"}
+        assert (await client.get(url, params={"key": key_format.generate()}, headers=other)).status_code == 200
+        # authenticated routes are not limited per address
+        assert (await client.get("/api/customers", headers=tenant.headers)).status_code == 200
+        clock.advance(50)
+        r = await client.get(url, params={"key": key_format.generate()})
+        assert r.status_code == 200
+
+
+async def test_unknown_organizations_count_as_failed_lookups(settings, clock):
+    async with running_app(settings.with_(client_failures_per_minute=2), clock) as (_, client):
+        for _ in range(2):
+            assert (await client.get("/licensing/ghost/signature.pem")).status_code == 404
+        assert (await client.get("/licensing/ghost/signature.pem")).status_code == 429
+
+
+async def test_requests_per_address_are_limited(settings, tenant, clock):
+    async with running_app(settings.with_(client_requests_per_minute=4), clock) as (_, client):
+        statuses = [(await client.get(f"/licensing/{tenant.id}/signature.pem")).status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 200, 429]
+        r = await client.get("/portal/acme/login")
+        assert r.status_code == 429 and r.json()["error"] == "too_many_requests" and "retry-after" in r.headers
+        clock.advance(60)
+        assert (await client.get(f"/licensing/{tenant.id}/signature.pem")).status_code == 200
+
+
+async def test_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(settings, tenant, clock):
+    async with running_app(settings.with_(client_requests_per_minute=2), clock) as (_, client):
+        url = f"/licensing/{tenant.id}/signature.pem"
+        statuses = [(await client.get(url, headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code
+                    for i in range(3)]
+        assert statuses == [200, 200, 429]
+
+
+async def test_a_wrong_sign_in_code_is_a_failed_lookup(settings, tenant, clock):
+    async with running_app(settings.with_(client_failures_per_minute=1), clock) as (_, client):
+        form = await client.get("/portal/acme/login/code")
+        assert form.status_code == 200
+        csrf = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        r = await client.post("/portal/acme/login/code", data={"email": "x@example.com", "code": "000000",
+                                                                "csrf_token": csrf})
+        assert r.status_code in (400, 403)
+        assert (await client.get("/portal/acme/login")).status_code == 429
+
+
+async def test_a_guessed_key_reaches_postgres_once_per_window(client, settings, tenant, other_tenant):
+    key = key_format.generate()
+    url = f"/licensing/{tenant.id}/key/validate"
+    assert (await client.get(url, params={"key": key})).json()["errorCode"] == "KEY_INVALID"
+    # The row appears behind the service's back (nothing drops the entry): the answer comes from
+    # the negative cache, proving the second guess never reached Postgres.
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        customer = await conn.fetchval("INSERT INTO customers (tenant_id, name) VALUES ($1, 'c') RETURNING id",
+                                       tenant.id)
+        await conn.execute("INSERT INTO floating_keys (tenant_id, customer_id, key_digest, key_hint, lease_limit, "
+                           "products) VALUES ($1, $2, $3, 'x', 1, '[]')", tenant.id, customer,
+                           key_format.digest(key))
+    finally:
+        await conn.close()
+    assert (await client.get(url, params={"key": key})).json()["errorCode"] == "KEY_INVALID"
+
+
+async def test_negative_answers_are_scoped_to_the_organization_asking(client, app, tenant, other_tenant):
+    key = await _floating_key(client, other_tenant, limit=2)
+    # the tenant asks for the other tenant's key: invalid here, and remembered for this tenant only
+    r = await client.get(f"/licensing/{tenant.id}/key/validate", params={"key": key})
+    assert r.json()["errorCode"] == "KEY_INVALID"
+    r = await client.get(f"/licensing/{other_tenant.id}/key/validate", params={"key": key})
+    assert r.json()["isValid"] is True
+    redis = app.state.services.redis
+    digest = key_format.digest(key_format.normalize(key))
+    assert await negative.is_missing(redis, negative.entry("fk", tenant.id, digest))
+    assert not await negative.is_missing(redis, negative.entry("fk", other_tenant.id, digest))
+
+
+async def test_an_unknown_organization_is_remembered(client, app):
+    assert (await client.get("/licensing/nobody-here/signature.pem")).status_code == 404
+    assert await negative.is_missing(app.state.services.redis, negative.entry("org", "", "nobody-here"))

@@ -1,0 +1,63 @@
+"""Failed lookups through a valid token: counted per tenant and token in /metrics; the per-token
+limit is off by default and, when on, refuses only the token that failed too often."""
+
+from __future__ import annotations
+
+from conftest import make_api_key, make_product, running_app
+
+VALIDATE = "/api/apilicense/validate"
+UNKNOWN_API_KEY = "qg_" + "A" * 30
+
+
+async def _metrics(client, tenant, settings) -> str:
+    headers = await tenant.token_with(settings.database_url, ["metrics"])
+    r = await client.get("/metrics", headers=headers)
+    assert r.status_code == 200
+    return r.text
+
+
+def _public_id(tenant) -> str:
+    return tenant.token.split("_")[2]
+
+
+async def test_wrong_keys_and_tokens_are_counted_per_tenant_and_token(client, tenant, settings):
+    for _ in range(3):
+        r = await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY}, headers=tenant.headers)
+        assert r.status_code == 404 and r.json()["isValid"] is False
+    r = await client.post("/api/license/validate", headers=tenant.headers,
+                          json={"activationKey": "AAAAA-BBBBB-CCCCC-DDDDD", "hardwareId": "hw-1", "productName": "Nothing",
+                                "version": "1.0"})
+    assert r.status_code == 200 and r.json()["isValid"] is False
+    bad = {"Authorization": "ExisOneApi exo_at_abcdefghijkl_" + "x" * 32}
+    assert (await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY}, headers=bad)).status_code == 401
+    assert (await client.get("/api/customers", headers=bad)).status_code == 401
+    text = await _metrics(client, tenant, settings)
+    public = _public_id(tenant)
+    assert f'qg_failed_lookups_total{{kind="api_key",tenant="{tenant.id}",token="{public}"}} 3.0' in text
+    assert f'qg_failed_lookups_total{{kind="activation_key",tenant="{tenant.id}",token="{public}"}} 1.0' in text
+    assert 'qg_failed_lookups_total{kind="access_token",tenant="",token=""} 2.0' in text
+
+
+async def test_no_per_token_limit_by_default(client, tenant):
+    product = await make_product(client, tenant.headers)
+    good = await make_api_key(client, tenant.headers, product)
+    for _ in range(50):
+        assert (await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY}, headers=tenant.headers)).status_code == 404
+    assert (await client.post(VALIDATE, json={"apiKey": good}, headers=tenant.headers)).status_code == 200
+
+
+async def test_the_optional_per_token_limit(settings, tenant, clock):
+    async with running_app(settings.with_(token_failures_per_minute=2), clock) as (_, client):
+        clock.set(1_800_000_000 - 1_800_000_000 % 60 + 15)
+        product = await make_product(client, tenant.headers)
+        good = await make_api_key(client, tenant.headers, product)
+        other = await tenant.token_with(settings.database_url, ["verify"])
+        for _ in range(2):
+            assert (await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY},
+                                      headers=tenant.headers)).status_code == 404
+        r = await client.post(VALIDATE, json={"apiKey": good}, headers=tenant.headers)
+        assert r.status_code == 429 and r.json()["error"] == "too_many_failed_lookups"
+        assert r.headers["retry-after"] == "45"
+        assert (await client.post(VALIDATE, json={"apiKey": good}, headers=other)).status_code == 200
+        clock.advance(45)
+        assert (await client.post(VALIDATE, json={"apiKey": good}, headers=tenant.headers)).status_code == 200
