@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.qg-installed
 
-.PHONY: run test bench clean browser web-vendor
+.PHONY: run test bench clean node browser web-vendor
 
 $(STAMP): pyproject.toml setup.py src/quota_gateway/_fastpath.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,14 @@ run: $(STAMP)
 	$(BIN)/quota-gateway serve $(ARGS)
 
 # Lint and types first (src/ must stay clean), then the tests.
-test: $(STAMP) browser
+test: $(STAMP) node browser
 	$(BIN)/ruff check src
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The Node.js SDK's tests (clients/node, run by tests/client/test_node_sdk.py) need node and npm.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || (apt-get update && apt-get install -y nodejs npm)
 
 # The web tests drive Debian's headless Chromium through its chromedriver (no browser download).
 browser:

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
@@ -205,6 +205,59 @@ async def make_api_key(client, headers, product_id: int, **fields) -> str:
                           headers=headers)
     assert r.status_code == 201, r.text
     return r.json()["apiKey"]
+
+
+# --- the gateway over a real socket -------------------------------------------------------------
+
+@dataclass
+class LiveGateway:
+    url: str          # https://127.0.0.1:<port>
+    ca_file: str      # the self-signed certificate `serve --dev-tls` wrote; trust it to connect
+    log_file: str
+
+
+@pytest.fixture
+def tls_gateway(settings, tmp_path) -> Iterator[LiveGateway]:
+    """`quota-gateway serve --dev-tls` on a free port against the test Redis and PostgreSQL."""
+    import ssl
+    import subprocess
+    import sys
+    import time
+
+    from quota_gateway.embedded import free_port
+
+    port = free_port()
+    data_dir = tmp_path / "gateway-data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QG_")}
+    env.update(settings.to_env())
+    env.update(QG_MASTER_KEY=TEST_MASTER_KEY, QG_DATA_DIR=str(data_dir), QG_LOG_LEVEL="warning")
+    log_file = tmp_path / "gateway.log"
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "quota_gateway.cli", "serve", "--dev-tls", "--host",
+                                 "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    ca_file = data_dir / "tls" / "dev-cert.pem"
+    url = f"https://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if ca_file.exists() and httpx.get(f"{url}/healthz", timeout=1,
+                                              verify=ssl.create_default_context(cafile=str(ca_file))).status_code == 200:
+                break
+        except (httpx.HTTPError, ssl.SSLError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the gateway did not start:\n{log_file.read_text()[-3000:]}")
+        time.sleep(0.1)
+    try:
+        yield LiveGateway(url, str(ca_file), str(log_file))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # --- e-mail: a real SMTP server on loopback ----------------------------------------------------

@@ -34,6 +34,7 @@ from . import (
     metrics,
     openapi,
     payments,
+    support,
     tenants,
     web,
 )
@@ -54,8 +55,8 @@ from .services import Services
 
 log = logging.getLogger("quota_gateway")
 
-DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, events, web,
-                                   payments)
+DOMAINS: tuple[ModuleType, ...] = (health, auth, tenants, catalogue, apilicense, licensing, leases, support, events,
+                                   web, payments)
 
 HotHandler = Callable[[Services, Scope, Receive, Send], Awaitable[None]]
 

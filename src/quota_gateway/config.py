@@ -61,6 +61,10 @@ class Settings:
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
     public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL", "doc": "base URL people reach this gateway at, used in sign-in links and e-mails (default: from host and port)"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
+    support_tickets_per_token: int = field(default=100, metadata={"env": "QG_SUPPORT_TICKETS_PER_TOKEN", "doc": "support tickets one access token may create per window (the SDKs' token is shared by all of a product's users)"})
+    support_tickets_per_email: int = field(default=5, metadata={"env": "QG_SUPPORT_TICKETS_PER_EMAIL", "doc": "support tickets one e-mail address may create per window"})
+    support_ticket_window: int = field(default=3600, metadata={"env": "QG_SUPPORT_TICKET_WINDOW", "doc": "seconds of the support-ticket creation window"})
+    servicenow_timeout: float = field(default=10.0, metadata={"env": "QG_SERVICENOW_TIMEOUT", "doc": "seconds a ServiceNow instance has to connect and to answer each read"})
     paypal_cert_hosts: str = field(default=".paypal.com", metadata={"env": "QG_PAYPAL_CERT_HOSTS", "doc": "where PayPal webhook certificates may be fetched from (comma-separated: `host`, `.domain-suffix`, or `http://host:port` to allow plain HTTP); HTTPS otherwise"})
     paypal_ca_file: str | None = field(default=None, metadata={"env": "QG_PAYPAL_CA_FILE", "doc": "PEM trust anchors for PayPal webhook certificate chains (default: the system CAs)"})
 

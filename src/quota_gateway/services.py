@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # domain types, for annotations only: domains import this mod
     from .leases.history import HistoryDrainer
     from .leases.pool import LeasePools
     from .metricsserver import MetricsListener
+    from .support.sync import SupportState
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Services:
     lease_orgs: dict[str, str] = field(default_factory=dict, repr=False)  # leases: organization -> tenant id
     job_worker: JobWorker | None = field(default=None, repr=False)  # events: None when QG_EVENTS_WORKER=0
     webhook_http: httpx.AsyncClient | None = field(default=None, repr=False)  # events: webhook deliveries
+    support: SupportState | None = field(default=None, repr=False)  # support: ServiceNow client, creation limits
 
     @property
     def server_version(self) -> str:

@@ -278,12 +278,6 @@ async def test_domain_events_are_raised(client, tenant, settings):
                      "license.revoked"]
 
 
-async def test_support_ticket_is_a_clean_501(client, tenant):
-    r = await client.post("/api/support/ticket", json={"productName": "X", "email": "u@example.com", "subject": "s",
-                                                       "message": "m"}, headers=tenant.headers)  # admin: has email
-    assert r.status_code == 501 and r.json()["error"] == "not_implemented"
-
-
 # --- crypto: keys, offline codes, encrypted validation -------------------------------------------
 
 async def test_private_keys_are_encrypted_at_rest_and_rotation_keeps_old_keys(client, tenant, settings):

@@ -17,6 +17,11 @@ def lease_pool(pool_id: str) -> str:
     return f"qg:{{fl:{pool_id}}}:"
 
 
+def support_limits(tenant_id: str) -> str:
+    """`qg:{sup:<tenant>}:`: one tenant's support-ticket creation windows (per token, per address)."""
+    return f"qg:{{sup:{tenant_id}}}:"
+
+
 LEASE_HISTORY_PATTERN = lease_pool("*") + "hist"  # SCAN pattern of every pool's history stream
 LEASE_SET_PATTERN = lease_pool("*") + "leases"  # SCAN pattern of every pool's live leases
 

@@ -36,8 +36,6 @@ _FEATURES_SET = obj(activationKey=_KEY, features=List(required=True, item=Str(mi
 _FEATURES_CSV = obj(activationKey=_KEY)
 _OFFLINE = obj(activationKey=_KEY, hardwareId=_HARDWARE, version=_VERSION)
 _ENCRYPTED = obj(payload=Str(required=True, min_len=1, max_len=60_000, strip=False))
-_TICKET = obj(productName=Str(required=True, max_len=100), email=Email(required=True),
-              subject=Str(required=True, max_len=200), message=Str(required=True, max_len=20_000))
 _PAGE = Query(PAGE_FIELDS)
 _LIST = Query({**PAGE_FIELDS, "productId": Int(minimum=1), "kind": Str(choices=("standard", "corporate"))})
 
@@ -193,12 +191,6 @@ async def rotate_key(call: Call) -> JSONResponse:
     return JSONResponse({"kid": kid, "publicKey": pem}, status_code=201)
 
 
-async def support_ticket(call: Call) -> JSONResponse:
-    """Support tickets are not offered by this server yet: a clear 501."""
-    return JSONResponse({"error": "not_implemented", "message": "support tickets are not available on this server"},
-                        status_code=501)
-
-
 routes = [
     endpoint("POST", "/api/license/activate", activate, scope=ANY_TOKEN, body=_ACTIVATE, tag="licensing",
              errors=("product_not_found", "invalid_key", "product_mismatch", "license_revoked", "license_expired",
@@ -243,6 +235,4 @@ routes = [
              responses={200: "PEM", 404: "no key"}),
     endpoint("GET", "/api/crypto/keys", list_keys, scope="manage", tag="crypto"),
     endpoint("POST", "/api/crypto/keys/rotate", rotate_key, scope="admin", tag="crypto", responses={201: "rotated"}),
-    endpoint("POST", "/api/support/ticket", support_ticket, scope="email", body=_TICKET, tag="support",
-             errors=("not_implemented",), responses={501: "support tickets are not available"}),
 ]
