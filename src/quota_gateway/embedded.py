@@ -199,6 +199,8 @@ class RedisServer(_Server):
         argv = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no",
                 "--protected-mode", "no"]
+        if self.appendonly:  # `make run`: every write logged, fsynced each second, so a restart loses nothing
+            argv += ["--appendfsync", "everysec"]
         if self.cluster:
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
                      "--cluster-node-timeout", "2000"]

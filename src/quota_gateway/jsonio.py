@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -32,9 +33,35 @@ def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise ApiError(400, "invalid_json", "request body is empty; a JSON document is required")
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc.msg}") from None
+    refuse_duplicate_members(raw)
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(name for name, _ in pairs if name in seen or seen.add(name))  # type: ignore[func-returns-value]
+        raise ApiError(400, "duplicate_key", f"member '{repeated}' appears more than once in one object")
+    return members
+
+
+def refuse_duplicate_members(raw: bytes) -> None:
+    """400 duplicate_key when an object of this (valid) JSON repeats a member name. Parsers differ
+    on which copy wins (orjson keeps the last, others the first), so a proxy and the gateway could
+    read different requests from the same bytes; one meaning or none."""
+    json.loads(raw, object_pairs_hook=_unique_members)
+
+
+def content_type_is_json(value: str | None) -> bool:
+    """No Content-Type, application/json or any application/*+json (parameters such as charset aside)."""
+    if value is None:
+        return True
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from .abuse.failures import ACCESS_TOKEN, ACTIVATION_KEY
 from .errors import ApiError
-from .jsonio import JSONResponse, parse_json, read_body
+from .jsonio import JSONResponse, content_type_is_json, parse_json, read_body
 from .principal import Principal
 from .schema import Object, Query
 
@@ -78,6 +78,8 @@ class ApiRoute(Route):
             principal = await authenticate(services, request.headers.get("authorization"), spec.scope)
         body = None
         if spec.body is not None:
+            if not content_type_is_json(request.headers.get("content-type")):
+                raise ApiError(415, "unsupported_media_type", "the body must be JSON: send Content-Type: application/json")
             raw = await read_body(request, services.settings.max_body_bytes)
             body = spec.body.parse(parse_json(raw))
         query = spec.query.parse(request.query_params.multi_items()) if spec.query is not None else {}

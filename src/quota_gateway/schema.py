@@ -112,12 +112,10 @@ class Int(Field):
     maximum: int | None = 2**53 - 1
 
     def parse(self, value: Any, path: str) -> int:
-        # bool is an int subclass in Python; on the wire it is not a number.
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise _invalid(path, "must be an integer")
+        # bool is an int subclass in Python; on the wire it is not a number. A number written with a
+        # fraction or exponent (2.0, 2e0) is refused too: integers are written as integers.
+        if type(value) is not int:
+            raise _invalid(path, "must be an integer")
         if self.minimum is not None and value < self.minimum:
             raise _invalid(path, f"must be at least {self.minimum}")
         if self.maximum is not None and value > self.maximum:

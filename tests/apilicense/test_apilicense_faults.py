@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from urllib.parse import urlsplit
 
 import pytest
+import redis.asyncio as aioredis
 
-from conftest import make_api_key, make_product
+from conftest import make_api_key, make_product, running_app
+from tcp_cut import CuttableForwarder
 
 EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"]
 
@@ -19,9 +23,8 @@ async def test_expiration_beyond_the_calendar_is_400(client, tenant, when):
     assert r.json()["error"] == "invalid_field" and r.json()["field"] == "expirationDate"
 
 
-async def _consume(client, headers, key, units=1, **extra):
-    return await client.post("/api/apilicense/validate", json={"apiKey": key, "units": units}, headers=headers,
-                             **extra)
+async def _consume(client, headers, key, units=1):
+    return await client.post("/api/apilicense/validate", json={"apiKey": key, "units": units}, headers=headers)
 
 
 async def _quota(client, headers, key) -> dict:
@@ -44,3 +47,171 @@ async def test_concurrent_lifetime_resets_zero_the_quota_once(app, client, tenan
     refused = await _consume(client, tenant.headers, key, 1)
     assert refused.status_code == 429 and refused.json()["errorCode"] == "quota_exhausted"
     assert await _quota(client, tenant.headers, key) == {"limit": 100, "used": 100, "remaining": 0}
+
+
+# --- contract edges (item 8) -------------------------------------------------------------------
+
+async def test_an_idempotent_replay_after_revocation_is_refused(client, tenant):
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=10)
+    first = await _consume(client, {**tenant.headers, "Idempotency-Key": "order-1"}, key, 3)
+    assert first.status_code == 200 and first.json()["unitsConsumed"] == 3
+    replay = await _consume(client, {**tenant.headers, "Idempotency-Key": "order-1"}, key, 3)
+    assert replay.json() == first.json()  # before revocation: the first answer again
+    assert (await client.delete(f"/api/apilicense/{key}", headers=tenant.headers)).status_code == 200
+    late = await _consume(client, {**tenant.headers, "Idempotency-Key": "order-1"}, key, 3)
+    assert late.status_code == 403 and late.json()["errorCode"] == "revoked"
+    assert (await _quota(client, tenant.headers, key))["used"] == 3
+
+
+@pytest.mark.parametrize("units", [2.0, 2.5, "2", True])
+async def test_units_must_be_an_integer(client, tenant, units):
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers))
+    r = await client.post("/api/apilicense/validate", json={"apiKey": key, "units": units}, headers=tenant.headers)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": "invalid_field", "message": "units: must be an integer", "field": "units"}
+    r = await client.patch(f"/api/apilicense/{key}", json={"maxApiCalls": 100.0}, headers=tenant.headers)
+    assert r.status_code == 400 and r.json()["field"] == "maxApiCalls"
+
+
+async def test_units_null_means_absent(client, tenant):
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers))
+    r = await client.post("/api/apilicense/validate", json={"apiKey": key, "units": None}, headers=tenant.headers)
+    assert r.status_code == 200 and r.json()["unitsConsumed"] == 1
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"apiKey": "%s", "units": 1, "units": 1000}',
+    b'{"units": 1000, "apiKey": "%s", "units": 1}',
+    b'{"apiKey": "qgk_0000000000000000000000000000", "apiKey": "%s"}',
+    b'{"apiKey": "%s", "consumeUnits": false, "consumeUnits": true}',
+    b'{"apiKey": "%s", "x": {"a": 1, "a": 2}}',
+    b'{"apiKey": "%s", "\\u0075nits": 5, "units": 1}',
+])
+async def test_duplicate_members_are_refused_on_the_hot_path(client, tenant, raw):
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=10)
+    r = await client.post("/api/apilicense/validate", content=raw % key.encode(),
+                          headers={**tenant.headers, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "duplicate_key"
+    assert (await _quota(client, tenant.headers, key))["used"] == 0
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"apiKey": "%s", "note": "a \\"quoted\\" \\\\ text", "units": 2}',
+    b'{"apiKey": "%s", "units": 2, "nested": {"units": 1, "apiKey": "x"}}',
+    b'{"apiKey": "%s", "units": 2, "list": [{"a": 1}, {"a": 2}]}',
+])
+async def test_repeated_names_in_other_places_are_fine(client, tenant, raw):
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers))
+    r = await client.post("/api/apilicense/validate", content=raw % key.encode(),
+                          headers={**tenant.headers, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["unitsConsumed"] == 2
+
+
+async def test_duplicate_members_are_refused_on_management_endpoints(client, tenant):
+    for raw in (b'{"name": "A", "name": "B"}', b'{"name": "A", "description": "x", "description": "y"}'):
+        r = await client.post("/api/product", content=raw, headers={**tenant.headers, "Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "duplicate_key"
+    assert (await client.get("/api/product", headers=tenant.headers)).json()["items"] == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          "application/xml"])
+async def test_a_json_body_with_another_content_type_is_415(client, tenant, content_type):
+    r = await client.post("/api/product", content=b'{"name": "A"}',
+                          headers={**tenant.headers, "Content-Type": content_type})
+    assert r.status_code == 415, r.text
+    assert r.json()["error"] == "unsupported_media_type"
+    assert (await client.get("/api/product", headers=tenant.headers)).json()["items"] == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON", "application/problem+json", None])
+async def test_json_content_types_and_none_are_accepted(client, tenant, content_type):
+    headers = dict(tenant.headers)
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = await client.post("/api/product", content=b'{"name": "A"}', headers=headers)
+    assert r.status_code == 201, r.text
+
+
+# --- Redis losing its data (item 6) --------------------------------------------------------------
+
+async def _flush_all(app) -> None:
+    await app.state.services.usage_flusher.flush(list(range(1024)))
+
+
+async def _lose_redis_data(settings) -> None:
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        await redis.flushall()  # a restart without persistence, or an operator's FLUSHALL
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def manual_flush(settings, clock):
+    """An app whose write-behind runs only when the test says so."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as app_client:
+        yield app_client
+
+
+async def test_an_idempotent_replay_after_redis_lost_its_data_consumes_nothing(manual_flush, tenant, settings):
+    app, client = manual_flush
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=10)
+    headers = {**tenant.headers, "Idempotency-Key": "order-1"}
+    first = await _consume(client, headers, key, 3)
+    assert first.status_code == 200
+    await _flush_all(app)  # the write-behind ran (it runs every flush interval)
+    await _lose_redis_data(settings)
+    replay = await _consume(client, headers, key, 3)
+    assert replay.status_code == 200 and replay.json() == first.json()
+    assert await _quota(client, tenant.headers, key) == {"limit": 10, "used": 3, "remaining": 7}
+    assert (await _consume(client, {**tenant.headers, "Idempotency-Key": "order-2"}, key, 3)).json()["unitsConsumed"] == 3
+    assert (await _quota(client, tenant.headers, key))["used"] == 6
+
+
+async def test_a_lifetime_reset_survives_redis_losing_unflushed_usage(manual_flush, tenant, settings):
+    app, client = manual_flush
+    key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=100)
+    assert (await _consume(client, tenant.headers, key, 40)).status_code == 200
+    await _flush_all(app)
+    assert (await _consume(client, tenant.headers, key, 30)).status_code == 200  # not yet flushed ...
+    r = await client.post(f"/api/apilicense/{key}/reset", params={"periodType": "lifetime"}, headers=tenant.headers)
+    assert r.status_code == 200
+    await _lose_redis_data(settings)  # ... and lost
+    assert await _quota(client, tenant.headers, key) == {"limit": 100, "used": 0, "remaining": 100}
+    assert (await _consume(client, tenant.headers, key, 100)).status_code == 200
+    assert (await _consume(client, tenant.headers, key, 1)).status_code == 429
+
+
+async def test_a_key_whose_cached_metadata_lapses_during_a_postgres_outage_keeps_validating(settings, tenant, clock):
+    upstream = urlsplit(settings.database_url)
+    forwarder = await CuttableForwarder(upstream.hostname, upstream.port).start()
+    through = dataclasses.replace(settings, database_url=upstream._replace(
+        netloc=f"{upstream.username}@127.0.0.1:{forwarder.port}").geturl())
+    try:
+        async with running_app(through, clock) as (_, client):
+            product = await make_product(client, tenant.headers)
+            key = await make_api_key(client, tenant.headers, product, maxApiCalls=5)
+            revoked = await make_api_key(client, tenant.headers, product)
+            assert (await client.delete(f"/api/apilicense/{revoked}", headers=tenant.headers)).status_code == 200
+            for k in (key, revoked):
+                await _consume(client, tenant.headers, k, 1)  # both cached
+            await forwarder.cut()
+            redis = aioredis.from_url(settings.redis_url)
+            try:  # the metadata's TTL runs out during the outage
+                for meta in [m async for m in redis.scan_iter(match="qg:{b*}:m:*")]:
+                    await redis.delete(meta)
+            finally:
+                await redis.aclose()
+            r = await _consume(client, tenant.headers, key, 2)
+            assert r.status_code == 200, r.text
+            assert r.json()["quota"] == {"limit": 5, "used": 3, "remaining": 2}
+            assert (await _consume(client, tenant.headers, key, 3)).status_code == 429
+            r = await _consume(client, tenant.headers, revoked, 1)
+            assert r.status_code == 403 and r.json()["errorCode"] == "revoked"
+    finally:
+        await forwarder.aclose()

@@ -65,3 +65,40 @@ async def test_another_organization_cannot_poison_the_owners_pool_cache(client, 
     assert mine["success"] is True, mine
     assert (await _obtain(client, other_tenant.id, key)).items() >= {"success": False, "errorCode": "KEY_INVALID"}.items()
     assert (await _obtain(client, tenant.id, key))["success"] is True
+
+
+async def _drain_history(app) -> None:
+    services = app.state.services
+    drainer = services.lease_history
+    await drainer.drain(await drainer.everything())
+
+
+async def test_a_full_pool_stays_full_after_redis_loses_its_data(app, client, tenant, settings, clock):
+    key = await _floating_key(client, tenant, limit=2)
+    org = f"/licensing/{tenant.id}"
+    first = await _obtain(client, tenant.id, key)
+    renewed_away = await _obtain(client, tenant.id, key)
+    clock.advance(10)
+    second = (await client.post(f"{org}/lease/renew", json={"lease": renewed_away["lease"]})).json()
+    assert first["success"] and second["success"]
+    assert (await _obtain(client, tenant.id, key))["errorCode"] == "LEASE_LIMIT_REACHED"
+    await _drain_history(app)  # the write-behind ran (at most a flush interval behind)
+
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        await redis.flushall()  # a restart without persistence, or an operator's FLUSHALL
+    finally:
+        await redis.aclose()
+
+    # The live leases are rebuilt from PostgreSQL before the pool changes: no second set is issued.
+    full = await _obtain(client, tenant.id, key)
+    assert (full["success"], full["errorCode"], full["leasesUsed"], full["leaseLimit"]) == (
+        False, "LEASE_LIMIT_REACHED", 2, 2)
+    for lease in (first["lease"], second["lease"]):
+        assert (await client.get(f"{org}/lease/validate", params={"lease": lease})).json()["isValid"] is True
+    old = (await client.get(f"{org}/lease/validate", params={"lease": renewed_away["lease"]})).json()
+    assert old["isValid"] is False
+    assert (await client.get(f"{org}/key/validate", params={"key": key})).json()["leasesUsed"] == 2
+    assert (await client.post(f"{org}/lease/release", json={"lease": first["lease"]})).json()["success"] is True
+    assert (await _obtain(client, tenant.id, key))["success"] is True
+    assert (await _obtain(client, tenant.id, key))["errorCode"] == "LEASE_LIMIT_REACHED"

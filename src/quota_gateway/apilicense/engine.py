@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,12 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
+# First replies of idempotent consumes written behind (restored with the counters after Redis lost them).
+_KEPT_REPLIES = """SELECT idem, reply, GREATEST(1, 86400 - extract(epoch FROM now() - created_at))::int AS ttl
+                   FROM api_idempotency WHERE license_id = $1 AND created_at > now() - interval '1 day'"""
+
+
+log = logging.getLogger("quota_gateway.apilicense")
 
 
 class QuotaEngine:
@@ -134,27 +141,55 @@ class QuotaEngine:
     # -- cache fills --------------------------------------------------------------------------
 
     async def _fill_meta(self, ref: LicenseRef, generation: Any) -> None:
-        async with self.services.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                """SELECT l.id, l.tenant_id, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, p.name,
-                          ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code) AS features
-                   FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""", ref.digest)
+        try:
+            async with self.services.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    """SELECT l.id, l.tenant_id, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, p.name,
+                              ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code)
+                                AS features
+                       FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""",
+                    ref.digest)
+        except Exception as exc:
+            # Postgres unreachable: validation goes on with the key's last metadata (its backup copy
+            # is dropped by every change, so it is as current as the lapsed one was).
+            if not await self.runner.run(keyspace.RESTORE_META, ref.meta_keys, [generation, keyspace.OUTAGE_META_TTL]):
+                raise
+            log.warning("cannot read API key metadata (%s: %s); serving its last copy", type(exc).__name__, exc)
+            return
         fields, ttl = keyspace.meta_fields(row)
-        await self.runner.run(keyspace.FILL_META, [ref.meta, ref.gen], [generation, ttl, *fields])
+        await self.runner.run(keyspace.FILL_META, ref.meta_keys, [generation, ttl, *fields])
 
     async def _fill_used(self, ref: LicenseRef, license_id: int) -> None:
+        """Rebuild a license's counters (and the idempotent replies lost with them) from Postgres."""
         for _ in range(5):
             async with self.services.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                               readonly=True):
-                total = await conn.fetchval("SELECT used_total FROM api_licenses WHERE id = $1", license_id)
+                row = await conn.fetchrow("SELECT used_total, used_offset FROM api_licenses WHERE id = $1", license_id)
                 applied = await conn.fetch("SELECT epoch, last_seq FROM api_flush_state WHERE bucket = $1",
                                            ref.bucket)
+                replies = await conn.fetch(_KEPT_REPLIES, license_id)
+            total, offset = (row["used_total"], row["used_offset"]) if row is not None else (0, 0)
             snapshot = ",".join(f"{r['epoch']}:{r['last_seq']}" for r in applied)
-            done = await self.runner.run(keyspace.FILL_USED, keyspace.fill_used_keys(ref, license_id),
-                                         [license_id, total or 0, snapshot])
+            done = await self.runner.run(
+                keyspace.FILL_USED, keyspace.fill_used_keys(ref, license_id),
+                [license_id, total, snapshot, f"{ref.prefix}ir:{license_id}:",
+                 *(value for r in replies for value in (r["idem"], r["reply"], r["ttl"]))])
+            rebuilt = keyspace.fill_used_rebuilt(done)
+            if rebuilt is not None and rebuilt < offset:
+                await self._lower_offset(ref, license_id, offset, rebuilt)
             if keyspace.fill_used_done(done):
                 return
         raise RuntimeError("could not rebuild a usage counter: flushes kept landing")
+
+    async def _lower_offset(self, ref: LicenseRef, license_id: int, offset: int, rebuilt: int) -> None:
+        """A lifetime reset set the offset to a total that included usage Redis then lost unflushed:
+        that usage never reaches Postgres, so the offset comes down to what could be rebuilt (else
+        "used" would read below zero and grant the lost units again). Only if no reset moved the
+        offset since."""
+        async with self.services.pool.acquire() as conn:
+            await conn.execute("UPDATE api_licenses SET used_offset = $3 WHERE id = $1 AND used_offset = $2",
+                               license_id, offset, rebuilt)
+        await self.invalidate(ref)
 
     # -- management -----------------------------------------------------------------------------
 
@@ -181,4 +216,4 @@ class QuotaEngine:
 
 async def invalidate(runner: ScriptRunner, ref: LicenseRef) -> None:
     """Drop a key's cached metadata: every gateway reads it from Postgres on its next request."""
-    await runner.run(keyspace.INVALIDATE, [ref.meta, ref.gen], [])
+    await runner.run(keyspace.INVALIDATE, ref.meta_keys, [])

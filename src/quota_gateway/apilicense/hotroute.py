@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..abuse.failures import ACCESS_TOKEN, API_KEY
 from ..errors import ApiError
-from ..jsonio import too_large
+from ..jsonio import refuse_duplicate_members, too_large
 from ..openapi import ERROR_SCHEMA
 from ..routing import EndpointSpec
 from ..schema import Bool, Int, Str, obj
@@ -87,7 +87,7 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
-    api_key, units, consume = _parse_body(data)
+    api_key, units, consume = _parse_body(data, raw)
     answer = await services.quota.validate(principal.tenant_id, api_key, units, consume, idempotency_key)
     if answer[0] == 404:  # counted in-process only: nothing added to a successful validation
         failures.record(principal, API_KEY)
@@ -100,14 +100,20 @@ def _error_headers(exc: ApiError) -> list:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in exc.headers.items()]
 
 
-def _parse_body(data: Any) -> tuple[str, int, bool]:
+def _parse_body(data: Any, raw: bytes) -> tuple[str, int, bool]:
     """A well-formed body passes a few type checks; anything else gets the schema's precise error.
-    (What passes here, the schema accepts too, with the same values once the key is normalised.)"""
+    (What passes here, the schema accepts too, with the same values once the key is normalised.)
+
+    Duplicate members are refused without a second parse in the common case: with no escapes,
+    every string puts exactly two quotes in the body, so a body whose only string value is the
+    key has 2 * members + 2 quotes, and any repeated member (or other string) would add more."""
     if type(data) is dict:
         api_key, units, consume = data.get("apiKey"), data.get("units", 1), data.get("consumeUnits", True)
         if (type(api_key) is str and 0 < len(api_key) <= _KEY_MAX_LEN and "\x00" not in api_key and not api_key.isspace()
-                and type(units) is int and 0 < units <= MAX_UNITS and type(consume) is bool):
+                and type(units) is int and 0 < units <= MAX_UNITS and type(consume) is bool
+                and raw.count(b'"') == 2 * len(data) + 2 and b"\\" not in raw):
             return api_key, units, consume
+    refuse_duplicate_members(raw)
     request = VALIDATE_BODY.parse(data)
     return request["apiKey"], request["units"], request["consumeUnits"]
 

@@ -22,6 +22,8 @@ from ..scripts import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
 FILL_META = LuaScript("apilicense_meta_fill")
+RESTORE_META = LuaScript("apilicense_meta_restore")
+OUTAGE_META_TTL = 60  # a backup copy restored while Postgres is unreachable is re-read this soon
 FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("meta_invalidate")
 RESET = LuaScript("apilicense_reset")
@@ -38,7 +40,7 @@ NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not fore
 class LicenseRef:
     """Where one canonical key lives in Redis (all its keys share the bucket's hash tag)."""
 
-    __slots__ = ("bucket", "counters_prefix", "digest", "gen", "key", "meta", "prefix", "validate_keys")
+    __slots__ = ("bucket", "counters_prefix", "digest", "gen", "key", "meta", "meta_keys", "prefix", "validate_keys")
 
     def __init__(self, key: str, bucket: int | None = None, digest: bytes | None = None) -> None:
         self.key = key
@@ -48,6 +50,8 @@ class LicenseRef:
         hexdigest = self.digest.hex()[:32]
         self.meta = f"{self.prefix}m:{hexdigest}"
         self.gen = f"{self.prefix}gen:{hexdigest}"
+        # metadata, its generation, and its backup copy (served while Postgres is unreachable)
+        self.meta_keys = [self.meta, self.gen, f"{self.prefix}mb:{hexdigest}"]
         self.validate_keys = [self.meta, f"{self.prefix}pending", self.prefix]
 
     @classmethod
@@ -148,7 +152,12 @@ def fill_used_keys(ref: LicenseRef, license_id: int) -> list[str]:
 def fill_used_done(reply: Any) -> bool:
     """True: counters rebuilt (or present); False: the Postgres snapshot was older than a finished
     flush, read it again."""
-    return int(reply) == 1
+    return isinstance(reply, list) or int(reply) == 1
+
+
+def fill_used_rebuilt(reply: Any) -> int | None:
+    """The lifetime total FILL_USED rebuilt (None: it rebuilt nothing)."""
+    return int(reply[1]) if isinstance(reply, list) else None
 
 
 def lifetime_total(reply: Any) -> int | None:
@@ -179,6 +188,7 @@ class TakenUsage:
     seq: int
     more: bool  # an unfinished flush was taken while more usage is pending: go round again
     deltas: list[tuple[int, date, int]]  # (license id, day, units)
+    replies: list[tuple[int, str, bytes]]  # (license id, idempotency hash, first reply): idempotent consumes
 
     def done_args(self) -> list:
         return [self.epoch, self.seq]
@@ -188,11 +198,16 @@ def taken_usage(flat: list) -> TakenUsage | None:
     """TAKE's reply decoded: None when the bucket had nothing to write."""
     if not flat:
         return None
-    fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+    fields: dict[str, bytes] = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
     deltas = []
+    replies = []
     for name, value in fields.items():
         if name.startswith("__"):  # __epoch, __seq, __more
             continue
+        if name.startswith("i:"):  # i:<license id>:<idempotency hash> -> the first reply (msgpack)
+            _, license_id, idem = name.split(":", 2)
+            replies.append((int(license_id), idem, value))
+            continue
         license_id, day = name.split(":")
         deltas.append((int(license_id), date(int(day[:4]), int(day[4:6]), int(day[6:])), int(value)))
-    return TakenUsage(fields["__epoch"], int(fields["__seq"]), "__more" in fields, deltas)
+    return TakenUsage(fields["__epoch"].decode(), int(fields["__seq"]), "__more" in fields, deltas, replies)

@@ -115,6 +115,7 @@ class UsageFlusher(WriteBehindLoop):
             license_ids: list[int] = []
             days: list[date] = []
             units: list[int] = []
+            replies: list[tuple[int, str, bytes]] = []
             for bucket, usage in taken:
                 if bucket not in apply_to:
                     continue  # applied before; its owner died before releasing it
@@ -122,11 +123,24 @@ class UsageFlusher(WriteBehindLoop):
                     license_ids.append(license_id)
                     days.append(day)
                     units.append(amount)
+                replies += usage.replies
             if license_ids:
                 crossings = await _apply(conn, license_ids, days, units)
                 if crossings:
                     await _raise_quota_events(conn, crossings, self.services.clock.utcnow())
+            if replies:
+                await _keep_replies(conn, replies)
         return sum(units)
+
+
+async def _keep_replies(conn: asyncpg.Connection, replies: list[tuple[int, str, bytes]]) -> None:
+    # Replies of licenses deleted meanwhile are dropped (the join finds no row); a day later, all are.
+    await conn.execute(
+        """INSERT INTO api_idempotency (license_id, idem, reply)
+           SELECT t.id, t.idem, t.reply FROM unnest($1::bigint[], $2::text[], $3::bytea[]) AS t(id, idem, reply)
+           JOIN api_licenses l ON l.id = t.id
+           ON CONFLICT DO NOTHING""", [r[0] for r in replies], [r[1] for r in replies], [r[2] for r in replies])
+    await conn.execute("DELETE FROM api_idempotency WHERE created_at < now() - interval '1 day'")
 
 
 # Lifetime quota notices: `api.quota.near_limit` when usage reaches this share of the quota.

@@ -3,6 +3,8 @@
 The hot path resolves a token with one dict lookup and one constant-time compare. A revoke
 publishes the token's public id; every process evicts it on receipt (well under 2 s). If the
 subscription drops, the whole cache is cleared on reconnect so nothing stale survives the gap.
+An entry past its TTL is re-checked against PostgreSQL; while PostgreSQL is unreachable it keeps
+being served (revocations still arrive through the channel), so an outage never stops validation.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .tokens import load_principal
 log = logging.getLogger("quota_gateway.auth")
 
 _NEGATIVE_TTL = 1.0  # unknown tokens are remembered briefly so random ones cannot hammer Postgres
+_RECHECK_INTERVAL = 5.0  # PostgreSQL down: a verified token is re-checked at most this often
+_RECHECK_TIMEOUT = 2.0  # ... and a re-check waits at most this long
 
 
 class TokenCache:
@@ -35,6 +39,7 @@ class TokenCache:
         self._max_entries = max_entries
         self._valid: dict[str, tuple[str, Principal, float]] = {}  # public id -> (secret, principal, until)
         self._invalid: dict[tuple[str, str], float] = {}  # (public id, secret) -> until
+        self._evictions = 0  # bumped by every eviction: a resolve that saw one meanwhile caches nothing
         self._listener: asyncio.Task | None = None
         self.ready = asyncio.Event()
 
@@ -60,23 +65,48 @@ class TokenCache:
         if hit:
             return principal
         public, secret = parse_authorization(header)  # type: ignore[misc]  # lookup() parsed it already
-        async with self._pool.acquire() as conn:
-            principal = await load_principal(conn, public, secret)
+        stale = self._valid.get(public)
+        if stale is not None and not hmac.compare_digest(stale[0], secret):
+            stale = None
+        evictions = self._evictions
+        try:
+            if stale is None:
+                principal = await self._load(public, secret)
+            else:  # a re-check of a token verified before must not hang on an unreachable database
+                principal = await asyncio.wait_for(self._load(public, secret), _RECHECK_TIMEOUT)
+        except Exception as exc:
+            if stale is None or self._evictions != evictions:  # never verified, or evicted while we asked
+                raise
+            # PostgreSQL is unreachable: keep serving what it verified (a revocation still evicts it
+            # through the channel), and try again a little later rather than on every request.
+            log.warning("cannot re-verify access token %s (%s: %s); serving it as verified before", public,
+                        type(exc).__name__, exc)
+            self._valid[public] = (secret, stale[1], self._clock.now() + min(self._ttl, _RECHECK_INTERVAL))
+            return self.lookup(header)[1]
         now = self._clock.now()
         if principal is None:
             if len(self._invalid) >= self._max_entries:
                 self._invalid.clear()
             self._invalid[(public, secret)] = now + _NEGATIVE_TTL
             return None
+        if self._evictions != evictions:  # a revocation may have crossed the read: answer, cache nothing
+            self._valid.pop(public, None)
+            return None if principal.expires_at is not None and principal.expires_at <= now else principal
         if len(self._valid) >= self._max_entries:
             self._valid.clear()
         self._valid[public] = (secret, principal, now + self._ttl)
         return self.lookup(header)[1]
 
+    async def _load(self, public: str, secret: str) -> Principal | None:
+        async with self._pool.acquire() as conn:
+            return await load_principal(conn, public, secret)
+
     def evict(self, public_id: str) -> None:
+        self._evictions += 1
         self._valid.pop(public_id, None)
 
     def clear(self) -> None:
+        self._evictions += 1
         self._valid.clear()
         self._invalid.clear()
 

@@ -114,12 +114,14 @@ async def _write(conn: asyncpg.Connection, key_id: int, tenant_id: str, entries:
             clients[lease] = client
         rows.append((e, lease, client, action, _when(e.fields["at"]), _when(e.fields.get("exp"))))
     inserted = {r["entry_id"] for r in await conn.fetch(
-        """INSERT INTO lease_history (floating_key_id, entry_id, tenant_id, lease_id, client_id, action, at, expires_at)
+        """INSERT INTO lease_history (floating_key_id, entry_id, tenant_id, lease_id, client_id, action, at, expires_at,
+                                      previous_lease_id)
            SELECT $1, t.* FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-                                      $8::timestamptz[]) AS t
+                                      $8::timestamptz[], $9::text[]) AS t
            ON CONFLICT DO NOTHING RETURNING entry_id""",
         key_id, [r[0].entry_id for r in rows], [tenant_id] * len(rows), [r[1] for r in rows], [r[2] for r in rows],
-        [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows])}
+        [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows],
+        [r[0].fields.get("previous") or None for r in rows])}
     fresh = [r for r in rows if r[0].entry_id in inserted and r[3] in _EVENT_TYPES]
     if fresh:
         key = await conn.fetchrow("SELECT key_hint, customer_id FROM floating_keys WHERE id = $1", key_id)

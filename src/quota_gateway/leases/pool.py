@@ -6,12 +6,16 @@ reply decoded here.
     qg:{fl:<d>}:leases      live leases, scored by expiry (expired ones leave on the next obtain)
     qg:{fl:<d>}:x:<lease>   "released" or "renewed" marker (kept a week)
     qg:{fl:<d>}:hist        history stream, drained to Postgres by history.py
+    qg:{fl:<d>}:epoch       epoch marker: set once `leases` is complete. Missing (Redis lost its data,
+                            or a pool from before the marker) = rebuild the live leases from the
+                            history in Postgres before any change to the pool
 
 <d> is the first 16 hex characters of the key's SHA-256 (the pool id the lease token carries).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -20,17 +24,23 @@ import orjson
 from ..formats import rediskeys
 from ..scripts import LuaScript, ScriptRunner, reply_text
 
+log = logging.getLogger("quota_gateway.leases")
+
 OBTAIN = LuaScript("leases_obtain")
 CHANGE = LuaScript("leases_change")
 FILL = LuaScript("meta_fill")
 INVALIDATE = LuaScript("meta_invalidate")
 HISTORY_READ = LuaScript("leases_history_read")
+REBUILD = LuaScript("leases_rebuild")
 HISTORY_TRIM = LuaScript("leases_history_trim")
 EXPIRE = LuaScript("leases_expire")
 META_TTL = 3600
 NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
 MARKER_TTL = 7 * 86400
 _NEEDS_META = b"miss"  # OBTAIN's and CHANGE's {"miss", generation}: fill the metadata from Postgres first
+_NEEDS_LEASES = b"rebuild"  # {"rebuild", key id}: the pool has no epoch marker, restore its leases first (REBUILD)
+# Reads a pool key's live leases, (lease id, expiry) pairs, from the lease history in Postgres.
+LiveLeases = Callable[[int], Awaitable[list[tuple[str, int]]]]
 
 
 class PoolRef:
@@ -95,38 +105,57 @@ class LeasePools:
         self.dirty: set[str] = set()  # pool prefixes whose history stream has entries
 
     async def obtain(self, ref: PoolRef, tenant_id: str, loader: Callable[[], Awaitable[Any]], now: int,
-                     seconds: int, lease_id: str, client_id: str) -> Obtained:
-        for _ in range(3):
-            reply = await self.runner.run(OBTAIN, ref.keys("meta", "leases", "hist", "gen"),
+                     seconds: int, lease_id: str, client_id: str, *, live_leases: LiveLeases) -> Obtained:
+        for _ in range(4):
+            reply = await self.runner.run(OBTAIN, ref.keys("meta", "leases", "hist", "gen", "epoch"),
                                           [tenant_id, now, seconds, lease_id, client_id])
-            if reply[0] != _NEEDS_META:
+            if reply[0] == _NEEDS_META:
+                await self.fill(ref, reply[1], await loader())
+            elif reply[0] == _NEEDS_LEASES:
+                await self.rebuild(ref, await live_leases(int(reply[1])), now)
+            else:
                 obtained = _obtained(reply)
                 if obtained.code == "OK":
                     self.dirty.add(ref.prefix)
                 return obtained
-            await self.fill(ref, reply[1], await loader())
         raise RuntimeError("pool metadata kept changing")
 
     async def change(self, ref: PoolRef, action: str, now: int, lease_id: str, new_lease_id: str = "",
-                     seconds: int = 0, *, tenant_id: str, loader: Callable[[], Awaitable[Any]]) -> Changed:
+                     seconds: int = 0, *, tenant_id: str, loader: Callable[[], Awaitable[Any]],
+                     live_leases: LiveLeases) -> Changed:
         """Renew, release or check a lease; `loader()` reads the pool key's row when Redis has no
         metadata for it (a lease of a revoked key must never pass for want of cached metadata)."""
-        keys = [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:{lease_id}", ref.prefix + "gen"]
-        for _ in range(3):
+        keys = [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:{lease_id}", *ref.keys("gen", "epoch")]
+        for _ in range(4):
             code, value = await self.runner.run(CHANGE, keys, [action, now, lease_id, new_lease_id, seconds, MARKER_TTL,
                                                                tenant_id])
-            if code != _NEEDS_META:
+            if code == _NEEDS_META:
+                await self.fill(ref, value, await loader())
+            elif code == _NEEDS_LEASES:
+                row = await loader()
+                await self.rebuild(ref, await live_leases(row["id"]) if row is not None else [], now)
+            else:
                 if action != "check":
                     self.dirty.add(ref.prefix)
                 return Changed(reply_text(code), int(value))
-            await self.fill(ref, value, await loader())
         raise RuntimeError("pool metadata kept changing")
 
-    async def used(self, ref: PoolRef, now: int) -> int:
+    async def used(self, ref: PoolRef, now: int, live_leases: Callable[[], Awaitable[list[tuple[str, int]]]]) -> int:
         """Live leases (a read: expired ones are not counted, and removed by the next obtain)."""
-        count, _ = await self.runner.run(CHANGE, [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:",
-                                                  ref.prefix + "gen"], ["count", now, "", "", 0, MARKER_TTL, ""])
-        return int(count)
+        keys = [*ref.keys("meta", "leases", "hist"), f"{ref.prefix}x:", *ref.keys("gen", "epoch")]
+        for _ in range(2):
+            count, _ = await self.runner.run(CHANGE, keys, ["count", now, "", "", 0, MARKER_TTL, ""])
+            if count != _NEEDS_LEASES:
+                return int(count)
+            await self.rebuild(ref, await live_leases(), now)
+        raise RuntimeError("pool leases kept disappearing")
+
+    async def rebuild(self, ref: PoolRef, leases: list[tuple[str, int]], now: int) -> None:
+        """Restore the pool's live leases (read from the lease history in Postgres) after Redis lost
+        them, unless another process did it first."""
+        rebuilt = await self.runner.run(REBUILD, ref.keys("leases", "epoch"), [now, *(v for lease in leases for v in lease)])
+        if rebuilt and leases:  # (a new pool, or one from before epoch markers, restores nothing)
+            log.warning("Redis had lost pool %s: rebuilt %d live lease(s) from PostgreSQL", ref.pool, len(leases))
 
     async def fill(self, ref: PoolRef, generation: Any, row: Any) -> None:
         fields: list[Any]

@@ -5,7 +5,7 @@ errorCode, never errors (see routes.py)."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ from ..clock import iso_utc
 from ..errors import ApiError
 from ..licensing import keys as key_format
 from . import token as lease_token
-from .pool import Changed, LeasePools, PoolRef
+from .pool import Changed, LeasePools, LiveLeases, PoolRef
 
 _LEASE_CODES = {"LEASE_RELEASED": "LEASE_RELEASED", "LEASE_RENEWED": "LEASE_INVALID", "KEY_INVALID": "KEY_INVALID",
                 "KEY_EXPIRED": "KEY_EXPIRED"}
@@ -76,6 +76,24 @@ async def _pool_row(pool: asyncpg.Pool, pool_id: str) -> Any:
                                    "AND key_digest < $2", low, high.to_bytes(8, "big"))
 
 
+_LIVE_LEASES = """
+    SELECT h.lease_id, h.expires_at FROM lease_history h
+    WHERE h.floating_key_id = $1 AND h.action IN ('obtained', 'renewed') AND h.expires_at > $2
+      AND NOT EXISTS (SELECT 1 FROM lease_history e WHERE e.floating_key_id = $1
+                      AND ((e.lease_id = h.lease_id AND e.action IN ('released', 'expired'))
+                           OR (e.action = 'renewed' AND e.previous_lease_id = h.lease_id)))"""
+
+
+def _live_leases(pool: asyncpg.Pool, now: int) -> LiveLeases:
+    """What restores a pool after Redis lost it: a key's leases that the written-behind history
+    shows obtained or renewed, unexpired, and neither released, expired nor renewed away."""
+    async def read(key_id: int) -> list[tuple[str, int]]:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+    return read
+
+
 # Every answer carries each field the ExaLicense README lists for its endpoint, null where it does
 # not apply (errorCode null on success); key/validate's validFor is "[Object] || []".
 
@@ -116,7 +134,8 @@ async def validate_key(pool: asyncpg.Pool, redis: Any, pools: LeasePools, tenant
         return _key_answer("KEY_INVALID")
     if row["expires_at"] is not None and row["expires_at"].timestamp() <= now:
         return _key_answer("KEY_EXPIRED", expiry=row["expires_at"])
-    used = await pools.used(found[0], now)
+    key_id = row["id"]
+    used = await pools.used(found[0], now, lambda: _live_leases(pool, now)(key_id))
     async with pool.acquire() as conn:
         valid_for = await _valid_for(conn, tenant_id, row["products"])
     return _key_answer(None, expiry=row["expires_at"], lease_limit=row["lease_limit"], leases_used=used,
@@ -156,7 +175,8 @@ async def obtain(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, 
     async def load() -> Any:
         return await _owner_row(pool, digest)
 
-    obtained = await pools.obtain(ref, tenant_id, load, now, seconds, lease_id, client_id)
+    obtained = await pools.obtain(ref, tenant_id, load, now, seconds, lease_id, client_id,
+                                  live_leases=_live_leases(pool, now))
     if obtained.code == "LEASE_LIMIT_REACHED":  # the pool's counts are what this failure is about
         return _obtained(obtained.code, leases_used=obtained.used, lease_limit=obtained.limit)
     if obtained.code != "OK":
@@ -192,7 +212,7 @@ async def _change(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, payload
         return await _pool_row(pool, pool_id)
 
     return await pools.change(PoolRef(pool_id), action, now, payload["lid"], new_id, seconds, tenant_id=tenant_id,
-                              loader=load)
+                              loader=load, live_leases=_live_leases(pool, now))
 
 
 def _lease_failure(code: str, payload: dict, now: int) -> str:

@@ -1,8 +1,11 @@
 -- Rebuild a license's counters lost from Redis: the lifetime total is Postgres's + the deltas not
 -- yet applied there; window counts start again at 0.
 -- KEYS: 1 packed counters (see apilicense_validate.lua), 2 pending hash, 3 flushing hash, 4 last-applied marker "epoch:seq"
--- ARGV: 1 license id, 2 Postgres used_total, 3 "epoch:last_seq,..." as read with that total
--- Reply: 1 done (or already present) | -1 the Postgres snapshot is older than a finished flush: re-read
+-- ARGV: 1 license id, 2 Postgres used_total, 3 "epoch:last_seq,..." as read with that total,
+--       4 key prefix of idempotent replies "qg:{b<n>}:ir:<id>:", then (idempotency hash, reply, ttl) triples
+-- Reply: 1 already present | -1 the Postgres snapshot is older than a finished flush: re-read |
+--        {1, the total rebuilt}
+-- Also restores the idempotent replies Redis lost with the counters (those written behind).
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 1
 end
@@ -37,4 +40,7 @@ if fepoch then
   end
 end
 redis.call('SET', KEYS[1], cmsgpack.pack(total))
-return 1
+for i = 5, #ARGV, 3 do  -- first replies of idempotent consumes, as written behind
+  redis.call('SET', ARGV[4] .. ARGV[i], ARGV[i + 1], 'EX', tonumber(ARGV[i + 2]), 'NX')
+end
+return {1, total}

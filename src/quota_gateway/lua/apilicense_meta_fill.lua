@@ -1,6 +1,6 @@
 -- Cache an API key's metadata read from Postgres, packed (see apilicense_validate.lua), unless it
 -- was invalidated meanwhile.
--- KEYS: 1 packed metadata, 2 generation counter.  ARGV: 1 generation seen before the read, 2 ttl, 3.. fields
+-- KEYS: 1 packed metadata, 2 generation counter, 3 backup copy (a week; see apilicense_meta_restore.lua).  ARGV: 1 generation seen before the read, 2 ttl, 3.. fields
 -- (of a found key, the fields the validate script reads as numbers are packed as numbers)
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then
   return 0
@@ -11,5 +11,9 @@ if fields[2] == '1' then
     fields[i] = tonumber(fields[i])
   end
 end
-redis.call('SET', KEYS[1], cmsgpack.pack(unpack(fields)), 'EX', tonumber(ARGV[2]))
+local packed = cmsgpack.pack(unpack(fields))
+redis.call('SET', KEYS[1], packed, 'EX', tonumber(ARGV[2]))
+if fields[2] == '1' then  -- the copy served while Postgres is unreachable (dropped with the metadata)
+  redis.call('SET', KEYS[3], packed, 'EX', 604800)
+end
 return 1

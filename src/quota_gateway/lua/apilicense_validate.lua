@@ -16,7 +16,8 @@
 -- Reply: {"miss", gen} | {"fill", id} | {"nf"} |
 --        {code, consumed, retry_after, near_limit (0|1), product, used, limit, features json,
 --         expires ISO, then slot (0..7), limit, used for each limited window}
--- A retried consume with an Idempotency-Key gets the first reply again, as it was.
+-- A retried consume with an Idempotency-Key gets the first reply again, as it was (unless the key has
+-- been revoked since: then it is refused like any request).
 local FORMAT = '5'  -- engine.META_FORMAT
 local packed = redis.pcall('GET', KEYS[1])  -- metadata of an older format may be of another type
 local m = type(packed) == 'string' and {cmsgpack.unpack(packed)} or {}
@@ -31,7 +32,7 @@ end
 local prefix = KEYS[3]
 local consume = ARGV[3] == '1'
 local idem_key = nil
-if consume and ARGV[4] ~= '' then
+if consume and ARGV[4] ~= '' and revoked ~= '1' then  -- revocation ends replays too
   idem_key = prefix .. 'ir:' .. id .. ':' .. ARGV[4]  -- ir: msgpack replies (i: held JSON)
   local stored = redis.call('GET', idem_key)
   if stored then
@@ -103,6 +104,10 @@ for i = 10, #reply, 3 do
 end
 reply[1], reply[3], reply[4] = code, retry_after, near and 1 or 0
 if idem_key then
-  redis.call('SET', idem_key, cmsgpack.pack(unpack(reply)), 'EX', 86400)  -- msgpack keeps big integers exact
+  local first = cmsgpack.pack(unpack(reply))  -- msgpack keeps big integers exact
+  redis.call('SET', idem_key, first, 'EX', 86400)
+  if reply[2] > 0 then  -- it consumed: written behind with the usage, so the replay outlives a loss of Redis data
+    redis.call('HSET', KEYS[2], 'i:' .. id .. ':' .. ARGV[4], first)
+  end
 end
 return reply

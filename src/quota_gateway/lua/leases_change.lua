@@ -1,11 +1,14 @@
 -- Renew, release or check one lease.
 -- KEYS: 1 meta hash, 2 lease zset, 3 history stream, 4 marker of the lease ("released" | "renewed"),
---       5 metadata generation counter
+--       5 metadata generation counter, 6 epoch marker (present once the lease zset is complete)
 -- ARGV: 1 action (renew|release|check|count), 2 now, 3 lease id, 4 new lease id, 5 lease seconds, 6 marker ttl,
 --       7 tenant
 -- Reply: {code, expiry}; code OK | LEASE_RELEASED | LEASE_RENEWED | LEASE_GONE | KEY_INVALID | KEY_EXPIRED
---        (count: {live leases, 0}; no metadata cached: {"miss", generation})
+--        (count: {live leases, 0}; no metadata cached: {"miss", generation}; leases to restore: {"rebuild", 0})
 local action, now, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  return {'rebuild', 0}  -- Redis lost the pool's leases (or never had them): restore them first
+end
 if action == 'count' then
   return {redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf'), 0}
 end

@@ -1,8 +1,10 @@
 -- Obtain a lease from a key's pool, atomically: never more live leases than the limit.
 -- Expired leases leave the pool here (no sweeper needed for correctness) and are logged.
--- KEYS: 1 meta hash, 2 lease zset (score = expiry), 3 history stream, 4 generation counter
+-- KEYS: 1 meta hash, 2 lease zset (score = expiry), 3 history stream, 4 generation counter, 5 epoch marker
+--       (present once the lease zset is complete; see leases_rebuild.lua)
 -- ARGV: 1 tenant, 2 now, 3 lease seconds, 4 lease id, 5 client id
--- Reply: {"miss", gen} | {"KEY_INVALID"} | {"KEY_EXPIRED"} | {"LEASE_LIMIT_REACHED", used, limit} | {"OK", used, limit, expiry}
+-- Reply: {"miss", gen} | {"rebuild", key id} | {"KEY_INVALID"} | {"KEY_EXPIRED"} |
+--        {"LEASE_LIMIT_REACHED", used, limit} | {"OK", used, limit, expiry}
 local meta = redis.call('HMGET', KEYS[1], 'ok', 'tenant', 'limit', 'exp', 'revoked', 'id')
 if not meta[1] then
   return {'miss', redis.call('GET', KEYS[4]) or '0'}
@@ -14,6 +16,9 @@ local now = tonumber(ARGV[2])
 local exp = tonumber(meta[4])
 if exp > 0 and now >= exp then
   return {'KEY_EXPIRED'}
+end
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return {'rebuild', meta[6]}  -- Redis lost the pool's leases (or never had them): restore them first
 end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES')
 for i = 1, #gone, 2 do

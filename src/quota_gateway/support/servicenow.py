@@ -180,6 +180,10 @@ class ServiceNowClient:
     # --- requests ------------------------------------------------------------------------------
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        host = (httpx.URL(url).host or "").rstrip(".").lower()
+        if host == "invalid" or host.endswith(".invalid"):
+            # RFC 6761 6.4: resolvers should answer "invalid" names negatively at once; no query is sent.
+            raise ServiceNowError("dns_failed", f"{FAILURES['dns_failed']}: {host} is a special-use name")
         try:
             return await self.http.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
