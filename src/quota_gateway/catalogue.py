@@ -96,7 +96,9 @@ async def save_product(call: Call) -> JSONResponse:
     async with call.services.pool.acquire() as conn:
         if b["id"] is None:
             return JSONResponse(await create_product(conn, call.tenant_id, b), status_code=201)
-        return JSONResponse(await update_product(conn, call.tenant_id, b["id"], b))
+        updated = await update_product(conn, call.tenant_id, b["id"], b)
+    await features_changed(call.services, call.tenant_id, b["id"])  # caches of the product's keys hold its name too
+    return JSONResponse(updated)
 
 
 def _product_values(values: dict) -> tuple:

@@ -275,3 +275,123 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
     assert "not_activated" in page   # the refused validation, by status
     assert "Big Client" in page and "90 / 100 (90 %)" in page   # most used, and near its limit
     shot(browser, "admin-analytics")
+
+
+async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, tenant, clock, smtp_server):
+    server, mailing = live
+    from web_helpers import make_admin_link
+
+    async with httpx.AsyncClient(base_url=server.url) as api:
+        product = (await api.post("/api/product", json={"name": "CAD Suite"}, headers=tenant.headers)).json()["id"]
+        await api.post(f"/api/product/{product}/features", json={"name": "render"}, headers=tenant.headers)
+    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/products")
+    fill(browser, "plan_name", "Annual")
+    fill(browser, "duration_days", "365")
+    await asyncio.to_thread(submit, browser, "form[action$='/plans'] button[type=submit]")
+    assert "365 days" in browser.find_element(By.CSS_SELECTOR, "[id^=plan-]").text
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/floating")
+    fill(browser, "customer_name", "Initech")
+    await asyncio.to_thread(submit, browser, "form[action$='/customers'] button[type=submit]")
+    fill(browser, "lease_limit", "3")
+    fill(browser, "features", "render")
+    await asyncio.to_thread(submit, browser, "form[action$='/floating/keys'] button[type=submit]")
+    key = browser.find_element(By.ID, "secret").get_attribute("value")
+    async with httpx.AsyncClient(base_url=server.url) as api:
+        for client_id in ("workstation-7", "laptop-3"):
+            r = await api.post(f"/licensing/{tenant.id}/lease/obtain", json={"key": key, "clientId": client_id})
+            assert r.json()["success"], r.text
+    await asyncio.to_thread(submit, browser, "a.button")   # "Done": the key's page
+
+    def leases_listed(b) -> bool:
+        if "laptop-3" in b.page_source and "workstation-7" in b.page_source:
+            return True
+        b.refresh()   # the lease history reaches Postgres within the flush interval
+        return False
+    await asyncio.to_thread(WebDriverWait(browser, 10, poll_frequency=0.3).until, leases_listed)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "tr.lease")) == 2
+    assert "2 of 3" in browser.page_source
+    shot(browser, "admin-floating-key")
+    browser.get(f"{server.url}/admin/{tenant.slug}/floating")
+    assert "2 / 3" in browser.page_source
+    shot(browser, "admin-floating")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/email")
+    fill(browser, "host", smtp_server.host)
+    fill(browser, "port", str(smtp_server.port))
+    browser.find_element(By.CSS_SELECTOR, "#security option[value=none]").click()
+    fill(browser, "from", "shop@acme.example")
+    await asyncio.to_thread(submit, browser, "form[action$='/email/smtp'] button[type=submit]")
+    assert "SMTP settings saved." in browser.page_source
+    fill(browser, "to", "me@acme.example")
+    await asyncio.to_thread(submit, browser, "form[action$='/smtp/test'] button[type=submit]")
+    assert "Test message sent" in browser.page_source
+    assert "SMTP test" in (await smtp_server.wait_for(1, timeout=15))[0].subject
+    shot(browser, "admin-email")
+    browser.find_element(By.CSS_SELECTOR, "a[href$='/email/templates/ticket_reply']").click()
+    fill(browser, "subject", "Re: {{TicketSubject}} [Acme support]")
+    await asyncio.to_thread(submit, browser, "form[action$='/ticket_reply'] button[type=submit]")
+    assert "Template ticket_reply saved." in browser.page_source
+    shot(browser, "admin-email-template")
+
+
+async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_server):
+    server, mailing = live
+    import asyncpg
+    from web_helpers import KEYS, make_admin_link
+
+    from quota_gateway.db import create_pool
+    from quota_gateway.support import service as support
+    from quota_gateway.web import sessions
+
+    conn = await asyncpg.connect(mailing.database_url)
+    try:
+        cookie = await sessions.start(conn, KEYS, clock.utcnow(), tenant_id=tenant.id, audience="portal",
+                                      email="buyer@example.com")
+    finally:
+        await conn.close()
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/portal/{tenant.slug}/login")
+    browser.add_cookie({"name": "qg_portal", "value": cookie, "path": f"/portal/{tenant.slug}"})
+    browser.get(f"{server.url}/portal/{tenant.slug}/tickets")
+    fill(browser, "product", "Desk App")
+    browser.find_element(By.CSS_SELECTOR, "#priority option[value=High], #priority option:nth-child(3)").click()
+    fill(browser, "subject", "Export fails <b>on Windows</b>")
+    fill(browser, "message", "Clicking Export shows <script>alert(1)</script>\nand nothing happens.")
+    await asyncio.to_thread(submit, browser, "form[action$='/tickets'] button[type=submit]")
+    assert "Your request is sent" in browser.page_source
+    assert "<script>alert(1)</script>" in browser.find_element(By.CSS_SELECTOR, ".message .body").text
+    ticket_id = int(browser.current_url.rsplit("/", 1)[1])
+
+    pool = await create_pool(mailing.database_url, max_size=1)
+    try:   # the staff answers through the support service
+        async with pool.acquire() as conn:
+            await support.add_staff_reply(conn, tenant.id, ticket_id, "Please update to 2.1 and try again.",
+                                          clock.utcnow())
+    finally:
+        await pool.close()
+    browser.refresh()
+    assert "Support team" in browser.page_source and "Please update to 2.1" in browser.page_source
+    fill(browser, "message", "2.1 fixed it, thank you!")
+    await asyncio.to_thread(submit, browser, "form[action$='/reply'] button[type=submit]")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".thread .message")) == 3
+    shot(browser, "portal-ticket")
+
+    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
+    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    browser.get(f"{server.url}/admin/{tenant.slug}/tickets")
+    assert "Export fails" in browser.find_element(By.ID, f"ticket-{ticket_id}").text
+    shot(browser, "admin-tickets")
+    browser.find_element(By.CSS_SELECTOR, f"#ticket-{ticket_id} a").click()
+    fill(browser, "message", "Glad to hear it. Closing this one.")
+    await asyncio.to_thread(submit, browser, "form[action$='/reply'] button[type=submit]")
+    await asyncio.to_thread(submit, browser, "form[action$='/status'] button[type=submit]")
+    assert "Ticket resolved." in browser.page_source
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".thread .message")) == 4
+    shot(browser, "admin-ticket")

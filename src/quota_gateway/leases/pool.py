@@ -34,6 +34,7 @@ HISTORY_READ = LuaScript("leases_history_read")
 REBUILD = LuaScript("leases_rebuild")
 HISTORY_TRIM = LuaScript("leases_history_trim")
 EXPIRE = LuaScript("leases_expire")
+LIVE = LuaScript("leases_live")
 META_TTL = 3600
 NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
 MARKER_TTL = 7 * 86400
@@ -69,6 +70,13 @@ class Changed(NamedTuple):
     KEY_EXPIRED, and the lease's expiry when OK."""
 
     code: str
+    expiry: int
+
+
+class LiveLease(NamedTuple):
+    """One entry of LIVE's reply: a lease in the pool and when it expires (epoch seconds)."""
+
+    lease_id: str
     expiry: int
 
 
@@ -156,6 +164,11 @@ class LeasePools:
         rebuilt = await self.runner.run(REBUILD, ref.keys("leases", "epoch"), [now, *(v for lease in leases for v in lease)])
         if rebuilt and leases:  # (a new pool, or one from before epoch markers, restores nothing)
             log.warning("Redis had lost pool %s: rebuilt %d live lease(s) from PostgreSQL", ref.pool, len(leases))
+
+    async def live(self, ref: PoolRef, now: int, limit: int) -> list[LiveLease]:
+        """The pool's live leases, soonest expiry first, at most `limit` of them."""
+        flat = await self.runner.run(LIVE, ref.keys("leases"), [now, limit])
+        return [LiveLease(reply_text(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
 
     async def fill(self, ref: PoolRef, generation: Any, row: Any) -> None:
         fields: list[Any]

@@ -5,6 +5,7 @@ errorCode, never errors (see routes.py)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,6 +91,14 @@ def _live_leases(pool: asyncpg.Pool, now: int) -> LiveLeases:
     async def read(key_id: int) -> list[tuple[str, int]]:
         async with pool.acquire() as conn:
             rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+    return read
+
+
+def _live_leases_of(conn: asyncpg.Connection, key_id: int, now: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
+    """`_live_leases` of one key over a connection the caller already holds."""
+    async def read() -> list[tuple[str, int]]:
+        rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
         return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
     return read
 
@@ -322,3 +331,52 @@ async def revoke_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: 
         raise ApiError(404, "not_found", "no such floating key")
     await pools.invalidate(found[0])
     return {"revoked": True}
+
+
+async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, tenant_id: str,
+                                 now: int) -> list[dict]:
+    """Every floating key of the tenant with its customer's name and how many leases are live now
+    (for the admin pages; the key itself is never stored, only its visible part)."""
+    rows = await conn.fetch(
+        """SELECT k.id, k.key_digest, k.key_hint, k.lease_limit, k.expires_at, k.revoked_at, k.products,
+                  k.created_at, c.id AS customer_id, c.name AS customer_name
+           FROM floating_keys k JOIN customers c ON c.id = k.customer_id
+           WHERE k.tenant_id = $1 ORDER BY k.id DESC""", tenant_id)
+    found = []
+    for r in rows:
+        live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now,
+                                                          _live_leases_of(conn, r["id"], now))
+        found.append({**{k: v for k, v in dict(r).items() if k != "key_digest"}, "live": live})
+    return found
+
+
+async def floating_key_with_leases(conn: asyncpg.Connection, pools: LeasePools, tenant_id: str, key_id: int,
+                                   now: int, limit: int = 200) -> dict:
+    """One floating key of the tenant and its live leases, soonest expiry first, each with the
+    client that obtained it when the lease history knows it; 404 when the tenant has no such key."""
+    row = await conn.fetchrow(
+        """SELECT k.id, k.key_digest, k.key_hint, k.lease_limit, k.expires_at, k.revoked_at, k.products,
+                  k.created_at, c.id AS customer_id, c.name AS customer_name, c.contact AS customer_contact
+           FROM floating_keys k JOIN customers c ON c.id = k.customer_id
+           WHERE k.id = $1 AND k.tenant_id = $2""", key_id, tenant_id)
+    if row is None:
+        raise ApiError(404, "not_found", "There is no such floating key.")
+    leases = [] if row["revoked_at"] else await pools.live(PoolRef(bytes(row["key_digest"]).hex()), now, limit)
+    # Obtained entries name the client; history reaches Postgres within the flush interval.
+    obtained = {r["lease_id"]: (r["client_id"], r["at"]) for r in await conn.fetch(
+        "SELECT lease_id, client_id, at FROM lease_history WHERE floating_key_id = $1 AND tenant_id = $2 "
+        "AND lease_id = ANY($3::text[])", key_id, tenant_id, [lease.lease_id for lease in leases])}
+    return {**{k: v for k, v in dict(row).items() if k != "key_digest"},
+            "leases": [{"leaseId": lease.lease_id, "expiresAt": lease.expiry,
+                        "clientId": obtained.get(lease.lease_id, ("", None))[0] or None,
+                        "since": obtained.get(lease.lease_id, ("", None))[1]} for lease in leases]}
+
+
+async def revoke_floating_key_by_id(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, key_id: int) -> None:
+    """As revoke_floating_key, by the key's id (the admin pages never hold the key itself)."""
+    async with pool.acquire() as conn:
+        digest = await conn.fetchval("UPDATE floating_keys SET revoked_at = COALESCE(revoked_at, now()) "
+                                     "WHERE id = $1 AND tenant_id = $2 RETURNING key_digest", key_id, tenant_id)
+    if digest is None:
+        raise ApiError(404, "not_found", "There is no such floating key.")
+    await pools.invalidate(PoolRef(bytes(digest).hex()))

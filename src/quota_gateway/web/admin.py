@@ -95,6 +95,7 @@ async def update_product(ctx: PageContext) -> Response:
     product_id = int_param(ctx, "product_id")
     async with ctx.pool.acquire() as conn:
         await catalogue.update_product(conn, ctx.tenant_id, product_id, _product_values(ctx))
+    await catalogue.features_changed(ctx.services, ctx.tenant_id, product_id)  # caches hold the name too
     return ctx.redirect(f"{ctx.base}/products/{product_id}", "Product saved.")
 
 
@@ -117,6 +118,30 @@ async def remove_feature(ctx: PageContext) -> Response:
         await catalogue.remove_feature(conn, ctx.tenant_id, product_id, int_param(ctx, "feature_id"))
     await catalogue.features_changed(ctx.services, ctx.tenant_id, product_id)
     return ctx.redirect(f"{ctx.base}/products/{product_id}", "Feature removed.")
+
+
+@action("admin", back="/products")
+async def create_plan(ctx: PageContext) -> Response:
+    name = ctx.value("name")
+    if not name or len(name) > 100:
+        raise ApiError(400, "invalid_field", "plan name: 1 to 100 characters", field="name")
+    days = form_int(ctx, "duration_days", minimum=1, maximum=36500, label="duration (days)")
+    async with ctx.pool.acquire() as conn:
+        made, _ = await licensing.save_plan(conn, ctx.tenant_id, {"id": None, "name": name, "durationDays": days,
+                                                                  "isActive": True})
+    return ctx.redirect(f"{ctx.base}/products", f"Plan “{made['name']}” created.")
+
+
+@action("admin", back="/products")
+async def toggle_plan(ctx: PageContext) -> Response:
+    plan_id = int_param(ctx, "plan_id")
+    async with ctx.pool.acquire() as conn:
+        found = next((p for p in await licensing.list_plans(conn, ctx.tenant_id) if p["id"] == plan_id), None)
+        if found is None:
+            raise ApiError(404, "not_found", "There is no such plan.")
+        made, _ = await licensing.save_plan(conn, ctx.tenant_id, {**found, "isActive": not found["isActive"]})
+    state = "offered for new keys again" if made["isActive"] else "no longer offered for new keys"
+    return ctx.redirect(f"{ctx.base}/products", f"Plan “{made['name']}” is {state}.")
 
 
 # --- license keys --------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from . import service
 from .pages import SECURITY_HEADERS, PageContext, action, int_param, page
 
 
-async def _brand(ctx: PageContext) -> None:
+async def brand_into(ctx: PageContext) -> None:
+    """Put the tenant's portal branding into the page's values."""
     async with ctx.pool.acquire() as conn:
         ctx.extra["brand"] = await service.branding(conn, ctx.tenant)
 
@@ -22,7 +23,7 @@ async def _brand(ctx: PageContext) -> None:
 @page("portal")
 async def home(ctx: PageContext) -> Response:
     assert ctx.session is not None
-    await _brand(ctx)
+    await brand_into(ctx)
     async with ctx.pool.acquire() as conn:
         items = await service.customer_licenses(conn, ctx.tenant_id, ctx.session.email, ctx.now)
     return ctx.render("portal/home.html", nav="licenses", licenses=items)
@@ -31,7 +32,7 @@ async def home(ctx: PageContext) -> Response:
 @page("portal")
 async def history(ctx: PageContext) -> Response:
     assert ctx.session is not None
-    await _brand(ctx)
+    await brand_into(ctx)
     async with ctx.pool.acquire() as conn:
         items = await service.customer_history(conn, ctx.tenant_id, ctx.session.email)
     return ctx.render("portal/history.html", nav="history", history=items)

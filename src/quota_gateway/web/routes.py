@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, login, portal
+from . import admin, admin_email, admin_floating, admin_support, login, portal, portal_support
 from .pages import render, web_keys
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -59,6 +59,8 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/products/{{product_id}}", admin.update_product, methods=["POST"]),
     Route(f"{_A}/products/{{product_id}}/features", admin.add_feature, methods=["POST"]),
     Route(f"{_A}/products/{{product_id}}/features/{{feature_id}}/delete", admin.remove_feature, methods=["POST"]),
+    Route(f"{_A}/plans", admin.create_plan, methods=["POST"]),
+    Route(f"{_A}/plans/{{plan_id}}/toggle", admin.toggle_plan, methods=["POST"]),
     Route(f"{_A}/licenses", admin.licenses, methods=["GET"]),
     Route(f"{_A}/licenses", admin.create_license, methods=["POST"]),
     Route(f"{_A}/licenses/{{license_id}}", admin.license_detail, methods=["GET"]),
@@ -69,11 +71,34 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/api-keys/{{key_id}}", admin.api_key_detail, methods=["GET"]),
     Route(f"{_A}/api-keys/{{key_id}}/reset", admin.reset_api_key, methods=["POST"]),
     Route(f"{_A}/api-keys/{{key_id}}/revoke", admin.revoke_api_key, methods=["POST"]),
+    Route(f"{_A}/floating", admin_floating.floating_keys, methods=["GET"]),
+    Route(f"{_A}/floating/customers", admin_floating.create_customer, methods=["POST"]),
+    Route(f"{_A}/floating/keys", admin_floating.create_floating_key, methods=["POST"]),
+    Route(f"{_A}/floating/{{key_id}}", admin_floating.floating_key, methods=["GET"]),
+    Route(f"{_A}/floating/{{key_id}}/revoke", admin_floating.revoke_floating_key, methods=["POST"]),
     Route(f"{_A}/tokens", admin.tokens, methods=["GET"]),
     Route(f"{_A}/tokens", admin.create_access_token, methods=["POST"]),
     Route(f"{_A}/tokens/{{public_id}}/revoke", admin.revoke_access_token, methods=["POST"]),
     Route(f"{_A}/crypto", admin.crypto_keys, methods=["GET"]),
     Route(f"{_A}/crypto/rotate", admin.rotate_crypto_key, methods=["POST"]),
+    Route(f"{_A}/email", admin_email.email_page, methods=["GET"]),
+    Route(f"{_A}/email/smtp", admin_email.save_smtp, methods=["POST"]),
+    Route(f"{_A}/email/smtp/delete", admin_email.delete_smtp, methods=["POST"]),
+    Route(f"{_A}/email/smtp/test", admin_email.test_smtp, methods=["POST"]),
+    Route(f"{_A}/email/settings", admin_email.save_mail_settings, methods=["POST"]),
+    Route(f"{_A}/email/templates/{{name}}", admin_email.template_page, methods=["GET"]),
+    Route(f"{_A}/email/templates/{{name}}", admin_email.save_template, methods=["POST"]),
+    Route(f"{_A}/email/templates/{{name}}/reset", admin_email.reset_template, methods=["POST"]),
+    Route(f"{_A}/tickets", admin_support.tickets, methods=["GET"]),
+    Route(f"{_A}/tickets/{{ticket_id}}", admin_support.ticket, methods=["GET"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/reply", admin_support.reply, methods=["POST"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/status", admin_support.set_status, methods=["POST"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/priority", admin_support.set_priority, methods=["POST"]),
+    Route(f"{_A}/tickets/{{ticket_id}}/resync", admin_support.resync, methods=["POST"]),
+    Route(f"{_A}/servicenow", admin_support.servicenow_page, methods=["GET"]),
+    Route(f"{_A}/servicenow", admin_support.save_servicenow, methods=["POST"]),
+    Route(f"{_A}/servicenow/delete", admin_support.delete_servicenow, methods=["POST"]),
+    Route(f"{_A}/servicenow/test", admin_support.test_servicenow, methods=["POST"]),
     Route(f"{_A}/settings", admin.settings_page, methods=["GET"]),
     Route(f"{_A}/settings/admins", admin.add_admin, methods=["POST"]),
     Route(f"{_A}/settings/branding", admin.save_branding, methods=["POST"]),
@@ -81,6 +106,10 @@ routes: list[BaseRoute] = [
     Route(f"{_P}/", portal.home, methods=["GET"]),
     Route(f"{_P}/history", portal.history, methods=["GET"]),
     Route(f"{_P}/licenses/{{license_id}}/deactivate", portal.deactivate, methods=["POST"]),
+    Route(f"{_P}/tickets", portal_support.tickets, methods=["GET"]),
+    Route(f"{_P}/tickets", portal_support.create_ticket, methods=["POST"]),
+    Route(f"{_P}/tickets/{{ticket_id}}", portal_support.ticket, methods=["GET"]),
+    Route(f"{_P}/tickets/{{ticket_id}}/reply", portal_support.reply, methods=["POST"]),
     Route(f"{_P}/brand.css", portal.brand_css, methods=["GET"]),
     Route(f"{_P}/logo", portal.logo, methods=["GET"]),
 ]

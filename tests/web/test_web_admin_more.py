@@ -1,0 +1,184 @@
+"""Admin pages for floating keys and leases, e-mail (SMTP, templates) and plans, through HTTP:
+the flows, CSRF on every new form, and tenant isolation."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import pytest
+from conftest import running_app
+from web_helpers import sign_in_admin
+
+_SECRET = re.compile(r'<textarea id="secret"[^>]*>([^<]+)</textarea>')
+
+
+async def _sql(settings, query: str, *args):
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
+
+
+async def test_floating_keys_customers_and_live_leases(app, client, settings, tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    base = f"/admin/{tenant.slug}"
+    product = (await client.post("/api/product", json={"name": "CAD Suite"}, headers=tenant.headers)).json()["id"]
+    await client.post(f"/api/product/{product}/features", json={"name": "render"}, headers=tenant.headers)
+    r = await client.post(f"{base}/floating/customers", data={"csrf_token": form, "name": "Initech <R&D>",
+                                                             "contact": "it@initech.example"})
+    assert r.status_code == 303
+    page = await client.get(f"{base}/floating")
+    assert "Initech &lt;R&amp;D&gt;" in page.text and "Initech <R&D>" not in page.text   # escaped
+    customer = re.search(r'<option value="(\d+)">Initech', page.text).group(1)
+
+    bad = await client.post(f"{base}/floating/keys", data={"csrf_token": form, "customer_id": customer,
+                                                           "product_id": str(product), "lease_limit": "2",
+                                                           "features": "render, nonsense"})
+    assert bad.status_code == 303 and "nonsense" in (await client.get(bad.headers["location"])).text
+    made = await client.post(f"{base}/floating/keys", data={"csrf_token": form, "customer_id": customer,
+                                                            "product_id": str(product), "lease_limit": "2",
+                                                            "validity_days": "30", "features": "render"})
+    assert made.status_code == 200 and "shown this once" in made.text
+    key = _SECRET.search(made.text).group(1)
+    key_url = re.search(rf'href="({base}/floating/\d+)"', made.text).group(1)
+
+    for client_id in ("workstation-7", "laptop-3"):
+        r = await client.post(f"/licensing/{tenant.id}/lease/obtain", json={"key": key, "clientId": client_id})
+        assert r.json()["success"], r.text
+    services = app.state.services
+    await services.lease_history.drain(services.lease_history.touched())
+    listing = await client.get(f"{base}/floating")
+    assert "2 / 2" in listing.text and key not in listing.text   # masked
+    detail = await client.get(key_url)
+    assert detail.text.count('class="lease"') == 2
+    assert "workstation-7" in detail.text and "laptop-3" in detail.text and "render" in detail.text
+
+    r = await client.post(f"{key_url}/revoke", data={"csrf_token": form})
+    assert r.status_code == 303
+    detail = await client.get(key_url)
+    assert "revoked" in detail.text and "No live leases" in detail.text
+    r = await client.post(f"/licensing/{tenant.id}/lease/obtain", json={"key": key})
+    assert r.json()["errorCode"] == "KEY_INVALID"
+
+
+async def test_smtp_settings_test_message_and_templates(client, settings, tenant, clock, smtp_server):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    base = f"/admin/{tenant.slug}"
+    page = await client.get(f"{base}/email")
+    assert "No SMTP server is configured" in page.text
+    r = await client.post(f"{base}/email/smtp", data={
+        "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
+        "username": "shop", "password": "s3cret-pass", "from": "shop@acme.example"})
+    assert r.status_code == 303
+    page = await client.get(f"{base}/email")
+    assert "this tenant's own server" in page.text and "s3cret-pass" not in page.text
+    stored = await _sql(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1", tenant.id)
+    assert b"s3cret-pass" not in bytes(stored)   # sealed at rest
+    # Saving again with a blank password keeps the stored one.
+    await client.post(f"{base}/email/smtp", data={
+        "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
+        "username": "shop", "password": "", "from": "shop@acme.example"})
+    assert bytes(await _sql(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1",
+                            tenant.id)) == bytes(stored)
+    # The test server takes no AUTH: drop the user and password, then send a test message.
+    await client.post(f"{base}/email/smtp", data={
+        "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
+        "username": "", "password": "", "clear_password": "1", "from": "shop@acme.example"})
+    assert await _sql(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1", tenant.id) is None
+    r = await client.post(f"{base}/email/smtp/test", data={"csrf_token": form, "to": "me@acme.example"})
+    assert "Test message sent" in (await client.get(r.headers["location"])).text
+    mail = (await smtp_server.wait_for(1))[0]
+    assert "SMTP test" in mail.subject
+    bad = await client.post(f"{base}/email/smtp", data={"csrf_token": form, "host": "h", "port": "99999",
+                                                        "from": "x@y.example"})
+    assert "port" in (await client.get(bad.headers["location"])).text
+
+    r = await client.post(f"{base}/email/settings", data={"csrf_token": form, "contact_email": "ops@acme.example",
+                                                          "customer_portal_url": "https://acme.example/portal",
+                                                          "deliver_licenses": "1"})
+    page = await client.get(f"{base}/email")
+    assert "ops@acme.example" in page.text and "https://acme.example/portal" in page.text
+
+    url = f"{base}/email/templates/license_delivery"
+    assert "{{LicenseKey}}" in (await client.get(url)).text
+    broken = await client.post(url, data={"csrf_token": form, "subject": "Key {{ oops", "text": "x", "html": ""})
+    assert "subject, line 1" in (await client.get(broken.headers["location"])).text
+    await client.post(url, data={"csrf_token": form, "subject": "Your key for {{ProductName}}",
+                                 "text": "Key: {{LicenseKey}}\r\nThanks", "html": "<p>{{LicenseKey}}</p>"})
+    page = await client.get(url)
+    assert "Your key for {{ProductName}}" in page.text and "yours" in page.text
+    assert "changed" in (await client.get(f"{base}/email")).text
+    await client.post(f"{url}/reset", data={"csrf_token": form})
+    assert "default" in (await client.get(url)).text
+    assert (await client.get(f"{base}/email/templates/no_such_template")).status_code == 404
+    r = await client.post(f"{base}/email/smtp/delete", data={"csrf_token": form})
+    assert await _sql(settings, "SELECT count(*) FROM smtp_settings") == 0
+
+
+async def test_plans_are_created_and_toggled(client, settings, tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    base = f"/admin/{tenant.slug}"
+    r = await client.post(f"{base}/plans", data={"csrf_token": form, "name": "Annual", "duration_days": "365"})
+    page = await client.get(r.headers["location"])
+    assert "Plan “Annual” created." in page.text and "365 days" in page.text
+    again = await client.post(f"{base}/plans", data={"csrf_token": form, "name": "Annual"})
+    assert "already exists" in (await client.get(again.headers["location"])).text
+    plan = await _sql(settings, "SELECT id FROM plans WHERE name = 'Annual'")
+    r = await client.post(f"{base}/plans/{plan}/toggle", data={"csrf_token": form})
+    assert "no longer offered" in (await client.get(r.headers["location"])).text
+    assert await _sql(settings, "SELECT is_active FROM plans WHERE id = $1", plan) is False
+    licenses = await client.get(f"{base}/licenses")
+    assert "Annual" not in licenses.text   # inactive plans are not offered for new keys
+
+
+_NEW_FORMS = ["/floating/customers", "/floating/keys", "/floating/1/revoke", "/email/smtp", "/email/smtp/delete",
+              "/email/smtp/test", "/email/settings", "/email/templates/license_delivery",
+              "/email/templates/license_delivery/reset", "/plans", "/plans/1/toggle"]
+
+
+@pytest.mark.parametrize("path", _NEW_FORMS)
+async def test_new_forms_refuse_a_post_without_the_csrf_token(client, settings, tenant, clock, path):
+    await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.post(f"/admin/{tenant.slug}{path}", data={"name": "Sneaky", "host": "evil.example"})
+    assert r.status_code == 403
+
+
+async def test_new_pages_keep_tenants_apart(settings, tenant, other_tenant, clock):
+    async with running_app(settings, clock) as (_, client):
+        # globex has a customer, a floating key, a plan and SMTP settings.
+        product = (await client.post("/api/product", json={"name": "Globex Tool"},
+                                     headers=other_tenant.headers)).json()["id"]
+        customer = (await client.post("/api/customers", json={"name": "Globex Customer"},
+                                      headers=other_tenant.headers)).json()["id"]
+        made = (await client.post("/api/floating/keys", json={"customerId": customer, "leaseLimit": 3,
+                                                              "products": [{"productId": product}]},
+                                  headers=other_tenant.headers)).json()
+        plan = (await client.post("/api/plan", json={"name": "Globex Plan"}, headers=other_tenant.headers)).json()
+        await client.put("/api/smtp", json={"host": "smtp.globex.example", "port": 25, "security": "none",
+                                            "from": "noreply@globex.example"}, headers=other_tenant.headers)
+
+        form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+        base = f"/admin/{tenant.slug}"
+        assert "Globex Customer" not in (await client.get(f"{base}/floating")).text
+        r = await client.get(f"{base}/floating/{made['id']}")
+        assert r.status_code == 404 and "Globex" not in r.text
+        await client.post(f"{base}/floating/{made['id']}/revoke", data={"csrf_token": form})
+        assert await _sql(settings, "SELECT revoked_at FROM floating_keys WHERE id = $1", made["id"]) is None
+        own = (await client.post("/api/product", json={"name": "Acme Tool"}, headers=tenant.headers)).json()["id"]
+        await client.post(f"{base}/floating/keys", data={"csrf_token": form, "customer_id": str(customer),
+                                                         "product_id": str(own), "lease_limit": "1"})
+        await client.post(f"{base}/floating/keys", data={"csrf_token": form, "customer_id": str(customer),
+                                                         "product_id": str(product), "lease_limit": "1"})
+        assert await _sql(settings, "SELECT count(*) FROM floating_keys WHERE tenant_id = $1", tenant.id) == 0
+        assert "Globex Plan" not in (await client.get(f"{base}/products")).text
+        await client.post(f"{base}/plans/{plan['id']}/toggle", data={"csrf_token": form})
+        assert await _sql(settings, "SELECT is_active FROM plans WHERE id = $1", plan["id"]) is True
+        page = await client.get(f"{base}/email")
+        assert "smtp.globex.example" not in page.text and "No SMTP server is configured" in page.text
+        await client.post(f"{base}/email/templates/ticket_reply", data={"csrf_token": form, "subject": "Acme",
+                                                                        "text": "acme", "html": ""})
+        assert await _sql(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1", other_tenant.id) == 0
+        await client.post(f"{base}/email/smtp/delete", data={"csrf_token": form})
+        assert await _sql(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1", other_tenant.id) == 1
