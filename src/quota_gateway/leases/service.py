@@ -95,8 +95,8 @@ def _live_leases(pool: asyncpg.Pool, now: int) -> LiveLeases:
     return read
 
 
-def _live_leases_of(conn: asyncpg.Connection, key_id: int, now: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
-    """`_live_leases` of one key over a connection the caller already holds."""
+def _live_leases_on(conn: asyncpg.Connection, now: int, key_id: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
+    """_live_leases of one key, read on a connection the caller holds."""
     async def read() -> list[tuple[str, int]]:
         rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
         return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
@@ -345,7 +345,7 @@ async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, te
     found = []
     for r in rows:
         live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now,
-                                                          _live_leases_of(conn, r["id"], now))
+                                                          _live_leases_on(conn, now, r["id"]))
         found.append({**{k: v for k, v in dict(r).items() if k != "key_digest"}, "live": live})
     return found
 
