@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
