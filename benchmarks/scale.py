@@ -45,6 +45,26 @@ def _redis_used_memory(url: str) -> int:
         client.close()
 
 
+def _bytes_by_kind(url: str, sample: int = 200) -> dict[str, float]:
+    """MEMORY USAGE (key, value and Redis's own overhead) averaged over a sample of each kind of
+    per-key entry: metadata (m:), counters (c:), generation (gen:)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        out = {}
+        for kind in ("m", "c", "gen"):
+            sizes = []
+            for key in client.scan_iter(f"qg:*:{kind}:*", count=1000):
+                sizes.append(client.memory_usage(key, samples=0) or 0)
+                if len(sizes) >= sample:
+                    break
+            out[kind] = sum(sizes) / len(sizes) if sizes else 0.0
+        return out
+    finally:
+        client.close()
+
+
 async def _bulk_load(database_url: str, count: int) -> list[str]:
     """`count` API keys of the bench tenant's product, COPYed in batches; returns the keys."""
     import asyncpg
@@ -120,6 +140,7 @@ def run(keys: int, duration: float = 5.0, rounds: int = 4) -> dict:
                 rss_before, memory_before = _rss_mb(gateway.pid), _redis_used_memory(redis.url)
                 cold_rps, cold_ok = _each_once(port, bodies, headers)  # every key's first touch
                 memory_after, rss_after = _redis_used_memory(redis.url), _rss_mb(gateway.pid)
+                by_kind = _bytes_by_kind(redis.url)
                 random.shuffle(bodies)
                 turns: dict[str, list[dict]] = {"many": [], "1k": []}
                 for turn in range(rounds):
@@ -130,7 +151,7 @@ def run(keys: int, duration: float = 5.0, rounds: int = 4) -> dict:
                 rss_end = _rss_mb(gateway.pid)
             return {"keys": keys, "load_seconds": load_seconds, "cold_rps": cold_rps, "cold_ok": cold_ok,
                     "warm_rps": load._throughput(turns["many"]), "small_rps": load._throughput(turns["1k"]),
-                    "bytes_per_key": (memory_after - memory_before) / keys,
+                    "bytes_per_key": (memory_after - memory_before) / keys, "bytes_by_kind": by_kind,
                     "rss_mb": (rss_before, rss_after, rss_end)}
         finally:
             pg.stop()
@@ -145,7 +166,9 @@ def report(r: dict) -> str:
         f"warm over 1,000 keys rps     {r['small_rps']:,.0f}",
         f"warm N / 1k                  {r['warm_rps'] / r['small_rps']:.2f}x",
         f"cold / warm N                {r['cold_rps'] / r['warm_rps']:.2f}x",
-        f"Redis bytes per warm key     {r['bytes_per_key']:.0f}",
+        f"Redis bytes per warm key     {r['bytes_per_key']:.0f}  (MEMORY USAGE per entry: metadata "
+        f"{r['bytes_by_kind']['m']:.0f}, counters {r['bytes_by_kind']['c']:.0f}, generation "
+        f"{r['bytes_by_kind']['gen']:.0f} where one exists)",
         "worker RSS MB                before {:.0f}, after cold pass {:.0f}, after warm turns {:.0f}".format(*r["rss_mb"]),
     ])
 

@@ -4,7 +4,7 @@ Redis is the arbiter of quota (one atomic Lua script per validate); Postgres is 
 fed by write-behind (see writebehind.py). Key layout (keyspace.py), all keys of one license in
 one slot:
 
-    qg:{b<n>}:m:<digest>        license metadata cached from Postgres (msgpack, TTL 1 h)
+    qg:{b<n>}:m:<digest>        license metadata cached from Postgres (msgpack; until invalidated)
     qg:{b<n>}:gen:<digest>      metadata generation (bumped on every invalidation)
     qg:{b<n>}:c:<id>            counters (msgpack): lifetime units ever consumed, and each window's
                                 start and count (no TTL: the total may hold unflushed usage)

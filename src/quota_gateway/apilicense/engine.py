@@ -1,11 +1,12 @@
-"""The quota engine: one Lua call per validation, metadata filled from Postgres on a miss."""
+"""The quota engine: one Lua call per validation; metadata and counters filled from Postgres on a
+miss, every miss of one loop tick together (missfill.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -14,6 +15,7 @@ from ..clock import iso_utc
 from ..scripts import ScriptRunner
 from . import keyspace
 from .keyspace import ANSWER_MIN_LEN, VALIDATE, Answer, LicenseRef, answer_head
+from .missfill import MissBatcher
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -52,6 +54,7 @@ class QuotaEngine:
                                           "validations of keys with >= 80% of a window or the quota used", ("product",))
         self._refs: dict[str, LicenseRef] = {}  # normalised key -> where it lives (hashing once per key)
         self.dirty: set[int] = set()  # buckets with usage to write behind (shared with the flusher)
+        self.misses = MissBatcher(services.pool, runner)  # metadata misses of one tick, filled together
 
     # -- the hot call -------------------------------------------------------------------------
 
@@ -112,7 +115,7 @@ class QuotaEngine:
                 return reply, clock
             need = keyspace.validate_need(reply)
             if need.kind == keyspace.NEEDS_META:
-                await self._fill_meta(ref, need.value)
+                await self.misses.fill(ref, need.value)
             elif need.kind == keyspace.NEEDS_USAGE:
                 await self._fill_used(ref, int(need.value))
             else:
@@ -139,25 +142,6 @@ class QuotaEngine:
         return dict(self._validations.counts)
 
     # -- cache fills --------------------------------------------------------------------------
-
-    async def _fill_meta(self, ref: LicenseRef, generation: Any) -> None:
-        try:
-            async with self.services.pool.acquire() as conn:
-                row = await conn.fetchrow(
-                    """SELECT l.id, l.tenant_id, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, p.name,
-                              ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code)
-                                AS features
-                       FROM api_licenses l JOIN products p ON p.id = l.product_id WHERE l.key_digest = $1""",
-                    ref.digest)
-        except Exception as exc:
-            # Postgres unreachable: validation goes on with the key's last metadata (its backup copy
-            # is dropped by every change, so it is as current as the lapsed one was).
-            if not await self.runner.run(keyspace.RESTORE_META, ref.meta_keys, [generation, keyspace.OUTAGE_META_TTL]):
-                raise
-            log.warning("cannot read API key metadata (%s: %s); serving its last copy", type(exc).__name__, exc)
-            return
-        fields, ttl = keyspace.meta_fields(row)
-        await self.runner.run(keyspace.FILL_META, ref.meta_keys, [generation, ttl, *fields])
 
     async def _fill_used(self, ref: LicenseRef, license_id: int) -> None:
         """Rebuild a license's counters (and the idempotent replies lost with them) from Postgres."""

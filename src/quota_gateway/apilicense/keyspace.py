@@ -21,7 +21,7 @@ from ..formats.digests import sha256
 from ..scripts import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
-FILL_META = LuaScript("apilicense_meta_fill")
+FILL_BATCH = LuaScript("apilicense_fill_batch")
 RESTORE_META = LuaScript("apilicense_meta_restore")
 OUTAGE_META_TTL = 60  # a backup copy restored while Postgres is unreachable is re-read this soon
 FILL_USED = LuaScript("apilicense_fill_used")
@@ -32,7 +32,10 @@ TOTAL = LuaScript("apilicense_total")
 TAKE = LuaScript("apilicense_flush_take")
 DONE = LuaScript("apilicense_flush_done")
 
-META_TTL = 3600
+# A found key's metadata is cached until invalidated (every change to the key or its product drops
+# it), with no TTL: no wave of misses an hour after a cold start, and no expiry entry per key.
+# Like the counters (which never expire), it stays while the key exists.
+META_TTL = 0
 META_FORMAT = "5"  # the validate script refills metadata cached in any other format (4: features without rules)
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 
@@ -68,7 +71,7 @@ class LicenseRef:
 # cache fill first (ValidateNeed).
 
 ANSWER_MIN_LEN = 9  # replies shorter than this are ValidateNeed
-NEEDS_META = b"miss"  # {"miss", generation}: fill the metadata from Postgres (FILL_META)
+NEEDS_META = b"miss"  # {"miss", generation}: fill metadata and counters from Postgres (FILL_BATCH)
 NEEDS_USAGE = b"fill"  # {"fill", license id}: rebuild the counters from Postgres (FILL_USED)
 NOT_FOUND = b"nf"  # {"nf"}: no such key for this tenant
 
@@ -115,7 +118,7 @@ def packed_clock(now: int, day: bytes, bounds: list[tuple[int, int]]) -> bytes:
             + b"".join(_msgpack_uint(edge) for pair in bounds for edge in pair))
 
 
-# -- FILL_META: the metadata layout the validate script unpacks --------------------------------------
+# -- FILL_BATCH: the metadata layout the validate script unpacks --------------------------------------
 
 def _window_limits(spec: str) -> list[int]:
     """The compiled rules as the script reads them: 8 limits, calls then units, each minute..month
@@ -127,8 +130,22 @@ def _window_limits(spec: str) -> list[int]:
     return limits
 
 
+def fill_batch_call(items: list[tuple[LicenseRef, Any, Any]]) -> tuple[list, list]:
+    """FILL_BATCH's (keys, args) for the misses of one bucket: (ref, generation seen, row or None)."""
+    prefix = items[0][0].prefix
+    keys = [f"{prefix}pending", f"{prefix}flushing", f"{prefix}applied"]
+    snapshot = next((row["applied"] or "" for _, _, row in items if row is not None), "")
+    args: list[Any] = [snapshot, len(items)]
+    for ref, generation, row in items:
+        fields, ttl = meta_fields(row)
+        keys += [*ref.meta_keys, ref.counters(row["id"]) if row is not None else f"{prefix}c:none"]
+        rebuild_here = row is not None and not row["kept_replies"]
+        args += [generation, ttl, row["used_total"] if rebuild_here else "", len(fields), *fields]
+    return keys, args
+
+
 def meta_fields(row: Any) -> tuple[list, int]:
-    """(FILL_META fields, ttl) for a license row (None: no such key, cached briefly)."""
+    """(metadata fields, ttl) for a license row (None: no such key, cached briefly)."""
     if row is None:
         return [META_FORMAT, "0"], NEGATIVE_TTL
     # Rules drive the limits; the answer lists every feature of the product, rules included

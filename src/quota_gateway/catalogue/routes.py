@@ -36,7 +36,9 @@ async def save_product(call: Call) -> JSONResponse:
     async with call.services.pool.acquire() as conn:
         if b["id"] is None:
             return JSONResponse(await service.create_product(conn, call.tenant_id, b), status_code=201)
-        return JSONResponse(await service.update_product(conn, call.tenant_id, b["id"], b))
+        updated = await service.update_product(conn, call.tenant_id, b["id"], b)
+    await service.features_changed(call.services, call.tenant_id, b["id"])  # caches of the product's keys hold its name too
+    return JSONResponse(updated)
 
 
 async def show_product(call: Call) -> dict:

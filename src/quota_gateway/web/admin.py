@@ -95,6 +95,7 @@ async def update_product(ctx: PageContext) -> Response:
     product_id = int_param(ctx, "product_id")
     async with ctx.pool.acquire() as conn:
         await catalogue.update_product(conn, ctx.tenant_id, product_id, _product_values(ctx))
+    await catalogue.features_changed(ctx.services, ctx.tenant_id, product_id)  # caches hold the name too
     return ctx.redirect(f"{ctx.base}/products/{product_id}", "Product saved.")
 
 

@@ -1,0 +1,84 @@
+"""Cold keys: every metadata miss of one loop tick is filled by one Postgres query and one script
+call per bucket (metadata and counters together), with the counters rebuilt exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import asyncpg
+import redis as redis_sync
+
+from conftest import make_product
+from quota_gateway import fastpath
+from quota_gateway.apilicense import keyspace
+from quota_gateway.apilicense.service import mask
+from quota_gateway.formats.digests import sha256
+
+VALIDATE = "/api/apilicense/validate"
+
+
+async def _bulk_keys(settings, tenant, product: int, count: int, **columns) -> list[str]:
+    """Keys written straight into Postgres, never seen by Redis (as a bulk load or a lost Redis leaves them)."""
+    keys = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(count)]
+    names = ["tenant_id", "product_id", "key_digest", "bucket", "key_hint", *columns]
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.copy_records_to_table("api_licenses", columns=names, records=[
+            (tenant.id, product, sha256(k), fastpath.api_key_bucket(k), mask(k), *columns.values()) for k in keys])
+    finally:
+        await conn.close()
+    return keys
+
+
+async def test_misses_of_one_tick_share_one_fill(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers)
+    keys = await _bulk_keys(settings, tenant, product, 60)
+    misses = app.state.services.quota.misses
+    before = misses.batches
+    answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers) for k in keys))
+    assert [r.status_code for r in answers] == [200] * 60
+    assert misses.batches - before <= 10  # one per tick the misses arrived in (a few here), not one per key
+    assert all(r.json()["quota"]["used"] == 1 for r in answers)
+
+
+async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers)
+    [key] = await _bulk_keys(settings, tenant, product, 1, used_total=7, max_api_calls=10)
+    r = await client.post(VALIDATE, json={"apiKey": key, "units": 2}, headers=tenant.headers)
+    assert r.status_code == 200 and r.json()["quota"] == {"limit": 10, "used": 9, "remaining": 1}
+    # metadata lost (evicted, or Redis restarted with only the counters kept): refilled, counters untouched
+    r_sync = redis_sync.Redis.from_url(settings.redis_url)
+    for meta in r_sync.scan_iter("qg:*:m:*"):
+        r_sync.delete(meta)
+    r = await client.post(VALIDATE, json={"apiKey": key, "units": 2}, headers=tenant.headers)
+    assert r.status_code == 429 and r.json()["errorCode"] == "quota_exhausted"
+    r = await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)
+    assert r.status_code == 200 and r.json()["quota"]["used"] == 10
+
+
+async def test_unknown_and_other_tenants_keys_in_one_batch(client, tenant, other_tenant, settings):
+    product = await make_product(client, tenant.headers)
+    mine = await _bulk_keys(settings, tenant, product, 5)
+    unknown = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(5)]
+    answers = await asyncio.gather(
+        *(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers) for k in mine + unknown),
+        *(client.post(VALIDATE, json={"apiKey": k}, headers=other_tenant.headers) for k in mine))
+    assert [r.status_code for r in answers] == [200] * 5 + [404] * 10
+
+
+async def test_metadata_is_kept_until_invalidated(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers)
+    [key] = await _bulk_keys(settings, tenant, product, 1)
+    unknown = fastpath.generate_api_key(secrets.token_bytes(16))
+    for k in (key, unknown):
+        await client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+    r_sync = redis_sync.Redis.from_url(settings.redis_url)
+    ttls = {r_sync.ttl(m) for m in r_sync.scan_iter("qg:*:m:*")}
+    assert -1 in ttls  # the found key: no expiry, so no wave of refills
+    assert any(0 < t <= keyspace.NEGATIVE_TTL for t in ttls)  # the unknown one: briefly
+    # a product rename reaches the cached metadata at once (the product is what validations are counted by)
+    r = await client.post("/api/product", json={"id": product, "name": "Renamed API"}, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    assert (await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)).status_code == 200
+    assert ("Renamed API", "allowed", "ok") in app.state.services.quota.validation_counts()
