@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -89,9 +90,13 @@ def _live_leases(pool: asyncpg.Pool, now: int) -> LiveLeases:
     shows obtained or renewed, unexpired, and neither released, expired nor renewed away."""
     async def read(key_id: int) -> list[tuple[str, int]]:
         async with pool.acquire() as conn:
-            rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
-        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+            return await _read_live_leases(conn, key_id, now)
     return read
+
+
+async def _read_live_leases(conn: asyncpg.Connection, key_id: int, now: int) -> list[tuple[str, int]]:
+    rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+    return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
 
 
 # Every answer carries each field the ExaLicense README lists for its endpoint, null where it does
@@ -335,7 +340,8 @@ async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, te
            WHERE k.tenant_id = $1 ORDER BY k.id DESC""", tenant_id)
     found = []
     for r in rows:
-        live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now)
+        live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now,
+                                                          partial(_read_live_leases, conn, r["id"], now))
         found.append({**{k: v for k, v in dict(r).items() if k != "key_digest"}, "live": live})
     return found
 
