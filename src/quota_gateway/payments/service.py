@@ -158,8 +158,14 @@ async def _receiving_tenant(conn: asyncpg.Connection, slug: str, provider: str, 
     return tenant["id"], row["settings"], _secrets(master_key, tenant["id"], provider, row)
 
 
-def _parse_event(raw: bytes) -> dict:
-    return json_object(raw, "invalid_event", "the body")
+def _parse_event(raw: bytes, type_field: str, lacking: str) -> tuple[dict, str, str]:
+    """The event, its id and its type (read from `type_field`); 400 `invalid_event` (message
+    `lacking`) without them."""
+    event = json_object(raw, "invalid_event", "the body")
+    event_id, event_type = event.get("id"), event.get(type_field)
+    if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
+        raise ApiError(400, "invalid_event", lacking)
+    return event, event_id, event_type
 
 
 async def _record(conn: asyncpg.Connection, tenant_id: str, provider: str, event_id: str, event_type: str,
@@ -185,10 +191,7 @@ async def receive_stripe(pool: asyncpg.Pool, master_key: str | None, slug: str, 
             stripe.verify(raw, headers.get("stripe-signature"), secrets.get("webhookSecrets", []), now)
         except stripe.SignatureError as exc:
             raise ApiError(400, "invalid_signature", str(exc)) from None
-        event = _parse_event(raw)
-        event_id, event_type = event.get("id"), event.get("type")
-        if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
-            raise ApiError(400, "invalid_event", "a Stripe event needs an id and a type")
+        event, event_id, event_type = _parse_event(raw, "type", "a Stripe event needs an id and a type")
         if event_type not in STRIPE_EVENTS:
             return {"received": True, "handled": False}
         recorded = await _record(conn, tenant_id, "stripe", event_id, event_type, event, _utc(now))
@@ -204,10 +207,7 @@ async def receive_paypal(pool: asyncpg.Pool, master_key: str | None, slug: str, 
                             ca_file=ca_file)
     except paypal.SignatureError as exc:
         raise ApiError(400, "invalid_signature", str(exc)) from None
-    event = _parse_event(raw)
-    event_id, event_type = event.get("id"), event.get("event_type")
-    if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
-        raise ApiError(400, "invalid_event", "a PayPal event needs an id and an event_type")
+    event, event_id, event_type = _parse_event(raw, "event_type", "a PayPal event needs an id and an event_type")
     if event_type not in PAYPAL_EVENTS:
         return {"received": True, "handled": False}
     async with pool.acquire() as conn:
