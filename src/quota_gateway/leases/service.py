@@ -5,8 +5,8 @@ errorCode, never errors (see routes.py)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import asyncpg
@@ -90,13 +90,17 @@ def _live_leases(pool: asyncpg.Pool, now: int) -> LiveLeases:
     shows obtained or renewed, unexpired, and neither released, expired nor renewed away."""
     async def read(key_id: int) -> list[tuple[str, int]]:
         async with pool.acquire() as conn:
-            return await _read_live_leases(conn, key_id, now)
+            rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
     return read
 
 
-async def _read_live_leases(conn: asyncpg.Connection, key_id: int, now: int) -> list[tuple[str, int]]:
-    rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
-    return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+def _live_leases_on(conn: asyncpg.Connection, now: int, key_id: int) -> Callable[[], Awaitable[list[tuple[str, int]]]]:
+    """_live_leases of one key, read on a connection the caller holds."""
+    async def read() -> list[tuple[str, int]]:
+        rows = await conn.fetch(_LIVE_LEASES, key_id, datetime.fromtimestamp(now, tz=UTC))
+        return [(r["lease_id"], int(r["expires_at"].timestamp())) for r in rows]
+    return read
 
 
 # Every answer carries each field the ExaLicense README lists for its endpoint, null where it does
@@ -341,7 +345,7 @@ async def floating_keys_overview(conn: asyncpg.Connection, pools: LeasePools, te
     found = []
     for r in rows:
         live = 0 if r["revoked_at"] else await pools.used(PoolRef(bytes(r["key_digest"]).hex()), now,
-                                                          partial(_read_live_leases, conn, r["id"], now))
+                                                          _live_leases_on(conn, now, r["id"]))
         found.append({**{k: v for k, v in dict(r).items() if k != "key_digest"}, "live": live})
     return found
 
