@@ -1,7 +1,9 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps what it receives, for the tests.
 
-It accepts AUTH (any user name with the password in `passwords`, also without TLS), records each
-accepted message with its envelope, and refuses the next N messages on command.
+It accepts AUTH (any user name with the password in `passwords`, also without TLS unless
+`auth_require_tls`), records each accepted message with its envelope and whether it came over
+TLS, and refuses the next N messages on command. With `ssl_context` it speaks implicit TLS
+(SMTPS); with `tls_context` it offers STARTTLS (and insists on it with `require_starttls`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ class ReceivedMail:
     raw: bytes
     received_at: float
     login: str | None = None
+    tls: bool = False
     message: EmailMessage = field(init=False)
 
     def __post_init__(self) -> None:
@@ -52,7 +56,8 @@ class ReceivedMail:
 
 
 class SmtpCapture:
-    def __init__(self) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, tls_context: ssl.SSLContext | None = None,
+                 require_starttls: bool = False, auth_require_tls: bool = False) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.passwords: dict[str, str] = {}
@@ -61,7 +66,8 @@ class SmtpCapture:
         self._fail_next = 0
         self._fail_reply = "451 4.3.0 temporarily refused by the test"
         self._controller = Controller(self, hostname=self.host, port=self.port, authenticator=self._authenticate,
-                                      auth_require_tls=False)
+                                      auth_require_tls=auth_require_tls, ssl_context=ssl_context,
+                                      tls_context=tls_context, require_starttls=require_starttls)
 
     # --- aiosmtpd hooks (run on the server's own thread and loop) ---
     def _authenticate(self, server, session, envelope, mechanism, auth_data):  # noqa: ANN001
@@ -77,8 +83,9 @@ class SmtpCapture:
                 self._fail_next -= 1
                 return self._fail_reply
             login = session.authenticated and session.auth_data
+            tls = server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
             self._messages.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
-                                               time.time(), login if isinstance(login, str) else None))
+                                               time.time(), login if isinstance(login, str) else None, tls))
         return "250 Message accepted for delivery"
 
     # --- test side ---

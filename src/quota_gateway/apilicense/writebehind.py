@@ -7,6 +7,10 @@ leaves either `pending` (nothing taken) or `flushing` (taken, maybe applied): th
 in any process, takes the same `flushing` again and the guard makes the retry a no-op if it had
 been applied. Postgres down: deltas wait in Redis, validation never waits for Postgres.
 
+A flush that moves a key's lifetime usage across 80 % or to 100 % of its quota raises
+`api.quota.near_limit` / `api.quota.exhausted` in the same transaction (so the validate path
+does no extra work for them).
+
 Every process flushes the buckets it dirtied each interval, and sweeps all buckets now and then
 to finish what a dead process left behind. Buckets are flushed in batches: one pipelined round
 of take scripts, one Postgres transaction, one pipelined round of done scripts.
@@ -17,13 +21,14 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from .. import fastpath
+from .. import events, fastpath
 from ..background import WriteBehindLoop
+from ..events import outbox
 from ..scripts import ScriptRunner
 from .keyspace import DONE, DONE_KEYS, TAKE, TAKE_KEYS, TakenUsage, taken_usage
 
@@ -120,7 +125,9 @@ class UsageFlusher(WriteBehindLoop):
                     units.append(amount)
                 replies += usage.replies
             if license_ids:
-                await _apply(conn, license_ids, days, units)
+                crossings = await _apply(conn, license_ids, days, units)
+                if crossings:
+                    await _raise_quota_events(conn, crossings, self.services.clock.utcnow())
             if replies:
                 await _keep_replies(conn, replies)
         return sum(units)
@@ -136,15 +143,65 @@ async def _keep_replies(conn: asyncpg.Connection, replies: list[tuple[int, str, 
     await conn.execute("DELETE FROM api_idempotency WHERE created_at < now() - interval '1 day'")
 
 
-async def _apply(conn: asyncpg.Connection, license_ids: list[int], days: list[date], units: list[int]) -> None:
-    # Deltas of licenses deleted meanwhile are dropped (the join finds no row).
-    await conn.execute(
-        """UPDATE api_licenses l SET used_total = l.used_total + d.units
-           FROM (SELECT id, sum(units) AS units FROM unnest($1::bigint[], $2::bigint[]) AS t(id, units) GROUP BY id) d
-           WHERE l.id = d.id""", license_ids, units)
+# Lifetime quota notices: `api.quota.near_limit` when usage reaches this share of the quota.
+NEAR_LIMIT_PERCENT = 80
+
+
+async def _apply(conn: asyncpg.Connection, license_ids: list[int], days: list[date],
+                 units: list[int]) -> list[asyncpg.Record]:
+    """Add the deltas; returns the licenses whose lifetime usage this flush moved across 80 % or
+    100 % of their quota (usage = used_total - used_offset, as before and after the delta)."""
+    # Deltas of licenses deleted meanwhile are dropped (the join finds no row). The UPDATE locks
+    # each row, so RETURNING's before/after of concurrent flushes never overlap.
+    crossings: list[asyncpg.Record] = await conn.fetch(
+        """WITH applied AS (
+               UPDATE api_licenses l SET used_total = l.used_total + d.units
+               FROM (SELECT id, sum(units) AS units FROM unnest($1::bigint[], $2::bigint[]) AS t(id, units)
+                     GROUP BY id) d
+               WHERE l.id = d.id
+               RETURNING l.id, l.tenant_id, l.product_id, l.key_hint, l.email, l.client_identifier, l.max_api_calls,
+                         l.used_offset, l.used_total - l.used_offset AS used, l.used_total - l.used_offset - d.units AS before)
+           SELECT * FROM applied
+           WHERE max_api_calls > 0
+             AND ((before * 100 < max_api_calls * $3 AND used * 100 >= max_api_calls * $3)
+                  OR (before < max_api_calls AND used >= max_api_calls))
+           ORDER BY id""", license_ids, units, NEAR_LIMIT_PERCENT)
     await conn.execute(
         """INSERT INTO api_usage_daily (license_id, day, tenant_id, units)
            SELECT t.id, t.day, l.tenant_id, t.units
            FROM unnest($1::bigint[], $2::date[], $3::bigint[]) AS t(id, day, units) JOIN api_licenses l ON l.id = t.id
            ON CONFLICT (license_id, day) DO UPDATE SET units = api_usage_daily.units + EXCLUDED.units""",
         license_ids, days, units)
+    return crossings
+
+
+async def _raise_quota_events(conn: asyncpg.Connection, crossings: list[asyncpg.Record], now: datetime) -> None:
+    """`api.quota.near_limit` / `api.quota.exhausted` for each crossing, in the flush's
+    transaction. Each is claimed by its (license, kind, reset, quota) row first, so a crossing is
+    announced once even if the same usage were seen twice; a reset or a new quota re-arms both."""
+    wanted: list[tuple[asyncpg.Record, str]] = []
+    for row in crossings:
+        quota = row["max_api_calls"]
+        if row["before"] * 100 < quota * NEAR_LIMIT_PERCENT <= row["used"] * 100:
+            wanted.append((row, "near_limit"))
+        if row["before"] < quota <= row["used"]:
+            wanted.append((row, "exhausted"))
+    claimed = {(r["license_id"], r["kind"]) for r in await conn.fetch(
+        """INSERT INTO api_quota_notices (license_id, kind, used_offset, quota, tenant_id, at)
+           SELECT t.*, $6 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::uuid[]) AS t
+           ON CONFLICT DO NOTHING RETURNING license_id, kind""",
+        [r["id"] for r, _ in wanted], [k for _, k in wanted], [r["used_offset"] for r, _ in wanted],
+        [r["max_api_calls"] for r, _ in wanted], [r["tenant_id"] for r, _ in wanted], now)}
+    raised = []
+    for row, kind in wanted:
+        if (row["id"], kind) not in claimed:
+            continue
+        data = {"apiLicenseId": row["id"], "productId": row["product_id"], "apiKey": row["key_hint"],
+                "email": row["email"], "clientIdentifier": row["client_identifier"], "used": row["used"],
+                "maxApiCalls": row["max_api_calls"],
+                "percentUsed": min(100, row["used"] * 100 // row["max_api_calls"])}
+        raised.append((str(row["tenant_id"]), _QUOTA_EVENTS[kind], data, now))
+    await outbox.emit_many(conn, raised)
+
+
+_QUOTA_EVENTS = {"near_limit": events.API_QUOTA_NEAR_LIMIT, "exhausted": events.API_QUOTA_EXHAUSTED}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import jobs, mailer, outbox, scheduler, webhooks
+from . import jobs, mailer, outbox, retention, scheduler, webhooks
 from .outbox import emit, pending, subscribe
 from .routes import routes
 from .types import *  # noqa: F403
@@ -33,5 +33,5 @@ async def stop(services: Services) -> None:
     await webhooks.close_http_client(services)
 
 
-__all__ = ["ALL_TYPES", "emit", "jobs", "mailer", "outbox", "pending", "routes", "scheduler", "start", "stop",
-           "subscribe", "webhooks"]
+__all__ = ["ALL_TYPES", "emit", "jobs", "mailer", "outbox", "pending", "retention", "routes", "scheduler", "start",
+           "stop", "subscribe", "webhooks"]

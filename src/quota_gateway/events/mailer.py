@@ -9,7 +9,9 @@ the same Message-ID, which receiving systems deduplicate on.
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -183,11 +185,23 @@ def build_message(from_address: str, to: list[str], subject: str, text: str, htm
     return msg
 
 
-async def send(config: SmtpConfig, message: EmailMessage, timeout: float) -> None:
+@functools.lru_cache(maxsize=8)
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """How SMTP servers are verified: the system's trust store, plus the PEM certificates of
+    `ca_file` (QG_SMTP_CA_FILE: a private CA, or a test's self-signed certificate) when set.
+    Certificates and host names are always checked; nothing here turns verification off."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+async def send(config: SmtpConfig, message: EmailMessage, timeout: float, ca_file: str | None = None) -> None:
     """One SMTP conversation; raises on any failure (refused, TLS, auth, rejected recipients)."""
     await aiosmtplib.send(message, hostname=config.host, port=config.port,
                           username=config.username or None, password=config.password or None,
                           use_tls=config.security == "tls", start_tls=config.security == "starttls",
+                          tls_context=tls_context(ca_file) if config.security != "none" else None,
                           timeout=timeout)
 
 
@@ -205,7 +219,7 @@ async def _send_job(services: Any, job: jobs.Job) -> None:
         raise MailNotConfigured("no SMTP server configured for this tenant and no server-wide default")
     message = build_message(config.from_address, p["to"], p["subject"], p["text"], p["html"], p["messageId"],
                             services.clock.utcnow())
-    await send(config, message, services.settings.smtp_timeout)
+    await send(config, message, services.settings.smtp_timeout, services.settings.smtp_ca_file)
 
 
 async def send_test(services: Any, tenant_id: str, to: str) -> dict[str, Any]:
@@ -222,8 +236,8 @@ async def send_test(services: Any, tenant_id: str, to: str) -> dict[str, Any]:
                             "<p>This is a test message: the SMTP settings work.</p>", message_id,
                             services.clock.utcnow())
     try:
-        await send(config, message, services.settings.smtp_timeout)
-    except (aiosmtplib.SMTPException, OSError) as exc:
+        await send(config, message, services.settings.smtp_timeout, services.settings.smtp_ca_file)
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
         raise ApiError(502, "smtp_failed", f"sending failed: {type(exc).__name__}: {exc}") from None
     return {"sent": True, "messageId": message_id, "source": config.source}
 

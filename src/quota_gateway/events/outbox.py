@@ -7,6 +7,7 @@ and one job per in-process subscriber (`subscribe`). Code raising events never c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,22 @@ async def emit(conn: asyncpg.Connection, tenant_id: str, event_type: str, data: 
         tenant_id, event_type, data, at)
     await conn.execute("SELECT pg_notify($1, 'event')", NOTIFY_CHANNEL)
     return event_id
+
+
+async def emit_many(conn: asyncpg.Connection,
+                    events: Sequence[tuple[str, str, dict[str, Any], datetime | None]]) -> int:
+    """Record several events, `(tenant_id, type, data, at)` each, in the caller's transaction with
+    one statement (write-behind loops raise one per history entry); returns how many."""
+    if not events:
+        return 0
+    await conn.execute(
+        """INSERT INTO events (tenant_id, type, data, created_at)
+           SELECT t.tenant_id, t.type, t.data, COALESCE(t.at, now())
+           FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[]) WITH ORDINALITY
+                AS t(tenant_id, type, data, at, n) ORDER BY t.n""",
+        [e[0] for e in events], [e[1] for e in events], [e[2] for e in events], [e[3] for e in events])
+    await conn.execute("SELECT pg_notify($1, 'event')", NOTIFY_CHANNEL)
+    return len(events)
 
 
 def envelope(row: asyncpg.Record | dict) -> dict[str, Any]:

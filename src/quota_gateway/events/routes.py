@@ -7,7 +7,7 @@ from typing import Any
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
-from . import mailer, scheduler, templates, webhooks
+from . import mailer, scheduler, templates, types, webhooks
 
 _SMTP = obj(
     host=Str(required=True, min_len=1, max_len=253),
@@ -120,7 +120,12 @@ _WEBHOOK_PATCH = obj(
 )
 _ROTATE = obj(overlapSeconds=Int(minimum=0, maximum=7 * 86400, default=86400,
                                  description="how long the previous secret keeps signing"))
-_DELIVERIES = Query({"limit": Int(minimum=1, maximum=200, default=50), "before": Int(minimum=1)})
+_DELIVERIES = Query({
+    "limit": Int(minimum=1, maximum=200, default=50), "before": Int(minimum=1),
+    "status": Str(choices=webhooks.DELIVERY_STATES, description="only deliveries in this state"),
+    "eventType": Str(choices=(*types.ALL, types.WEBHOOK_PING), max_len=100,
+                     description="only deliveries of this event type"),
+})
 _WEBHOOK_ERRORS = ("webhook_not_found",)
 
 
@@ -172,10 +177,12 @@ async def rotate_webhook_secret(call: Call) -> dict:
 
 
 async def webhook_deliveries(call: Call) -> dict:
-    """The delivery log: each delivery with every attempt (status, latency, response excerpt)."""
+    """The delivery log, newest first, optionally only one state or event type: each delivery
+    with every attempt (status, latency, response excerpt)."""
     async with call.services.pool.acquire() as conn:
         return await webhooks.deliveries(conn, call.tenant_id, _endpoint_id(call), limit=call.query["limit"],
-                                         before=call.query["before"])
+                                         before=call.query["before"], state=call.query["status"],
+                                         event_type=call.query["eventType"])
 
 
 async def redeliver_webhook(call: Call) -> JSONResponse:

@@ -40,6 +40,7 @@ from . import jobs, mailer, outbox, types
 
 DELIVER_JOB = "webhook.deliver"
 DISABLE_AFTER = 5              # failed attempts in a row
+DELIVERY_STATES = ("pending", "succeeded", "failed", "skipped")
 EXCERPT_CHARS = 2048
 _SECRET_PURPOSE = "webhook-secret"
 
@@ -454,14 +455,16 @@ async def ping(services: Any, tenant_id: str, endpoint_id: int) -> dict[str, Any
 
 
 async def deliveries(conn: asyncpg.Connection, tenant_id: str, endpoint_id: int, *, limit: int,
-                     before: int | None) -> dict[str, Any]:
-    """The endpoint's deliveries, newest first, each with every attempt."""
+                     before: int | None, state: str | None = None, event_type: str | None = None) -> dict[str, Any]:
+    """The endpoint's deliveries, newest first, each with every attempt; `state` and
+    `event_type` (None: any) narrow the list, `before` pages through it."""
     await get_endpoint(conn, tenant_id, endpoint_id)
     rows = await conn.fetch(
         """SELECT d.id, d.state, d.attempts, d.created_at, d.last_attempt_at, ev.uid, ev.type
            FROM webhook_deliveries d JOIN events ev ON ev.id = d.event_id
            WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND ($3::bigint IS NULL OR d.id < $3)
-           ORDER BY d.id DESC LIMIT $4""", endpoint_id, tenant_id, before, limit)
+             AND ($5::text IS NULL OR d.state = $5) AND ($6::text IS NULL OR ev.type = $6)
+           ORDER BY d.id DESC LIMIT $4""", endpoint_id, tenant_id, before, limit, state, event_type)
     attempts: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
     if rows:
         for a in await conn.fetch(

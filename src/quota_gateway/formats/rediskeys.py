@@ -23,6 +23,7 @@ def support_limits(tenant_id: str) -> str:
 
 
 LEASE_HISTORY_PATTERN = lease_pool("*") + "hist"  # SCAN pattern of every pool's history stream
+LEASE_SET_PATTERN = lease_pool("*") + "leases"  # SCAN pattern of every pool's live leases
 
 
 def lease_pool_id(prefix: str) -> str:

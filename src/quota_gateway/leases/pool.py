@@ -33,6 +33,7 @@ INVALIDATE = LuaScript("meta_invalidate")
 HISTORY_READ = LuaScript("leases_history_read")
 REBUILD = LuaScript("leases_rebuild")
 HISTORY_TRIM = LuaScript("leases_history_trim")
+EXPIRE = LuaScript("leases_expire")
 LIVE = LuaScript("leases_live")
 META_TTL = 3600
 NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
@@ -81,7 +82,7 @@ class LiveLease(NamedTuple):
 
 class HistoryEntry(NamedTuple):
     entry_id: str
-    fields: dict[str, str]  # lease, client, action, at, and exp when the lease had one
+    fields: dict[str, str]  # lease, action, at; client (obtained), previous (renewed), exp (expiry)
 
 
 class History(NamedTuple):
@@ -186,6 +187,16 @@ class LeasePools:
     async def read_history(self, prefix: str, count: int) -> History:
         """The oldest `count` history entries of the pool with this key prefix."""
         return _history(await self.runner.run(HISTORY_READ, [prefix + "hist", prefix + "meta"], [count]))
+
+    async def expire(self, prefixes: list[str], now: int) -> int:
+        """Log and drop the leases of these pools that expired by `now`; returns how many."""
+        if not prefixes:
+            return 0
+        counts = await self.runner.run_many(EXPIRE, [([p + "leases", p + "hist"], [now]) for p in prefixes])
+        for prefix, count in zip(prefixes, counts, strict=True):
+            if int(count):
+                self.dirty.add(prefix)
+        return sum(int(c) for c in counts)
 
     async def trim_history(self, prefix: str, entry_ids: list[str]) -> None:
         """Drop these entries (written to Postgres); all of them when `entry_ids` is empty."""

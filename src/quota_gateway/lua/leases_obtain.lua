@@ -20,8 +20,9 @@ end
 if redis.call('EXISTS', KEYS[5]) == 0 then
   return {'rebuild', meta[6]}  -- Redis lost the pool's leases (or never had them): restore them first
 end
-for _, lease in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
-  redis.call('XADD', KEYS[3], '*', 'action', 'expired', 'lease', lease, 'at', now)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES')
+for i = 1, #gone, 2 do
+  redis.call('XADD', KEYS[3], '*', 'action', 'expired', 'lease', gone[i], 'at', now, 'exp', gone[i + 1])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local used = redis.call('ZCARD', KEYS[2])
