@@ -25,6 +25,17 @@ class JSONResponse(Response):
         return dumps(content)
 
 
+def json_object(raw: bytes, code: str, what: str) -> dict:
+    """`raw` as a JSON object, else 400 `code` ("<what> is not JSON" / "... not a JSON object")."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, code, f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, code, f"{what} is not a JSON object")
+    return value
+
+
 def too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
 

@@ -45,6 +45,14 @@ class Call:
     def path(self) -> dict[str, Any]:
         return self.request.path_params
 
+    def int_path(self, name: str) -> int:
+        """A path parameter that is a row id: 400 `invalid_field` unless it is a positive integer."""
+        text = self.path[name]
+        # Only ASCII digits are ids: str.isdigit() also takes '²' and '١' (which int() reads as 1).
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise ApiError(400, "invalid_field", f"{name}: must be a positive integer", field=name)
+        return int(text)
+
 
 @dataclass
 class EndpointSpec:

@@ -122,6 +122,22 @@ def retry_after_of(response: httpx.Response) -> str | None:
     return value
 
 
+def retry_wait(policy: RetryPolicy, attempt: int, failure: httpx.Response | httpx.TransportError,
+               replay_safe: bool) -> float:
+    """Seconds to wait after a 503 answer or a transport error; GatewayUnavailable once the
+    retries end (or at once for an error that may have consumed units and is not replay-safe)."""
+    if isinstance(failure, httpx.Response):
+        wait = policy.delay(attempt, retry_after_of(failure))
+        if wait is None:
+            raise GatewayUnavailable("the gateway answered 503 unavailable")
+        return wait
+    retryable = replay_safe or isinstance(failure, SAFE_TO_RETRY)
+    wait = policy.delay(attempt, None) if retryable else None
+    if wait is None:
+        raise GatewayUnavailable(f"{type(failure).__name__}: {failure}") from failure
+    return wait
+
+
 def limits(max_connections: int) -> httpx.Limits:
     return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
                         keepalive_expiry=30.0)

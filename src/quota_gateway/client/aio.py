@@ -11,7 +11,7 @@ from typing import Self
 import httpx
 
 from . import _wire
-from ._wire import GatewayUnavailable, RetryPolicy
+from ._wire import RetryPolicy
 from .results import ApiKeyUsage, ApiKeyValidation
 
 
@@ -55,16 +55,11 @@ class AsyncQuotaClient:
             try:
                 response = await http.request(method, path, content=content, headers=headers)
             except httpx.TransportError as exc:
-                retryable = replay_safe or isinstance(exc, _wire.SAFE_TO_RETRY)
-                wait = self._retry.delay(attempt, None) if retryable else None
-                if wait is None:
-                    raise GatewayUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                wait = _wire.retry_wait(self._retry, attempt, exc, replay_safe)
             else:
                 if response.status_code != 503:
                     return response
-                wait = self._retry.delay(attempt, _wire.retry_after_of(response))
-                if wait is None:
-                    raise GatewayUnavailable("the gateway answered 503 unavailable")
+                wait = _wire.retry_wait(self._retry, attempt, response, replay_safe)
             await self._sleep(wait)
             attempt += 1
 

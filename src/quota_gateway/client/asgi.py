@@ -3,7 +3,6 @@ end-user's API key with the gateway before the app sees the request."""
 
 from __future__ import annotations
 
-import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -12,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from ._wire import GatewayError, GatewayUnavailable
 from .aio import AsyncQuotaClient
-from .guard import INVALID_KEY, MISCONFIGURED, MISSING_KEY, Guard, OnError, Reply
+from .guard import INVALID_KEY, MISSING_KEY, Guard, OnError, Reply
 from .results import ApiKeyValidation
 
 Scope = MutableMapping[str, Any]
@@ -20,8 +19,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-log = logging.getLogger("quota_gateway.client")
 
 
 class QuotaMiddleware:
@@ -76,11 +73,8 @@ class QuotaMiddleware:
             units = self.guard.units_for(scope)
             result = await self.client.validate(api_key, units, consume=self.guard.consume,
                                                 idempotency_key=idempotency_key)
-        except GatewayUnavailable as exc:
-            result, refused = self.guard.unavailable(api_key, exc)
-        except GatewayError as exc:
-            log.error("the quota gateway refused the middleware's call: %s", exc)
-            result, refused = None, MISCONFIGURED
+        except (GatewayUnavailable, GatewayError) as exc:
+            result, refused = self.guard.failed(api_key, exc)
         else:
             refused = self.guard.verdict(api_key, result)
         if refused is not None:

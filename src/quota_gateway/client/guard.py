@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ._wire import GatewayUnavailable
 from .results import ApiKeyValidation
 
 log = logging.getLogger("quota_gateway.client")
@@ -132,6 +133,14 @@ class Guard:
         if result.status == 429:
             return reply(429, code, message, tuple(result.headers.items()))
         return reply(403, code, message)
+
+    def failed(self, api_key: str, error: Exception) -> tuple[ApiKeyValidation | None, Reply | None]:
+        """The validate call raised: unreachable gateway (`unavailable`), or a refusal of the
+        middleware's own call (bad token, bad input), which is a misconfiguration."""
+        if isinstance(error, GatewayUnavailable):
+            return self.unavailable(api_key, error)
+        log.error("the quota gateway refused the middleware's call: %s", error)
+        return None, MISCONFIGURED
 
     def unavailable(self, api_key: str, error: Exception) -> tuple[ApiKeyValidation | None, Reply | None]:
         """The gateway could not answer: a recent allow, else the on_error policy."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -10,11 +9,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ._wire import GatewayError, GatewayUnavailable
-from .guard import INVALID_KEY, MISCONFIGURED, MISSING_KEY, Guard, OnError, Reply
+from .guard import INVALID_KEY, MISSING_KEY, Guard, OnError, Reply
 from .results import ApiKeyValidation
 from .sync import QuotaClient
-
-log = logging.getLogger("quota_gateway.client")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ENVIRON_KEY = "quota_gateway.result"
@@ -63,11 +60,8 @@ class QuotaWSGIMiddleware:
         try:
             units = self.guard.units_for(environ)
             result = self.client.validate(api_key, units, consume=self.guard.consume, idempotency_key=idempotency_key)
-        except GatewayUnavailable as exc:
-            result, refused = self.guard.unavailable(api_key, exc)
-        except GatewayError as exc:
-            log.error("the quota gateway refused the middleware's call: %s", exc)
-            result, refused = None, MISCONFIGURED
+        except (GatewayUnavailable, GatewayError) as exc:
+            result, refused = self.guard.failed(api_key, exc)
         else:
             refused = self.guard.verdict(api_key, result)
         if refused is not None:

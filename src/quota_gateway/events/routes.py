@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
@@ -131,14 +130,7 @@ _WEBHOOK_ERRORS = ("webhook_not_found",)
 
 
 def _endpoint_id(call: Call) -> int:
-    return _int_path(call, "id")
-
-
-def _int_path(call: Call, name: str) -> int:
-    raw = call.path[name]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ApiError(400, "invalid_field", f"{name}: must be a positive integer", field=name)
-    return int(raw)
+    return call.int_path("id")
 
 
 async def create_webhook(call: Call) -> JSONResponse:
@@ -196,7 +188,7 @@ async def webhook_deliveries(call: Call) -> dict:
 async def redeliver_webhook(call: Call) -> JSONResponse:
     """Send a past delivery once more (one attempt, also to a disabled endpoint)."""
     async with call.services.pool.acquire() as conn:
-        queued = await webhooks.redeliver(conn, call.tenant_id, _endpoint_id(call), _int_path(call, "delivery_id"))
+        queued = await webhooks.redeliver(conn, call.tenant_id, _endpoint_id(call), call.int_path("delivery_id"))
     return JSONResponse(queued, status_code=202)
 
 
@@ -212,13 +204,13 @@ _REMINDERS = obj(days=List(required=True, item=Int(minimum=1, maximum=365), max_
 async def get_reminders(call: Call) -> dict:
     """The renewal reminder days of a product (default 7 and 1)."""
     async with call.services.pool.acquire() as conn:
-        return await scheduler.reminder_days(conn, call.tenant_id, _int_path(call, "product_id"))
+        return await scheduler.reminder_days(conn, call.tenant_id, call.int_path("product_id"))
 
 
 async def put_reminders(call: Call) -> dict:
     """Set the renewal reminder days of a product."""
     async with call.services.pool.acquire() as conn:
-        return await scheduler.set_reminder_days(conn, call.tenant_id, _int_path(call, "product_id"),
+        return await scheduler.set_reminder_days(conn, call.tenant_id, call.int_path("product_id"),
                                                  call.body["days"])
 
 

@@ -23,12 +23,12 @@ import binascii
 import os
 from typing import Any
 
-import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .. import crypto
 from ..errors import ApiError
+from ..jsonio import json_object
 
 RSA_BLOCK = 256  # 2048-bit tenant keys
 _KEY_AND_NONCE = 32 + 12
@@ -57,13 +57,7 @@ async def open_request(conn: Any, tenant_id: str, master_key: str | None, payloa
 
 
 def _json(plain: bytes) -> dict:
-    try:
-        request = orjson.loads(plain)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_payload", "the decrypted request is not JSON") from None
-    if not isinstance(request, dict):
-        raise ApiError(400, "invalid_payload", "the decrypted request is not a JSON object")
-    return request
+    return json_object(plain, "invalid_payload", "the decrypted request")
 
 
 async def sign_response(conn: Any, tenant_id: str, master_key: str | None, answer: dict) -> dict:

@@ -23,6 +23,7 @@ from .. import catalogue, crypto, tenants
 from ..clock import iso_utc
 from ..errors import ApiError
 from ..events import jobs, mailer
+from ..jsonio import json_object
 from ..licensing import service as licensing
 from . import paypal, stripe
 
@@ -157,14 +158,14 @@ async def _receiving_tenant(conn: asyncpg.Connection, slug: str, provider: str, 
     return tenant["id"], row["settings"], _secrets(master_key, tenant["id"], provider, row)
 
 
-def _parse_event(raw: bytes) -> dict:
-    try:
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_event", "the body is not JSON") from None
-    if not isinstance(event, dict):
-        raise ApiError(400, "invalid_event", "the body is not a JSON object")
-    return event
+def _parse_event(raw: bytes, type_field: str, lacking: str) -> tuple[dict, str, str]:
+    """The event, its id and its type (read from `type_field`); 400 `invalid_event` (message
+    `lacking`) without them."""
+    event = json_object(raw, "invalid_event", "the body")
+    event_id, event_type = event.get("id"), event.get(type_field)
+    if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
+        raise ApiError(400, "invalid_event", lacking)
+    return event, event_id, event_type
 
 
 async def _record(conn: asyncpg.Connection, tenant_id: str, provider: str, event_id: str, event_type: str,
@@ -190,10 +191,7 @@ async def receive_stripe(pool: asyncpg.Pool, master_key: str | None, slug: str, 
             stripe.verify(raw, headers.get("stripe-signature"), secrets.get("webhookSecrets", []), now)
         except stripe.SignatureError as exc:
             raise ApiError(400, "invalid_signature", str(exc)) from None
-        event = _parse_event(raw)
-        event_id, event_type = event.get("id"), event.get("type")
-        if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
-            raise ApiError(400, "invalid_event", "a Stripe event needs an id and a type")
+        event, event_id, event_type = _parse_event(raw, "type", "a Stripe event needs an id and a type")
         if event_type not in STRIPE_EVENTS:
             return {"received": True, "handled": False}
         recorded = await _record(conn, tenant_id, "stripe", event_id, event_type, event, _utc(now))
@@ -209,10 +207,7 @@ async def receive_paypal(pool: asyncpg.Pool, master_key: str | None, slug: str, 
                             ca_file=ca_file)
     except paypal.SignatureError as exc:
         raise ApiError(400, "invalid_signature", str(exc)) from None
-    event = _parse_event(raw)
-    event_id, event_type = event.get("id"), event.get("event_type")
-    if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
-        raise ApiError(400, "invalid_event", "a PayPal event needs an id and an event_type")
+    event, event_id, event_type = _parse_event(raw, "event_type", "a PayPal event needs an id and an event_type")
     if event_type not in PAYPAL_EVENTS:
         return {"received": True, "handled": False}
     async with pool.acquire() as conn:
@@ -379,34 +374,38 @@ async def _stripe_refunded(ctx: _Context, event: dict) -> str:
     charge = _data_object(event)
     if charge.get("refunded") is not True:
         return "partial_refund"  # only a full refund takes the licenses back
-    payment_intent = stripe.payment_intent(charge)
-    # Asked before looking for the purchase: a fulfilment committing in between is then seen.
-    pending = bool(payment_intent) and await _purchase_pending(ctx, "payment_intent", payment_intent or "")
-    purchases = await ctx.conn.fetch("SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = 'stripe' "
-                                     "AND payment_ref = $2 AND refunded_at IS NULL", ctx.tenant_id, payment_intent) \
-        if payment_intent else []
-    ended = 0
-    for purchase in purchases:
-        await ctx.conn.execute("UPDATE payment_purchases SET refunded_at = $2 WHERE id = $1", purchase["id"], ctx.now)
-        ended += await _end_licenses(ctx, purchase["id"], "on_refund")
-    if not purchases and pending:
-        raise NotYet(f"the purchase of {payment_intent} is not fulfilled yet")
-    return f"refunded:{ended}" if purchases else "unknown_payment"
+    return await _end_stripe_purchases(ctx, "on_refund", stripe.payment_intent(charge))
 
 
 async def _stripe_subscription_deleted(ctx: _Context, event: dict) -> str:
-    subscription = stripe.object_id(_data_object(event))
-    pending = bool(subscription) and await _purchase_pending(ctx, "subscription", subscription or "")
-    purchases = await ctx.conn.fetch("SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = 'stripe' "
-                                     "AND subscription_ref = $2 AND cancelled_at IS NULL", ctx.tenant_id, subscription) \
-        if subscription else []
+    return await _end_stripe_purchases(ctx, "on_cancel", stripe.object_id(_data_object(event)))
+
+
+# rule -> (the Checkout Session field naming the reference, the purchase column holding it, the
+# column set when the purchase ends, the outcome's word, the outcome when no purchase has it)
+_STRIPE_ENDINGS = {
+    "on_refund": ("payment_intent", "payment_ref", "refunded_at", "refunded", "unknown_payment"),
+    "on_cancel": ("subscription", "subscription_ref", "cancelled_at", "cancelled", "unknown_subscription"),
+}
+
+
+async def _end_stripe_purchases(ctx: _Context, rule: str, ref: str | None) -> str:
+    """End the live purchases a refunded PaymentIntent or a deleted subscription paid for and apply
+    `rule` to their licenses; NotYet while the checkout naming `ref` is received but not processed."""
+    session_field, ref_column, ended_column, done, unknown = _STRIPE_ENDINGS[rule]
+    # Asked before looking for the purchase: a fulfilment committing in between is then seen.
+    pending = bool(ref) and await _purchase_pending(ctx, session_field, ref or "")
+    purchases = await ctx.conn.fetch(f"SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = 'stripe' "
+                                     f"AND {ref_column} = $2 AND {ended_column} IS NULL", ctx.tenant_id, ref) \
+        if ref else []
     ended = 0
     for purchase in purchases:
-        await ctx.conn.execute("UPDATE payment_purchases SET cancelled_at = $2 WHERE id = $1", purchase["id"], ctx.now)
-        ended += await _end_licenses(ctx, purchase["id"], "on_cancel")
+        await ctx.conn.execute(f"UPDATE payment_purchases SET {ended_column} = $2 WHERE id = $1", purchase["id"],
+                               ctx.now)
+        ended += await _end_licenses(ctx, purchase["id"], rule)
     if not purchases and pending:
-        raise NotYet(f"the purchase of {subscription} is not fulfilled yet")
-    return f"cancelled:{ended}" if purchases else "unknown_subscription"
+        raise NotYet(f"the purchase of {ref} is not fulfilled yet")
+    return f"{done}:{ended}" if purchases else unknown
 
 
 async def _purchase_pending(ctx: _Context, field: str, value: str) -> bool:

@@ -6,11 +6,11 @@ import re
 
 import asyncpg
 
-from . import crypto
-from .errors import ApiError
-from .routing import Call, endpoint
+from .. import crypto
+from ..errors import ApiError
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
 
 async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, *, master_key: str | None) -> dict:
     if not _SLUG.fullmatch(slug):
@@ -38,12 +38,3 @@ async def list_tenants(conn: asyncpg.Connection) -> list[dict]:
 
 def _tenant(row) -> dict:
     return {"id": str(row["id"]), "slug": row["slug"], "name": row["name"], "createdAt": row["created_at"]}
-
-
-async def current_tenant(call: Call) -> dict | None:
-    """The tenant the calling token belongs to."""
-    async with call.services.pool.acquire() as conn:
-        return await get_tenant(conn, call.tenant_id)
-
-
-routes = [endpoint("GET", "/api/tenant", current_tenant, scope="verify", tag="tenants")]

@@ -9,32 +9,19 @@ Other domains plug in without this module knowing them:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncpg
 
-from .errors import ApiError
-from .jsonio import JSONResponse
-from .routing import Call, endpoint
-from .schema import Int, Str, obj
+from ..errors import ApiError
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 FEATURE_CHECKS: list = []
 ON_FEATURES_CHANGED: list = []
 
 _PRODUCT_COLUMNS = "id, name, description, trial_days, minimum_required_version, deactivation_cooldown_hours, created_at"
-_VERSION = r"\d+(\.\d+){0,3}"
-
-_PRODUCT = obj(
-    id=Int(minimum=1, description="omit to create; set to update"),
-    name=Str(required=True, min_len=1, max_len=100),
-    description=Str(max_len=1000, default=""),
-    trialDays=Int(minimum=0, maximum=3650, default=0),
-    minimumRequiredVersion=Str(max_len=32, pattern=_VERSION, nullable=True),
-    deactivationCooldownHours=Int(minimum=0, maximum=24 * 365, default=0),
-)
-_FEATURE = obj(
-    code=Int(minimum=0, maximum=2**31 - 1, description="omit to take the next free code"),
-    name=Str(required=True, min_len=1, max_len=100),
-    description=Str(max_len=1000, default=""),
-)
 
 # The next code after the largest; once the largest is 2**31 - 1 (the column's end), the lowest free one.
 _NEXT_CODE = """SELECT CASE WHEN max(code) IS NULL THEN 1 WHEN max(code) < 2147483647 THEN max(code) + 1
@@ -64,6 +51,11 @@ async def get_product(conn: asyncpg.Connection, tenant_id: str, product_id: int)
     return product_json(row)
 
 
+async def list_products(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
+    rows = await conn.fetch(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 ORDER BY id", tenant_id)
+    return [product_json(r) for r in rows]
+
+
 async def find_product_by_name(conn: asyncpg.Connection, tenant_id: str, name: str) -> dict | None:
     row = await conn.fetchrow(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 AND lower(name) = lower($2)",
                               tenant_id, name)
@@ -81,24 +73,6 @@ def check_feature_name(name: str) -> None:
         problem = check(name)
         if problem:
             raise ApiError(400, "invalid_feature", f"feature '{name}': {problem}", field="name")
-
-
-async def list_products(call: Call) -> dict:
-    """List the tenant's products."""
-    async with call.services.pool.acquire() as conn:
-        rows = await conn.fetch(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 ORDER BY id", call.tenant_id)
-    return {"items": [product_json(r) for r in rows]}
-
-
-async def save_product(call: Call) -> JSONResponse:
-    """Create a product (no id) or update one (id set)."""
-    b = call.body
-    async with call.services.pool.acquire() as conn:
-        if b["id"] is None:
-            return JSONResponse(await create_product(conn, call.tenant_id, b), status_code=201)
-        updated = await update_product(conn, call.tenant_id, b["id"], b)
-    await features_changed(call.services, call.tenant_id, b["id"])  # caches of the product's keys hold its name too
-    return JSONResponse(updated)
 
 
 def _product_values(values: dict) -> tuple:
@@ -132,33 +106,6 @@ async def update_product(conn: asyncpg.Connection, tenant_id: str, product_id: i
     return product_json(row)
 
 
-async def show_product(call: Call) -> dict:
-    """One product with its features."""
-    product_id = _int_path(call, "product_id")
-    async with call.services.pool.acquire() as conn:
-        product = await get_product(conn, call.tenant_id, product_id)
-        product["features"] = await product_features(conn, call.tenant_id, product_id)
-    return product
-
-
-async def list_features(call: Call) -> dict:
-    """List a product's features."""
-    product_id = _int_path(call, "product_id")
-    async with call.services.pool.acquire() as conn:
-        await get_product(conn, call.tenant_id, product_id)
-        return {"items": await product_features(conn, call.tenant_id, product_id)}
-
-
-async def add_feature(call: Call) -> JSONResponse:
-    """Add a feature to a product (names reserved by a domain are checked, e.g. api:rate:minute:N)."""
-    product_id = _int_path(call, "product_id")
-    b = call.body
-    async with call.services.pool.acquire() as conn:
-        feature = await create_feature(conn, call.tenant_id, product_id, b["name"], b["description"], b["code"])
-    await features_changed(call.services, call.tenant_id, product_id)
-    return JSONResponse(feature, status_code=201)
-
-
 async def create_feature(conn: asyncpg.Connection, tenant_id: str, product_id: int, name: str, description: str = "",
                          code: int | None = None) -> dict:
     """Add a feature (the caller then runs `features_changed`, outside any transaction)."""
@@ -184,42 +131,7 @@ async def remove_feature(conn: asyncpg.Connection, tenant_id: str, product_id: i
         raise ApiError(404, "feature_not_found", f"no feature {feature_id} on product {product_id}")
 
 
-async def delete_feature(call: Call) -> dict:
-    """Remove a feature from a product."""
-    product_id = _int_path(call, "product_id")
-    feature_id = _int_path(call, "feature_id")
-    async with call.services.pool.acquire() as conn:
-        await remove_feature(conn, call.tenant_id, product_id, feature_id)
-    await features_changed(call.services, call.tenant_id, product_id)
-    return {"deleted": True, "id": feature_id}
-
-
-async def features_changed(services, tenant_id: str, product_id: int) -> None:
+async def features_changed(services: Services, tenant_id: str, product_id: int) -> None:
     """Tell every domain that cached the product's features (ON_FEATURES_CHANGED hooks)."""
     for hook in ON_FEATURES_CHANGED:
         await hook(services, tenant_id, product_id)
-
-
-def _int_path(call: Call, name: str) -> int:
-    text = call.path[name]
-    # Only ASCII digits are ids: str.isdigit() also takes '²' and '١' (which int() reads as 1).
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise ApiError(400, "invalid_field", f"{name}: must be a positive integer", field=name)
-    return int(text)
-
-
-routes = [
-    endpoint("GET", "/api/product", list_products, scope="manage", tag="catalogue"),
-    endpoint("POST", "/api/product", save_product, scope="manage", body=_PRODUCT, tag="catalogue",
-             errors=("product_not_found", "product_exists"),
-             responses={200: "updated", 201: "created", 404: "no product with that id to update"}),
-    endpoint("GET", "/api/product/{product_id}", show_product, scope="manage", tag="catalogue",
-             errors=("product_not_found",), responses={200: "the product", 404: "no such product"}),
-    endpoint("GET", "/api/product/{product_id}/features", list_features, scope="manage", tag="catalogue",
-             errors=("product_not_found",), responses={200: "the features", 404: "no such product"}),
-    endpoint("POST", "/api/product/{product_id}/features", add_feature, scope="manage", body=_FEATURE, tag="catalogue",
-             errors=("product_not_found", "feature_exists", "feature_codes_exhausted", "invalid_feature"),
-             responses={201: "created", 404: "no such product", 409: "duplicate code or name"}),
-    endpoint("DELETE", "/api/product/{product_id}/features/{feature_id}", delete_feature, scope="manage",
-             tag="catalogue", errors=("feature_not_found",), responses={200: "deleted", 404: "no such feature"}),
-]

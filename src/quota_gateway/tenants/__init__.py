@@ -1,0 +1,8 @@
+"""Tenants (publisher accounts): every other row in the system belongs to one."""
+
+from __future__ import annotations
+
+from .routes import routes
+from .service import create_tenant, get_tenant, list_tenants
+
+__all__ = ["create_tenant", "get_tenant", "list_tenants", "routes"]
