@@ -436,9 +436,15 @@ def render_validation(list reply, tuple resets_at):
 
 # -- rate-limit header fields, from the same reply ----------------------------------------------
 
-cdef tuple _WINDOW_SECONDS_B = (b"60", b"3600", b"86400", b"2592000")  # RateLimit-Policy w= (a month: 30 days)
+cdef tuple _QUOTED_WINDOW_NAMES_B = tuple(b'"' + name + b'"' for name in _WINDOW_NAMES_B)
+cdef const char* _WINDOW_SECONDS[4]  # RateLimit-Policy w= (a month: 30 days)
+_WINDOW_SECONDS[0] = b"60"
+_WINDOW_SECONDS[1] = b"3600"
+_WINDOW_SECONDS[2] = b"86400"
+_WINDOW_SECONDS[3] = b"2592000"
 cdef int64_t _NO_RESET = 0x7FFFFFFFFFFFFFFF
 cdef dict _PERIOD_INDEX = {b"minute": 0, b"hour": 1, b"day": 2, b"month": 3}
+cdef bytes _QUOTA_NAME = b'"quota"'
 
 
 cdef bytes _int_bytes(int64_t value):
@@ -449,10 +455,13 @@ cdef bytes _int_bytes(int64_t value):
 
 def limit_headers(list reply, int64_t now, tuple window_ends):
     """X-RateLimit-* and the IETF RateLimit / RateLimit-Policy fields for a validate reply (see the
-    twin's docstring); Retry-After first on refusals. [] when nothing is limited or nothing to name."""
+    twin's docstring); Retry-After first on refusals. [] when nothing is limited or nothing to name.
+
+    Every allowed answer carries these five fields, so each value is written once into a buffer
+    and becomes one bytes object (no concatenations)."""
     cdef bytes code = _as_bytes(reply[0])
     cdef Py_ssize_t n = len(reply), i, best = -1  # best: reply index of the named window; 0: the quota
-    cdef int64_t left, reset, best_left = 0, best_reset = _NO_RESET, retry_after = 0
+    cdef int64_t left, reset, best_left = 0, best_reset = _NO_RESET, retry_after = 0, limit
     cdef int slot, period = -1
     cdef bint ok = code == b"ok"
     if len(window_ends) != 4:
@@ -482,26 +491,41 @@ def limit_headers(list reply, int64_t now, tuple window_ends):
             return []
     if not ok:
         best_reset = retry_after
-    cdef bytes name, limit, policy
-    cdef bytes remaining = _int_bytes(best_left if best_left > 0 else 0)
+    if best_left < 0:
+        best_left = 0
+    cdef bytes name
     if best == 0:
-        name, limit = b'"quota"', _int_bytes(reply[6])
-        policy = name + b";q=" + limit
+        slot = -1
+        name, limit = _QUOTA_NAME, reply[6]
     else:
         slot = reply[best]
-        name, limit = b'"' + <bytes>_WINDOW_NAMES_B[slot] + b'"', _int_bytes(reply[best + 1])
-        policy = name + b";q=" + limit + b";w=" + <bytes>_WINDOW_SECONDS_B[slot % 4]
-    cdef list headers = []
-    if not ok:
-        headers.append((b"retry-after", _int_bytes(retry_after if retry_after > 1 else 1)))
-    headers.append((b"x-ratelimit-limit", limit))
-    headers.append((b"x-ratelimit-remaining", remaining))
-    if best_reset == _NO_RESET:  # the lifetime quota of an allowed answer never resets
-        headers.append((b"ratelimit", name + b";r=" + remaining))
+        name, limit = <bytes>_QUOTED_WINDOW_NAMES_B[slot], reply[best + 1]
+    # RateLimit: "name";r=R[;t=T]   RateLimit-Policy: "name";q=L[;w=W]   (names are at most 15 bytes)
+    cdef char field[128]
+    cdef char* p = _put(field, name)
+    p = _put_lit(p, b";r=")
+    p = _put_int(p, best_left)
+    if best_reset != _NO_RESET:  # the lifetime quota of an allowed answer never resets
+        p = _put_lit(p, b";t=")
+        p = _put_int(p, best_reset)
+    cdef bytes ratelimit = PyBytes_FromStringAndSize(field, p - field)
+    p = _put(field, name)
+    p = _put_lit(p, b";q=")
+    p = _put_int(p, limit)
+    if slot >= 0:
+        p = _put_lit(p, b";w=")
+        p = _put_lit(p, _WINDOW_SECONDS[slot % 4])
+    cdef bytes policy = PyBytes_FromStringAndSize(field, p - field)
+    cdef tuple limit_field = (b"x-ratelimit-limit", _int_bytes(limit))
+    cdef tuple remaining_field = (b"x-ratelimit-remaining", _int_bytes(best_left))
+    cdef list headers
+    if best_reset == _NO_RESET:
+        headers = [limit_field, remaining_field, (b"ratelimit", ratelimit), (b"ratelimit-policy", policy)]
     else:
-        headers.append((b"x-ratelimit-reset", _int_bytes(now + best_reset)))
-        headers.append((b"ratelimit", name + b";r=" + remaining + b";t=" + _int_bytes(best_reset)))
-    headers.append((b"ratelimit-policy", policy))
+        headers = [limit_field, remaining_field, (b"x-ratelimit-reset", _int_bytes(now + best_reset)),
+                   (b"ratelimit", ratelimit), (b"ratelimit-policy", policy)]
+    if not ok:
+        headers.insert(0, (b"retry-after", _int_bytes(retry_after if retry_after > 1 else 1)))
     return headers
 
 
