@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from typing import Any
 
 import asyncpg
 from cryptography.exceptions import InvalidSignature
@@ -23,7 +24,8 @@ from .errors import ApiError
 
 KEY_BITS = 2048
 _CACHE_SECONDS = 5.0  # a rotation reaches every process within this
-_signing_cache: dict[str, tuple[float, str, rsa.RSAPrivateKey]] = {}
+# tenant -> (valid until, kid, private key, its encrypted blob as stored)
+_signing_cache: dict[str, tuple[float, str, rsa.RSAPrivateKey, bytes]] = {}
 _verifying_cache: dict[str, tuple[float, list[str]]] = {}
 
 
@@ -72,17 +74,44 @@ async def create_key_pair(conn: asyncpg.Connection, tenant_id: str, master_key: 
     return kid
 
 
+def _fresh(cache: dict[str, Any], tenant_id: str) -> Any:
+    """The tenant's cache entry while it is fresh (its first item: valid until), else None."""
+    entry = cache.get(tenant_id)
+    return entry if entry is not None and entry[0] > time.monotonic() else None
+
+
 async def signing_key(conn: asyncpg.Connection, tenant_id: str, master_key: str | None) -> tuple[str, rsa.RSAPrivateKey]:
-    """(kid, private key) of the tenant's active pair; decrypted once per process per few seconds."""
-    cached = _signing_cache.get(tenant_id)
-    if cached is not None and cached[0] > time.monotonic():
+    """(kid, private key) of the tenant's active pair. The active pair is re-read every few seconds
+    (so a rotation reaches every process), but a pair is decrypted once per process: loading an
+    RSA-2048 key checks it, ~0.1-0.3 s of CPU, which every lease obtain waiting on the re-read
+    used to pay again, all at once."""
+    cached = _fresh(_signing_cache, tenant_id)
+    return (cached[1], cached[2]) if cached else await _read_signing_key(conn, tenant_id, master_key)
+
+
+async def signing_key_in(pool: asyncpg.Pool, tenant_id: str, master_key: str | None) -> tuple[str, rsa.RSAPrivateKey]:
+    """signing_key, taking a connection from `pool` only when the cache cannot answer (a pool
+    connection's release costs a reset round trip)."""
+    cached = _fresh(_signing_cache, tenant_id)
+    if cached:
         return cached[1], cached[2]
+    async with pool.acquire() as conn:
+        return await _read_signing_key(conn, tenant_id, master_key)
+
+
+async def _read_signing_key(conn: asyncpg.Connection, tenant_id: str,
+                            master_key: str | None) -> tuple[str, rsa.RSAPrivateKey]:
     row = await conn.fetchrow("SELECT kid, private_enc FROM tenant_keys WHERE tenant_id = $1 AND active", tenant_id)
     if row is None:  # a tenant made before keys existed: give it one now
         await create_key_pair(conn, tenant_id, master_key)
         return await signing_key(conn, tenant_id, master_key)
-    key = _decrypt_private(bytes(row["private_enc"]), master_key, tenant_id)
-    _signing_cache[tenant_id] = (time.monotonic() + _CACHE_SECONDS, row["kid"], key)
+    blob = bytes(row["private_enc"])
+    cached = _signing_cache.get(tenant_id)  # again: a caller that read with us may have decrypted it
+    if cached is not None and cached[1] == row["kid"] and cached[3] == blob:
+        key = cached[2]
+    else:
+        key = _decrypt_private(blob, master_key, tenant_id)
+    _signing_cache[tenant_id] = (time.monotonic() + _CACHE_SECONDS, row["kid"], key, blob)
     return row["kid"], key
 
 
@@ -96,9 +125,20 @@ async def public_keys(conn: asyncpg.Connection, tenant_id: str) -> list[dict]:
 
 async def verifying_pems(conn: asyncpg.Connection, tenant_id: str) -> list[str]:
     """The tenant's public keys (PEM), active first; cached per process for a few seconds."""
-    cached = _verifying_cache.get(tenant_id)
-    if cached is not None and cached[0] > time.monotonic():
+    cached = _fresh(_verifying_cache, tenant_id)
+    return cached[1] if cached else await _read_verifying_pems(conn, tenant_id)
+
+
+async def verifying_pems_in(pool: asyncpg.Pool, tenant_id: str) -> list[str]:
+    """verifying_pems, taking a connection from `pool` only when the cache cannot answer."""
+    cached = _fresh(_verifying_cache, tenant_id)
+    if cached:
         return cached[1]
+    async with pool.acquire() as conn:
+        return await _read_verifying_pems(conn, tenant_id)
+
+
+async def _read_verifying_pems(conn: asyncpg.Connection, tenant_id: str) -> list[str]:
     pems = [k["publicKey"] for k in await public_keys(conn, tenant_id)]
     _verifying_cache[tenant_id] = (time.monotonic() + _CACHE_SECONDS, pems)
     return pems

@@ -52,10 +52,12 @@ def pool_ref(raw_key: str) -> tuple[PoolRef, bytes] | None:
 _KEY_COLUMNS = "id, tenant_id, lease_limit, expires_at, revoked_at, products"
 
 
+_KEY_ROW = f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2"
+
+
 async def _key_row(pool: asyncpg.Pool, tenant_id: str, digest: bytes) -> Any:
     async with pool.acquire() as conn:
-        return await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM floating_keys WHERE key_digest = $1 AND tenant_id = $2",
-                                   digest, tenant_id)
+        return await conn.fetchrow(_KEY_ROW, digest, tenant_id)
 
 
 async def _owner_row(pool: asyncpg.Pool, digest: bytes) -> Any:
@@ -167,8 +169,7 @@ async def _valid_for(conn: asyncpg.Connection, tenant_id: str, products: list[di
 
 
 async def _sign(pool: asyncpg.Pool, master_key: str | None, tenant_id: str, payload: dict) -> str:
-    async with pool.acquire() as conn:
-        _, private = await crypto.signing_key(conn, tenant_id, master_key)
+    _, private = await crypto.signing_key_in(pool, tenant_id, master_key)
     return lease_token.issue(private, payload)
 
 
@@ -192,8 +193,8 @@ async def obtain(pool: asyncpg.Pool, pools: LeasePools, master_key: str | None, 
         return _obtained(obtained.code)
     lease = await _sign(pool, master_key, tenant_id, {"lid": lease_id, "key": ref.pool, "org": tenant_id,
                                                       "cid": client_id, "iat": now, "exp": obtained.expiry})
-    row = await _key_row(pool, tenant_id, digest)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn:  # one connection (one reset on release) for the row and validFor
+        row = await conn.fetchrow(_KEY_ROW, digest, tenant_id)
         valid_for = await _valid_for(conn, tenant_id, row["products"]) if row is not None else []
     return _obtained(None, lease=lease, expiry=iso_utc(obtained.expiry), valid_for=valid_for,
                      leases_used=obtained.used, lease_limit=obtained.limit)
@@ -206,8 +207,7 @@ async def _verified_lease(pool: asyncpg.Pool, tenant_id: str, lease: str) -> dic
     payload, signed, signature = parsed
     if payload.get("org") != tenant_id:
         return None
-    async with pool.acquire() as conn:
-        pems = await crypto.verifying_pems(conn, tenant_id)
+    pems = await crypto.verifying_pems_in(pool, tenant_id)
     return payload if lease_token.verify(pems, signed, signature) else None
 
 
