@@ -155,7 +155,7 @@ class QuotaEngine:
             total, offset = (row["used_total"], row["used_offset"]) if row is not None else (0, 0)
             snapshot = ",".join(f"{r['epoch']}:{r['last_seq']}" for r in applied)
             done = await self.runner.run(
-                keyspace.FILL_USED, keyspace.fill_used_keys(ref, license_id),
+                keyspace.FILL_USED, keyspace.fill_used_keys(ref),
                 [license_id, total, snapshot, f"{ref.prefix}ir:{license_id}:",
                  *(value for r in replies for value in (r["idem"], r["reply"], r["ttl"]))])
             rebuilt = keyspace.fill_used_rebuilt(done)
@@ -177,9 +177,9 @@ class QuotaEngine:
 
     # -- management -----------------------------------------------------------------------------
 
-    async def prime(self, ref: LicenseRef, license_id: int) -> None:
+    async def prime(self, ref: LicenseRef) -> None:
         """Ready a just-created license: counters at 0, no stale negative cache entry."""
-        await self.runner.run(keyspace.PRIME, [ref.counters(license_id), ref.meta, ref.gen], [])
+        await self.runner.run(keyspace.PRIME, [ref.entry], [])
 
     async def invalidate(self, ref: LicenseRef) -> None:
         await invalidate(self.runner, ref)
@@ -187,17 +187,17 @@ class QuotaEngine:
     async def lifetime_total(self, ref: LicenseRef, license_id: int) -> int:
         """Units the license ever consumed, unflushed ones included (rebuilt from Postgres if missing)."""
         for _ in range(5):
-            total = keyspace.lifetime_total(await self.runner.run(keyspace.TOTAL, [ref.counters(license_id)], []))
+            total = keyspace.lifetime_total(await self.runner.run(keyspace.TOTAL, [ref.entry], []))
             if total is not None:
                 return total
             await self._fill_used(ref, license_id)
         raise RuntimeError("could not read a usage counter")
 
-    async def reset_windows(self, ref: LicenseRef, license_id: int, periods: list[str]) -> int:
+    async def reset_windows(self, ref: LicenseRef, periods: list[str]) -> int:
         """Zero the current windows of `periods`; returns how many had counted something."""
-        return int(await self.runner.run(keyspace.RESET, [ref.counters(license_id)], keyspace.period_indexes(periods)))
+        return int(await self.runner.run(keyspace.RESET, [ref.entry], keyspace.period_indexes(periods)))
 
 
 async def invalidate(runner: ScriptRunner, ref: LicenseRef) -> None:
     """Drop a key's cached metadata: every gateway reads it from Postgres on its next request."""
-    await runner.run(keyspace.INVALIDATE, ref.meta_keys, [])
+    await runner.run(keyspace.INVALIDATE, [ref.entry], [])
