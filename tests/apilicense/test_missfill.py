@@ -118,7 +118,7 @@ async def test_a_fill_that_read_a_product_before_it_changed_is_refused(app, clie
     r_sync.hdel(ref.entry, "m")
     # ... lands after it: its product metadata is older than the change's version, so refused
     runner = app.state.services.runner
-    await runner.run(keyspace.FILL_BATCH, *keyspace.fill_batch_call([(ref, "0", rows[0])], {}))
+    await runner.run(keyspace.FILL_BATCH, *keyspace.fill_batch_call([(ref, "0", rows[0], [])], {}))
     assert r_sync.hget(product_hash, "m") is None
     r = await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)  # refilled: the new rule holds
     assert r.status_code == 429 and r.json()["errorCode"] == "rate_limit_minute"

@@ -109,17 +109,19 @@ class QuotaEngine:
         with (see _packed_clock), filling metadata and counters from Postgres when Redis lacks them."""
         clock = self._packed_clock(int(self._clock.now()))
         args = [tenant_id, units, 1 if consume else 0, idem, clock[1]]
+        reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
         for _ in range(5):
-            reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
             if len(reply) >= ANSWER_MIN_LEN:
                 return reply, clock
             need = keyspace.validate_need(reply)
-            if need.kind == keyspace.NEEDS_META:
-                await self.misses.fill(ref, need.value)
-            elif need.kind == keyspace.NEEDS_USAGE:
+            if need.kind == keyspace.NEEDS_META:  # filled, then validated again, in one script call
+                reply = await self.misses.fill(ref, need.value, args)
+                continue
+            if need.kind == keyspace.NEEDS_USAGE:
                 await self._fill_used(ref, int(need.value))
             else:
                 return None, clock
+            reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
         raise RuntimeError("license metadata kept changing during validation")
 
     def _packed_clock(self, now: int) -> tuple[int, bytes, tuple, tuple]:

@@ -21,7 +21,7 @@ from ..formats.digests import sha256
 from ..scripts import LuaScript
 
 VALIDATE = LuaScript("apilicense_validate")
-FILL_BATCH = LuaScript("apilicense_fill_batch")
+FILL_BATCH = LuaScript("apilicense_fill_batch", functions={"validate": "apilicense_validate"})
 FILL_USED = LuaScript("apilicense_fill_used")
 INVALIDATE = LuaScript("apilicense_invalidate")
 DROP_PRODUCT = LuaScript("apilicense_product_invalidate")
@@ -47,10 +47,9 @@ class LicenseRef:
     fields m (the key's own metadata), c (its counters) and g (the metadata's generation), beside
     its product's metadata kept once per bucket (`product_key`). All share the bucket's hash tag."""
 
-    __slots__ = ("bucket", "digest", "entry", "key", "validate_keys")
+    __slots__ = ("bucket", "digest", "entry", "validate_keys")
 
     def __init__(self, key: str, bucket: int | None = None, digest: bytes | None = None) -> None:
-        self.key = key
         self.digest = digest if digest is not None else sha256(key)
         self.bucket = fastpath.api_key_bucket(key) if bucket is None else bucket
         self.entry = f"{_PREFIXES[self.bucket]}k:{self.digest.hex()[:32]}"
@@ -144,25 +143,26 @@ def _window_limits(spec: str) -> list[int]:
     return limits
 
 
-def fill_batch_call(items: list[tuple[LicenseRef, Any, Any]], products: dict[int, list]) -> tuple[list, list]:
-    """FILL_BATCH's (keys, args) for the misses of one bucket: (ref, generation seen, row or None).
-    Each product's metadata is sent once, however many of its keys missed; `products` keeps the
-    fields made for one batch's calls."""
+def fill_batch_call(items: list[tuple[LicenseRef, Any, Any, list]], products: dict[int, list]) -> tuple[list, list]:
+    """FILL_BATCH's (keys, args) for the misses of one bucket: (ref, generation seen, row or None,
+    the waiting validations as (future, validate args)). Each product's metadata is sent once,
+    however many of its keys missed; `products` keeps the fields made for one batch's calls."""
     bucket = items[0][0].bucket
     prefix = _PREFIXES[bucket]
     position: dict[int, int] = {}  # product id -> its place among the call's products (1-based)
     product_args: list[Any] = []
     keys = [_PENDING[bucket], f"{prefix}flushing", f"{prefix}applied"]
-    for _, _, row in items:
+    for _, _, row, _ in items:
         if row is not None and row["product_id"] not in position:
             position[row["product_id"]] = len(position) + 1
             keys.append(product_key(bucket, row["product_id"]))
             fields = products.get(row["product_id"]) or products.setdefault(row["product_id"], product_fields(row))
             product_args += [row["cache_version"], len(fields), *fields]
-    snapshot = next((row["applied"] or "" for _, _, row in items if row is not None), "")
+    snapshot = next((row["applied"] or "" for _, _, row, _ in items if row is not None), "")
     args: list[Any] = [snapshot, len(position), *product_args, len(items)]
+    requests: list[Any] = []
     unused = [f"{prefix}none"] * 4
-    for ref, generation, row in items:
+    for n, (ref, generation, row, waiting) in enumerate(items, 1):
         fields = key_fields(row)
         if row is None:
             keys += [ref.entry, *unused]
@@ -172,7 +172,17 @@ def fill_batch_call(items: list[tuple[LicenseRef, Any, Any]], products: dict[int
             rebuild_here = not row["kept_replies"]
             args += [generation, row["used_total"] if rebuild_here else "", position[row["product_id"]], len(fields),
                      *fields]
-    return keys, args
+        for _, validate_args in waiting:
+            requests += [n, *validate_args]
+    return keys, [*args, len(requests) // (1 + VALIDATE_ARGS), *requests]
+
+
+VALIDATE_ARGS = 5  # tenant, units, consume, idempotency suffix, clock (apilicense_validate.lua)
+
+
+def fill_batch_answers(reply: list) -> list:
+    """FILL_BATCH's reply: the validate script's reply to each waiting validation, in order."""
+    return reply[1:]
 
 
 def key_fields(row: Any) -> list:

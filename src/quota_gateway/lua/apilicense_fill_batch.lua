@@ -1,7 +1,8 @@
--- Fill the metadata and the counters of every API key of one bucket that missed in one event-loop
--- tick, and the metadata of their products in this bucket, from one Postgres read
--- (missfill.MissBatcher): one call instead of a metadata fill and a counter fill per key.
--- Layout: see apilicense_validate.lua.
+-- Fill the metadata and the counters of every API key of one bucket that missed in one batch, and
+-- the metadata of their products in this bucket, from one Postgres read (missfill.MissBatcher),
+-- then run the validations that waited on them: one call instead of a metadata fill, a counter
+-- fill and a second validation per key. Layout: see apilicense_validate.lua, which this script
+-- runs as the local function `validate` (scripts.LuaScript's `functions`).
 -- KEYS: 1 pending hash, 2 flushing hash, 3 last-applied marker "epoch:seq" (the bucket's), then
 --       the P products' hashes, then per key: its hash, and the four entries format 5 kept it in
 --       (metadata, generation, backup copy, counters: their counters are taken over, then dropped)
@@ -9,11 +10,14 @@
 --       cache_version, field count, fields (numbers as text: packed as numbers here);
 --       then the number of keys, then per key: generation seen before the read, used_total
 --       ("": leave the counters to apilicense_fill_used.lua), its product's position (0: no such
---       key), field count, fields
+--       key), field count, fields;
+--       then the number of validations, then per validation: its key's position (1-based) and
+--       the validate script's 5 arguments
 -- A key's metadata invalidated since the read is left alone (the next validation misses again), as
 -- is a product's when an invalidation left a newer cache_version; counters are rebuilt as
--- apilicense_fill_used.lua does. Reply: 1 | -1 when the Postgres read is older than a finished
--- flush (counters left alone: the validation asks for them again, see engine._fill_used)
+-- apilicense_fill_used.lua does, unless the Postgres read is older than a finished flush (then
+-- they are left alone and the validation asks for them, see engine._fill_used).
+-- Reply: {1, then the validate script's reply to each validation, in order}
 local NEGATIVE_TTL = 30  -- keyspace.NEGATIVE_TTL
 local applied = {}
 for epoch, seq in string.gmatch(ARGV[1], '([^:,]+):(%d+)') do
@@ -97,4 +101,13 @@ for k = 0, tonumber(ARGV[a]) - 1 do
     redis.call('PERSIST', entry)  -- a found key's hash never expires (its counters must not)
   end
 end
-return stale and -1 or 1
+
+local replies = {1}
+local prefix = string.sub(KEYS[1], 1, -8)  -- "qg:{b<n>}:" of "qg:{b<n>}:pending"
+for q = 0, tonumber(ARGV[a + 1]) - 1 do
+  local at = a + 2 + 6 * q
+  local entry = KEYS[base + 1 + 5 * (tonumber(ARGV[at]) - 1)]
+  replies[q + 2] = validate({entry, KEYS[1], prefix}, {ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4],
+                                                        ARGV[at + 5]})
+end
+return replies
