@@ -5,20 +5,9 @@ from __future__ import annotations
 
 import re
 
-import asyncpg
 import pytest
 from conftest import running_app
-from web_helpers import sign_in_admin
-
-_SECRET = re.compile(r'<textarea id="secret"[^>]*>([^<]+)</textarea>')
-
-
-async def _sql(settings, query: str, *args):
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await conn.fetchval(query, *args)
-    finally:
-        await conn.close()
+from web_helpers import secret_of, sign_in_admin, sql_value
 
 
 async def test_floating_keys_customers_and_live_leases(app, client, settings, tenant, clock):
@@ -41,7 +30,7 @@ async def test_floating_keys_customers_and_live_leases(app, client, settings, te
                                                             "product_id": str(product), "lease_limit": "2",
                                                             "validity_days": "30", "features": "render"})
     assert made.status_code == 200 and "shown this once" in made.text
-    key = _SECRET.search(made.text).group(1)
+    key = secret_of(made.text)
     key_url = re.search(rf'href="({base}/floating/\d+)"', made.text).group(1)
 
     for client_id in ("workstation-7", "laptop-3"):
@@ -74,19 +63,19 @@ async def test_smtp_settings_test_message_and_templates(client, settings, tenant
     assert r.status_code == 303
     page = await client.get(f"{base}/email")
     assert "this tenant's own server" in page.text and "s3cret-pass" not in page.text
-    stored = await _sql(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1", tenant.id)
+    stored = await sql_value(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1", tenant.id)
     assert b"s3cret-pass" not in bytes(stored)   # sealed at rest
     # Saving again with a blank password keeps the stored one.
     await client.post(f"{base}/email/smtp", data={
         "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
         "username": "shop", "password": "", "from": "shop@acme.example"})
-    assert bytes(await _sql(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1",
+    assert bytes(await sql_value(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1",
                             tenant.id)) == bytes(stored)
     # The test server takes no AUTH: drop the user and password, then send a test message.
     await client.post(f"{base}/email/smtp", data={
         "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
         "username": "", "password": "", "clear_password": "1", "from": "shop@acme.example"})
-    assert await _sql(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1", tenant.id) is None
+    assert await sql_value(settings, "SELECT password_enc FROM smtp_settings WHERE tenant_id = $1", tenant.id) is None
     r = await client.post(f"{base}/email/smtp/test", data={"csrf_token": form, "to": "me@acme.example"})
     assert "Test message sent" in (await client.get(r.headers["location"])).text
     mail = (await smtp_server.wait_for(1))[0]
@@ -114,7 +103,7 @@ async def test_smtp_settings_test_message_and_templates(client, settings, tenant
     assert "default" in (await client.get(url)).text
     assert (await client.get(f"{base}/email/templates/no_such_template")).status_code == 404
     r = await client.post(f"{base}/email/smtp/delete", data={"csrf_token": form})
-    assert await _sql(settings, "SELECT count(*) FROM smtp_settings") == 0
+    assert await sql_value(settings, "SELECT count(*) FROM smtp_settings") == 0
 
 
 async def test_plans_are_created_and_toggled(client, settings, tenant, clock):
@@ -125,17 +114,19 @@ async def test_plans_are_created_and_toggled(client, settings, tenant, clock):
     assert "Plan “Annual” created." in page.text and "365 days" in page.text
     again = await client.post(f"{base}/plans", data={"csrf_token": form, "name": "Annual"})
     assert "already exists" in (await client.get(again.headers["location"])).text
-    plan = await _sql(settings, "SELECT id FROM plans WHERE name = 'Annual'")
+    plan = await sql_value(settings, "SELECT id FROM plans WHERE name = 'Annual'")
     r = await client.post(f"{base}/plans/{plan}/toggle", data={"csrf_token": form})
     assert "no longer offered" in (await client.get(r.headers["location"])).text
-    assert await _sql(settings, "SELECT is_active FROM plans WHERE id = $1", plan) is False
+    assert await sql_value(settings, "SELECT is_active FROM plans WHERE id = $1", plan) is False
     licenses = await client.get(f"{base}/licenses")
     assert "Annual" not in licenses.text   # inactive plans are not offered for new keys
 
 
 _NEW_FORMS = ["/floating/customers", "/floating/keys", "/floating/1/revoke", "/email/smtp", "/email/smtp/delete",
               "/email/smtp/test", "/email/settings", "/email/templates/license_delivery",
-              "/email/templates/license_delivery/reset", "/plans", "/plans/1/toggle"]
+              "/email/templates/license_delivery/reset", "/plans", "/plans/1/toggle", "/webhooks", "/webhooks/1",
+              "/webhooks/1/enabled", "/webhooks/1/delete", "/webhooks/1/rotate-secret", "/webhooks/1/ping",
+              "/webhooks/deliveries/1/redeliver"]
 
 
 @pytest.mark.parametrize("path", _NEW_FORMS)
@@ -165,20 +156,20 @@ async def test_new_pages_keep_tenants_apart(settings, tenant, other_tenant, cloc
         r = await client.get(f"{base}/floating/{made['id']}")
         assert r.status_code == 404 and "Globex" not in r.text
         await client.post(f"{base}/floating/{made['id']}/revoke", data={"csrf_token": form})
-        assert await _sql(settings, "SELECT revoked_at FROM floating_keys WHERE id = $1", made["id"]) is None
+        assert await sql_value(settings, "SELECT revoked_at FROM floating_keys WHERE id = $1", made["id"]) is None
         own = (await client.post("/api/product", json={"name": "Acme Tool"}, headers=tenant.headers)).json()["id"]
         await client.post(f"{base}/floating/keys", data={"csrf_token": form, "customer_id": str(customer),
                                                          "product_id": str(own), "lease_limit": "1"})
         await client.post(f"{base}/floating/keys", data={"csrf_token": form, "customer_id": str(customer),
                                                          "product_id": str(product), "lease_limit": "1"})
-        assert await _sql(settings, "SELECT count(*) FROM floating_keys WHERE tenant_id = $1", tenant.id) == 0
+        assert await sql_value(settings, "SELECT count(*) FROM floating_keys WHERE tenant_id = $1", tenant.id) == 0
         assert "Globex Plan" not in (await client.get(f"{base}/products")).text
         await client.post(f"{base}/plans/{plan['id']}/toggle", data={"csrf_token": form})
-        assert await _sql(settings, "SELECT is_active FROM plans WHERE id = $1", plan["id"]) is True
+        assert await sql_value(settings, "SELECT is_active FROM plans WHERE id = $1", plan["id"]) is True
         page = await client.get(f"{base}/email")
         assert "smtp.globex.example" not in page.text and "No SMTP server is configured" in page.text
         await client.post(f"{base}/email/templates/ticket_reply", data={"csrf_token": form, "subject": "Acme",
                                                                         "text": "acme", "html": ""})
-        assert await _sql(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1", other_tenant.id) == 0
+        assert await sql_value(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1", other_tenant.id) == 0
         await client.post(f"{base}/email/smtp/delete", data={"csrf_token": form})
-        assert await _sql(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1", other_tenant.id) == 1
+        assert await sql_value(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1", other_tenant.id) == 1

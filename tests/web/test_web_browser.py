@@ -405,3 +405,81 @@ async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_s
     assert "Ticket resolved." in browser.page_source
     assert len(browser.find_elements(By.CSS_SELECTOR, ".thread .message")) == 4
     shot(browser, "admin-ticket")
+
+
+async def test_admin_webhooks_in_a_browser(live, browser, tenant, other_tenant, clock, webhook_receiver):
+    server, mailing = live
+    from web_helpers import make_admin_link
+
+    async with httpx.AsyncClient(base_url=server.url) as api:   # globex's endpoint, which acme must not see
+        theirs = (await api.post("/api/webhooks", json={"url": webhook_receiver.url + "?globex", "events": ["*"]},
+                                 headers=other_tenant.headers)).json()["id"]
+    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/webhooks")
+    assert "globex" not in browser.page_source
+    fill(browser, "url", webhook_receiver.url)
+    fill(browser, "description", "Billing system")
+    await asyncio.to_thread(submit, browser, "form[action$='/webhooks'] button[type=submit]")
+    secret = browser.find_element(By.ID, "secret").get_attribute("value")
+    assert secret.startswith("whsec_")
+    webhook_receiver.secrets.append(secret)
+    shot(browser, "admin-webhook-secret")
+    await asyncio.to_thread(submit, browser, "a.button")   # "Done": the endpoint's page
+
+    await asyncio.to_thread(submit, browser, "form[action$='/ping'] button")
+    assert "Ping delivered: HTTP 200" in browser.find_element(By.CSS_SELECTOR, ".flash").text
+    arrival = (await webhook_receiver.wait_for(1))[0]
+    assert arrival.event_type == "webhook.ping" and arrival.exiso_ok
+    assert browser.find_element(By.ID, "request-body").text == arrival.body.decode()
+
+    browser.execute_script("window.confirm = () => true;")
+    await asyncio.to_thread(submit, browser, "form[action$='/redeliver'] button")
+    assert "Redelivery queued" in browser.page_source
+    arrivals = await webhook_receiver.wait_for(2, timeout=15)   # the gateway's job worker sends it
+    assert arrivals[1].json["id"] == arrivals[0].json["id"] and arrivals[1].exiso_ok
+
+    def second_attempt_shown(b) -> bool:
+        if b.find_elements(By.CSS_SELECTOR, "#attempt-2 .badge.succeeded"):
+            return True
+        b.refresh()   # the attempt's outcome is recorded just after the receiver answered
+        return False
+    await asyncio.to_thread(WebDriverWait(browser, 10, poll_frequency=0.3).until, second_attempt_shown)
+    shot(browser, "admin-webhook-delivery")
+
+    browser.find_element(By.CSS_SELECTOR, "p.small a[href*='/webhooks/']").click()
+    WebDriverWait(browser, 15).until(lambda b: b.find_elements(By.CSS_SELECTOR, "table.deliveries"))
+    row = browser.find_element(By.CSS_SELECTOR, "table.deliveries tbody tr")
+    assert "webhook.ping" in row.text and "SUCCEEDED" in row.text.upper() and "HTTP 200" in row.text
+    assert row.find_elements(By.TAG_NAME, "td")[2].text == "2"   # attempts
+    webhook_receiver.fail_next(1, status=503)
+    await asyncio.to_thread(submit, browser, "form[action$='/ping'] button")
+    assert "Ping failed: HTTP 503" in browser.find_element(By.CSS_SELECTOR, ".flash.error").text
+    await asyncio.to_thread(submit, browser, "p.small a[href*='/webhooks/']")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.deliveries tbody tr")) == 2
+    browser.find_element(By.CSS_SELECTOR, "#status option[value=succeeded]").click()
+    await asyncio.to_thread(submit, browser, "form[role=search] button")
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.deliveries tbody tr")
+    assert len(rows) == 1 and "HTTP 200" in rows[0].text
+    await asyncio.to_thread(submit, browser, "form[action$='/rotate-secret'] button")
+    rotated = browser.find_element(By.ID, "secret").get_attribute("value")
+    assert rotated.startswith("whsec_") and rotated != secret
+    await asyncio.to_thread(submit, browser, "a.button")
+    assert rotated[:10] in browser.page_source and secret[:10] in browser.page_source   # both sign for now
+    shot(browser, "admin-webhook")
+
+    browser.get(f"{server.url}/admin/{tenant.slug}/webhooks")
+    assert "Billing system" in browser.page_source and "HTTP 503" in browser.page_source   # the latest attempt
+    assert "globex" not in browser.page_source
+    shot(browser, "admin-webhooks")
+    browser.get(f"{server.url}/admin/{tenant.slug}/webhooks/deliveries")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.deliveries tbody tr")) == 2
+    shot(browser, "admin-webhook-deliveries")
+    # Another tenant's endpoint, by number and through its own admin pages: neither is reachable.
+    browser.get(f"{server.url}/admin/{tenant.slug}/webhooks/{theirs}")
+    assert "no webhook endpoint" in browser.page_source and "globex" not in browser.page_source
+    browser.get(f"{server.url}/admin/{other_tenant.slug}/webhooks")
+    assert browser.current_url.endswith(f"/admin/{other_tenant.slug}/login")

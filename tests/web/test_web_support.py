@@ -7,17 +7,9 @@ import re
 
 import asyncpg
 import pytest
-from web_helpers import KEYS, csrf_of, sign_in_admin
+from web_helpers import KEYS, csrf_of, sign_in_admin, sql_value
 
 from quota_gateway.web import sessions
-
-
-async def _sql(settings, query: str, *args):
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await conn.fetchval(query, *args)
-    finally:
-        await conn.close()
 
 
 async def portal_session(client, settings, tenant, clock, email: str = "buyer@example.com") -> str:
@@ -63,7 +55,7 @@ async def test_customer_and_staff_talk_through_a_ticket(client, settings, tenant
     detail = await client.get(f"{admin}/tickets/{ticket_id}")
     assert "Try version 2.1 &lt;i&gt;please&lt;/i&gt;" in detail.text and "resolved" in detail.text
     assert '<option selected>Critical</option>' in detail.text
-    assert await _sql(settings, "SELECT count(*) FROM jobs WHERE kind = 'mail.send'") == 1   # the reply e-mail
+    assert await sql_value(settings, "SELECT count(*) FROM jobs WHERE kind = 'mail.send'") == 1   # the reply e-mail
 
     thread = await client.get(ticket_url)
     assert "Support team" in thread.text and "Try version 2.1" in thread.text and "resolved" in thread.text
@@ -71,7 +63,7 @@ async def test_customer_and_staff_talk_through_a_ticket(client, settings, tenant
     assert r.status_code == 303
     thread = await client.get(ticket_url)
     assert "Still broken" in thread.text
-    assert await _sql(settings, "SELECT status FROM support_tickets WHERE id = $1", int(ticket_id)) == "open"
+    assert await sql_value(settings, "SELECT status FROM support_tickets WHERE id = $1", int(ticket_id)) == "open"
     empty = await client.post(f"{ticket_url}/reply", data={"csrf_token": form, "message": "   "})
     assert "required" in (await client.get(empty.headers["location"])).text
 
@@ -85,7 +77,7 @@ async def test_portal_ticket_creation_is_bounded_per_address(client, settings, t
     r = await client.post(f"/portal/{tenant.slug}/tickets", data={"csrf_token": form, "product": "Desk App",
                                                                   "subject": "One more", "message": "?"})
     assert r.headers["location"] == f"/portal/{tenant.slug}/tickets"
-    assert await _sql(settings, "SELECT count(*) FROM support_tickets") == settings.support_tickets_per_email
+    assert await sql_value(settings, "SELECT count(*) FROM support_tickets") == settings.support_tickets_per_email
 
 
 async def test_servicenow_settings_page(client, settings, tenant, clock):
@@ -108,7 +100,7 @@ async def test_servicenow_settings_page(client, settings, tenant, clock):
     page = await client.get(f"{base}/servicenow")
     assert "****word" in page.text and "switched off" in page.text
     await client.post(f"{base}/servicenow/delete", data={"csrf_token": form})
-    assert await _sql(settings, "SELECT count(*) FROM servicenow_settings") == 0
+    assert await sql_value(settings, "SELECT count(*) FROM servicenow_settings") == 0
 
 
 _ADMIN_FORMS = ["/tickets/1/reply", "/tickets/1/status", "/tickets/1/priority", "/tickets/1/resync", "/servicenow",
@@ -150,8 +142,8 @@ async def test_tickets_stay_with_their_tenant_and_customer(client, settings, ten
     for path, data in (("reply", {"message": "injected"}), ("status", {"status": "resolved"}),
                        ("priority", {"priority": "Low"})):
         await client.post(f"{admin}/tickets/{ticket_id}/{path}", data={"csrf_token": admin_form, **data})
-    assert await _sql(settings, "SELECT count(*) FROM support_messages") == 1
-    assert await _sql(settings, "SELECT status || priority FROM support_tickets") == "openMedium"
+    assert await sql_value(settings, "SELECT count(*) FROM support_messages") == 1
+    assert await sql_value(settings, "SELECT status || priority FROM support_tickets") == "openMedium"
     # A ticket of acme's own customer is not visible in globex's portal for the same address.
     form = await portal_session(client, settings, tenant, clock, email="victim@example.com")
     assert "Globex secret" not in (await client.get(f"/portal/{tenant.slug}/tickets")).text

@@ -1,4 +1,5 @@
-"""Helpers for the web tests: form tokens out of pages, admin sign-in through a one-time link."""
+"""Helpers for the web tests: form tokens and secrets out of pages, a value from the database, admin
+sign-in through a one-time link."""
 
 from __future__ import annotations
 
@@ -14,12 +15,29 @@ from quota_gateway.web.keys import WebKeys
 
 KEYS = WebKeys.from_master(TEST_MASTER_KEY)
 _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
+_SECRET = re.compile(r'<textarea id="secret"[^>]*>([^<]+)</textarea>')
 
 
 def csrf_of(html: str) -> str:
     match = _CSRF.search(html)
     assert match, "page has no form token"
     return match.group(1)
+
+
+def secret_of(html: str) -> str:
+    """The secret a "shown once" page shows."""
+    match = _SECRET.search(html)
+    assert match, "page shows no secret"
+    return match.group(1)
+
+
+async def sql_value(settings, query: str, *args):
+    """One value straight from the database (what a page did, seen from outside)."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
 
 
 async def make_admin_link(database_url: str, tenant_id: str, email: str, clock: Clock) -> str:

@@ -324,6 +324,13 @@ async def _post(services: Any, url: str, body: bytes, headers: dict[str, str]) -
     return response.status_code, _excerpt(response.text)
 
 
+def request_body(row: asyncpg.Record | dict[str, Any]) -> bytes:
+    """The exact bytes a delivery sends: the event's envelope (from the row's uid, type, data,
+    created_at and event_tenant), the same for every attempt."""
+    return orjson.dumps(outbox.envelope({"uid": row["uid"], "type": row["type"], "data": row["data"],
+                                         "created_at": row["created_at"], "tenant_id": row["event_tenant"]}))
+
+
 async def attempt_delivery(services: Any, delivery_id: int, *, manual: bool = False,
                            last_try: bool = False) -> AttemptResult:
     """One attempt at one delivery. The delivery row is claimed for the attempt (under its row
@@ -359,15 +366,13 @@ async def attempt_delivery(services: Any, delivery_id: int, *, manual: bool = Fa
         await conn.execute("UPDATE webhook_deliveries SET attempts = $2, last_attempt_at = $3, sending_until = $4 "
                            "WHERE id = $1", delivery_id, attempt, started,
                            started + timedelta(seconds=settings.job_lease_seconds))
-        attempt_id = await conn.fetchval(
-            "INSERT INTO webhook_attempts (delivery_id, attempt, manual, started_at) VALUES ($1, $2, $3, $4) "
-            "RETURNING id", delivery_id, attempt, manual, started)
         secrets_ = await signing_secrets(conn, settings, tenant_id, d["endpoint_id"], started)
-    envelope = outbox.envelope({"uid": d["uid"], "type": d["type"], "data": d["data"],
-                                "created_at": d["created_at"], "tenant_id": d["event_tenant"]})
-    body = orjson.dumps(envelope)
-    headers = {"Content-Type": "application/json", "User-Agent": "quota-gateway-webhooks/1",
-               "X-Webhook-Event": d["type"], **sign(secrets_, envelope["id"], int(clock.now()), body)}
+        body = request_body(d)
+        headers = {"Content-Type": "application/json", "User-Agent": "quota-gateway-webhooks/1",
+                   "X-Webhook-Event": d["type"], **sign(secrets_, f"evt_{d['uid'].hex}", int(clock.now()), body)}
+        attempt_id = await conn.fetchval(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, manual, started_at, request_headers) "
+            "VALUES ($1, $2, $3, $4, $5) RETURNING id", delivery_id, attempt, manual, started, headers)
     status: int | None = None
     excerpt: str | None = None
     error: str | None = None
@@ -451,7 +456,22 @@ async def ping(services: Any, tenant_id: str, endpoint_id: int) -> dict[str, Any
             "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_id, created_at) VALUES ($1, $2, $3, $4) "
             "RETURNING id", tenant_id, endpoint_id, event_id, now)
     result = await attempt_delivery(services, delivery_id, manual=True)
+    if not result.ok:   # a ping is one try: nothing retries it, so its delivery is settled, not pending
+        async with services.pool.acquire() as conn:
+            await conn.execute("UPDATE webhook_deliveries SET state = 'failed' WHERE id = $1 AND state = 'pending'",
+                               delivery_id)
     return result.json()
+
+
+_ATTEMPT_COLUMNS = ("attempt, manual, started_at, finished_at, outcome, status_code, latency_ms, response_excerpt, "
+                    "error, request_headers")
+
+
+def _attempt_json(a: asyncpg.Record) -> dict[str, Any]:
+    return {"attempt": a["attempt"], "manual": a["manual"], "startedAt": a["started_at"],
+            "finishedAt": a["finished_at"], "outcome": a["outcome"], "statusCode": a["status_code"],
+            "latencyMs": a["latency_ms"], "responseExcerpt": a["response_excerpt"], "error": a["error"],
+            "requestHeaders": a["request_headers"]}
 
 
 async def deliveries(conn: asyncpg.Connection, tenant_id: str, endpoint_id: int, *, limit: int,
@@ -467,18 +487,73 @@ async def deliveries(conn: asyncpg.Connection, tenant_id: str, endpoint_id: int,
            ORDER BY d.id DESC LIMIT $4""", endpoint_id, tenant_id, before, limit, state, event_type)
     attempts: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
     if rows:
-        for a in await conn.fetch(
-                "SELECT delivery_id, attempt, manual, started_at, finished_at, outcome, status_code, latency_ms, "
-                "response_excerpt, error FROM webhook_attempts WHERE delivery_id = ANY($1::bigint[]) ORDER BY id",
-                list(attempts)):
-            attempts[a["delivery_id"]].append(
-                {"attempt": a["attempt"], "manual": a["manual"], "startedAt": a["started_at"],
-                 "finishedAt": a["finished_at"], "outcome": a["outcome"], "statusCode": a["status_code"],
-                 "latencyMs": a["latency_ms"], "responseExcerpt": a["response_excerpt"], "error": a["error"]})
+        for a in await conn.fetch(f"SELECT delivery_id, {_ATTEMPT_COLUMNS} FROM webhook_attempts "
+                                  "WHERE delivery_id = ANY($1::bigint[]) ORDER BY id", list(attempts)):
+            attempts[a["delivery_id"]].append(_attempt_json(a))
     items = [{"id": r["id"], "eventId": f"evt_{r['uid'].hex}", "eventType": r["type"], "state": r["state"],
               "attempts": r["attempts"], "createdAt": r["created_at"], "lastAttemptAt": r["last_attempt_at"],
               "log": attempts[r["id"]]} for r in rows]
     return {"deliveries": items, "nextBefore": rows[-1]["id"] if len(rows) == limit else None}
+
+
+# --- reading for the admin UI ------------------------------------------------------------------------
+
+async def endpoints_overview(conn: asyncpg.Connection, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's endpoints, each with its current secret's hint and its latest attempt
+    (outcome, response code, when): the admin UI's list."""
+    rows = await conn.fetch(
+        f"""SELECT {_ENDPOINT_COLUMNS}, s.hint, last.outcome AS last_outcome,
+                   last.status_code AS last_status_code, last.started_at AS last_attempt_at
+            FROM webhook_endpoints e
+            LEFT JOIN LATERAL (SELECT hint FROM webhook_secrets WHERE endpoint_id = e.id AND expires_at IS NULL
+                               ORDER BY id DESC LIMIT 1) s ON true
+            LEFT JOIN LATERAL (SELECT a.outcome, a.status_code, a.started_at
+                               FROM webhook_deliveries d JOIN webhook_attempts a ON a.delivery_id = d.id
+                               WHERE d.endpoint_id = e.id ORDER BY a.id DESC LIMIT 1) last ON true
+            WHERE e.tenant_id = $1 ORDER BY e.id""", tenant_id)
+    return [{**endpoint_json(r), "secretHint": r["hint"], "lastOutcome": r["last_outcome"],
+             "lastStatusCode": r["last_status_code"], "lastAttemptAt": r["last_attempt_at"]} for r in rows]
+
+
+async def delivery_log(conn: asyncpg.Connection, tenant_id: str, *, endpoint_id: int | None, limit: int,
+                       before: int | None, state: str | None = None) -> dict[str, Any]:
+    """Deliveries of the tenant (of one endpoint, or of all), newest first, each with its latest
+    attempt's response code, latency and error; `state` narrows, `before` pages."""
+    rows = await conn.fetch(
+        """SELECT d.id, d.endpoint_id, e.url, d.state, d.attempts, d.created_at, d.last_attempt_at, ev.uid, ev.type,
+                  a.status_code, a.latency_ms, a.error, a.outcome
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+           JOIN events ev ON ev.id = d.event_id
+           LEFT JOIN LATERAL (SELECT status_code, latency_ms, error, outcome FROM webhook_attempts
+                              WHERE delivery_id = d.id ORDER BY id DESC LIMIT 1) a ON true
+           WHERE d.tenant_id = $1 AND ($2::bigint IS NULL OR d.endpoint_id = $2)
+             AND ($3::bigint IS NULL OR d.id < $3) AND ($4::text IS NULL OR d.state = $4)
+           ORDER BY d.id DESC LIMIT $5""", tenant_id, endpoint_id, before, state, limit)
+    items = [{"id": r["id"], "endpointId": r["endpoint_id"], "url": r["url"], "eventId": f"evt_{r['uid'].hex}",
+              "eventType": r["type"], "state": r["state"], "attempts": r["attempts"], "createdAt": r["created_at"],
+              "lastAttemptAt": r["last_attempt_at"], "statusCode": r["status_code"], "latencyMs": r["latency_ms"],
+              "error": r["error"], "outcome": r["outcome"]} for r in rows]
+    return {"deliveries": items, "nextBefore": rows[-1]["id"] if len(rows) == limit else None}
+
+
+async def delivery_detail(conn: asyncpg.Connection, tenant_id: str, delivery_id: int) -> dict[str, Any]:
+    """One delivery of the tenant: its endpoint, the request body it sends, and every attempt with
+    the headers it went with and the response."""
+    d = await conn.fetchrow(
+        """SELECT d.id, d.endpoint_id, e.url, d.state, d.attempts, d.created_at, d.last_attempt_at,
+                  ev.uid, ev.type, ev.data, ev.created_at AS event_created_at, ev.tenant_id AS event_tenant
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+           JOIN events ev ON ev.id = d.event_id
+           WHERE d.id = $1 AND d.tenant_id = $2""", delivery_id, tenant_id)
+    if d is None:
+        raise ApiError(404, "delivery_not_found", f"no webhook delivery {delivery_id}")
+    attempts = await conn.fetch(f"SELECT {_ATTEMPT_COLUMNS} FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id",
+                                delivery_id)
+    body = request_body({**dict(d), "created_at": d["event_created_at"]})
+    return {"id": d["id"], "endpointId": d["endpoint_id"], "url": d["url"], "state": d["state"],
+            "attempts": d["attempts"], "createdAt": d["created_at"], "lastAttemptAt": d["last_attempt_at"],
+            "eventId": f"evt_{d['uid'].hex}", "eventType": d["type"], "body": body.decode(),
+            "log": [_attempt_json(a) for a in attempts]}
 
 
 jobs.register(DELIVER_JOB, _deliver_job)

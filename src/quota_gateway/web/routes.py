@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, admin_email, admin_floating, admin_support, login, portal, portal_support
+from . import admin, admin_email, admin_floating, admin_support, admin_webhooks, login, portal, portal_support
 from .pages import render, web_keys
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -81,6 +81,18 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/tokens/{{public_id}}/revoke", admin.revoke_access_token, methods=["POST"]),
     Route(f"{_A}/crypto", admin.crypto_keys, methods=["GET"]),
     Route(f"{_A}/crypto/rotate", admin.rotate_crypto_key, methods=["POST"]),
+    Route(f"{_A}/webhooks", admin_webhooks.endpoints, methods=["GET"]),
+    Route(f"{_A}/webhooks", admin_webhooks.create_endpoint, methods=["POST"]),
+    # the log's paths first: "deliveries" is not an endpoint id
+    Route(f"{_A}/webhooks/deliveries", admin_webhooks.deliveries, methods=["GET"]),
+    Route(f"{_A}/webhooks/deliveries/{{delivery_id}}", admin_webhooks.delivery, methods=["GET"]),
+    Route(f"{_A}/webhooks/deliveries/{{delivery_id}}/redeliver", admin_webhooks.redeliver, methods=["POST"]),
+    Route(f"{_A}/webhooks/{{endpoint_id}}", admin_webhooks.endpoint, methods=["GET"]),
+    Route(f"{_A}/webhooks/{{endpoint_id}}", admin_webhooks.update_endpoint, methods=["POST"]),
+    Route(f"{_A}/webhooks/{{endpoint_id}}/enabled", admin_webhooks.set_enabled, methods=["POST"]),
+    Route(f"{_A}/webhooks/{{endpoint_id}}/delete", admin_webhooks.delete_endpoint, methods=["POST"]),
+    Route(f"{_A}/webhooks/{{endpoint_id}}/rotate-secret", admin_webhooks.rotate_secret, methods=["POST"]),
+    Route(f"{_A}/webhooks/{{endpoint_id}}/ping", admin_webhooks.ping, methods=["POST"]),
     Route(f"{_A}/email", admin_email.email_page, methods=["GET"]),
     Route(f"{_A}/email/smtp", admin_email.save_smtp, methods=["POST"]),
     Route(f"{_A}/email/smtp/delete", admin_email.delete_smtp, methods=["POST"]),
