@@ -225,6 +225,8 @@ REFRESH_MIN_INTERVAL = 0.1
 NODE_REST = 0.2
 # How long one node may take to connect or to answer CLUSTER SLOTS before the next is asked.
 NODE_TIMEOUT = 1.0
+# `replicated`: how long WAIT may wait for a replica's acknowledgement (milliseconds).
+REPLICA_ACK_TIMEOUT_MS = 200
 
 
 class ClusterAutoPipeline(ScriptRunner):
@@ -247,6 +249,7 @@ class ClusterAutoPipeline(ScriptRunner):
                                                             if "@" in url else "")
         self._slot_nodes: list[AutoPipeline | None] = [None] * SLOTS
         self._nodes: dict[tuple[str, int], AutoPipeline] = {}  # masters and replicas seen in the map
+        self._with_replicas: set[AutoPipeline] = set()  # masters the map lists replicas for
         self._seed: AutoPipeline | None = None
         self._refreshing: asyncio.Task | None = None
         self._refreshed_at = float("-inf")
@@ -290,12 +293,30 @@ class ClusterAutoPipeline(ScriptRunner):
         else:
             raise ClusterUnavailable("no redis cluster node answered CLUSTER SLOTS")
         table: list[AutoPipeline | None] = [None] * SLOTS
+        with_replicas = set()
         for start, end, master, *replicas in layout:
             for replica in replicas:  # known, so they can be asked for the map once promoted
                 self._node_at(replica[0].decode(), int(replica[1]))
             node = self._node_at(master[0].decode(), int(master[1]))
             table[int(start):int(end) + 1] = [node] * (int(end) - int(start) + 1)
+            if replicas:
+                with_replicas.add(node)
         self._slot_nodes = table
+        self._with_replicas = with_replicas
+
+    async def replicated(self, keys: list) -> bool:
+        """WAIT for one replica on each master holding `keys` that has one. It blocks that
+        master's connection meanwhile: only for a runner that validations do not share (the
+        write-behind's). A master whose replica does not answer has the map read again (a dead
+        replica leaves it once the cluster marks it failed)."""
+        nodes = {self._slot_nodes[key_slot(k.encode() if isinstance(k, str) else k)] for k in keys}
+        waiting = [node for node in nodes if node in self._with_replicas]
+        acks = await asyncio.gather(*(node.execute("WAIT", 1, REPLICA_ACK_TIMEOUT_MS) for node in waiting),
+                                    return_exceptions=True)
+        if all(isinstance(ack, int) and ack >= 1 for ack in acks) and None not in nodes:
+            return True
+        await self._refresh_quietly()
+        return False
 
     async def run(self, script: LuaScript, keys: list, args: list):
         slot = key_slot(keys[0].encode() if isinstance(keys[0], str) else keys[0])

@@ -5,14 +5,15 @@ replica, in the same app; the other shards stay exact; the over-grant is measure
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 
-import asyncpg
 import pytest
 import redis
 
-from conftest import TEST_MASTER_KEY, make_product, running_app
+from conftest import TEST_MASTER_KEY, db_connection, make_product, running_app
 from quota_gateway import fastpath
 from quota_gateway.apilicense.keyspace import LicenseRef
 from quota_gateway.config import Settings
@@ -127,11 +128,8 @@ async def test_a_master_killed_under_load_fails_over_with_503s_only(cluster, mig
 
         # Write-behind after the failover: Postgres ends equal to what Redis counts.
         await app.state.services.usage_flusher.flush(range(fastpath.BUCKETS))
-        conn = await asyncpg.connect(migrated_db)
-        try:
+        async with db_connection(migrated_db) as conn:
             written = {r["id"]: r["used_total"] for r in await conn.fetch("SELECT id, used_total FROM api_licenses")}
-        finally:
-            await conn.close()
         assert {k: written[license_id] for k, license_id in keys} == counted
 
         by_status = Counter(o[2] for o in outcomes)
@@ -139,3 +137,79 @@ async def test_a_master_killed_under_load_fails_over_with_503s_only(cluster, mig
               f"503s from {min(o[0] for o in failures) - killed_at[0]:.2f} s to {gap:.2f} s after the kill; "
               f"keys on the failed shard {len(on_victim)}/{KEYS}; granted but not counted {lost} units, "
               f"counted but answered 503 {counted_not_granted}")
+
+
+async def test_over_grant_is_what_the_replica_had_not_received(cluster, migrated_db, clean_state, tenant, clock):
+    """The replication lag made visible: the replica is paused (SIGSTOP) while its master grants
+    units, then the master is killed and the replica resumed and promoted. The units granted in
+    that window are exactly what the promoted replica lacks: the over-grant bound."""
+    settings = Settings(redis_url=cluster.urls[0], redis_cluster=True, database_url=migrated_db,
+                        master_key=TEST_MASTER_KEY, flush_interval=0.05, client_requests_per_minute=0,
+                        client_failures_per_minute=0, metrics_bind="")
+    victim = cluster.nodes[2]
+    replica = cluster.replica_of(victim)
+    async with running_app(settings, clock) as (app, client):
+        product = await make_product(client, tenant.headers, features=("api:rate:minute:1000000",))
+        topology = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+        keys: list[tuple[str, int]] = []
+        while len(keys) < 4:
+            r = await client.post("/api/apilicense", json={"productId": product, "email": "dev@example.com",
+                                                           "maxApiCalls": QUOTA}, headers=tenant.headers)
+            if _owner_port(topology, r.json()["apiKey"]) == victim.port:
+                keys.append((r.json()["apiKey"], r.json()["id"]))
+        topology.close()
+        for api_key, _ in keys:  # cached metadata, counters in place, flushed and replicated
+            assert (await client.post(VALIDATE, json={"apiKey": api_key}, headers=tenant.headers)).status_code == 200
+        await asyncio.sleep(0.5)
+
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(0.1)
+            # A paused replica still receives what fits in the kernel's socket buffers: ballast
+            # writes fill them, so what follows waits in the master's output buffer (the lag).
+            ballast = redis.Redis(port=victim.port)
+            prefix = LicenseRef(fastpath.normalize_api_key(keys[0][0])).prefix
+            for i in range(3):
+                ballast.set(f"{prefix}ballast:{i}", b"x" * (16 << 20))
+            ballast.close()
+            in_window = 0
+            for i in range(40):
+                r = await client.post(VALIDATE, json={"apiKey": keys[i % len(keys)][0]}, headers=tenant.headers)
+                assert r.status_code == 200
+                in_window += 1
+            await asyncio.sleep(0.3)  # write-behind flushes what the master took meanwhile
+            victim.kill()
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        started = time.monotonic()
+        after = Counter()
+        while time.monotonic() - started < 20:
+            r = await client.post(VALIDATE, json={"apiKey": keys[0][0]}, headers=tenant.headers)
+            after[r.status_code] += 1
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            await asyncio.sleep(0.05)
+        gap = time.monotonic() - started
+        assert after[200] == 1, after
+
+        engine = app.state.services.quota
+        counted = {k: await engine.lifetime_total(LicenseRef(fastpath.normalize_api_key(k)), license_id)
+                   for k, license_id in keys}
+        granted = {k: 1 + sum(1 for i in range(in_window) if keys[i % len(keys)][0] == k) for k, _ in keys}
+        granted[keys[0][0]] += 1
+        over_grant = sum(granted[k] - counted[k] for k, _ in keys)
+        assert over_grant == in_window  # every unit granted while the replica lagged, and only those
+
+        await app.state.services.usage_flusher.flush(range(fastpath.BUCKETS))
+        async with db_connection(migrated_db) as conn:
+            written = {r["id"]: r["used_total"] for r in await conn.fetch("SELECT id, used_total FROM api_licenses")}
+        recorded = sum(written[license_id] for _, license_id in keys)
+        # Write-behind: what the master took while its replica lagged never reached Postgres (no
+        # replica acknowledged the take), and usage after the promotion was not mistaken for an
+        # already applied batch: Postgres ends equal to the promoted replica's counts.
+        assert {license_id: written[license_id] for _, license_id in keys} == \
+            {license_id: counted[k] for k, license_id in keys}
+        print(f"\nlagging replica: granted {sum(granted.values())}, promoted replica counts {sum(counted.values())} "
+              f"(over-grant {over_grant} = units granted while it lagged {in_window}); PostgreSQL records {recorded}; "
+              f"503 for {gap:.2f} s after the resume")
