@@ -39,6 +39,19 @@ def _owner_port(client: redis.RedisCluster, api_key: str) -> int:
     return client.get_node_from_key(ref.validate_keys[0]).port
 
 
+async def _flushed(app, database_url: str, expected: dict[int, int]) -> dict[int, int]:
+    """used_total per license once the write-behind has caught up with `expected` (or after 5 s:
+    the flusher's own slot map may still point at the dead master for a moment)."""
+    deadline = time.monotonic() + 5
+    while True:
+        await app.state.services.usage_flusher.flush(range(fastpath.BUCKETS))
+        async with db_connection(database_url) as conn:
+            written = {r["id"]: r["used_total"] for r in await conn.fetch("SELECT id, used_total FROM api_licenses")}
+        if all(written.get(i) == n for i, n in expected.items()) or time.monotonic() > deadline:
+            return written
+        await asyncio.sleep(0.1)
+
+
 async def test_a_master_killed_under_load_fails_over_with_503s_only(cluster, migrated_db, clean_state, tenant, clock):
     settings = Settings(redis_url=cluster.urls[0], redis_cluster=True, database_url=migrated_db,
                         master_key=TEST_MASTER_KEY, flush_interval=0.05, client_requests_per_minute=0,
@@ -127,9 +140,7 @@ async def test_a_master_killed_under_load_fails_over_with_503s_only(cluster, mig
         assert counted_not_granted <= cut
 
         # Write-behind after the failover: Postgres ends equal to what Redis counts.
-        await app.state.services.usage_flusher.flush(range(fastpath.BUCKETS))
-        async with db_connection(migrated_db) as conn:
-            written = {r["id"]: r["used_total"] for r in await conn.fetch("SELECT id, used_total FROM api_licenses")}
+        written = await _flushed(app, migrated_db, {license_id: counted[k] for k, license_id in keys})
         assert {k: written[license_id] for k, license_id in keys} == counted
 
         by_status = Counter(o[2] for o in outcomes)
@@ -201,9 +212,7 @@ async def test_over_grant_is_what_the_replica_had_not_received(cluster, migrated
         over_grant = sum(granted[k] - counted[k] for k, _ in keys)
         assert over_grant == in_window  # every unit granted while the replica lagged, and only those
 
-        await app.state.services.usage_flusher.flush(range(fastpath.BUCKETS))
-        async with db_connection(migrated_db) as conn:
-            written = {r["id"]: r["used_total"] for r in await conn.fetch("SELECT id, used_total FROM api_licenses")}
+        written = await _flushed(app, migrated_db, {license_id: counted[k] for k, license_id in keys})
         recorded = sum(written[license_id] for _, license_id in keys)
         # Write-behind: what the master took while its replica lagged never reached Postgres (no
         # replica acknowledged the take), and usage after the promotion was not mistaken for an
