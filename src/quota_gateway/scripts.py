@@ -21,11 +21,14 @@ def lua_source(name: str) -> str:
 
 
 class LuaScript:
-    """One script file: EVALSHA first, SCRIPT LOAD + retry on NOSCRIPT (after a Redis restart)."""
+    """One script file: EVALSHA first, SCRIPT LOAD + retry on NOSCRIPT (after a Redis restart).
+    `functions` makes other script files local functions of this one, `name(KEYS, ARGV)` returning
+    what that script returns: one script runs another's logic without a copy of it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, functions: dict[str, str] | None = None) -> None:
         self.name = name
-        self.source = lua_source(name)
+        self.source = "".join(f"local function {function}(KEYS, ARGV)\n{lua_source(file)}\nend\n"
+                              for function, file in (functions or {}).items()) + lua_source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: Any, keys: list, args: list) -> Any:
