@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +51,23 @@ def _server(app: str, port: int, env: dict[str, str], factory: bool = False):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+MASTER_KEY = "11" * 32
+
+
+@contextmanager
+def embedded_servers() -> Iterator[tuple[RedisServer, PostgresServer, dict[str, str]]]:
+    """A throwaway Redis and PostgreSQL for one run, and the gateway's environment to use them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp) / "redis").start()
+        pg = PostgresServer(Path(tmp) / "pg").start()
+        try:
+            yield redis, pg, {"QG_REDIS_URL": redis.url, "QG_DATABASE_URL": pg.url, "QG_MASTER_KEY": MASTER_KEY,
+                              "QG_LOG_LEVEL": "warning"}
+        finally:
+            pg.stop()
+            redis.stop()
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -145,51 +163,42 @@ def run(duration: float = 3.0, connections: tuple[int, ...] = (32, 128), keys: i
     server, and the gateway's Redis) it should not take their turn."""
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = RedisServer(Path(tmp) / "redis").start()
-        pg = PostgresServer(Path(tmp) / "pg").start()
-        try:
-            master = "11" * 32
-            env = {"QG_REDIS_URL": redis.url, "QG_DATABASE_URL": pg.url, "QG_MASTER_KEY": master,
-                   "QG_LOG_LEVEL": "warning",
-                   # The lease benchmark is one client address: measure the pool, not the per-address limit.
-                   "QG_CLIENT_REQUESTS_PER_MINUTE": "0"}
-            bare_port, gateway_port = free_port(), free_port()
-            with _server("benchmarks.bare_app:app", bare_port, {}) as bare, \
-                    _server("quota_gateway.app:create_app_from_env", gateway_port, env, factory=True) as gateway:
-                token, api_keys, pool = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{gateway_port}", master, keys))
-                bare_bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
-                bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
-                headers = {"Authorization": f"ExisOneApi {token}"}
-                targets = {"bare": (bare_port, bare_bodies, {}, {"server": bare.pid}),
-                           "gateway": (gateway_port, bodies, headers, {"server": gateway.pid,
-                                                                       "redis": redis.process.pid})}
-                levels: dict[int, dict] = {}
+    with embedded_servers() as (redis, pg, env):
+        # The lease benchmark is one client address: measure the pool, not the per-address limit.
+        env["QG_CLIENT_REQUESTS_PER_MINUTE"] = "0"
+        bare_port, gateway_port = free_port(), free_port()
+        with _server("benchmarks.bare_app:app", bare_port, {}) as bare, \
+                _server("quota_gateway.app:create_app_from_env", gateway_port, env, factory=True) as gateway:
+            token, api_keys, pool = asyncio.run(_provision(pg.url, f"http://127.0.0.1:{gateway_port}", MASTER_KEY, keys))
+            bare_bodies = [orjson.dumps({"apiKey": f"qgk_{i:028d}", "units": 1}) for i in range(keys)]
+            bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in api_keys]
+            headers = {"Authorization": f"ExisOneApi {token}"}
+            targets = {"bare": (bare_port, bare_bodies, {}, {"server": bare.pid}),
+                       "gateway": (gateway_port, bodies, headers, {"server": gateway.pid,
+                                                                   "redis": redis.process.pid})}
+            levels: dict[int, dict] = {}
+            for n in connections:
+                levels[n] = {"bare": [], "gateway": []}
+                for port, target_bodies, target_headers, _ in targets.values():
+                    _measure(port, target_bodies, target_headers, n, 2.0, generator, {}, loadgen_nice)  # warm-up
+                for turn in range(rounds):
+                    for name in ("bare", "gateway") if turn % 2 == 0 else ("gateway", "bare"):
+                        port, target_bodies, target_headers, pids = targets[name]
+                        levels[n][name].append(_measure(port, target_bodies, target_headers, n, duration, generator,
+                                                        pids, loadgen_nice))
+            with multiprocessing.get_context("spawn").Pool(1) as worker:
+                leases = worker.apply(bench_leases.run, ("127.0.0.1", gateway_port, pool["org"], pool["key"]),
+                                      {"duration": min(duration, 5.0)})
+        if with_redis_py:  # the same gateway, hot path on redis.asyncio (one EVALSHA per pooled connection)
+            port = free_port()
+            with _server("quota_gateway.app:create_app_from_env", port, {**env, "QG_REDIS_TRANSPORT": "redis-py"},
+                         factory=True) as server:
                 for n in connections:
-                    levels[n] = {"bare": [], "gateway": []}
-                    for port, target_bodies, target_headers, _ in targets.values():
-                        _measure(port, target_bodies, target_headers, n, 2.0, generator, {}, loadgen_nice)  # warm-up
-                    for turn in range(rounds):
-                        for name in ("bare", "gateway") if turn % 2 == 0 else ("gateway", "bare"):
-                            port, target_bodies, target_headers, pids = targets[name]
-                            levels[n][name].append(_measure(port, target_bodies, target_headers, n, duration, generator,
-                                                            pids, loadgen_nice))
-                with multiprocessing.get_context("spawn").Pool(1) as worker:
-                    leases = worker.apply(bench_leases.run, ("127.0.0.1", gateway_port, pool["org"], pool["key"]),
-                                          {"duration": min(duration, 5.0)})
-            if with_redis_py:  # the same gateway, hot path on redis.asyncio (one EVALSHA per pooled connection)
-                port = free_port()
-                with _server("quota_gateway.app:create_app_from_env", port, {**env, "QG_REDIS_TRANSPORT": "redis-py"},
-                             factory=True) as server:
-                    for n in connections:
-                        _measure(port, bodies, headers, n, 2.0, generator, {}, loadgen_nice)  # warm-up
-                        levels[n]["redis-py"] = [_measure(port, bodies, headers, n, 2 * duration, generator,
-                                                          {"server": server.pid, "redis": redis.process.pid},
-                                                          loadgen_nice)]
-            return {"generator": generator, "rounds": rounds, "nice": loadgen_nice, "levels": levels, "leases": leases}
-        finally:
-            pg.stop()
-            redis.stop()
+                    _measure(port, bodies, headers, n, 2.0, generator, {}, loadgen_nice)  # warm-up
+                    levels[n]["redis-py"] = [_measure(port, bodies, headers, n, 2 * duration, generator,
+                                                      {"server": server.pid, "redis": redis.process.pid},
+                                                      loadgen_nice)]
+        return {"generator": generator, "rounds": rounds, "nice": loadgen_nice, "levels": levels, "leases": leases}
 
 
 def _median(runs: list[dict], field: str) -> float:

@@ -16,14 +16,13 @@ import asyncio
 import os
 import random
 import secrets
-import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
 from benchmarks import load, loadgen
-from quota_gateway.embedded import PostgresServer, RedisServer, free_port
+from quota_gateway.embedded import free_port
 
 CONNECTIONS = 64
 
@@ -120,42 +119,34 @@ def _each_once(port: int, bodies: list[bytes], headers: dict[str, str]) -> tuple
 
 
 def run(keys: int, duration: float = 5.0, rounds: int = 4) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = RedisServer(Path(tmp) / "redis").start()
-        pg = PostgresServer(Path(tmp) / "pg").start()
-        try:
-            master = "11" * 32
-            env = {"QG_REDIS_URL": redis.url, "QG_DATABASE_URL": pg.url, "QG_MASTER_KEY": master,
-                   "QG_LOG_LEVEL": "warning", "QG_METRICS_BIND": ""}
-            port = free_port()
-            with load._server("quota_gateway.app:create_app_from_env", port, env, factory=True) as gateway:
-                token, small_keys, _ = asyncio.run(load._provision(pg.url, f"http://127.0.0.1:{port}", master, 1000))
-                headers = {"Authorization": f"ExisOneApi {token}"}
-                loaded_at = time.perf_counter()
-                many = asyncio.run(_bulk_load(pg.url, keys))
-                load_seconds = time.perf_counter() - loaded_at
-                bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in many]
-                small = [orjson.dumps({"apiKey": k, "units": 1}) for k in small_keys]
-                _each_once(port, small, headers)  # the 1k keys warm
-                rss_before, memory_before = _rss_mb(gateway.pid), _redis_used_memory(redis.url)
-                cold_rps, cold_ok = _each_once(port, bodies, headers)  # every key's first touch
-                memory_after, rss_after = _redis_used_memory(redis.url), _rss_mb(gateway.pid)
-                by_kind = _bytes_by_kind(redis.url)
-                random.shuffle(bodies)
-                turns: dict[str, list[dict]] = {"many": [], "1k": []}
-                for turn in range(rounds):
-                    for name in ("many", "1k") if turn % 2 == 0 else ("1k", "many"):
-                        turns[name].append(loadgen.run("127.0.0.1", port, load.PATH, bodies if name == "many"
-                                                       else small, headers, connections=CONNECTIONS,
-                                                       duration=duration, warmup=0))
-                rss_end = _rss_mb(gateway.pid)
-            return {"keys": keys, "load_seconds": load_seconds, "cold_rps": cold_rps, "cold_ok": cold_ok,
-                    "warm_rps": load._throughput(turns["many"]), "small_rps": load._throughput(turns["1k"]),
-                    "bytes_per_key": (memory_after - memory_before) / keys, "bytes_by_kind": by_kind,
-                    "rss_mb": (rss_before, rss_after, rss_end)}
-        finally:
-            pg.stop()
-            redis.stop()
+    with load.embedded_servers() as (redis, pg, env):
+        env["QG_METRICS_BIND"] = ""
+        port = free_port()
+        with load._server("quota_gateway.app:create_app_from_env", port, env, factory=True) as gateway:
+            token, small_keys, _ = asyncio.run(load._provision(pg.url, f"http://127.0.0.1:{port}", load.MASTER_KEY, 1000))
+            headers = {"Authorization": f"ExisOneApi {token}"}
+            loaded_at = time.perf_counter()
+            many = asyncio.run(_bulk_load(pg.url, keys))
+            load_seconds = time.perf_counter() - loaded_at
+            bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in many]
+            small = [orjson.dumps({"apiKey": k, "units": 1}) for k in small_keys]
+            _each_once(port, small, headers)  # the 1k keys warm
+            rss_before, memory_before = _rss_mb(gateway.pid), _redis_used_memory(redis.url)
+            cold_rps, cold_ok = _each_once(port, bodies, headers)  # every key's first touch
+            memory_after, rss_after = _redis_used_memory(redis.url), _rss_mb(gateway.pid)
+            by_kind = _bytes_by_kind(redis.url)
+            random.shuffle(bodies)
+            turns: dict[str, list[dict]] = {"many": [], "1k": []}
+            for turn in range(rounds):
+                for name in ("many", "1k") if turn % 2 == 0 else ("1k", "many"):
+                    turns[name].append(loadgen.run("127.0.0.1", port, load.PATH, bodies if name == "many"
+                                                   else small, headers, connections=CONNECTIONS,
+                                                   duration=duration, warmup=0))
+            rss_end = _rss_mb(gateway.pid)
+        return {"keys": keys, "load_seconds": load_seconds, "cold_rps": cold_rps, "cold_ok": cold_ok,
+                "warm_rps": load._throughput(turns["many"]), "small_rps": load._throughput(turns["1k"]),
+                "bytes_per_key": (memory_after - memory_before) / keys, "bytes_by_kind": by_kind,
+                "rss_mb": (rss_before, rss_after, rss_end)}
 
 
 def report(r: dict) -> str:

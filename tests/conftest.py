@@ -92,18 +92,25 @@ async def migrated_db(pg_server):
     return pg_server.url
 
 
+@contextlib.asynccontextmanager
+async def db_connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test database (outside any app), closed after the block."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 async def clean_state(redis_server, migrated_db):
     """Empty Redis and empty tables (schema kept) before each test that touches them."""
     redis_sync.Redis.from_url(redis_server.url).flushall()
-    conn = await asyncpg.connect(migrated_db)
-    try:
+    async with db_connection(migrated_db) as conn:
         tables = [r["tablename"] for r in await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_version'")]
         if tables:
             await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-    finally:
-        await conn.close()
     yield
 
 
@@ -159,21 +166,15 @@ class TenantCtx:
         return {"Authorization": f"ExisOneApi {self.token}"}
 
     async def token_with(self, database_url: str, scopes: list[str]) -> dict[str, str]:
-        conn = await asyncpg.connect(database_url)
-        try:
+        async with db_connection(database_url) as conn:
             made = await create_token(conn, self.id, "test", scopes)
-        finally:
-            await conn.close()
         return {"Authorization": f"ExisOneApi {made['token']}"}
 
 
 async def make_tenant(database_url: str, slug: str) -> TenantCtx:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         tenant = await create_tenant(conn, slug, slug.title(), master_key=TEST_MASTER_KEY)
         token = await create_token(conn, tenant["id"], "admin", ["admin"])
-    finally:
-        await conn.close()
     return TenantCtx(tenant["id"], slug, token["token"])
 
 

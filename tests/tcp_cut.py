@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
 
 
 class CuttableForwarder:
@@ -63,3 +67,17 @@ class CuttableForwarder:
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self.cut()
+
+
+@contextlib.asynccontextmanager
+async def postgres_behind_forwarder(settings: Any) -> AsyncIterator[tuple[Any, CuttableForwarder]]:
+    """(a copy of `settings` whose PostgreSQL is reached through a new CuttableForwarder, that
+    forwarder): cut it for a real database outage. Closed after the block."""
+    upstream = urlsplit(settings.database_url)
+    forwarder = await CuttableForwarder(upstream.hostname or "127.0.0.1", upstream.port or 5432).start()
+    through = dataclasses.replace(settings, database_url=upstream._replace(
+        netloc=f"{upstream.username}@127.0.0.1:{forwarder.port}").geturl())
+    try:
+        yield through, forwarder
+    finally:
+        await forwarder.aclose()

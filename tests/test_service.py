@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 
+from conftest import db_connection
 from quota_gateway import db
 
 BAD_BODIES = [
@@ -76,21 +76,15 @@ async def test_openapi_lists_every_api_route(app, client):
 
 
 async def test_migrations_on_empty_and_migrated_database(pg_server):
-    admin = await asyncpg.connect(pg_server.url)
-    try:
+    async with db_connection(pg_server.url) as admin:
         await admin.execute("DROP DATABASE IF EXISTS migrate_check")
         await admin.execute("CREATE DATABASE migrate_check")
-    finally:
-        await admin.close()
     url = pg_server.url.rsplit("/", 1)[0] + "/migrate_check"
     first = await db.migrate_url(url)
     assert first == [v for v, _, _ in db.migrations()]
     assert await db.migrate_url(url) == []  # idempotent
-    conn = await asyncpg.connect(url)
-    try:
+    async with db_connection(url) as conn:
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
-    finally:
-        await conn.close()
     assert versions == first
 
 

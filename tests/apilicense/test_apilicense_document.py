@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 
-from conftest import make_api_key, make_product
+from conftest import db_connection, make_api_key, make_product
 
 VALIDATE = "/api/apilicense/validate"
 
@@ -79,7 +79,6 @@ async def test_allowed_answer_of_a_quota_only_key_names_the_quota(client, tenant
 
 async def test_api_key_endpoints_raise_the_documents_events(client, tenant, other_tenant, settings):
     """The ExisOne webhook overview lists `api.license.created` and `api.license.revoked`."""
-    import asyncpg
     import orjson
 
     product = await make_product(client, tenant.headers)
@@ -87,11 +86,8 @@ async def test_api_key_endpoints_raise_the_documents_events(client, tenant, othe
     for _ in range(2):
         assert (await client.delete(f"/api/apilicense/{key}", headers=tenant.headers)).status_code == 200
     assert (await client.delete(f"/api/apilicense/{key}", headers=other_tenant.headers)).status_code == 404
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         rows = await conn.fetch("SELECT tenant_id, type, data FROM events ORDER BY id")
-    finally:
-        await conn.close()
     assert [(str(r["tenant_id"]), r["type"]) for r in rows] == [(tenant.id, "api.license.created"),
                                                                (tenant.id, "api.license.revoked")]
     created = orjson.loads(rows[0]["data"])
@@ -102,7 +98,6 @@ async def test_keys_issued_elsewhere_can_be_imported_and_validate(client, tenant
     """Issue 11: "a publisher moving from another licensing server brings its customers' existing
     keys (the documents' keys look like XXXX-XXXX-XXXX-XXXX). Add an import endpoint that registers
     existing API keys (stored as digests, like ours) with their terms, and make validate accept them"."""
-    import asyncpg
 
     from quota_gateway.formats.digests import sha256 as key_digest
 
@@ -129,11 +124,8 @@ async def test_keys_issued_elsewhere_can_be_imported_and_validate(client, tenant
     assert r.status_code == 200 and r.json()["expiresAt"] == "2028-01-01T00:00:00Z"
 
     # stored as digests, like ours; another tenant's token does not see them
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         stored = await conn.fetch("SELECT key_digest, key_hint, imported FROM api_licenses ORDER BY id")
-    finally:
-        await conn.close()
     assert [bytes(row["key_digest"]) for row in stored] == [key_digest("AAAABBBBCCCCDDDD"),
                                                             key_digest("K3YFROMELSEWHERE.V2")]
     assert all(row["imported"] for row in stored) and "AAAABBBBCCCCDDDD" not in str([dict(row) for row in stored])

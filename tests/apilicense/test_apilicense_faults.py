@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 
 from conftest import make_api_key, make_product, running_app
-from tcp_cut import CuttableForwarder
+from tcp_cut import postgres_behind_forwarder
 
 EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"]
 
@@ -188,11 +187,7 @@ async def test_a_lifetime_reset_survives_redis_losing_unflushed_usage(manual_flu
 
 
 async def test_a_key_whose_cached_metadata_lapses_during_a_postgres_outage_keeps_validating(settings, tenant, clock):
-    upstream = urlsplit(settings.database_url)
-    forwarder = await CuttableForwarder(upstream.hostname, upstream.port).start()
-    through = dataclasses.replace(settings, database_url=upstream._replace(
-        netloc=f"{upstream.username}@127.0.0.1:{forwarder.port}").geturl())
-    try:
+    async with postgres_behind_forwarder(settings) as (through, forwarder):
         async with running_app(through, clock) as (_, client):
             product = await make_product(client, tenant.headers)
             key = await make_api_key(client, tenant.headers, product, maxApiCalls=5)
@@ -213,5 +208,3 @@ async def test_a_key_whose_cached_metadata_lapses_during_a_postgres_outage_keeps
             assert (await _consume(client, tenant.headers, key, 3)).status_code == 429
             r = await _consume(client, tenant.headers, revoked, 1)
             assert r.status_code == 403 and r.json()["errorCode"] == "revoked"
-    finally:
-        await forwarder.aclose()

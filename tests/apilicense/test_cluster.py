@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 import redis.cluster
 
-from conftest import TEST_MASTER_KEY, make_api_key, make_product, running_app
+from conftest import TEST_MASTER_KEY, db_connection, make_api_key, make_product, running_app
 from quota_gateway.config import Settings
 from quota_gateway.embedded import RedisCluster
 
@@ -48,9 +47,6 @@ async def test_quota_engine_on_a_three_master_cluster(cluster, migrated_db, clea
         r = await client.post(VALIDATE, json={"apiKey": keys[1]}, headers=tenant.headers)
         assert r.json()["errorCode"] == "revoked"
         await app.state.services.usage_flusher.flush(range(1024))
-    conn = await asyncpg.connect(migrated_db)
-    try:
+    async with db_connection(migrated_db) as conn:
         total = await conn.fetchval("SELECT sum(used_total) FROM api_licenses")
-    finally:
-        await conn.close()
     assert total == 30 * len(keys) + 1

@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 
-import asyncpg
 import httpx
 import pytest
 import redis as redis_sync
 
-from conftest import TEST_MASTER_KEY, make_api_key, make_product, running_app
+from conftest import TEST_MASTER_KEY, db_connection, make_api_key, make_product, running_app
 from quota_gateway.apilicense.keyspace import DONE
 from quota_gateway.config import Settings
 from quota_gateway.embedded import PostgresServer, free_port
@@ -30,12 +29,9 @@ def _lifetime_total(r, counters_key) -> int:
 
 
 async def _pg_usage(database_url: str) -> tuple[int, int]:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         total = await conn.fetchval("SELECT coalesce(sum(used_total), 0) FROM api_licenses")
         daily = await conn.fetchval("SELECT coalesce(sum(units), 0) FROM api_usage_daily")
-    finally:
-        await conn.close()
     return total, daily
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-import asyncpg
 import redis as redis_sync
 
-from conftest import make_product
+from conftest import db_connection, make_product
 from quota_gateway import fastpath
 from quota_gateway.apilicense import keyspace
 from quota_gateway.apilicense.service import mask
@@ -22,12 +21,9 @@ async def _bulk_keys(settings, tenant, product: int, count: int, **columns) -> l
     """Keys written straight into Postgres, never seen by Redis (as a bulk load or a lost Redis leaves them)."""
     keys = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(count)]
     names = ["tenant_id", "product_id", "key_digest", "bucket", "key_hint", *columns]
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         await conn.copy_records_to_table("api_licenses", columns=names, records=[
             (tenant.id, product, sha256(k), fastpath.api_key_bucket(k), mask(k), *columns.values()) for k in keys])
-    finally:
-        await conn.close()
     return keys
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 
+from conftest import db_connection, running_app
 from quota_gateway.auth.tokens import digest
 from quota_gateway.principal import Principal
-from conftest import running_app
 
 
 async def test_created_token_is_shown_once_and_stored_as_digest(client, tenant, settings):
@@ -19,11 +18,8 @@ async def test_created_token_is_shown_once_and_stored_as_digest(client, tenant, 
     token = made["token"]
     assert token.startswith("exo_at_") and len(token) == 7 + 12 + 1 + 32
     assert made["scopes"] == ["generate", "verify"]
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         row = await conn.fetchrow("SELECT * FROM access_tokens WHERE public_id = $1", made["publicId"])
-    finally:
-        await conn.close()
     secret = token.rsplit("_", 1)[1]
     assert bytes(row["secret_digest"]) == digest(secret)
     assert secret not in str(dict(row))

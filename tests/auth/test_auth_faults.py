@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 
-from conftest import make_api_key, make_product, running_app
-from tcp_cut import CuttableForwarder
+from conftest import db_connection, make_api_key, make_product, running_app
+from tcp_cut import postgres_behind_forwarder
 
 EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"]
 
@@ -31,11 +28,7 @@ async def test_expiry_at_the_calendars_last_second_is_fine(client, tenant):
 
 
 async def test_a_five_minute_postgres_outage_keeps_verified_tokens_serving(settings, tenant, clock):
-    upstream = urlsplit(settings.database_url)
-    forwarder = await CuttableForwarder(upstream.hostname, upstream.port).start()
-    through = dataclasses.replace(settings, database_url=upstream._replace(
-        netloc=f"{upstream.username}@127.0.0.1:{forwarder.port}").geturl())
-    try:
+    async with postgres_behind_forwarder(settings) as (through, forwarder):
         async with running_app(through, clock) as (app, client), running_app(through, clock) as (other, _):
             product = await make_product(client, tenant.headers)
             key = await make_api_key(client, tenant.headers, product)
@@ -66,14 +59,9 @@ async def test_a_five_minute_postgres_outage_keeps_verified_tokens_serving(setti
             flusher = app.state.services.usage_flusher
             for _ in range(100):  # the usage held in Redis during the outage reaches PostgreSQL
                 await flusher.flush(list(range(1024)))
-                conn = await asyncpg.connect(settings.database_url)
-                try:
+                async with db_connection(settings.database_url) as conn:
                     total = await conn.fetchval("SELECT used_total FROM api_licenses")
-                finally:
-                    await conn.close()
                 if total == 33:
                     break
                 await asyncio.sleep(0.05)
             assert total == 33
-    finally:
-        await forwarder.aclose()

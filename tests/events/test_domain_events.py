@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-import asyncpg
 import pytest
 
-from conftest import make_api_key, make_product, running_app
+from conftest import db_connection, make_api_key, make_product, running_app
 from quota_gateway.apilicense import writebehind
 from quota_gateway.events import jobs
 from quota_gateway.leases import history
@@ -35,12 +34,9 @@ async def _endpoint(client, tenant, receiver, events) -> dict:
 
 
 async def _events(database_url: str, tenant_id: str, prefix: str) -> list[dict]:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         rows = await conn.fetch("SELECT type, data::text AS data FROM events WHERE tenant_id = $1 AND type LIKE $2 "
                                 "ORDER BY id", tenant_id, prefix + "%")
-    finally:
-        await conn.close()
     import json
     return [{"type": r["type"], **json.loads(r["data"])} for r in rows]
 
@@ -107,16 +103,13 @@ async def test_a_crossing_seen_twice_is_announced_once(quiet, tenant, settings):
     key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=10)
     await _consume(client, tenant, key, 9)
     await app.state.services.usage_flusher.flush(range(1024))
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         crossing = await conn.fetch(
             "SELECT id, tenant_id, product_id, key_hint, email, client_identifier, max_api_calls, used_offset, "
             "used_total - used_offset AS used, 0::bigint AS before FROM api_licenses WHERE tenant_id = $1", tenant.id)
         async with conn.transaction():
             await writebehind._raise_quota_events(conn, crossing, app.state.services.clock.utcnow())
         notices = await conn.fetch("SELECT kind FROM api_quota_notices")
-    finally:
-        await conn.close()
     assert [e["type"] for e in await _events(settings.database_url, tenant.id, "api.quota.")] == [
         "api.quota.near_limit"]
     assert [n["kind"] for n in notices] == ["near_limit"]

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import asyncpg
 import pytest
 
-from conftest import running_app
+from conftest import db_connection, running_app
 from quota_gateway.events import jobs, mailer
 
 
@@ -31,11 +30,8 @@ async def test_smtp_settings_encrypted_masked_and_isolated(client, tenant, other
     assert r.json() == {"source": "tenant", "host": "127.0.0.1", "port": smtp_server.port, "security": "none",
                         "username": "mailer", "password": "********", "from": "shop@acme.example"}
     assert (await client.get("/api/smtp", headers=tenant.headers)).json()["password"] == "********"
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         stored = bytes(await conn.fetchval("SELECT password_enc FROM smtp_settings"))
-    finally:
-        await conn.close()
     assert b"s3cret-pw" not in stored
     # Another tenant sees nothing of it.
     assert (await client.get("/api/smtp", headers=other_tenant.headers)).json()["source"] is None

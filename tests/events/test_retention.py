@@ -11,7 +11,7 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from conftest import running_app
+from conftest import db_connection, running_app
 from quota_gateway.events import emit, jobs, retention
 
 DAY = 86400
@@ -36,12 +36,9 @@ async def _emit(app, tenant_id: str, event_type: str = "license.created") -> int
 
 
 async def _counts(database_url: str) -> dict[str, int]:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         return {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
                 for t in ("events", "jobs", "job_attempts", "webhook_deliveries", "webhook_attempts")}
-    finally:
-        await conn.close()
 
 
 async def test_old_finished_work_is_deleted_and_pending_work_kept(quiet, tenant, clock, settings, webhook_receiver):
@@ -67,15 +64,12 @@ async def test_old_finished_work_is_deleted_and_pending_work_kept(quiet, tenant,
     assert after["events"] == before["events"] - 1
     assert after["webhook_deliveries"] == before["webhook_deliveries"] - 1
     assert after["jobs"] == before["jobs"] - 1
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         kept = await conn.fetch("SELECT d.state, d.event_id FROM webhook_deliveries d")
         assert [(r["state"], r["event_id"]) for r in kept] == [("pending", failing)]
         assert await conn.fetchval("SELECT count(*) FROM events WHERE delivered_at IS NULL") == 1
         last = await conn.fetchval("SELECT last_result::text FROM maintenance_runs WHERE name = $1", retention.TASK)
         assert json.loads(last) == {"jobs": 1, "webhookDeliveries": 1, "events": 1, "moreLeft": False}
-    finally:
-        await conn.close()
 
     # The retried delivery settles; another 31 days later it goes too, with its event and job.
     await jobs.run_due(services)

@@ -11,13 +11,11 @@ import sys
 import time
 from collections import Counter
 
-import asyncpg
 import httpx
 import orjson
 import pytest
 
-from conftest import running_app
-
+from conftest import db_connection, running_app
 from quota_gateway.config import Settings
 from quota_gateway.embedded import free_port
 from quota_gateway.events import emit
@@ -64,14 +62,11 @@ async def _subscribe(settings: Settings, tenant, receiver) -> int:
 
 
 async def _emit_many(database_url: str, tenant_id: str, count: int) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
                                   schema="pg_catalog")
         for n in range(count):
             await emit(conn, tenant_id, "license.created", {"licenseId": n})
-    finally:
-        await conn.close()
 
 
 async def test_two_gateway_processes_deliver_each_event_once(settings, tenant, webhook_receiver):
@@ -119,13 +114,10 @@ async def test_kill_9_mid_delivery_still_delivers_and_logs_it(settings, tenant, 
         _stop(victim)
         if survivor is not None:
             _stop(survivor)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         rows = await conn.fetch("SELECT a.attempt, a.outcome FROM webhook_attempts a JOIN webhook_deliveries d "
                                 "ON d.id = a.delivery_id WHERE d.endpoint_id = $1 ORDER BY a.id", endpoint_id)
         state = await conn.fetchval("SELECT state FROM webhook_deliveries WHERE endpoint_id = $1", endpoint_id)
-    finally:
-        await conn.close()
     assert [(r["attempt"], r["outcome"]) for r in rows] == [(1, "interrupted"), (2, "succeeded")]
     assert state == "succeeded"
     assert len({a.headers["webhook-id"] for a in webhook_receiver.arrivals}) == 1  # one event, same id

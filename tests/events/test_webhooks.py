@@ -9,10 +9,9 @@ import asyncio
 import time
 from dataclasses import replace
 
-import asyncpg
 import pytest
 
-from conftest import make_product, running_app
+from conftest import db_connection, make_product, running_app
 from quota_gateway.clock import Clock
 from quota_gateway.events import emit, jobs, webhooks
 from webhook_receiver import verify_exiso
@@ -53,11 +52,8 @@ async def test_management_and_secret_shown_once(client, tenant, other_tenant, we
     assert "secret" not in shown and shown["secretHints"] == [made["secret"][:10] + "…"]
     listing = (await client.get("/api/webhooks", headers=tenant.headers)).json()["webhooks"]
     assert [w["id"] for w in listing] == [made["id"]] and "secret" not in listing[0]
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         stored = bytes(await conn.fetchval("SELECT secret_enc FROM webhook_secrets"))
-    finally:
-        await conn.close()
     assert made["secret"].encode() not in stored
     r = await client.patch(f"/api/webhooks/{made['id']}", json={"events": ["*"], "description": "all"},
                            headers=tenant.headers)

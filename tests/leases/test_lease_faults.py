@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncpg
 import redis.asyncio as aioredis
 
-from conftest import make_product, running_app
+from conftest import db_connection, make_product, running_app
 
 
 async def _floating_key(client, tenant, limit: int = 2) -> str:
@@ -42,11 +41,8 @@ async def test_missing_pool_metadata_is_refilled_never_read_as_allowed(app, clie
     key = await _floating_key(client, tenant)
     lease = (await _obtain(client, tenant.id, key))["lease"]
     # Revoked in PostgreSQL while Redis's cached metadata is gone (its TTL ran out, or Redis lost it).
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         await conn.execute("UPDATE floating_keys SET revoked_at = now()")
-    finally:
-        await conn.close()
     redis = aioredis.from_url(settings.redis_url)
     try:
         for meta in [k async for k in redis.scan_iter(match="qg:{fl:*}:meta")]:

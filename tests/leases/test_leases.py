@@ -7,12 +7,11 @@ import asyncio
 import base64
 import json
 
-import asyncpg
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from conftest import make_product
+from conftest import db_connection, make_product
 
 
 async def _floating_key(client, tenant, limit: int = 10, **extra) -> str:
@@ -157,11 +156,8 @@ async def test_history_reaches_postgres(app, client, tenant, settings, clock):
     drainer = app.state.services.lease_history
     await drainer.drain(list(app.state.services.lease_pools.dirty))
     await drainer.drain(list(app.state.services.lease_pools.dirty))  # nothing twice
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         actions = [r["action"] for r in await conn.fetch("SELECT action FROM lease_history WHERE tenant_id = $1 "
                                                          "ORDER BY at, entry_id", tenant.id)]
-    finally:
-        await conn.close()
     assert second["success"]
     assert actions == ["obtained", "renewed", "released", "obtained", "expired", "obtained"]

@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import ssl
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 import requests
 from exisone import ExisOneClient, ExisOneClientOptions
 
-from conftest import TEST_MASTER_KEY, make_tenant
-from quota_gateway.devtls import ensure_dev_certificate
-from quota_gateway.embedded import free_port
+from conftest import make_tenant
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def https_server(settings, tmp_path):
-    """The gateway under uvicorn with a self-signed certificate; yields (base_url, cert_path)."""
-    cert, key = ensure_dev_certificate(tmp_path / "tls")
-    port = free_port()
-    env = {**os.environ, **settings.to_env(), "QG_MASTER_KEY": TEST_MASTER_KEY, "QG_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "quota_gateway.app:create_app_from_env",
-                             "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(cert),
-                             "--ssl-keyfile", str(key), "--log-level", "warning"], env=env)
-    base = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", verify=ssl.create_default_context(cafile=str(cert)),
-                         timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-    yield base, str(cert)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def https_server(tls_gateway):
+    """(base URL, certificate path): the gateway over HTTPS (`serve --dev-tls`, conftest's tls_gateway)."""
+    return tls_gateway.url, tls_gateway.ca_file
 
 
 def _sdk(base: str, cert: str, token: str, public_key: str | None = None) -> ExisOneClient:

@@ -7,13 +7,12 @@ import base64
 import json
 import os
 
-import asyncpg
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import make_product
+from conftest import db_connection
 from quota_gateway.licensing import keys
 from quota_gateway.licensing.service import version_below
 
@@ -268,12 +267,9 @@ async def test_domain_events_are_raised(client, tenant, settings):
     await client.post("/api/license/deactivate", json={"licenseKey": key, "hardwareId": HW, "productName": name},
                       headers=tenant.headers)
     await client.delete(f"/api/licenses/{key}", headers=tenant.headers)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         types = [r["type"] for r in await conn.fetch("SELECT type FROM events WHERE tenant_id = $1 ORDER BY id",
                                                      tenant.id)]
-    finally:
-        await conn.close()
     assert types == ["license.created", "license.activated", "license.validation.failed", "device.deactivated",
                      "license.revoked"]
 
@@ -281,11 +277,8 @@ async def test_domain_events_are_raised(client, tenant, settings):
 # --- crypto: keys, offline codes, encrypted validation -------------------------------------------
 
 async def test_private_keys_are_encrypted_at_rest_and_rotation_keeps_old_keys(client, tenant, settings):
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         blob = bytes(await conn.fetchval("SELECT private_enc FROM tenant_keys WHERE tenant_id = $1", tenant.id))
-    finally:
-        await conn.close()
     assert b"PRIVATE KEY" not in blob and len(blob) > 1000
     first = (await client.get("/api/crypto/keys/public", headers=tenant.headers)).text
     assert first.startswith("-----BEGIN PUBLIC KEY-----")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 
-import asyncpg
 import pytest
 
+from conftest import db_connection
+from licensing.test_licensing import HW, HW2
+from licensing.test_licensing import _validate as validate_license
 from quota_gateway.clock import iso_utc
 from quota_gateway.licensing import keys
-
-HW = "A" * 64
-HW2 = "B" * 64
 
 
 async def _product(client, tenant, name="Desktop App", **fields) -> int:
@@ -86,13 +86,8 @@ async def test_activation_for_an_unknown_product_name_is_a_400(client, tenant):
     assert r.json()["error"] == "product_not_found" and r.json()["message"]
 
 
-async def _validate(client, tenant, key, hw=HW, name="Desktop App", **extra) -> dict:
-    body = {"activationKey": key, "hardwareId": hw, **extra}
-    if name:
-        body["productName"] = name
-    r = await client.post("/api/license/validate", json=body, headers=tenant.headers)
-    assert r.status_code == 200, r.text
-    return r.json()
+# The document's validations name the product unless a test says otherwise.
+_validate = functools.partial(validate_license, name="Desktop App")
 
 
 async def test_every_refused_answer_carries_features_and_an_expiration_date(client, tenant, clock, settings):
@@ -139,12 +134,9 @@ async def test_every_refused_answer_carries_features_and_an_expiration_date(clie
     assert trial_over["features"] == ["Export", "Sync"]
 
     # each refused validation raised the document's event
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         rows = await conn.fetch("SELECT type, data FROM events WHERE tenant_id = $1 AND type LIKE '%validation%' "
                                 "ORDER BY id", tenant.id)
-    finally:
-        await conn.close()
     assert {r["type"] for r in rows} == {"license.validation.failed"}
     assert [json.loads(r["data"])["status"] for r in rows] == ["invalid", "invalid", "not_activated", "version_outdated",
                                                    "revoked", "expired", "trial_expired"]

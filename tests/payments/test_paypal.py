@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import pytest
 
-from conftest import running_app
+from conftest import db_connection, running_app
 from payments.payhelpers import CertAuthority, PayPalSigner, cert_server, write_pem
 from quota_gateway.events import jobs
 from quota_gateway.payments import paypal
@@ -90,11 +90,8 @@ async def _post(shop, tenant, event_type: str, resource: dict, event_id: str, *,
 
 
 async def _rows(database_url: str, sql: str, *args) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def test_paypal_settings_masked(paypal_shop, tenant, other_tenant, settings):

@@ -10,7 +10,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from conftest import running_app
+from conftest import db_connection, running_app
 from payments.payhelpers import checkout_session, stripe_event, stripe_headers
 from quota_gateway.events import jobs
 from quota_gateway.payments import service
@@ -54,28 +54,19 @@ async def _post(client, clock, tenant, event_type: str, obj: dict, event_id: str
 
 
 async def _licenses(database_url: str, tenant_id: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         return await conn.fetch("SELECT id, kind, max_seats, email, features, expires_at, revoked_at FROM licenses "
                                 "WHERE tenant_id = $1 ORDER BY id", tenant_id)
-    finally:
-        await conn.close()
 
 
 async def _count(database_url: str, table: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         return await conn.fetchval(f"SELECT count(*) FROM {table}")
-    finally:
-        await conn.close()
 
 
 async def _outcomes(database_url: str) -> list[str]:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async with db_connection(database_url) as conn:
         return [r["outcome"] for r in await conn.fetch("SELECT outcome FROM payment_events ORDER BY id")]
-    finally:
-        await conn.close()
 
 
 async def _validate(client, tenant, key: str, hardware: str = "A" * 64) -> dict:
@@ -98,11 +89,8 @@ async def test_settings_masked_encrypted_validated_and_isolated(shop, tenant, ot
     assert [m.get("priceId") for m in body["mappings"]] == ["price_desktop_perpetual", "price_desktop_monthly", None]
     assert body["mappings"][0]["productId"] == product_id and body["mappings"][1]["periodDays"] == 30
     assert body["mappings"][2]["productName"] == "Desktop App"
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         stored = bytes(await conn.fetchval("SELECT secrets_enc FROM payment_settings"))
-    finally:
-        await conn.close()
     assert SECRET.encode() not in stored and b"e8FH" not in stored
     # another tenant sees nothing, and its receiver does not exist
     assert (await client.get("/api/payments/stripe", headers=other_tenant.headers)).status_code == 404
@@ -212,11 +200,8 @@ async def test_two_events_of_one_session_processed_at_once_fulfil_once(shop, ten
     session = checkout_session("cs_test_race", email="carol@example.com", price_id="price_desktop_perpetual")
     for event_id in ("evt_race_a", "evt_race_b", "evt_race_c"):
         await _post(client, clock, tenant, "checkout.session.completed", session, event_id)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM payment_events ORDER BY id")]
-    finally:
-        await conn.close()
     services = app.state.services
     outcomes = await asyncio.gather(*[service.process_event(services.pool, services.settings.master_key, i,
                                                             clock.utcnow()) for i in ids])

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import asyncpg
 import pytest
 
-from conftest import running_app
+from conftest import db_connection, running_app
 from quota_gateway.devtls import ensure_dev_certificate
 from quota_gateway.events import jobs
 from quota_gateway.support import service
@@ -54,11 +53,8 @@ async def test_settings_are_encrypted_masked_and_per_tenant(quiet, tenant, other
                         "password": "****w0rd", "clientId": None, "clientSecret": None, "grantType": None,
                         "table": "incident", "enabled": True, "updatedAt": "2027-01-15T08:00:00Z"}
     assert (await client.get("/api/servicenow/settings", headers=tenant.headers)).json()["password"] == "****w0rd"
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         stored = bytes(await conn.fetchval("SELECT password_enc FROM servicenow_settings"))
-    finally:
-        await conn.close()
     assert b"s3cret-Passw0rd" not in stored
     r = await client.get("/api/servicenow/settings", headers=other_tenant.headers)
     assert (r.status_code, r.json()["error"]) == (404, "servicenow_not_configured")

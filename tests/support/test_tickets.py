@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import asyncpg
 import orjson
 import pytest
 
-from conftest import make_product, running_app
+from conftest import db_connection, make_product, running_app
 from quota_gateway.errors import ApiError
 from quota_gateway.events import jobs
 from quota_gateway.support import service
@@ -40,11 +39,8 @@ async def _create(client, headers, **fields) -> int:
 
 
 async def _events(settings, kind: str) -> list[dict]:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
+    async with db_connection(settings.database_url) as conn:
         rows = await conn.fetch("SELECT data FROM events WHERE type = $1 ORDER BY id", kind)
-    finally:
-        await conn.close()
     return [orjson.loads(r["data"]) if isinstance(r["data"], str) else r["data"] for r in rows]
 
 

@@ -18,26 +18,7 @@ from .. import fastpath
 from ..clock import iso_utc
 from ..formats import rediskeys
 from ..formats.digests import sha256
-from ..scripts import LuaScript
-
-VALIDATE = LuaScript("apilicense_validate")
-FILL_BATCH = LuaScript("apilicense_fill_batch")
-RESTORE_META = LuaScript("apilicense_meta_restore")
-OUTAGE_META_TTL = 60  # a backup copy restored while Postgres is unreachable is re-read this soon
-FILL_USED = LuaScript("apilicense_fill_used")
-INVALIDATE = LuaScript("meta_invalidate")
-RESET = LuaScript("apilicense_reset")
-PRIME = LuaScript("apilicense_prime")
-TOTAL = LuaScript("apilicense_total")
-TAKE = LuaScript("apilicense_flush_take")
-DONE = LuaScript("apilicense_flush_done")
-
-# A found key's metadata is cached until invalidated (every change to the key or its product drops
-# it), with no TTL: no wave of misses an hour after a cold start, and no expiry entry per key.
-# Like the counters (which never expire), it stays while the key exists.
-META_TTL = 0
-META_FORMAT = "5"  # the validate script refills metadata cached in any other format (4: features without rules)
-NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
+from ..scripts import LuaScript, reply_pairs
 
 
 class LicenseRef:
@@ -69,6 +50,8 @@ class LicenseRef:
 # Reply: an answer {code, consumed, retry_after, near_limit (0|1), product, used, limit, features
 # json, expires ISO, then (slot, limit, used) per limited window}, or a shorter one asking for a
 # cache fill first (ValidateNeed).
+
+VALIDATE = LuaScript("apilicense_validate")
 
 ANSWER_MIN_LEN = 9  # replies shorter than this are ValidateNeed
 NEEDS_META = b"miss"  # {"miss", generation}: fill metadata and counters from Postgres (FILL_BATCH)
@@ -118,7 +101,21 @@ def packed_clock(now: int, day: bytes, bounds: list[tuple[int, int]]) -> bytes:
             + b"".join(_msgpack_uint(edge) for pair in bounds for edge in pair))
 
 
-# -- FILL_BATCH: the metadata layout the validate script unpacks --------------------------------------
+# -- metadata: FILL_BATCH caches it (the layout the validate script unpacks), RESTORE_META serves
+# its backup copy while Postgres is unreachable, INVALIDATE drops it ----------------------------------
+
+FILL_BATCH = LuaScript("apilicense_fill_batch")
+RESTORE_META = LuaScript("apilicense_meta_restore")
+OUTAGE_META_TTL = 60  # a backup copy restored while Postgres is unreachable is re-read this soon
+INVALIDATE = LuaScript("meta_invalidate")
+
+# A found key's metadata is cached until invalidated (every change to the key or its product drops
+# it), with no TTL: no wave of misses an hour after a cold start, and no expiry entry per key.
+# Like the counters (which never expire), it stays while the key exists.
+META_TTL = 0
+META_FORMAT = "5"  # the validate script refills metadata cached in any other format (4: features without rules)
+NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
+
 
 def _window_limits(spec: str) -> list[int]:
     """The compiled rules as the script reads them: 8 limits, calls then units, each minute..month
@@ -159,7 +156,13 @@ def meta_fields(row: Any) -> tuple[list, int]:
             *_window_limits(rules)], META_TTL
 
 
-# -- FILL_USED, TOTAL, RESET --------------------------------------------------------------------------------
+# -- counters: FILL_USED rebuilds them, PRIME starts a new license's, TOTAL, RESET ----------------------
+
+FILL_USED = LuaScript("apilicense_fill_used")
+PRIME = LuaScript("apilicense_prime")
+TOTAL = LuaScript("apilicense_total")
+RESET = LuaScript("apilicense_reset")
+
 
 def fill_used_keys(ref: LicenseRef, license_id: int) -> list[str]:
     p = ref.prefix
@@ -188,6 +191,10 @@ def period_indexes(periods: list[str]) -> list[int]:
 
 # -- TAKE / DONE: write-behind of usage, per bucket --------------------------------------------------
 
+TAKE = LuaScript("apilicense_flush_take")
+DONE = LuaScript("apilicense_flush_done")
+
+
 def _bucket_keys(bucket: int, *names: str) -> list[str]:
     prefix = rediskeys.bucket(bucket)
     return [prefix + name for name in names]
@@ -215,7 +222,7 @@ def taken_usage(flat: list) -> TakenUsage | None:
     """TAKE's reply decoded: None when the bucket had nothing to write."""
     if not flat:
         return None
-    fields: dict[str, bytes] = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+    fields: dict[str, bytes] = {name.decode(): value for name, value in reply_pairs(flat)}
     deltas = []
     replies = []
     for name, value in fields.items():

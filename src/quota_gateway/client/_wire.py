@@ -122,22 +122,44 @@ def retry_after_of(response: httpx.Response) -> str | None:
     return value
 
 
-def retry_wait(policy: RetryPolicy, attempt: int, failure: httpx.Response | httpx.TransportError,
-               replay_safe: bool) -> float:
-    """Seconds to wait after a 503 answer or a transport error; GatewayUnavailable once the
-    retries end (or at once for an error that may have consumed units and is not replay-safe)."""
-    if isinstance(failure, httpx.Response):
-        wait = policy.delay(attempt, retry_after_of(failure))
+def retry_wait(policy: RetryPolicy, attempt: int, outcome: httpx.Response | httpx.TransportError,
+               replay_safe: bool) -> float | None:
+    """None when `outcome` is the answer (a response other than 503); else the seconds to wait
+    after a 503 or a transport error. GatewayUnavailable once the retries end (or at once for an
+    error that may have consumed units and is not replay-safe)."""
+    if isinstance(outcome, httpx.Response):
+        if outcome.status_code != 503:
+            return None
+        wait = policy.delay(attempt, retry_after_of(outcome))
         if wait is None:
             raise GatewayUnavailable("the gateway answered 503 unavailable")
         return wait
-    retryable = replay_safe or isinstance(failure, SAFE_TO_RETRY)
+    retryable = replay_safe or isinstance(outcome, SAFE_TO_RETRY)
     wait = policy.delay(attempt, None) if retryable else None
     if wait is None:
-        raise GatewayUnavailable(f"{type(failure).__name__}: {failure}") from failure
+        raise GatewayUnavailable(f"{type(outcome).__name__}: {outcome}") from outcome
     return wait
 
 
 def limits(max_connections: int) -> httpx.Limits:
     return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
                         keepalive_expiry=30.0)
+
+
+class ClientSettings:
+    """What both clients are configured with; `pool_options()` are the arguments of the httpx
+    client (sync or async) each process opens."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float, verify: bool | str | ssl.SSLContext,
+                 retry: RetryPolicy | None, max_connections: int, transport: Any) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._verify = tls_verify(verify)
+        self._retry = retry or RetryPolicy()
+        self._max_connections = max_connections
+        self._transport = transport
+
+    def pool_options(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "headers": base_headers(self._token), "timeout": self._timeout,
+                "verify": self._verify, "limits": limits(self._max_connections), "transport": self._transport}

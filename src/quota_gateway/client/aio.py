@@ -6,16 +6,16 @@ import asyncio
 import os
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Self
+from typing import Self, cast
 
 import httpx
 
 from . import _wire
-from ._wire import RetryPolicy
+from ._wire import ClientSettings, RetryPolicy
 from .results import ApiKeyUsage, ApiKeyValidation
 
 
-class AsyncQuotaClient:
+class AsyncQuotaClient(ClientSettings):
     """The asyncio twin of `QuotaClient`: one keep-alive pool, opened on first use in the running
     process (and again after a fork), closed by `aclose()`.
 
@@ -27,13 +27,8 @@ class AsyncQuotaClient:
                  retry: RetryPolicy | None = None, max_connections: int = 64,
                  transport: httpx.AsyncBaseTransport | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._token = token
-        self._timeout = timeout
-        self._verify = _wire.tls_verify(verify)
-        self._retry = retry or RetryPolicy()
-        self._max_connections = max_connections
-        self._transport = transport
+        super().__init__(base_url, token, timeout=timeout, verify=verify, retry=retry,
+                         max_connections=max_connections, transport=transport)
         self._sleep = sleep
         self._http: httpx.AsyncClient | None = None
         self._pid = 0
@@ -41,9 +36,7 @@ class AsyncQuotaClient:
     def _client(self) -> httpx.AsyncClient:
         pid = os.getpid()
         if self._http is None or self._pid != pid:
-            self._http = httpx.AsyncClient(base_url=self.base_url, headers=_wire.base_headers(self._token),
-                                           timeout=self._timeout, verify=self._verify,
-                                           limits=_wire.limits(self._max_connections), transport=self._transport)
+            self._http = httpx.AsyncClient(**self.pool_options())
             self._pid = pid
         return self._http
 
@@ -52,14 +45,14 @@ class AsyncQuotaClient:
         http = self._client()
         attempt = 0
         while True:
+            outcome: httpx.Response | httpx.TransportError
             try:
-                response = await http.request(method, path, content=content, headers=headers)
+                outcome = await http.request(method, path, content=content, headers=headers)
             except httpx.TransportError as exc:
-                wait = _wire.retry_wait(self._retry, attempt, exc, replay_safe)
-            else:
-                if response.status_code != 503:
-                    return response
-                wait = _wire.retry_wait(self._retry, attempt, response, replay_safe)
+                outcome = exc
+            wait = _wire.retry_wait(self._retry, attempt, outcome, replay_safe)
+            if wait is None:
+                return cast(httpx.Response, outcome)
             await self._sleep(wait)
             attempt += 1
 

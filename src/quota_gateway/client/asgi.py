@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from ._wire import GatewayError, GatewayUnavailable
 from .aio import AsyncQuotaClient
-from .guard import INVALID_KEY, MISSING_KEY, Guard, OnError, Reply
+from .guard import INVALID_KEY, MISSING_KEY, Guard, OnError, Reply, client_or_new
 from .results import ApiKeyValidation
 
 Scope = MutableMapping[str, Any]
@@ -40,12 +40,8 @@ class QuotaMiddleware:
                  units: int | Callable[[Scope], int] = 1, consume: bool = True, on_error: OnError = "closed",
                  grace_seconds: float = 30.0, exclude_paths: tuple[str, ...] = (), state_key: str = "quota",
                  idempotency_header: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        if client is None:
-            if not base_url or not token:
-                raise ValueError("pass a client, or base_url and token")
-            client = AsyncQuotaClient(base_url, token, verify=verify)
         self.app = app
-        self.client = client
+        self.client = client_or_new(client, AsyncQuotaClient, base_url, token, verify)
         self.guard = Guard(header=header, query_param=query_param, scheme=scheme, units=units, consume=consume,
                            on_error=on_error, grace_seconds=grace_seconds, exclude_paths=exclude_paths, clock=clock)
         self.state_key = state_key
@@ -68,15 +64,13 @@ class QuotaMiddleware:
         if not self.guard.plausible(api_key):
             await _send_reply(send, INVALID_KEY)
             return
-        result: ApiKeyValidation | None
+        outcome: ApiKeyValidation | GatewayError | GatewayUnavailable
         try:
-            units = self.guard.units_for(scope)
-            result = await self.client.validate(api_key, units, consume=self.guard.consume,
-                                                idempotency_key=idempotency_key)
+            outcome = await self.client.validate(api_key, self.guard.units_for(scope), consume=self.guard.consume,
+                                                 idempotency_key=idempotency_key)
         except (GatewayUnavailable, GatewayError) as exc:
-            result, refused = self.guard.failed(api_key, exc)
-        else:
-            refused = self.guard.verdict(api_key, result)
+            outcome = exc
+        result, refused = self.guard.judge(api_key, outcome)
         if refused is not None:
             await _send_reply(send, refused)
             return

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 
-from ._wire import GatewayUnavailable
+from ._wire import GatewayError, GatewayUnavailable
 from .results import ApiKeyValidation
 
 log = logging.getLogger("quota_gateway.client")
 
 OnError = Literal["open", "closed"]
+C = TypeVar("C")
 MAX_KEY_LENGTH = 128  # the gateway's limit; longer is refused here without a call
 
 
@@ -78,6 +80,16 @@ class GraceCache:
         return found[1].cached()
 
 
+def client_or_new(client: C | None, make: Callable[..., C], base_url: str | None, token: str | None,
+                  verify: bool | str | ssl.SSLContext) -> C:
+    """The middleware's client: the one given, else a new one for `base_url` and `token`."""
+    if client is not None:
+        return client
+    if not base_url or not token:
+        raise ValueError("pass a client, or base_url and token")
+    return make(base_url, token, verify=verify)
+
+
 class Guard:
     """Configuration and decisions of one middleware instance."""
 
@@ -133,6 +145,14 @@ class Guard:
         if result.status == 429:
             return reply(429, code, message, tuple(result.headers.items()))
         return reply(403, code, message)
+
+    def judge(self, api_key: str, outcome: ApiKeyValidation | GatewayError | GatewayUnavailable,
+              ) -> tuple[ApiKeyValidation | None, Reply | None]:
+        """The validate call's outcome (its result, or the error it raised) as (the result the app
+        sees, the end-user's answer instead of the app: None lets the request through)."""
+        if isinstance(outcome, ApiKeyValidation):
+            return outcome, self.verdict(api_key, outcome)
+        return self.failed(api_key, outcome)
 
     def failed(self, api_key: str, error: Exception) -> tuple[ApiKeyValidation | None, Reply | None]:
         """The validate call raised: unreachable gateway (`unavailable`), or a refusal of the

@@ -7,16 +7,16 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Self
+from typing import Self, cast
 
 import httpx
 
 from . import _wire
-from ._wire import RetryPolicy
+from ._wire import ClientSettings, RetryPolicy
 from .results import ApiKeyUsage, ApiKeyValidation
 
 
-class QuotaClient:
+class QuotaClient(ClientSettings):
     """Validates end-users' API keys against the gateway over one keep-alive connection pool.
 
     The pool belongs to the process that made it: after a fork (gunicorn, uWSGI with preloading)
@@ -30,13 +30,8 @@ class QuotaClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 5.0, verify: bool | str | ssl.SSLContext = True,
                  retry: RetryPolicy | None = None, max_connections: int = 32,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._token = token
-        self._timeout = timeout
-        self._verify = _wire.tls_verify(verify)
-        self._retry = retry or RetryPolicy()
-        self._max_connections = max_connections
-        self._transport = transport
+        super().__init__(base_url, token, timeout=timeout, verify=verify, retry=retry,
+                         max_connections=max_connections, transport=transport)
         self._sleep = sleep
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
@@ -49,9 +44,7 @@ class QuotaClient:
         with self._lock:
             if self._http is None or self._pid != pid:
                 # A pool inherited across fork() is the parent's: never reuse (or close) its sockets.
-                self._http = httpx.Client(base_url=self.base_url, headers=_wire.base_headers(self._token),
-                                          timeout=self._timeout, verify=self._verify,
-                                          limits=_wire.limits(self._max_connections), transport=self._transport)
+                self._http = httpx.Client(**self.pool_options())
                 self._pid = pid
             return self._http
 
@@ -60,14 +53,14 @@ class QuotaClient:
         http = self._client()
         attempt = 0
         while True:
+            outcome: httpx.Response | httpx.TransportError
             try:
-                response = http.request(method, path, content=content, headers=headers)
+                outcome = http.request(method, path, content=content, headers=headers)
             except httpx.TransportError as exc:
-                wait = _wire.retry_wait(self._retry, attempt, exc, replay_safe)
-            else:
-                if response.status_code != 503:
-                    return response
-                wait = _wire.retry_wait(self._retry, attempt, response, replay_safe)
+                outcome = exc
+            wait = _wire.retry_wait(self._retry, attempt, outcome, replay_safe)
+            if wait is None:
+                return cast(httpx.Response, outcome)
             self._sleep(wait)
             attempt += 1
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ._wire import GatewayError, GatewayUnavailable
-from .guard import INVALID_KEY, MISSING_KEY, Guard, OnError, Reply
+from .guard import INVALID_KEY, MISSING_KEY, Guard, OnError, Reply, client_or_new
 from .results import ApiKeyValidation
 from .sync import QuotaClient
 
@@ -30,12 +30,8 @@ class QuotaWSGIMiddleware:
                  on_error: OnError = "closed", grace_seconds: float = 30.0, exclude_paths: tuple[str, ...] = (),
                  environ_key: str = ENVIRON_KEY, idempotency_header: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if client is None:
-            if not base_url or not token:
-                raise ValueError("pass a client, or base_url and token")
-            client = QuotaClient(base_url, token, verify=verify)
         self.app = app
-        self.client = client
+        self.client = client_or_new(client, QuotaClient, base_url, token, verify)
         self.guard = Guard(header=header, query_param=query_param, scheme=scheme, units=units, consume=consume,
                            on_error=on_error, grace_seconds=grace_seconds, exclude_paths=exclude_paths, clock=clock)
         self.environ_key = environ_key
@@ -56,14 +52,13 @@ class QuotaWSGIMiddleware:
         if not self.guard.plausible(api_key):
             return _answer(start_response, INVALID_KEY)
         idempotency_key = (environ.get(self._idempotency) or "")[:200] or None if self._idempotency else None
-        result: ApiKeyValidation | None
+        outcome: ApiKeyValidation | GatewayError | GatewayUnavailable
         try:
-            units = self.guard.units_for(environ)
-            result = self.client.validate(api_key, units, consume=self.guard.consume, idempotency_key=idempotency_key)
+            outcome = self.client.validate(api_key, self.guard.units_for(environ), consume=self.guard.consume,
+                                           idempotency_key=idempotency_key)
         except (GatewayUnavailable, GatewayError) as exc:
-            result, refused = self.guard.failed(api_key, exc)
-        else:
-            refused = self.guard.verdict(api_key, result)
+            outcome = exc
+        result, refused = self.guard.judge(api_key, outcome)
         if refused is not None:
             return _answer(start_response, refused)
         environ[self.environ_key] = result

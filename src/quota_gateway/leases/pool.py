@@ -22,19 +22,15 @@ from typing import Any, NamedTuple
 import orjson
 
 from ..formats import rediskeys
-from ..scripts import LuaScript, ScriptRunner, reply_text
+from ..scripts import LuaScript, ScriptRunner, reply_pairs, reply_text
 
 log = logging.getLogger("quota_gateway.leases")
 
-OBTAIN = LuaScript("leases_obtain")
-CHANGE = LuaScript("leases_change")
 FILL = LuaScript("meta_fill")
 INVALIDATE = LuaScript("meta_invalidate")
-HISTORY_READ = LuaScript("leases_history_read")
 REBUILD = LuaScript("leases_rebuild")
 HISTORY_TRIM = LuaScript("leases_history_trim")
 EXPIRE = LuaScript("leases_expire")
-LIVE = LuaScript("leases_live")
 META_TTL = 3600
 NEGATIVE_TTL = 30  # an unknown key: remembered briefly (creating a key drops it at once anyway)
 MARKER_TTL = 7 * 86400
@@ -55,6 +51,9 @@ class PoolRef:
         return [self.prefix + n for n in names]
 
 
+OBTAIN = LuaScript("leases_obtain")
+
+
 class Obtained(NamedTuple):
     """OBTAIN's reply: code OK (a lease until `expiry`), LEASE_LIMIT_REACHED, KEY_INVALID or
     KEY_EXPIRED; `used` and `limit` are known for the first two."""
@@ -65,6 +64,13 @@ class Obtained(NamedTuple):
     expiry: int = 0
 
 
+def _obtained(reply: list) -> Obtained:
+    return Obtained(reply_text(reply[0]), *(int(v) for v in reply[1:]))
+
+
+CHANGE = LuaScript("leases_change")
+
+
 class Changed(NamedTuple):
     """CHANGE's reply: code OK, LEASE_RELEASED, LEASE_RENEWED, LEASE_GONE, KEY_INVALID or
     KEY_EXPIRED, and the lease's expiry when OK."""
@@ -73,11 +79,17 @@ class Changed(NamedTuple):
     expiry: int
 
 
+LIVE = LuaScript("leases_live")
+
+
 class LiveLease(NamedTuple):
     """One entry of LIVE's reply: a lease in the pool and when it expires (epoch seconds)."""
 
     lease_id: str
     expiry: int
+
+
+HISTORY_READ = LuaScript("leases_history_read")
 
 
 class HistoryEntry(NamedTuple):
@@ -96,15 +108,11 @@ class History(NamedTuple):
 
 def _history(reply: list) -> History:
     (key_id, tenant_id), raw = reply
-    entries = [HistoryEntry(reply_text(entry_id), {reply_text(flat[i]): reply_text(flat[i + 1])
-                                                   for i in range(0, len(flat), 2)})
+    entries = [HistoryEntry(reply_text(entry_id),
+                            {reply_text(name): reply_text(value) for name, value in reply_pairs(flat)})
                for entry_id, flat in raw]
     return History(None if key_id is None else int(key_id), None if tenant_id is None else reply_text(tenant_id),
                    entries)
-
-
-def _obtained(reply: list) -> Obtained:
-    return Obtained(reply_text(reply[0]), *(int(v) for v in reply[1:]))
 
 
 class LeasePools:
@@ -168,7 +176,7 @@ class LeasePools:
     async def live(self, ref: PoolRef, now: int, limit: int) -> list[LiveLease]:
         """The pool's live leases, soonest expiry first, at most `limit` of them."""
         flat = await self.runner.run(LIVE, ref.keys("leases"), [now, limit])
-        return [LiveLease(reply_text(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        return [LiveLease(reply_text(lease_id), int(float(expiry))) for lease_id, expiry in reply_pairs(flat)]
 
     async def fill(self, ref: PoolRef, generation: Any, row: Any) -> None:
         fields: list[Any]

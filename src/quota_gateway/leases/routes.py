@@ -12,12 +12,15 @@ is 400, an unknown organization 404.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+
 from starlette.responses import Response
 
 from .. import crypto
 from ..abuse.clientlimit import note_failed_lookup
 from ..jsonio import JSONResponse
-from ..routing import Call, endpoint
+from ..routing import Call, Handler, endpoint
 from ..schema import Int, List, Query, Str, obj
 from . import service
 
@@ -52,53 +55,52 @@ async def _organization(call: Call) -> str:
                                       call.path["org"])
 
 
-def _noted(call: Call, answer: dict) -> dict:
-    """The answer; a key or lease that matched nothing counts against the client's address."""
-    if answer.get("errorCode") in _FAILED_LOOKUPS:
-        note_failed_lookup(call.request.scope)
+def _client_side(handler: Callable[[Call, str, int], Awaitable[dict]]) -> Handler:
+    """A client-side endpoint: `handler(call, tenant id, now)` once the path's organization is
+    found; an answer naming a key or lease that matched nothing counts against the client's address."""
+    @functools.wraps(handler)
+    async def answer(call: Call) -> dict:
+        tenant_id = await _organization(call)
+        found = await handler(call, tenant_id, int(call.services.clock.now()))
+        if found.get("errorCode") in _FAILED_LOOKUPS:
+            note_failed_lookup(call.request.scope)
+        return found
     return answer
 
 
-def _now(call: Call) -> int:
-    return int(call.services.clock.now())
-
-
-async def validate_key(call: Call) -> dict:
+@_client_side
+async def validate_key(call: Call, tenant_id: str, now: int) -> dict:
     """Is this license key valid here, and what does it grant?"""
-    tenant_id = await _organization(call)
-    return _noted(call, await service.validate_key(call.services.pool, call.services.redis, call.services.lease_pools,
-                                                   tenant_id, call.query["key"], _now(call)))
+    s = call.services
+    return await service.validate_key(s.pool, s.redis, s.lease_pools, tenant_id, call.query["key"], now)
 
 
-async def obtain(call: Call) -> dict:
+@_client_side
+async def obtain(call: Call, tenant_id: str, now: int) -> dict:
     """Take a lease from the key's pool (never more than leaseLimit live leases)."""
-    tenant_id = await _organization(call)
-    b = call.body
-    return _noted(call, await service.obtain(call.services.pool, call.services.lease_pools,
-                                             call.services.settings.master_key, tenant_id, b["key"], b["expiry"],
-                                             b["clientId"], _now(call)))
+    s, b = call.services, call.body
+    return await service.obtain(s.pool, s.lease_pools, s.settings.master_key, tenant_id, b["key"], b["expiry"],
+                                b["clientId"], now)
 
 
-async def validate_lease(call: Call) -> dict:
+@_client_side
+async def validate_lease(call: Call, tenant_id: str, now: int) -> dict:
     """Is this lease live? (Its signature can also be checked offline against signature.pem.)"""
-    tenant_id = await _organization(call)
-    return _noted(call, await service.validate_lease(call.services.pool, call.services.lease_pools, tenant_id,
-                                                     call.query["lease"], _now(call)))
+    return await service.validate_lease(call.services.pool, call.services.lease_pools, tenant_id, call.query["lease"],
+                                        now)
 
 
-async def renew(call: Call) -> dict:
+@_client_side
+async def renew(call: Call, tenant_id: str, now: int) -> dict:
     """Replace a live lease by a new one (the old lease stops being valid)."""
-    tenant_id = await _organization(call)
-    return _noted(call, await service.renew(call.services.pool, call.services.lease_pools,
-                                            call.services.settings.master_key, tenant_id, call.body["lease"],
-                                            call.body["expiry"], _now(call)))
+    s, b = call.services, call.body
+    return await service.renew(s.pool, s.lease_pools, s.settings.master_key, tenant_id, b["lease"], b["expiry"], now)
 
 
-async def release(call: Call) -> dict:
+@_client_side
+async def release(call: Call, tenant_id: str, now: int) -> dict:
     """Give a lease back; releasing twice is fine."""
-    tenant_id = await _organization(call)
-    return _noted(call, await service.release(call.services.pool, call.services.lease_pools, tenant_id,
-                                              call.body["lease"], _now(call)))
+    return await service.release(call.services.pool, call.services.lease_pools, tenant_id, call.body["lease"], now)
 
 
 async def signature_pem(call: Call) -> Response:

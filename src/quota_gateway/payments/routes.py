@@ -8,8 +8,8 @@ from typing import Any
 from .. import crypto
 from ..errors import ApiError
 from ..jsonio import read_body
-from ..routing import Call, endpoint
-from ..schema import Field, Int, List, Str, obj
+from ..routing import ApiRoute, Call, Handler, endpoint
+from ..schema import Field, Int, List, Object, Str, obj
 from . import service
 
 
@@ -55,6 +55,7 @@ _STRIPE = obj(webhookSecret=OneOrMany(description="endpoint signing secret(s), w
 _PAYPAL = obj(webhookId=Str(min_len=1, max_len=100, description="the PayPal webhook's id; omit to keep the stored one"),
               mappings=List(required=True, item=_PAYPAL_MAPPING, max_items=200))
 _KEY_FIELDS = {"stripe": ("priceId", "stripeProductId"), "paypal": ("itemId",)}
+_TITLES = {"stripe": "Stripe", "paypal": "PayPal"}
 
 
 def _receiver_url(call: Call, provider: str, slug: str) -> str:
@@ -97,34 +98,36 @@ async def _delete(call: Call, provider: str) -> dict:
     return {"deleted": True}
 
 
-async def show_stripe(call: Call) -> dict:
-    """Stripe settings: secrets masked, mappings, this tenant's receiver URL."""
-    return await _show(call, "stripe")
+def _settings_routes(provider: str, body: Object, shown: str, changed: str) -> list[ApiRoute]:
+    """GET, PUT and DELETE /api/payments/<provider>: one provider's settings (admin)."""
+    async def show(call: Call) -> dict:
+        return await _show(call, provider)
+
+    async def save(call: Call) -> dict:
+        return await _save(call, provider)
+
+    async def delete(call: Call) -> dict:
+        return await _delete(call, provider)
+
+    name, path = _TITLES[provider], f"/api/payments/{provider}"
+    return [
+        endpoint("GET", path, show, scope="admin", tag="payments", errors=("not_configured",),
+                 responses={404: "not configured"},
+                 summary=f"{name} settings: {shown} masked, mappings, this tenant's receiver URL."),
+        endpoint("PUT", path, save, scope="admin", tag="payments", body=body, errors=_SETTINGS_ERRORS,
+                 summary=f"Set the {name} {changed} → license mappings."),
+        endpoint("DELETE", path, delete, scope="admin", tag="payments", errors=("not_configured",),
+                 responses={404: "not configured"}, summary=f"Remove the {name} settings; the receiver then answers 404."),
+    ]
 
 
-async def save_stripe(call: Call) -> dict:
-    """Set the Stripe webhook secret(s) and the price/product → license mappings."""
-    return await _save(call, "stripe")
-
-
-async def delete_stripe(call: Call) -> dict:
-    """Remove the Stripe settings; the receiver then answers 404."""
-    return await _delete(call, "stripe")
-
-
-async def show_paypal(call: Call) -> dict:
-    """PayPal settings: webhook id masked, mappings, this tenant's receiver URL."""
-    return await _show(call, "paypal")
-
-
-async def save_paypal(call: Call) -> dict:
-    """Set the PayPal webhook id and the item → license mappings."""
-    return await _save(call, "paypal")
-
-
-async def delete_paypal(call: Call) -> dict:
-    """Remove the PayPal settings; the receiver then answers 404."""
-    return await _delete(call, "paypal")
+def _hook_route(provider: str, handler: Handler) -> ApiRoute:
+    """POST /hooks/<provider>/{slug}: the provider's webhook receiver, reading the raw body itself."""
+    route = endpoint("POST", f"/hooks/{provider}/{{slug}}", handler, scope=None, tag="payments", errors=_HOOK_ERRORS,
+                     responses={200: "received (also for duplicates and event types not acted on)",
+                                400: "invalid signature or event", 404: f"no {_TITLES[provider]} receiver for this tenant"})
+    route.spec.raw_body = True
+    return route
 
 
 async def stripe_hook(call: Call) -> dict:
@@ -148,24 +151,8 @@ _SETTINGS_ERRORS = ("not_configured", "product_not_found", "plan_not_found", "un
 _HOOK_ERRORS = ("invalid_signature", "invalid_event", "not_configured", "body_too_large")
 
 routes = [
-    endpoint("GET", "/api/payments/stripe", show_stripe, scope="admin", tag="payments", errors=("not_configured",),
-             responses={404: "not configured"}),
-    endpoint("PUT", "/api/payments/stripe", save_stripe, scope="admin", tag="payments", body=_STRIPE,
-             errors=_SETTINGS_ERRORS),
-    endpoint("DELETE", "/api/payments/stripe", delete_stripe, scope="admin", tag="payments",
-             errors=("not_configured",), responses={404: "not configured"}),
-    endpoint("GET", "/api/payments/paypal", show_paypal, scope="admin", tag="payments", errors=("not_configured",),
-             responses={404: "not configured"}),
-    endpoint("PUT", "/api/payments/paypal", save_paypal, scope="admin", tag="payments", body=_PAYPAL,
-             errors=_SETTINGS_ERRORS),
-    endpoint("DELETE", "/api/payments/paypal", delete_paypal, scope="admin", tag="payments",
-             errors=("not_configured",), responses={404: "not configured"}),
-    endpoint("POST", "/hooks/stripe/{slug}", stripe_hook, scope=None, tag="payments", errors=_HOOK_ERRORS,
-             responses={200: "received (also for duplicates and event types not acted on)",
-                        400: "invalid signature or event", 404: "no Stripe receiver for this tenant"}),
-    endpoint("POST", "/hooks/paypal/{slug}", paypal_hook, scope=None, tag="payments", errors=_HOOK_ERRORS,
-             responses={200: "received (also for duplicates and event types not acted on)",
-                        400: "invalid signature or event", 404: "no PayPal receiver for this tenant"}),
+    *_settings_routes("stripe", _STRIPE, "secrets", "webhook secret(s) and the price/product"),
+    *_settings_routes("paypal", _PAYPAL, "webhook id", "webhook id and the item"),
+    _hook_route("stripe", stripe_hook),
+    _hook_route("paypal", paypal_hook),
 ]
-for route in routes[-2:]:
-    route.spec.raw_body = True
