@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from quota_gateway import db
-from quota_gateway.auth.tokens import create_token
+from quota_gateway.auth.service import create_token
 from quota_gateway.config import Settings
 from quota_gateway.embedded import PostgresServer, RedisServer, free_port
 from quota_gateway.tenants import create_tenant

@@ -120,7 +120,7 @@ def _drive_wrk(port: int, bodies: list[bytes], headers: dict[str, str], connecti
 
 async def _provision(database_url: str, base: str, master_key: str, keys: int) -> tuple[str, list[str], dict]:
     from quota_gateway import db
-    from quota_gateway.auth.tokens import create_token
+    from quota_gateway.auth.service import create_token
     from quota_gateway.tenants import create_tenant
     import asyncpg
 

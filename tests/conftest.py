@@ -21,7 +21,7 @@ import redis as redis_sync
 
 from quota_gateway import db
 from quota_gateway.app import create_app
-from quota_gateway.auth.tokens import create_token
+from quota_gateway.auth.service import create_token
 from quota_gateway.clock import ManualClock
 from quota_gateway.config import Settings
 from quota_gateway.embedded import PostgresServer, RedisServer

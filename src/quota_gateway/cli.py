@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from . import __version__, config, db
-from .auth.tokens import SCOPES, create_token, list_tokens, revoke_token
+from .auth.service import SCOPES, create_token, list_tokens, revoke_token
 from .config import Settings
 from .embedded import PostgresServer, RedisServer
 from .errors import ApiError

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from conftest import db_connection, running_app
-from quota_gateway.auth.tokens import digest
+from quota_gateway.auth.service import digest
 from quota_gateway.principal import Principal
 
 

@@ -15,12 +15,14 @@ checks matters more than throttling during an outage.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from ..scripts import LuaScript
+from ..formats import rediskeys
+from ..scripts import LuaScript, reply_text
 from .clientaddr import ClientAddresses
 
 log = logging.getLogger("quota_gateway.abuse")
@@ -44,8 +46,26 @@ def note_failed_lookup(scope: Scope) -> None:
 
 
 def window_keys(address: str, window_start: int) -> list[str]:
-    prefix = f"qg:{{cl:{address}}}:{window_start}:"
+    prefix = rediskeys.client_window(address, window_start)
     return [prefix + "r", prefix + "f"]
+
+
+class WindowVerdict(NamedTuple):
+    """WINDOW's answer to "check": allowed, or refused for `reason` ("requests" or "failures")
+    for `retry_after` seconds."""
+
+    allowed: bool
+    retry_after: int = 0
+    reason: str = ""
+
+
+ALLOWED = WindowVerdict(True)
+
+
+def window_verdict(reply: list) -> WindowVerdict:
+    if int(reply[0]) == 1:
+        return ALLOWED
+    return WindowVerdict(False, int(reply[1]), reply_text(reply[2]))
 
 
 class ClientLimitMiddleware:
@@ -67,14 +87,14 @@ class ClientLimitMiddleware:
         keys = window_keys(address, window_start)
         left = window_start + WINDOW_SECONDS - now
         try:
-            reply = await services.runner.run(WINDOW, keys, ["check", self.request_limit, self.failure_limit, left])
+            verdict = window_verdict(await services.runner.run(WINDOW, keys, ["check", self.request_limit,
+                                                                              self.failure_limit, left]))
         except Exception as exc:  # fail open: see the module docstring
             log.warning("client limit check failed: %s: %s", type(exc).__name__, exc)
             services.metrics.redis_errors.inc(("client_limit",))
-            reply = [1, 0]
-        if int(reply[0]) == 0:
-            reason = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-            await _refuse(send, *_MESSAGES[reason], max(int(reply[1]), 1))
+            verdict = ALLOWED
+        if not verdict.allowed:
+            await _refuse(send, *_MESSAGES[verdict.reason], max(verdict.retry_after, 1))
             return
         status = 500
 

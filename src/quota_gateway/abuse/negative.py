@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..formats import rediskeys
 from ..formats.digests import sha256
 
 NEGATIVE_TTL = 30
 
 
 def entry(kind: str, scope: str, value: str | bytes) -> str:
-    raw = value.encode() if isinstance(value, str) else value
-    return f"qg:neg:{kind}:{scope}:{sha256(raw).hex()[:32]}"
+    return rediskeys.negative(kind, scope) + sha256(value).hex()[:32]
 
 
 async def is_missing(redis: Any, key: str) -> bool:

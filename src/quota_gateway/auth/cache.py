@@ -21,7 +21,7 @@ from ..clock import Clock
 from ..fastpath import parse_authorization
 from ..formats.rediskeys import TOKEN_INVALIDATIONS
 from ..principal import Principal
-from .tokens import load_principal
+from .service import load_principal
 
 log = logging.getLogger("quota_gateway.auth")
 

@@ -7,7 +7,7 @@ from ..formats import times
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import List, Str, obj
-from .tokens import SCOPES, create_token, list_tokens, revoke_token
+from .service import SCOPES, create_token, list_tokens, revoke_token
 
 _CREATE = obj(
     name=Str(required=True, min_len=1, max_len=100, description="label shown in listings"),

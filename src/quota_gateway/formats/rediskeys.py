@@ -22,6 +22,16 @@ def support_limits(tenant_id: str) -> str:
     return f"qg:{{sup:{tenant_id}}}:"
 
 
+def client_window(address: str, window_start: int) -> str:
+    """`qg:{cl:<address>}:<window start>:`: one client address's request and failed-lookup windows."""
+    return f"qg:{{cl:{address}}}:{window_start}:"
+
+
+def negative(kind: str, scope: str) -> str:
+    """`qg:neg:<kind>:<scope>:`: negative-cache entries of one kind asked in one scope (a digest follows)."""
+    return f"qg:neg:{kind}:{scope}:"
+
+
 LEASE_HISTORY_PATTERN = lease_pool("*") + "hist"  # SCAN pattern of every pool's history stream
 LEASE_SET_PATTERN = lease_pool("*") + "leases"  # SCAN pattern of every pool's live leases
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import crypto
+from .. import crypto, tenants
 from ..errors import ApiError
 from ..jsonio import read_body
 from ..routing import ApiRoute, Call, Handler, endpoint
@@ -65,7 +65,7 @@ def _receiver_url(call: Call, provider: str, slug: str) -> str:
 async def _show(call: Call, provider: str) -> dict:
     async with call.services.pool.acquire() as conn:
         found = await service.read_settings(conn, call.tenant_id, provider, call.services.settings.master_key)
-        slug = await conn.fetchval("SELECT slug FROM tenants WHERE id = $1", call.tenant_id)
+        slug = await tenants.slug_of(conn, call.tenant_id)
     if found is None:
         raise ApiError(404, "not_configured", f"{provider} is not configured")
     settings, secrets, updated_at = found

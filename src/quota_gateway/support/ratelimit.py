@@ -9,13 +9,13 @@ The e-mail address is stored as a digest: no addresses in Redis key names.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from ..errors import ApiError
 from ..formats import rediskeys
+from ..formats.digests import sha256
 from ..scripts import LuaScript, ScriptRunner, reply_text
 
 LIMIT = LuaScript("support_ticket_limit")
@@ -31,7 +31,7 @@ class Limits:
 async def take(runner: ScriptRunner, limits: Limits, tenant_id: str, token_id: int, email: str, now: float) -> None:
     """Count one ticket against the token's and the address's windows, or raise 429 (or 503)."""
     window = int(now) // limits.window_seconds
-    email_digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
+    email_digest = sha256(email.strip().lower()).hex()[:24]
     prefix = rediskeys.support_limits(tenant_id)
     keys = [f"{prefix}t:{token_id}:{window}", f"{prefix}e:{email_digest}:{window}"]
     try:

@@ -15,7 +15,6 @@ syncs a ticket (advisory lock); another finds it busy and defers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import asyncpg
 from .. import crypto
 from ..errors import ApiError
 from ..events import jobs
+from ..formats.digests import sha256
 from ..services import Services
 from . import service
 from .ratelimit import Limits
@@ -203,8 +203,7 @@ async def test_connection(services: Services, tenant_id: str) -> dict[str, Any]:
 # --- the sync job ------------------------------------------------------------------------------
 
 def _lock_key(ticket_id: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"qg servicenow ticket {ticket_id}".encode()).digest()[:8], "big",
-                          signed=True)
+    return int.from_bytes(sha256(f"qg servicenow ticket {ticket_id}")[:8], "big", signed=True)
 
 
 def work_note(message: Any) -> str:

@@ -32,6 +32,12 @@ async def get_tenant(conn: asyncpg.Connection, tenant: str) -> dict | None:
     return _tenant(row) if row else None
 
 
+async def slug_of(conn: asyncpg.Connection, tenant_id: str) -> str:
+    """The slug of an existing tenant (the caller's own: public URLs name the tenant by it)."""
+    slug: str = await conn.fetchval("SELECT slug FROM tenants WHERE id = $1", tenant_id)
+    return slug
+
+
 async def list_tenants(conn: asyncpg.Connection) -> list[dict]:
     return [_tenant(r) for r in await conn.fetch("SELECT id, slug, name, created_at FROM tenants ORDER BY created_at")]
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from .. import catalogue, crypto
 from ..apilicense import service as apilicense
 from ..apilicense.engine import QuotaEngine
-from ..auth.tokens import SCOPES, create_token, list_tokens, revoke_token
+from ..auth.service import SCOPES, create_token, list_tokens, revoke_token
 from ..errors import ApiError
 from ..licensing import service as licensing
 from . import analytics, service, signin
