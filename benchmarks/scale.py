@@ -17,7 +17,9 @@ import os
 import random
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -25,6 +27,7 @@ from benchmarks import load, loadgen
 from quota_gateway.embedded import free_port
 
 CONNECTIONS = 64
+T = TypeVar("T")
 
 
 def _rss_mb(pid: int) -> float:
@@ -34,31 +37,77 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _redis_used_memory(url: str) -> int:
+def _redis_memory(url: str) -> tuple[int, int]:
+    """(used_memory, number of keys) from INFO."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        return int(client.info("memory")["used_memory"])
+        return int(client.info("memory")["used_memory"]), int(client.dbsize())
     finally:
         client.close()
 
 
-def _bytes_by_kind(url: str, sample: int = 200) -> dict[str, float]:
+def _redis_cpu(url: str) -> float:
+    """CPU seconds the Redis server used so far (INFO cpu)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    finally:
+        client.close()
+
+
+class _CpuMeter:
+    """CPU seconds the gateway worker and Redis spend over one stretch of load, summed by name:
+    on a shared machine, CPU per request compares runs that wall-clock throughput cannot."""
+
+    def __init__(self, pid: int, redis_url: str) -> None:
+        self.pid, self.redis_url = pid, redis_url
+        self.seconds: dict[str, list[float]] = {}
+
+    def measure(self, name: str, run: Callable[[], T]) -> T:
+        gateway, redis = load._cpu_seconds(self.pid) or 0.0, _redis_cpu(self.redis_url)
+        result = run()
+        spent = self.seconds.setdefault(name, [0.0, 0.0])
+        spent[0] += (load._cpu_seconds(self.pid) or 0.0) - gateway
+        spent[1] += _redis_cpu(self.redis_url) - redis
+        return result
+
+    def per_request_us(self, name: str, requests: int) -> tuple[float, float]:
+        gateway, redis = self.seconds[name]
+        return gateway / requests * 1e6, redis / requests * 1e6
+
+
+# Kinds of Redis entry a warm API key may own or share (keyspace.py): the key's hash (metadata,
+# counters, generation) and its product's metadata in the key's bucket.
+KINDS = {"k": "key hash", "p": "product per bucket", "m": "metadata (before)", "c": "counters (before)",
+         "mb": "backup metadata (before)", "gen": "generation (before)"}
+
+
+def _bytes_by_kind(url: str, sample: int = 200) -> dict:
     """MEMORY USAGE (key, value and Redis's own overhead) averaged over a sample of each kind of
-    per-key entry: metadata (m:), counters (c:), generation (gen:)."""
+    entry (kinds not present are left out)."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
         out = {}
-        for kind in ("m", "c", "gen"):
+        for kind in KINDS:
             sizes = []
-            for key in client.scan_iter(f"qg:*:{kind}:*", count=1000):
+            for key in client.scan_iter(f"qg:{{b*}}:{kind}:*", count=1000):
                 sizes.append(client.memory_usage(key, samples=0) or 0)
                 if len(sizes) >= sample:
                     break
-            out[kind] = sum(sizes) / len(sizes) if sizes else 0.0
+            if sizes:
+                out[kind] = sum(sizes) / len(sizes)
+        for key in client.scan_iter("qg:{b*}:k:*", count=1000):  # one warm key's hash, taken apart
+            out["k_name"] = len(key)
+            out["k_m"], out["k_c"] = client.hstrlen(key, "m"), client.hstrlen(key, "c")
+            out["k_encoding"] = client.object("encoding", key).decode()
+            break
         return out
     finally:
         client.close()
@@ -113,6 +162,12 @@ def _each_once(port: int, bodies: list[bytes], headers: dict[str, str]) -> tuple
     async def main() -> list[int]:
         return await asyncio.gather(*(_walk(port, requests[c::CONNECTIONS]) for c in range(CONNECTIONS)))
 
+    try:
+        import uvloop  # as loadgen.run uses: the cold pass and the warm turns load alike
+
+        uvloop.install()
+    except ImportError:
+        pass
     started = time.perf_counter()
     ok = sum(asyncio.run(main()))
     return len(bodies) / (time.perf_counter() - started), ok
@@ -131,22 +186,26 @@ def run(keys: int, duration: float = 5.0, rounds: int = 4) -> dict:
             bodies = [orjson.dumps({"apiKey": k, "units": 1}) for k in many]
             small = [orjson.dumps({"apiKey": k, "units": 1}) for k in small_keys]
             _each_once(port, small, headers)  # the 1k keys warm
-            rss_before, memory_before = _rss_mb(gateway.pid), _redis_used_memory(redis.url)
-            cold_rps, cold_ok = _each_once(port, bodies, headers)  # every key's first touch
-            memory_after, rss_after = _redis_used_memory(redis.url), _rss_mb(gateway.pid)
+            rss_before, (memory_before, keys_before) = _rss_mb(gateway.pid), _redis_memory(redis.url)
+            meter = _CpuMeter(gateway.pid, redis.url)
+            cold_rps, cold_ok = meter.measure("cold", lambda: _each_once(port, bodies, headers))  # first touches
+            (memory_after, keys_after), rss_after = _redis_memory(redis.url), _rss_mb(gateway.pid)
             by_kind = _bytes_by_kind(redis.url)
             random.shuffle(bodies)
             turns: dict[str, list[dict]] = {"many": [], "1k": []}
             for turn in range(rounds):
                 for name in ("many", "1k") if turn % 2 == 0 else ("1k", "many"):
-                    turns[name].append(loadgen.run("127.0.0.1", port, load.PATH, bodies if name == "many"
-                                                   else small, headers, connections=CONNECTIONS,
-                                                   duration=duration, warmup=0))
+                    turns[name].append(meter.measure(name, lambda n=name: loadgen.run(
+                        "127.0.0.1", port, load.PATH, bodies if n == "many" else small, headers,
+                        connections=CONNECTIONS, duration=duration, warmup=0)))
             rss_end = _rss_mb(gateway.pid)
+        served = {name: sum(t["requests"] for t in runs) for name, runs in turns.items()}
+        served["cold"] = keys
         return {"keys": keys, "load_seconds": load_seconds, "cold_rps": cold_rps, "cold_ok": cold_ok,
                 "warm_rps": load._throughput(turns["many"]), "small_rps": load._throughput(turns["1k"]),
+                "cpu_us": {name: meter.per_request_us(name, served[name]) for name in served},
                 "bytes_per_key": (memory_after - memory_before) / keys, "bytes_by_kind": by_kind,
-                "rss_mb": (rss_before, rss_after, rss_end)}
+                "redis_keys": (keys_before, keys_after), "rss_mb": (rss_before, rss_after, rss_end)}
 
 
 def report(r: dict) -> str:
@@ -157,9 +216,15 @@ def report(r: dict) -> str:
         f"warm over 1,000 keys rps     {r['small_rps']:,.0f}",
         f"warm N / 1k                  {r['warm_rps'] / r['small_rps']:.2f}x",
         f"cold / warm N                {r['cold_rps'] / r['warm_rps']:.2f}x",
-        f"Redis bytes per warm key     {r['bytes_per_key']:.0f}  (MEMORY USAGE per entry: metadata "
-        f"{r['bytes_by_kind']['m']:.0f}, counters {r['bytes_by_kind']['c']:.0f}, generation "
-        f"{r['bytes_by_kind']['gen']:.0f} where one exists)",
+        "CPU us/request (gateway, Redis)  cold {:.0f}, {:.0f}; warm N {:.0f}, {:.0f}; warm 1k {:.0f}, {:.0f}".format(
+            *r["cpu_us"]["cold"], *r["cpu_us"]["many"], *r["cpu_us"]["1k"]),
+        f"cold / warm N by gateway CPU  {r['cpu_us']['many'][0] / r['cpu_us']['cold'][0]:.2f}x",
+        f"Redis bytes per warm key     {r['bytes_per_key']:.0f}  (INFO used_memory after the cold pass minus "
+        f"before, over N; Redis keys {r['redis_keys'][0]:,} -> {r['redis_keys'][1]:,})",
+        "  MEMORY USAGE per entry      " + ", ".join(f"{KINDS[kind]} {size:.0f}"
+                                                    for kind, size in r["bytes_by_kind"].items() if kind in KINDS),
+        "  a key's hash                name {k_name} bytes, {k_encoding}: metadata {k_m}, counters {k_c} bytes".format(
+            **r["bytes_by_kind"]) if "k_name" in r["bytes_by_kind"] else "",
         "worker RSS MB                before {:.0f}, after cold pass {:.0f}, after warm turns {:.0f}".format(*r["rss_mb"]),
     ])
 

@@ -38,7 +38,7 @@ async def test_errors_reach_only_their_caller(redis_server):
 async def test_noscript_after_script_flush_reloads(redis_server):
     pipe = AutoPipeline(redis_server.url)
     redis_sync.Redis.from_url(redis_server.url).script_flush()
-    reply = await pipe.run(VALIDATE, ["qg:{b1}:m:x", "qg:{b1}:pending", "qg:{b1}:"],
+    reply = await pipe.run(VALIDATE, ["qg:{b1}:k:x", "qg:{b1}:pending", "qg:{b1}:"],
                            ["t", 0, 1, 1, "20260101", 0, 60, 0, 3600, 0, 86400, 0, 2678400, ""])
     assert reply[0] == b"miss"
     await pipe.aclose()

@@ -21,11 +21,14 @@ def lua_source(name: str) -> str:
 
 
 class LuaScript:
-    """One script file: EVALSHA first, SCRIPT LOAD + retry on NOSCRIPT (after a Redis restart)."""
+    """One script file: EVALSHA first, SCRIPT LOAD + retry on NOSCRIPT (after a Redis restart).
+    `functions` makes other script files local functions of this one, `name(KEYS, ARGV)` returning
+    what that script returns: one script runs another's logic without a copy of it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, functions: dict[str, str] | None = None) -> None:
         self.name = name
-        self.source = lua_source(name)
+        self.source = "".join(f"local function {function}(KEYS, ARGV)\n{lua_source(file)}\nend\n"
+                              for function, file in (functions or {}).items()) + lua_source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: Any, keys: list, args: list) -> Any:
@@ -46,6 +49,11 @@ class ScriptRunner:
 
     async def aclose(self) -> None:
         raise NotImplementedError
+
+    async def replicated(self, keys: list) -> bool:
+        """Whether this runner's writes to the nodes holding `keys` have reached a replica, so a
+        failover keeps them (Redis `WAIT`). True where there is no replica to wait for."""
+        return True
 
     async def run_many(self, script: LuaScript, calls: list[tuple[list, list]]) -> list:
         return first_error_raised(await asyncio.gather(*(self.run(script, keys, args) for keys, args in calls),

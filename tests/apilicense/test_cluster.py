@@ -35,7 +35,7 @@ async def test_quota_engine_on_a_three_master_cluster(cluster, migrated_db, clea
         assert {r.json()["errorCode"] for r in results if r.status_code != 200} == {"quota_exhausted"}
         # the keys really are spread over more than one master
         sync = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
-        owners = {sync.get_node_from_key(name).port for name in sync.scan_iter(match="qg:*:c:*")}
+        owners = {sync.get_node_from_key(name).port for name in sync.scan_iter(match="qg:*:k:*")}
         sync.close()
         assert len(owners) >= 2
         # reset, revoke and write-behind work there too

@@ -23,9 +23,9 @@ from quota_gateway.scripts import ScriptRunner
 VALIDATE = "/api/apilicense/validate"
 
 
-def _lifetime_total(r, counters_key) -> int:
-    """The lifetime total in a license's packed counters (the first element)."""
-    return r.eval("return cmsgpack.unpack(redis.call('GET', KEYS[1]))", 1, counters_key)
+def _lifetime_total(r, entry) -> int:
+    """The lifetime total in a key's packed counters (field c of its hash, the first element)."""
+    return r.eval("local c = redis.call('HGET', KEYS[1], 'c') return c and cmsgpack.unpack(c) or 0", 1, entry)
 
 
 async def _pg_usage(database_url: str) -> tuple[int, int]:
@@ -157,8 +157,8 @@ async def test_retried_flush_after_partial_failure_counts_once(flusher, client, 
     await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)  # lands in a new pending hash
     # the counter is lost meanwhile (eviction, restart): the rebuild must not count the 6 twice
     r = redis_sync.Redis.from_url(settings.redis_url)
-    for counter in r.scan_iter("qg:*:c:*"):
-        r.delete(counter)
+    for entry in r.scan_iter("qg:*:k:*"):
+        r.hdel(entry, "c")
     flusher.runner = real_runner
     body = (await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)).json()
     assert body["quota"]["used"] == 8
@@ -175,8 +175,8 @@ async def test_counter_rebuilt_from_postgres_plus_pending_after_loss(flusher, cl
     await flusher.flush(range(1024))
     await client.post(VALIDATE, json={"apiKey": key, "units": 5}, headers=tenant.headers)  # pending only
     r = redis_sync.Redis.from_url(settings.redis_url)
-    for name in list(r.scan_iter("qg:*:c:*")) + list(r.scan_iter("qg:*:m:*")):
-        r.delete(name)
+    for entry in r.scan_iter("qg:*:k:*"):
+        r.hdel(entry, "c", "m")
     body = (await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)).json()
     assert body["quota"]["used"] == 16
     # Redis losing everything (no persistence): what was flushed survives; the bound on loss is
@@ -288,7 +288,7 @@ async def test_kill_9_under_load_loses_and_double_counts_nothing(settings, tenan
     # Redis is the arbiter: every counted consume is in a counter; a new gateway's sweep flushes
     # whatever the dead one left pending or half-flushed.
     r = redis_sync.Redis.from_url(settings.redis_url)
-    redis_total = sum(_lifetime_total(r, k) for k in r.scan_iter("qg:*:c:*"))
+    redis_total = sum(_lifetime_total(r, k) for k in r.scan_iter("qg:*:k:*"))
     assert successes <= redis_total <= successes + 16  # at most one in-flight request per worker unanswered
     async with running_app(settings) as (app, _):
         await _flusher(app).flush(range(1024))

@@ -10,7 +10,7 @@ import redis as redis_sync
 
 from conftest import db_connection, make_product
 from quota_gateway import fastpath
-from quota_gateway.apilicense import keyspace
+from quota_gateway.apilicense import keyspace, missfill
 from quota_gateway.apilicense.service import mask
 from quota_gateway.formats.digests import sha256
 
@@ -45,8 +45,8 @@ async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, 
     assert r.status_code == 200 and r.json()["quota"] == {"limit": 10, "used": 9, "remaining": 1}
     # metadata lost (evicted, or Redis restarted with only the counters kept): refilled, counters untouched
     r_sync = redis_sync.Redis.from_url(settings.redis_url)
-    for meta in r_sync.scan_iter("qg:*:m:*"):
-        r_sync.delete(meta)
+    for entry in r_sync.scan_iter("qg:*:k:*"):
+        r_sync.hdel(entry, "m")
     r = await client.post(VALIDATE, json={"apiKey": key, "units": 2}, headers=tenant.headers)
     assert r.status_code == 429 and r.json()["errorCode"] == "quota_exhausted"
     r = await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)
@@ -70,7 +70,7 @@ async def test_metadata_is_kept_until_invalidated(app, client, tenant, settings)
     for k in (key, unknown):
         await client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
     r_sync = redis_sync.Redis.from_url(settings.redis_url)
-    ttls = {r_sync.ttl(m) for m in r_sync.scan_iter("qg:*:m:*")}
+    ttls = {r_sync.ttl(m) for m in r_sync.scan_iter("qg:*:k:*")}
     assert -1 in ttls  # the found key: no expiry, so no wave of refills
     assert any(0 < t <= keyspace.NEGATIVE_TTL for t in ttls)  # the unknown one: briefly
     # a product rename reaches the cached metadata at once (the product is what validations are counted by)
@@ -78,3 +78,44 @@ async def test_metadata_is_kept_until_invalidated(app, client, tenant, settings)
     assert r.status_code == 200, r.text
     assert (await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)).status_code == 200
     assert ("Renamed API", "allowed", "ok") in app.state.services.quota.validation_counts()
+
+
+async def test_a_warm_key_owns_one_hash_and_shares_its_products_metadata_per_bucket(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers, features=("api:rate:minute:100", "api:tier:gold"))
+    keys = await _bulk_keys(settings, tenant, product, 40)
+    answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers) for k in keys))
+    assert [r.status_code for r in answers] == [200] * 40
+    r_sync = redis_sync.Redis.from_url(settings.redis_url)
+    entries = set(r_sync.scan_iter("qg:*:k:*"))
+    assert entries == {keyspace.LicenseRef(k).entry.encode() for k in keys}
+    assert all(set(r_sync.hkeys(e)) == {b"m", b"c"} for e in entries)  # no generation until a change
+    buckets = {fastpath.api_key_bucket(k) for k in keys}
+    filled = {name for name in r_sync.scan_iter("qg:*:p:*") if r_sync.hexists(name, "m")}
+    assert filled == {keyspace.product_key(b, product).encode() for b in buckets}  # (the others: markers of
+    # the features' additions, which expire)
+    per_key = {name.split(b":")[2] for name in r_sync.scan_iter("qg:*") if b"}:k:" not in name}
+    assert per_key <= {b"p", b"pending"}  # nothing else per key: no backup copy, no counters key
+
+
+async def test_a_fill_that_read_a_product_before_it_changed_is_refused(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers, features=("api:rate:minute:100",))
+    [key] = await _bulk_keys(settings, tenant, product, 1)
+    assert (await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)).status_code == 200
+    ref = keyspace.LicenseRef(key)
+    async with app.state.services.pool.acquire() as conn:  # a fill's read, before the change ...
+        rows = await conn.fetch(missfill._ROWS, [ref.digest])
+    r = await client.post(f"/api/product/{product}/features", json={"name": "api:rate:minute:1"},
+                          headers=tenant.headers)
+    assert r.status_code in (200, 201), r.text
+    r_sync = redis_sync.Redis.from_url(settings.redis_url)
+    product_hash = keyspace.product_key(ref.bucket, product)
+    assert r_sync.hget(product_hash, "m") is None  # dropped by the change, in every bucket
+    assert len(list(r_sync.scan_iter("qg:*:p:*"))) == fastpath.BUCKETS
+    r_sync.hdel(ref.entry, "m")
+    # ... lands after it: its product metadata is older than the change's version, so refused
+    runner = app.state.services.runner
+    await runner.run(keyspace.FILL_BATCH, *keyspace.fill_batch_call([(ref, "0", rows[0], [])], {}))
+    assert r_sync.hget(product_hash, "m") is None
+    r = await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)  # refilled: the new rule holds
+    assert r.status_code == 429 and r.json()["errorCode"] == "rate_limit_minute"
+    assert r_sync.ttl(product_hash) == -1

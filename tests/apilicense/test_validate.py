@@ -57,8 +57,7 @@ async def test_large_counts_render_as_plain_integers(client, tenant):
     assert body["rateLimits"]["units_month"]["remaining"] == 5 * 10**12 - 1_000_000
 
 
-@pytest.mark.parametrize("stale", ["hash", "packed", "text-numbers"],
-                         ids=["format-2-hash", "other-packed-format", "format-3-numbers-as-text"])
+@pytest.mark.parametrize("stale", ["packed", "text-numbers"], ids=["other-packed-format", "format-3-numbers-as-text"])
 async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenant, clock, stale):
     clock.set(_at(2026, 3, 14, 15, 9, 26))
     product = await make_product(client, tenant.headers)
@@ -66,18 +65,39 @@ async def test_metadata_cached_in_an_older_format_is_refilled(app, client, tenan
     await _validate(client, tenant.headers, key)
     from quota_gateway.apilicense.keyspace import LicenseRef
 
-    meta = LicenseRef(_fastpath_py.normalize_api_key(key)).meta
+    entry = LicenseRef(_fastpath_py.normalize_api_key(key)).entry
     redis = app.state.services.redis
-    await redis.delete(meta)
-    if stale == "hash":  # as a gateway of the hash-based format left it
-        await redis.hset(meta, mapping={"ok": "1", "id": "1", "v": "2"})
-    elif stale == "packed":
-        await redis.eval("redis.call('SET', KEYS[1], cmsgpack.pack('2', '1'))", 1, meta)
-    else:  # format 3 held the same fields, its numbers as text
-        await redis.eval("redis.call('SET', KEYS[1], cmsgpack.pack('3', '1', '1', ARGV[1], '0', '0', '-1', '0', '[]', "
-                         "'P', '', '0', '0', '0', '0', '0', '0', '0', '0'))", 1, meta, tenant.id)
+    if stale == "packed":
+        await redis.eval("redis.call('HSET', KEYS[1], 'm', cmsgpack.pack('2', '1'))", 1, entry)
+    else:  # format 3 held the same fields as 5, its numbers as text
+        await redis.eval("redis.call('HSET', KEYS[1], 'm', cmsgpack.pack('3', '1', '1', ARGV[1], '0', '0', '-1', '0', "
+                         "'[]', 'P', '', '0', '0', '0', '0', '0', '0', '0', '0'))", 1, entry, tenant.id)
     body = (await _validate(client, tenant.headers, key)).json()
     assert body["expiresAt"] == "2026-04-13T15:09:26Z" and body["quota"]["used"] == 2
+
+
+async def test_counters_of_format_5_are_taken_over_after_an_upgrade(app, client, tenant, clock):
+    """Format 5 kept a key in four strings (metadata, generation, backup, counters by license id);
+    the first fill after an upgrade takes its counters over (window counts included) and drops them."""
+    from quota_gateway.apilicense.keyspace import LicenseRef
+
+    clock.set(_at(2026, 3, 14, 15, 9, 26))
+    product = await make_product(client, tenant.headers, features=("api:rate:minute:3",))
+    key = await make_api_key(client, tenant.headers, product, maxApiCalls=10)
+    ref = LicenseRef(_fastpath_py.normalize_api_key(key))
+    redis = app.state.services.redis
+    await redis.delete(ref.entry)  # as a format-5 gateway left the key: 4 used, 2 of them this minute
+    minute = _at(2026, 3, 14, 15, 9, 0)
+    async with app.state.services.pool.acquire() as conn:
+        license_id = await conn.fetchval("SELECT id FROM api_licenses WHERE key_digest = $1", ref.digest)
+    legacy = ref.legacy_keys(license_id)
+    await redis.eval("local t = tonumber(ARGV[1]) redis.call('SET', KEYS[1], cmsgpack.pack(4, t, 2, 0, 0, 0, 0, 0, 0, "
+                     "t, 9, 0, 0, 0, 0, 0, 0)) for i = 2, 4 do redis.call('SET', KEYS[i], 'x') end",
+                     4, legacy[3], *legacy[:3], minute)
+    body = (await _validate(client, tenant.headers, key)).json()
+    assert body["quota"]["used"] == 5 and body["rateLimits"]["calls_minute"]["remaining"] == 0
+    assert await redis.exists(*legacy) == 0
+    assert (await _validate(client, tenant.headers, key)).json()["errorCode"] == "rate_limit_minute"
 
 
 @pytest.mark.parametrize("key", ["qgk_" + "0" * 28, "nonsense", "qgk_7ZZZZZZZZZZZZZZZZZZZZZZZZZZZ"])
@@ -102,10 +122,11 @@ async def test_mistyped_key_never_reaches_redis(app, client, tenant):
     mistyped = key[:10] + ("A" if key[10] != "A" else "B") + key[11:]
     assert (await _validate(client, tenant.headers, mistyped)).status_code == 404
     # had it been looked up, its (negative) metadata would be cached under the raw string's digest
-    assert [k async for k in redis.scan_iter(match="qg:*:m:*")] == []
+    created = LicenseRef(_fastpath_py.normalize_api_key(key)).entry.encode()
+    assert [k async for k in redis.scan_iter(match="qg:*:k:*")] == [created]
     unknown = _fastpath_py.generate_api_key(b"\x02" * 16)  # checksum-valid: does reach Redis
     assert (await _validate(client, tenant.headers, unknown)).status_code == 404
-    assert [k async for k in redis.scan_iter(match=LicenseRef(unknown).meta)] != []
+    assert [k async for k in redis.scan_iter(match=LicenseRef(unknown).entry)] != []
 
 
 async def test_key_of_another_tenant_is_not_found(client, tenant, other_tenant):

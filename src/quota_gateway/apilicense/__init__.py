@@ -4,10 +4,12 @@ Redis is the arbiter of quota (one atomic Lua script per validate); Postgres is 
 fed by write-behind (see writebehind.py). Key layout (keyspace.py), all keys of one license in
 one slot:
 
-    qg:{b<n>}:m:<digest>        license metadata cached from Postgres (msgpack; until invalidated)
-    qg:{b<n>}:gen:<digest>      metadata generation (bumped on every invalidation)
-    qg:{b<n>}:c:<id>            counters (msgpack): lifetime units ever consumed, and each window's
-                                start and count (no TTL: the total may hold unflushed usage)
+    qg:{b<n>}:k:<digest>        the key's hash: m its metadata cached from Postgres (msgpack; until
+                                invalidated), c its counters (msgpack: lifetime units ever consumed,
+                                the last consume's time, each window's count), g the metadata's
+                                generation (no TTL: the total may hold unflushed usage)
+    qg:{b<n>}:p:<product id>    the product's metadata shared by its keys in the bucket (m), and the
+                                products.cache_version it was read at (v)
     qg:{b<n>}:ir:<id>:<hash>    first reply to an Idempotency-Key (msgpack, 24 h)
     qg:{b<n>}:pending / :flushing / :fstate / :applied   write-behind of usage
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import catalogue, fastpath
+from ..redisconn import script_runner
 from . import service
 from .engine import QuotaEngine
 from .hotroute import hot_routes, hot_specs
@@ -42,10 +45,15 @@ catalogue.ON_FEATURES_CHANGED.append(_features_changed)
 
 async def start(services: Services) -> None:
     services.quota = QuotaEngine(services, services.runner)
-    flusher = services.usage_flusher = UsageFlusher(services, services.runner, services.settings.flush_interval)
+    # On a cluster the write-behind waits for replicas (WAIT) on connections of its own, never in
+    # front of validations.
+    runner = script_runner(services.settings) if services.settings.redis_cluster else services.runner
+    flusher = services.usage_flusher = UsageFlusher(services, runner, services.settings.flush_interval)
     flusher.dirty = services.quota.dirty
     flusher.start()
 
 
 async def stop(services: Services) -> None:
     await services.usage_flusher.stop()
+    if services.usage_flusher.runner is not services.runner:
+        await services.usage_flusher.runner.aclose()

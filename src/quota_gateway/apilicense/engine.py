@@ -112,17 +112,19 @@ class QuotaEngine:
         with (see _packed_clock), filling metadata and counters from Postgres when Redis lacks them."""
         clock = self._packed_clock(int(self._clock.now()))
         args = [tenant_id, units, 1 if consume else 0, idem, clock[1]]
+        reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
         for _ in range(5):
-            reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
             if len(reply) >= ANSWER_MIN_LEN:
                 return reply, clock
             need = keyspace.validate_need(reply)
-            if need.kind == keyspace.NEEDS_META:
-                await self.misses.fill(ref, need.value)
-            elif need.kind == keyspace.NEEDS_USAGE:
+            if need.kind == keyspace.NEEDS_META:  # filled, then validated again, in one script call
+                reply = await self.misses.fill(ref, need.value, args)
+                continue
+            if need.kind == keyspace.NEEDS_USAGE:
                 await self._fill_used(ref, int(need.value))
             else:
                 return None, clock
+            reply = await self.runner.run(VALIDATE, ref.validate_keys, args)
         raise RuntimeError("license metadata kept changing during validation")
 
     def _packed_clock(self, now: int) -> tuple[int, bytes, tuple, tuple]:
@@ -164,7 +166,7 @@ class QuotaEngine:
             total, offset = (row["used_total"], row["used_offset"]) if row is not None else (0, 0)
             snapshot = ",".join(f"{r['epoch']}:{r['last_seq']}" for r in applied)
             done = await self.runner.run(
-                keyspace.FILL_USED, keyspace.fill_used_keys(ref, license_id),
+                keyspace.FILL_USED, keyspace.fill_used_keys(ref),
                 [license_id, total, snapshot, f"{ref.prefix}ir:{license_id}:",
                  *(value for r in replies for value in (r["idem"], r["reply"], r["ttl"]))])
             rebuilt = keyspace.fill_used_rebuilt(done)
@@ -186,9 +188,9 @@ class QuotaEngine:
 
     # -- management -----------------------------------------------------------------------------
 
-    async def prime(self, ref: LicenseRef, license_id: int) -> None:
+    async def prime(self, ref: LicenseRef) -> None:
         """Ready a just-created license: counters at 0, no stale negative cache entry."""
-        await self.runner.run(keyspace.PRIME, [ref.counters(license_id), ref.meta, ref.gen], [])
+        await self.runner.run(keyspace.PRIME, [ref.entry], [])
 
     async def invalidate(self, ref: LicenseRef) -> None:
         await invalidate(self.runner, ref)
@@ -196,17 +198,17 @@ class QuotaEngine:
     async def lifetime_total(self, ref: LicenseRef, license_id: int) -> int:
         """Units the license ever consumed, unflushed ones included (rebuilt from Postgres if missing)."""
         for _ in range(5):
-            total = keyspace.lifetime_total(await self.runner.run(keyspace.TOTAL, [ref.counters(license_id)], []))
+            total = keyspace.lifetime_total(await self.runner.run(keyspace.TOTAL, [ref.entry], []))
             if total is not None:
                 return total
             await self._fill_used(ref, license_id)
         raise RuntimeError("could not read a usage counter")
 
-    async def reset_windows(self, ref: LicenseRef, license_id: int, periods: list[str]) -> int:
+    async def reset_windows(self, ref: LicenseRef, periods: list[str]) -> int:
         """Zero the current windows of `periods`; returns how many had counted something."""
-        return int(await self.runner.run(keyspace.RESET, [ref.counters(license_id)], keyspace.period_indexes(periods)))
+        return int(await self.runner.run(keyspace.RESET, [ref.entry], keyspace.period_indexes(periods)))
 
 
 async def invalidate(runner: ScriptRunner, ref: LicenseRef) -> None:
     """Drop a key's cached metadata: every gateway reads it from Postgres on its next request."""
-    await runner.run(keyspace.INVALIDATE, ref.meta_keys, [])
+    await runner.run(keyspace.INVALIDATE, [ref.entry], [])

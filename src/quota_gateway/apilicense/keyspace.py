@@ -20,30 +20,45 @@ from ..formats import rediskeys
 from ..formats.digests import sha256
 from ..scripts import LuaScript, reply_pairs
 
+# The per-bucket strings every key of a bucket shares (built once, not per LicenseRef).
+_PREFIXES = [rediskeys.bucket(b) for b in range(fastpath.BUCKETS)]
+_PENDING = [prefix + "pending" for prefix in _PREFIXES]
+
 
 class LicenseRef:
-    """Where one canonical key lives in Redis (all its keys share the bucket's hash tag)."""
+    """Where one canonical key lives in Redis: one small hash per key, `qg:{b<n>}:k:<digest>`, with
+    fields m (the key's own metadata), c (its counters) and g (the metadata's generation), beside
+    its product's metadata kept once per bucket (`product_key`). All share the bucket's hash tag."""
 
-    __slots__ = ("bucket", "counters_prefix", "digest", "gen", "key", "meta", "meta_keys", "prefix", "validate_keys")
+    __slots__ = ("bucket", "digest", "entry", "validate_keys")
 
     def __init__(self, key: str, bucket: int | None = None, digest: bytes | None = None) -> None:
-        self.key = key
         self.digest = digest if digest is not None else sha256(key)
         self.bucket = fastpath.api_key_bucket(key) if bucket is None else bucket
-        self.prefix = rediskeys.bucket(self.bucket)
-        hexdigest = self.digest.hex()[:32]
-        self.meta = f"{self.prefix}m:{hexdigest}"
-        self.gen = f"{self.prefix}gen:{hexdigest}"
-        # metadata, its generation, and its backup copy (served while Postgres is unreachable)
-        self.meta_keys = [self.meta, self.gen, f"{self.prefix}mb:{hexdigest}"]
-        self.validate_keys = [self.meta, f"{self.prefix}pending", self.prefix]
+        self.entry = f"{_PREFIXES[self.bucket]}k:{self.digest.hex()[:32]}"
+        self.validate_keys = [self.entry, _PENDING[self.bucket], _PREFIXES[self.bucket]]
 
     @classmethod
     def from_row(cls, digest: bytes, bucket: int) -> LicenseRef:
         return cls("", bucket=bucket, digest=bytes(digest))
 
-    def counters(self, license_id: int) -> str:
-        return f"{self.prefix}c:{license_id}"
+    @property
+    def prefix(self) -> str:
+        return _PREFIXES[self.bucket]
+
+    def legacy_keys(self, license_id: int) -> list[str]:
+        """The key's entries as format 5 kept them (metadata, generation, backup copy, counters):
+        read once and dropped by the first fill after an upgrade."""
+        hexdigest = self.digest.hex()[:32]
+        p = self.prefix
+        return [f"{p}m:{hexdigest}", f"{p}gen:{hexdigest}", f"{p}mb:{hexdigest}", f"{p}c:{license_id}"]
+
+
+def product_key(bucket: int, product_id: int) -> str:
+    """A product's metadata (tenant, name, features, window limits) as the keys of one bucket share
+    it: hash fields m (packed) and v (the products.cache_version it was read at, or the newer one
+    an invalidation left without m)."""
+    return f"{_PREFIXES[bucket]}p:{product_id}"
 
 
 # -- VALIDATE --------------------------------------------------------------------------------------
@@ -101,19 +116,17 @@ def packed_clock(now: int, day: bytes, bounds: list[tuple[int, int]]) -> bytes:
             + b"".join(_msgpack_uint(edge) for pair in bounds for edge in pair))
 
 
-# -- metadata: FILL_BATCH caches it (the layout the validate script unpacks), RESTORE_META serves
-# its backup copy while Postgres is unreachable, INVALIDATE drops it ----------------------------------
+# -- metadata: FILL_BATCH caches it (the layouts the validate script unpacks) and runs the validations
+# that waited on it; INVALIDATE drops a key's, DROP_PRODUCT a product's -------------------------------
 
-FILL_BATCH = LuaScript("apilicense_fill_batch")
-RESTORE_META = LuaScript("apilicense_meta_restore")
-OUTAGE_META_TTL = 60  # a backup copy restored while Postgres is unreachable is re-read this soon
-INVALIDATE = LuaScript("meta_invalidate")
+FILL_BATCH = LuaScript("apilicense_fill_batch", functions={"validate": "apilicense_validate"})
+INVALIDATE = LuaScript("apilicense_invalidate")
+DROP_PRODUCT = LuaScript("apilicense_product_invalidate")
 
 # A found key's metadata is cached until invalidated (every change to the key or its product drops
-# it), with no TTL: no wave of misses an hour after a cold start, and no expiry entry per key.
-# Like the counters (which never expire), it stays while the key exists.
-META_TTL = 0
-META_FORMAT = "5"  # the validate script refills metadata cached in any other format (4: features without rules)
+# it), with no TTL: no wave of misses after a cold start, no expiry entry per key, and nothing
+# lapses during a Postgres outage. Like the counters (which never expire), it stays while the key exists.
+META_FORMAT = "6"  # the validate script refills metadata cached in any other format (5: one string per key)
 NEGATIVE_TTL = 30  # unknown (checksum-valid) keys: remembered briefly, not forever
 
 
@@ -127,33 +140,71 @@ def _window_limits(spec: str) -> list[int]:
     return limits
 
 
-def fill_batch_call(items: list[tuple[LicenseRef, Any, Any]]) -> tuple[list, list]:
-    """FILL_BATCH's (keys, args) for the misses of one bucket: (ref, generation seen, row or None)."""
-    prefix = items[0][0].prefix
-    keys = [f"{prefix}pending", f"{prefix}flushing", f"{prefix}applied"]
-    snapshot = next((row["applied"] or "" for _, _, row in items if row is not None), "")
-    args: list[Any] = [snapshot, len(items)]
-    for ref, generation, row in items:
-        fields, ttl = meta_fields(row)
-        keys += [*ref.meta_keys, ref.counters(row["id"]) if row is not None else f"{prefix}c:none"]
-        rebuild_here = row is not None and not row["kept_replies"]
-        args += [generation, ttl, row["used_total"] if rebuild_here else "", len(fields), *fields]
-    return keys, args
+def fill_batch_call(items: list[tuple[LicenseRef, Any, Any, list]], products: dict[int, list]) -> tuple[list, list]:
+    """FILL_BATCH's (keys, args) for the misses of one bucket: (ref, generation seen, row or None,
+    the waiting validations as (future, validate args)). Each product's metadata is sent once,
+    however many of its keys missed; `products` keeps the fields made for one batch's calls."""
+    bucket = items[0][0].bucket
+    prefix = _PREFIXES[bucket]
+    position: dict[int, int] = {}  # product id -> its place among the call's products (1-based)
+    product_args: list[Any] = []
+    keys = [_PENDING[bucket], f"{prefix}flushing", f"{prefix}applied"]
+    for _, _, row, _ in items:
+        if row is not None and row["product_id"] not in position:
+            position[row["product_id"]] = len(position) + 1
+            keys.append(product_key(bucket, row["product_id"]))
+            fields = products.get(row["product_id"]) or products.setdefault(row["product_id"], product_fields(row))
+            product_args += [row["cache_version"], len(fields), *fields]
+    snapshot = next((row["applied"] or "" for _, _, row, _ in items if row is not None), "")
+    args: list[Any] = [snapshot, len(position), *product_args, len(items)]
+    requests: list[Any] = []
+    unused = [f"{prefix}none"] * 4
+    for n, (ref, generation, row, waiting) in enumerate(items, 1):
+        fields = key_fields(row)
+        if row is None:
+            keys += [ref.entry, *unused]
+            args += [generation, "", 0, len(fields), *fields]
+        else:
+            keys += [ref.entry, *ref.legacy_keys(row["id"])]
+            rebuild_here = not row["kept_replies"]
+            args += [generation, row["used_total"] if rebuild_here else "", position[row["product_id"]], len(fields),
+                     *fields]
+        for _, validate_args in waiting:
+            requests += [n, *validate_args]
+    return keys, [*args, len(requests) // (1 + VALIDATE_ARGS), *requests]
 
 
-def meta_fields(row: Any) -> tuple[list, int]:
-    """(metadata fields, ttl) for a license row (None: no such key, cached briefly)."""
+VALIDATE_ARGS = 5  # tenant, units, consume, idempotency suffix, clock (apilicense_validate.lua)
+
+
+def fill_batch_answers(reply: list) -> list:
+    """FILL_BATCH's reply: the validate script's reply to each waiting validation, in order."""
+    return reply[1:]
+
+
+def key_fields(row: Any) -> list:
+    """A key's own metadata fields for a license row (None: no such key, cached briefly)."""
     if row is None:
-        return [META_FORMAT, "0"], NEGATIVE_TTL
+        return [META_FORMAT, "0"]
+    expires = row["expires_at"]
+    return [META_FORMAT, "1", row["id"], row["product_id"], "1" if row["revoked_at"] else "0",
+            int(expires.timestamp()) if expires else 0,
+            row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
+            iso_utc(expires) if expires else ""]
+
+
+def product_fields(row: Any) -> list:
+    """A product's metadata fields, shared by its keys in a bucket."""
     # Rules drive the limits; the answer lists every feature of the product, rules included
     # (the ExisOne document's example: "features": ["api:rate:minute:100", "api:tier:premium"]).
     rules, _ = fastpath.compile_rules(list(row["features"]))
-    expires = row["expires_at"]
-    return [META_FORMAT, "1", row["id"], str(row["tenant_id"]), "1" if row["revoked_at"] else "0",
-            int(expires.timestamp()) if expires else 0,
-            row["max_api_calls"] if row["max_api_calls"] is not None else -1, row["used_offset"],
-            orjson.dumps(list(row["features"])), row["name"], iso_utc(expires) if expires else "",
-            *_window_limits(rules)], META_TTL
+    return [META_FORMAT, str(row["tenant_id"]), row["name"], orjson.dumps(list(row["features"])),
+            *_window_limits(rules)]
+
+
+def product_invalidations(product_id: int, version: int) -> list[tuple[list, list]]:
+    """DROP_PRODUCT's calls: the product's metadata in every bucket."""
+    return [([product_key(b, product_id)], [version]) for b in range(fastpath.BUCKETS)]
 
 
 # -- counters: FILL_USED rebuilds them, PRIME starts a new license's, TOTAL, RESET ----------------------
@@ -164,9 +215,9 @@ TOTAL = LuaScript("apilicense_total")
 RESET = LuaScript("apilicense_reset")
 
 
-def fill_used_keys(ref: LicenseRef, license_id: int) -> list[str]:
+def fill_used_keys(ref: LicenseRef) -> list[str]:
     p = ref.prefix
-    return [ref.counters(license_id), f"{p}pending", f"{p}flushing", f"{p}applied"]
+    return [ref.entry, f"{p}pending", f"{p}flushing", f"{p}applied"]
 
 
 def fill_used_done(reply: Any) -> bool:

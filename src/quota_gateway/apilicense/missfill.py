@@ -1,17 +1,18 @@
-"""Cache misses on the validate path, coalesced: every key whose metadata missed in one event-loop
-tick is filled with one PostgreSQL query and one script call per bucket (metadata and counters
-together; the calls of one batch leave in one pipeline write), instead of a metadata read, a
-metadata fill, a counter read and a counter fill per key.
+"""Cache misses on the validate path, coalesced: every key whose metadata missed is filled with the
+other misses of its batch by one PostgreSQL query and one script call per bucket, which writes the
+keys' metadata, their products' and their counters, then runs the waiting validations themselves
+(the calls of one batch leave in one pipeline write). A first touch costs its own validate call
+(the miss) and a share of the batch, instead of a metadata read, a metadata fill, a counter read, a
+counter fill and a second validation.
 
-After a Redis restart, a cold start or a burst of never-seen keys, requests missing in the same
-tick (they arrive together: one pipeline reply wakes them together) share one round trip to
-each store; each then runs its validation again.
+After a Redis restart, a cold start or a burst of never-seen keys, the misses of one tick (one
+pipeline reply wakes them together), and those arriving while a batch is in flight, share one
+round trip to each store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any
 
 from . import keyspace
@@ -22,15 +23,13 @@ if TYPE_CHECKING:
 
     from ..scripts import ScriptRunner
 
-log = logging.getLogger("quota_gateway.apilicense")
-
 # One statement: a single snapshot of the rows, their usage and the flushes applied to their
 # buckets (the counters rebuild needs the three to agree, as FILL_USED's transaction does). A key
 # with idempotent replies kept in Postgres gets its counters from engine._fill_used, which restores
 # those replies with them (as does one whose rebuilt total falls below its reset offset).
 _ROWS = """
-SELECT l.id, l.tenant_id, l.key_digest, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset, l.used_total,
-       p.name,
+SELECT l.id, l.tenant_id, l.product_id, l.key_digest, l.revoked_at, l.expires_at, l.max_api_calls, l.used_offset,
+       l.used_total, p.name, p.cache_version,
        ARRAY(SELECT f.name FROM features f WHERE f.product_id = l.product_id ORDER BY f.code) AS features,
        (SELECT string_agg(s.epoch || ':' || s.last_seq, ',') FROM api_flush_state s WHERE s.bucket = l.bucket)
            AS applied,
@@ -44,66 +43,63 @@ class MissBatcher:
     def __init__(self, pool: asyncpg.Pool, runner: ScriptRunner) -> None:
         self._pool = pool
         self._runner = runner
-        self._waiting: dict[str, tuple[LicenseRef, Any, list[asyncio.Future]]] = {}  # meta key -> ...
-        self._running: set[asyncio.Task] = set()
+        # key hash -> (where it lives, generation seen, [(its validations' futures, their arguments)])
+        self._waiting: dict[str, tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]] = {}
+        self._running: asyncio.Task | None = None  # the batch in flight (one at a time)
         self.batches = 0  # batches run (tests and benchmarks read it)
 
-    async def fill(self, ref: LicenseRef, generation: Any) -> None:
-        """Fill this key's metadata and counters together with every other miss of this tick."""
+    async def fill(self, ref: LicenseRef, generation: Any, validate_args: list) -> list:
+        """Fill this key's metadata and counters together with every other miss of this tick (or of
+        every tick the batch in flight spans), then validate: the validate script's reply."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        entry = self._waiting.get(ref.meta)
+        entry = self._waiting.get(ref.entry)
         if entry is None:
-            if not self._waiting:
+            if not self._waiting and self._running is None:
                 loop.call_soon(self._start)  # after the other tasks woken in this tick have asked
-            self._waiting[ref.meta] = (ref, generation, [future])
+            self._waiting[ref.entry] = (ref, generation, [(future, validate_args)])
         else:
-            entry[2].append(future)
-        await future
+            entry[2].append((future, validate_args))
+        return await future
 
     def _start(self) -> None:
+        """Run the waiting misses as one batch. One batch at a time: misses arriving meanwhile wait
+        for it to end and then go together, so a cold wave makes few large batches (one query and
+        one write for many keys) rather than many small ones."""
+        if self._running is not None or not self._waiting:
+            return
         batch, self._waiting = self._waiting, {}
-        task = asyncio.get_running_loop().create_task(self._run(list(batch.values())))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._running = asyncio.get_running_loop().create_task(self._run(list(batch.values())))
+        self._running.add_done_callback(self._next)
 
-    async def _run(self, batch: list[tuple[LicenseRef, Any, list[asyncio.Future]]]) -> None:
-        misses = [(ref, generation) for ref, generation, _ in batch]
-        outcomes: list[BaseException | None]
+    def _next(self, _: asyncio.Task) -> None:
+        self._running = None
+        self._start()
+
+    async def _run(self, batch: list[tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]]) -> None:
         try:
-            await self._fill(misses)
-            outcomes = [None] * len(batch)
-        except Exception as exc:
-            outcomes = await self._restore(misses, exc)
-        for (_, _, futures), outcome in zip(batch, outcomes, strict=True):
-            for future in futures:
-                if future.done():
-                    continue
-                if outcome is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(outcome)
+            await self._fill(batch)
+        except Exception as exc:  # Postgres or Redis failed the batch: each waiting validation gets the error
+            for _, _, waiting in batch:
+                for future, _ in waiting:
+                    if not future.done():
+                        future.set_exception(exc)
 
-    async def _restore(self, misses: list[tuple[LicenseRef, Any]], exc: Exception) -> list[BaseException | None]:
-        """Postgres (or Redis) failed the batch: keys with a backup copy of their metadata go on with
-        it for a short while (dropped by every change, so as current as the lapsed copy was); the
-        others get the error."""
-        try:
-            restored = await self._runner.run_many(keyspace.RESTORE_META, [
-                (ref.meta_keys, [generation, keyspace.OUTAGE_META_TTL]) for ref, generation in misses])
-        except Exception:
-            return [exc] * len(misses)
-        if any(restored):
-            log.warning("cannot fill API key metadata (%s: %s); serving last copies", type(exc).__name__, exc)
-        return [None if done else exc for done in restored]
-
-    async def _fill(self, misses: list[tuple[LicenseRef, Any]]) -> None:
+    async def _fill(self, batch: list[tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]]) -> None:
         self.batches += 1
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_ROWS, [ref.digest for ref, _ in misses])
+            rows = await conn.fetch(_ROWS, [ref.digest for ref, _, _ in batch])
         found = {bytes(row["key_digest"]): row for row in rows}
-        by_bucket: dict[int, list[tuple[LicenseRef, Any, Any]]] = {}
-        for ref, generation in misses:
-            by_bucket.setdefault(ref.bucket, []).append((ref, generation, found.get(ref.digest)))
-        calls = [keyspace.fill_batch_call(items) for items in by_bucket.values()]
-        await self._runner.run_many(keyspace.FILL_BATCH, calls)
+        by_bucket: dict[int, list[tuple[LicenseRef, Any, Any, list[tuple[asyncio.Future, list]]]]] = {}
+        for ref, generation, waiting in batch:
+            by_bucket.setdefault(ref.bucket, []).append((ref, generation, found.get(ref.digest), waiting))
+        products: dict[int, list] = {}  # product id -> its fields, made once per batch
+        calls = [keyspace.fill_batch_call(items, products) for items in by_bucket.values()]
+        replies = await self._runner.run_many(keyspace.FILL_BATCH, calls)
+        for items, reply in zip(by_bucket.values(), replies, strict=True):
+            answers = iter(keyspace.fill_batch_answers(reply))  # in the order the requests were sent
+            for _, _, _, waiting in items:
+                for future, _ in waiting:
+                    answer = next(answers)
+                    if not future.done():
+                        future.set_result(answer)

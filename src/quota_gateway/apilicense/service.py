@@ -20,7 +20,7 @@ from ..formats.digests import sha256
 from ..listing import Where, fetch_page
 from ..schema import UNSET
 from ..scripts import ScriptRunner
-from . import engine as quota
+from . import keyspace
 from .engine import QuotaEngine
 from .keyspace import LicenseRef
 
@@ -100,7 +100,7 @@ async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: s
         await events.emit(conn, tenant_id, events.API_LICENSE_CREATED,
                           {"apiLicenseId": row["id"], "productId": product_id, "apiKey": mask(key), "email": email,
                            "clientIdentifier": client_identifier})
-    await engine.prime(LicenseRef(key), row["id"])
+    await engine.prime(LicenseRef(key))
     return {"id": row["id"], "apiKey": key, "expirationDate": iso_utc(expires), "maxApiCalls": max_api_calls,
             "productId": product_id, "productName": product["name"], "clientName": client_name,
             "clientIdentifier": client_identifier, "email": email}
@@ -214,14 +214,17 @@ async def reset(pool: asyncpg.Pool, engine: QuotaEngine, tenant_id: str, row: An
         await engine.invalidate(ref)
     periods = list(PERIODS) if period_type == "all" else [period_type] if period_type in PERIODS else []
     if periods:
-        await engine.reset_windows(ref, row["id"], periods)
+        await engine.reset_windows(ref, periods)
     return {"apiKey": row["key_hint"], "reset": period_type}
 
 
 async def features_changed(pool: asyncpg.Pool, runner: ScriptRunner, tenant_id: str, product_id: int) -> None:
-    """Drop the cached rules of every key of the product."""
+    """Drop the product's metadata (name, features, rules) cached in every bucket, however many keys
+    it has: its keys share it there. The version raised first lets no fill that read the old
+    product re-cache it (keyspace.DROP_PRODUCT)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT key_digest, bucket FROM api_licenses WHERE tenant_id = $1 AND product_id = $2",
-                                tenant_id, product_id)
-    for row in rows:
-        await quota.invalidate(runner, ref_of(row))
+        version = await conn.fetchval("""UPDATE products SET cache_version = cache_version + 1
+                                         WHERE id = $1 AND tenant_id = $2 RETURNING cache_version""",
+                                      product_id, tenant_id)
+    if version is not None:
+        await runner.run_many(keyspace.DROP_PRODUCT, keyspace.product_invalidations(product_id, version))

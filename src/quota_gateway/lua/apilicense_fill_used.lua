@@ -1,12 +1,12 @@
 -- Rebuild a license's counters lost from Redis: the lifetime total is Postgres's + the deltas not
 -- yet applied there; window counts start again at 0.
--- KEYS: 1 packed counters (see apilicense_validate.lua), 2 pending hash, 3 flushing hash, 4 last-applied marker "epoch:seq"
+-- KEYS: 1 the key's hash (counters: field c, see apilicense_validate.lua), 2 pending hash, 3 flushing hash, 4 last-applied marker "epoch:seq"
 -- ARGV: 1 license id, 2 Postgres used_total, 3 "epoch:last_seq,..." as read with that total,
 --       4 key prefix of idempotent replies "qg:{b<n>}:ir:<id>:", then (idempotency hash, reply, ttl) triples
 -- Reply: 1 already present | -1 the Postgres snapshot is older than a finished flush: re-read |
 --        {1, the total rebuilt}
 -- Also restores the idempotent replies Redis lost with the counters (those written behind).
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('HEXISTS', KEYS[1], 'c') == 1 then
   return 1
 end
 local applied = {}
@@ -39,7 +39,8 @@ if fepoch then
     total = total + sum(KEYS[3])
   end
 end
-redis.call('SET', KEYS[1], cmsgpack.pack(total))
+redis.call('HSET', KEYS[1], 'c', cmsgpack.pack(total))
+redis.call('PERSIST', KEYS[1])  -- counters never expire
 for i = 5, #ARGV, 3 do  -- first replies of idempotent consumes, as written behind
   redis.call('SET', ARGV[4] .. ARGV[i], ARGV[i + 1], 'EX', tonumber(ARGV[i + 2]), 'NX')
 end

@@ -1,7 +1,8 @@
 -- A new license: nothing consumed yet, so its counters start at 0 without a Postgres read; any
--- metadata cached for the key before it existed (a negative entry) is dropped.
--- KEYS: 1 packed counters, 2 meta, 3 generation counter
-redis.call('SET', KEYS[1], cmsgpack.pack(0), 'NX')
-redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], 86400)
-return redis.call('DEL', KEYS[2])
+-- metadata cached for the key before it existed (a negative entry) is dropped, and its generation
+-- bumped so no fill that read Postgres before the key existed caches "no such key" again.
+-- KEYS: 1 the key's hash (see apilicense_validate.lua)
+redis.call('HSETNX', KEYS[1], 'c', cmsgpack.pack(0))
+redis.call('HINCRBY', KEYS[1], 'g', 1)
+redis.call('PERSIST', KEYS[1])  -- a negative entry's TTL: counters never expire
+return redis.call('HDEL', KEYS[1], 'm')

@@ -2,34 +2,47 @@
 -- are consumed, or nothing is. All keys share the bucket hash tag of KEYS[3].
 -- The script only counts and returns numbers; the gateway renders the answer from them (the
 -- compiled fast path does that in well under a microsecond; in Lua it cost Redis ~13 us a call).
--- Every redis.call costs more than the Lua around it, so a validation makes four: the packed
--- metadata, the packed counters, their new value, and the pending usage.
--- KEYS: 1 packed metadata, 2 pending-usage hash, 3 key prefix "qg:{b<n>}:" (for derived keys)
+-- Every redis.call costs more than the Lua around it, so a validation makes four: the key's hash
+-- (metadata and counters), its product's metadata, the new counters, and the pending usage.
+-- KEYS: 1 the key's hash "qg:{b<n>}:k:<digest>", 2 pending-usage hash, 3 key prefix "qg:{b<n>}:"
 -- ARGV: 1 tenant, 2 units, 3 consume (1|0), 4 idempotency suffix or "", 5 the clock, packed
 --       (cmsgpack: now, day yyyymmdd, then start/end of the minute, hour, day, month windows)
--- Metadata (engine.py fills it): cmsgpack {format, found (0|1), id, tenant, revoked (0|1), then
---   as numbers exp, limit (-1: none), offset, then features json, product, expires ISO or "",
---   then as numbers 8 window limits (calls then units, each minute..month; 0: none)}
--- Numbers arrive packed, not as text: parsing them cost Redis more than the rest of the ARGV.
--- Counters (no TTL: they may hold unflushed usage): cmsgpack {total consumed ever, then for each
---   of the 8 windows its start and count}; a count is of the current window only if its start is.
+-- The key's hash (keyspace.LicenseRef; no TTL once the key exists):
+--   m  the key's own metadata, cmsgpack {format, found (0|1), id, product id, revoked (0|1), then
+--      as numbers exp, limit (-1: none), offset, then expires ISO or ""}
+--   c  counters, cmsgpack {total consumed ever, time of the last consume, then the count of each
+--      of the 8 windows (calls then units, each minute..month)}: a count is of the current window
+--      only if the last consume fell in it; a rebuilt value is {total} alone
+--   g  generation of m (bumped by every invalidation)
+-- The product's metadata, once per bucket ("qg:{b<n>}:p:<product id>", keyspace.product_key),
+--   field m: cmsgpack {format, tenant, product name, features json, then as numbers the 8 window
+--   limits (0: none)}; field v: the Postgres cache_version it was read at.
+-- Numbers are stored packed, not as text: parsing them cost Redis more than the rest of the ARGV.
 -- Reply: {"miss", gen} | {"fill", id} | {"nf"} |
 --        {code, consumed, retry_after, near_limit (0|1), product, used, limit, features json,
 --         expires ISO, then slot (0..7), limit, used for each limited window}
 -- A retried consume with an Idempotency-Key gets the first reply again, as it was (unless the key has
 -- been revoked since: then it is refused like any request).
-local FORMAT = '5'  -- engine.META_FORMAT
-local packed = redis.pcall('GET', KEYS[1])  -- metadata of an older format may be of another type
-local m = type(packed) == 'string' and {cmsgpack.unpack(packed)} or {}
-local format, found, id, tenant, revoked, exp, limit, offset, features, product, expires =
-  m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11]  -- then window limits m[12..19]
-if format ~= FORMAT then
-  return {'miss', redis.call('GET', KEYS[3] .. 'gen:' .. string.sub(KEYS[1], #KEYS[3] + 3)) or '0'}
+local FORMAT = '6'  -- keyspace.META_FORMAT
+local held = redis.call('HMGET', KEYS[1], 'm', 'c')
+local m = held[1] and {cmsgpack.unpack(held[1])} or {}
+if m[1] ~= FORMAT then
+  return {'miss', redis.call('HGET', KEYS[1], 'g') or '0'}
 end
-if found ~= '1' or tenant ~= ARGV[1] then
+if m[2] ~= '1' then
   return {'nf'}
 end
+local id, revoked, exp, limit, offset, expires = m[3], m[5], m[6], m[7], m[8], m[9]
 local prefix = KEYS[3]
+local pm = redis.call('HGET', prefix .. 'p:' .. m[4], 'm')
+local p = pm and {cmsgpack.unpack(pm)} or {}
+if p[1] ~= FORMAT then  -- the product's metadata was dropped by a change: filled with the key's
+  return {'miss', redis.call('HGET', KEYS[1], 'g') or '0'}
+end
+if p[2] ~= ARGV[1] then
+  return {'nf'}
+end
+local product, features = p[3], p[4]  -- then window limits p[5..12]
 local consume = ARGV[3] == '1'
 local idem_key = nil
 if consume and ARGV[4] ~= '' and revoked ~= '1' then  -- revocation ends replays too
@@ -39,14 +52,13 @@ if consume and ARGV[4] ~= '' and revoked ~= '1' then  -- revocation ends replays
     return {cmsgpack.unpack(stored)}
   end
 end
-local counters_key = prefix .. 'c:' .. id
-local blob = redis.call('GET', counters_key)
-if not blob then
+if not held[2] then
   return {'fill', id}
 end
-local c = {cmsgpack.unpack(blob)}
+local c = {cmsgpack.unpack(held[2])}
 local clock = {cmsgpack.unpack(ARGV[5])}
 local now, day = clock[1], clock[2]
+local last = c[2] or 0
 local units = tonumber(ARGV[2])
 local used = c[1] - offset
 local code = 'ok'
@@ -65,36 +77,36 @@ local reply = {code, 0, 0, 0, product, used, limit, features, expires}
 local limited = false
 local call_cost = units == 0 and 0 or 1  -- units 0: a look, as usage takes
 for slot = 1, 8 do
-  local wlimit = m[11 + slot]
-  local p = (slot - 1) % 4
-  local start = clock[3 + 2 * p]
-  local current = c[2 * slot] == start and c[2 * slot + 1] or 0
+  local wlimit = p[4 + slot]
+  local q = (slot - 1) % 4
+  local start, wend = clock[3 + 2 * q], clock[4 + 2 * q]
+  local current = last >= start and last < wend and c[2 + slot] or 0
   if wlimit > 0 then
-    local wend = clock[4 + 2 * p]
     local cost = slot <= 4 and call_cost or units
     if (code == 'ok' or limited) and current + cost > wlimit and wend - now > retry_after then
-      code = 'rate_limit_' .. ({'minute', 'hour', 'day', 'month'})[p + 1]
+      code = 'rate_limit_' .. ({'minute', 'hour', 'day', 'month'})[q + 1]
       limited = true
       retry_after = wend - now
     end
     local n = #reply
     reply[n + 1], reply[n + 2], reply[n + 3] = slot - 1, wlimit, current
   end
-  c[2 * slot], c[2 * slot + 1] = start, current
+  c[2 + slot] = current
 end
 
 if code == 'ok' and consume and units > 0 then
   reply[2] = units
   c[1] = c[1] + units
+  c[2] = now
   used = used + units
   reply[6] = used
   for slot = 1, 8 do  -- windows without a limit count too: a limit added later starts from the truth
-    c[2 * slot + 1] = c[2 * slot + 1] + (slot <= 4 and 1 or units)
+    c[2 + slot] = c[2 + slot] + (slot <= 4 and 1 or units)
   end
   for i = 10, #reply, 3 do
-    reply[i + 2] = c[2 * reply[i] + 3]
+    reply[i + 2] = c[reply[i] + 3]
   end
-  redis.call('SET', counters_key, cmsgpack.pack(unpack(c)))
+  redis.call('HSET', KEYS[1], 'c', cmsgpack.pack(unpack(c)))
   redis.call('HINCRBY', KEYS[2], id .. ':' .. day, units)
 end
 
