@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from conftest import running_app
+from web_helpers import activate_from, make_admin_link, portal_cookie
 
 from quota_gateway.app import create_app
 from quota_gateway.embedded import free_port
@@ -114,6 +115,13 @@ def submit(browser, css: str) -> None:
     WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
+async def sign_in_in_browser(browser, url: str, database_url: str, tenant, clock) -> None:
+    """The browser signs in to the tenant's admin UI through a one-time link (GET, then the button)."""
+    token = await make_admin_link(database_url, tenant.id, "owner@acme.example", clock)
+    browser.get(f"{url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+
+
 async def wait_for_mail(smtp_server, count: int) -> str:
     mails = await smtp_server.wait_for(count, timeout=15)
     code = re.search(r"\b(\d{6})\b", mails[count - 1].subject)
@@ -131,8 +139,6 @@ async def live(settings, clock, smtp_server, tenant):
 
 async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     # A one-time link, as `make run` prints it: the GET shows a button, the POST signs in.
     browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
@@ -195,12 +201,7 @@ async def test_portal_in_a_browser(live, browser, tenant, clock, smtp_server):
                                                         "kind": "corporate", "maxSeats": 3},
                                  headers=tenant.headers)).json()["activationKey"]
         for hardware, address in (("A1B2C3D4E5F6A7B8", "1.1.1.1"), ("FFEE0011DDCC2233", "85.214.0.1")):
-            transport = httpx.ASGITransport(app=app, client=(address, 5000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
-                r = await device.post("/api/license/activate", headers=tenant.headers,
-                                      json={"activationKey": key, "email": "buyer@example.com",
-                                            "hardwareId": hardware, "productName": "Desk App"})
-                assert r.status_code == 200, r.text
+            await activate_from(app, tenant, key, hardware, address, "buyer@example.com")
 
     browser.delete_all_cookies()
     browser.get(f"{server.url}/portal/{tenant.slug}/login")
@@ -228,20 +229,13 @@ async def test_portal_in_a_browser(live, browser, tenant, clock, smtp_server):
 
 async def test_analytics_in_a_browser(live, browser, tenant, clock):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     async with running_app(mailing, clock) as (app, client):
         product = (await client.post("/api/product", json={"name": "Desk App"}, headers=tenant.headers)).json()["id"]
         addresses = ["1.1.1.1", "1.1.1.2", "85.214.0.1", "133.1.1.1", "5.9.0.1", "200.1.1.1"]
         for i, address in enumerate(addresses):
             key = (await client.post("/api/licenses", json={"productId": product, "email": f"c{i}@example.com"},
                                      headers=tenant.headers)).json()["activationKey"]
-            transport = httpx.ASGITransport(app=app, client=(address, 5000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
-                r = await device.post("/api/license/activate", headers=tenant.headers,
-                                      json={"activationKey": key, "email": f"c{i}@example.com",
-                                            "hardwareId": f"HW{i}", "productName": "Desk App"})
-                assert r.status_code == 200, r.text
+            await activate_from(app, tenant, key, f"HW{i}", address, f"c{i}@example.com")
             clock.advance(86400 * (i % 2))   # spread over a few days
         await client.post("/api/license/validate", headers=tenant.headers,
                           json={"activationKey": key, "hardwareId": "SOMEONE-ELSE", "productName": "Desk App"})
@@ -260,10 +254,8 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
                     break
                 await asyncio.sleep(0.05)
 
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     browser.delete_all_cookies()
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
     browser.get(f"{server.url}/admin/{tenant.slug}/analytics?grain=day")
     WebDriverWait(browser, 15).until(
         lambda b: b.execute_script("return document.getElementById('map').dataset.rendered === 'true'"))
@@ -295,15 +287,11 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
 
 async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, tenant, clock, smtp_server):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     async with httpx.AsyncClient(base_url=server.url) as api:
         product = (await api.post("/api/product", json={"name": "CAD Suite"}, headers=tenant.headers)).json()["id"]
         await api.post(f"/api/product/{product}/features", json={"name": "render"}, headers=tenant.headers)
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     browser.delete_all_cookies()
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
 
     browser.get(f"{server.url}/admin/{tenant.slug}/products")
     fill(browser, "plan_name", "Annual")
@@ -358,19 +346,10 @@ async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, t
 
 async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_server):
     server, mailing = live
-    import asyncpg
-    from web_helpers import KEYS, make_admin_link
-
     from quota_gateway.db import create_pool
     from quota_gateway.support import service as support
-    from quota_gateway.web import sessions
 
-    conn = await asyncpg.connect(mailing.database_url)
-    try:
-        cookie = await sessions.start(conn, KEYS, clock.utcnow(), tenant_id=tenant.id, audience="portal",
-                                      email="buyer@example.com")
-    finally:
-        await conn.close()
+    cookie = await portal_cookie(mailing.database_url, tenant.id, clock, "buyer@example.com")
     browser.delete_all_cookies()
     browser.get(f"{server.url}/portal/{tenant.slug}/login")
     browser.add_cookie({"name": "qg_portal", "value": cookie, "path": f"/portal/{tenant.slug}"})
@@ -398,9 +377,7 @@ async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_s
     assert len(browser.find_elements(By.CSS_SELECTOR, ".thread .message")) == 3
     shot(browser, "portal-ticket")
 
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
     browser.get(f"{server.url}/admin/{tenant.slug}/tickets")
     assert "Export fails" in browser.find_element(By.ID, f"ticket-{ticket_id}").text
     shot(browser, "admin-tickets")
@@ -415,15 +392,11 @@ async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_s
 
 async def test_admin_webhooks_in_a_browser(live, browser, tenant, other_tenant, clock, webhook_receiver):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     async with httpx.AsyncClient(base_url=server.url) as api:   # globex's endpoint, which acme must not see
         theirs = (await api.post("/api/webhooks", json={"url": webhook_receiver.url + "?globex", "events": ["*"]},
                                  headers=other_tenant.headers)).json()["id"]
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     browser.delete_all_cookies()
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
 
     browser.get(f"{server.url}/admin/{tenant.slug}/webhooks")
     assert "globex" not in browser.page_source
