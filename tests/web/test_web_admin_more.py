@@ -187,3 +187,31 @@ async def test_analytics_counts_each_tenants_api_key_validations_by_outcome(clie
     page = (await client.get(f"/admin/{tenant.slug}/analytics")).text
     counts = dict(re.findall(r'aria-label="(\w+): (\d+)"', page))
     assert counts == {"ok": "3", "not_found": "1"}, counts
+
+
+async def test_portal_branding_display_name_colour_and_logo(client, settings, tenant, other_tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    admin, portal = f"/admin/{tenant.slug}", f"/portal/{tenant.slug}"
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    r = await client.post(f"{admin}/settings/branding", data={"csrf_token": form, "display_name": "Acme Licensing",
+                                                              "colour": "#7C2D12"},
+                          files={"logo": ("logo.png", png, "image/png")})
+    assert "Portal branding saved." in (await client.get(r.headers["location"])).text
+    login = (await client.get(f"{portal}/login")).text
+    assert "Acme Licensing" in login and f'src="{portal}/logo"' in login
+    css = await client.get(f"{portal}/brand.css")
+    assert css.headers["content-type"].startswith("text/css") and "--brand: #7c2d12;" in css.text
+    logo = await client.get(f"{portal}/logo")
+    assert logo.content == png and logo.headers["content-type"] == "image/png"
+    # White text on a pale colour fails WCAG AA; a file that is not an image is refused; nothing changes.
+    for data, files, message in (({"colour": "#FDE68A"}, None, "WCAG AA"),
+                                 ({"colour": "#1D4ED8"}, {"logo": ("x.png", b"<svg/>", "image/png")}, "PNG or JPEG")):
+        r = await client.post(f"{admin}/settings/branding", data={"csrf_token": form, "display_name": "X", **data},
+                              files=files)
+        assert message in (await client.get(r.headers["location"])).text
+    assert "--brand: #7c2d12;" in (await client.get(f"{portal}/brand.css")).text
+    # Another tenant's portal keeps its own (default) look.
+    other = f"/portal/{other_tenant.slug}"
+    assert "Acme Licensing" not in (await client.get(f"{other}/login")).text
+    assert "#7c2d12" not in (await client.get(f"{other}/brand.css")).text
+    assert (await client.get(f"{other}/logo")).status_code == 404

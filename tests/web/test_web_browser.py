@@ -462,3 +462,43 @@ async def test_admin_webhooks_in_a_browser(live, browser, tenant, other_tenant, 
     assert "no webhook endpoint" in browser.page_source and "globex" not in browser.page_source
     browser.get(f"{server.url}/admin/{other_tenant.slug}/webhooks")
     assert browser.current_url.endswith(f"/admin/{other_tenant.slug}/login")
+
+
+async def test_first_start_link_lets_a_new_user_manage_products_keys_and_tokens(browser, tmp_path):
+    """`make run` on a first start (`quota-gateway serve` with its embedded servers): the one-time
+    link it prints, opened in the browser, signs in; the new user makes a product, a license key and
+    an access token, and the token validates the key."""
+    from test_serve import _start_serve, _stop, _wait_healthy
+
+    proc, port, lines = await asyncio.to_thread(_start_serve, tmp_path)
+    try:
+        link = re.search(r"web admin sign-in link for \S+ \(one use, \d+ min\): (http\S+)", "".join(lines))
+        assert link, lines
+        base = f"http://127.0.0.1:{port}/admin/default"
+        assert link.group(1).startswith(f"{base}/login/link?token=")
+        await asyncio.to_thread(_wait_healthy, f"http://127.0.0.1:{port}/healthz")
+        browser.delete_all_cookies()
+        browser.get(link.group(1))
+        await asyncio.to_thread(submit, browser, "form button[type=submit]")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Dashboard"
+
+        browser.get(f"{base}/products")
+        fill(browser, "name", "First App")
+        await asyncio.to_thread(submit, browser, "form[action$='/products'] button[type=submit]")
+        assert "First App" in browser.find_element(By.TAG_NAME, "h1").text
+        browser.get(f"{base}/licenses")
+        fill(browser, "email", "first@example.com")
+        await asyncio.to_thread(submit, browser, "form[method=post][action$='/licenses'] button[type=submit]")
+        key = browser.find_element(By.ID, "secret").get_attribute("value")
+        browser.get(f"{base}/tokens")
+        fill(browser, "name", "first backend")
+        await asyncio.to_thread(submit, browser, "form[action$='/tokens'] button[type=submit]")
+        token = browser.find_element(By.ID, "secret").get_attribute("value")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+            r = await api.post("/api/license/validate", headers={"Authorization": f"ExisOneApi {token}"},
+                               json={"activationKey": key, "hardwareId": "FIRST-DEVICE"})
+            assert r.status_code == 200 and r.json()["status"] == "not_activated", r.text
+        browser.get(f"{base}/licenses")
+        assert "first@example.com" in browser.page_source
+    finally:
+        await asyncio.to_thread(_stop, proc)
