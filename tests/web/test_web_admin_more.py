@@ -57,6 +57,7 @@ async def test_smtp_settings_test_message_and_templates(client, settings, tenant
     base = f"/admin/{tenant.slug}"
     page = await client.get(f"{base}/email")
     assert "No SMTP server is configured" in page.text
+    assert f"<code>http://127.0.0.1:8080/portal/{tenant.slug}/</code>" in page.text   # the address to give out
     r = await client.post(f"{base}/email/smtp", data={
         "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
         "username": "shop", "password": "s3cret-pass", "from": "shop@acme.example"})

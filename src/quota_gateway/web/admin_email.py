@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from ..errors import ApiError
 from ..events import mailer, templates
+from .login import public_base
 from .pages import PageContext, action, form_email, form_int, form_text, page
 
 _TEMPLATE_LIMITS = {"subject": 500, "text": 100_000, "html": 200_000}
@@ -23,7 +24,8 @@ async def email_page(ctx: PageContext) -> Response:
         changed = await templates.customised(conn, ctx.tenant_id)
     names = [{"name": name, "updatedAt": changed.get(name)} for name in templates.DEFAULTS]
     return ctx.render("admin/email.html", nav="email", smtp=smtp, mail=settings, templates=names,
-                      securities=mailer.SECURITY)
+                      securities=mailer.SECURITY,
+                      own_portal=f"{public_base(ctx.services.settings)}/portal/{ctx.tenant['slug']}/")
 
 
 @action("admin", back="/email")
