@@ -171,9 +171,11 @@ async def test_new_pages_keep_tenants_apart(settings, tenant, other_tenant, cloc
         assert "smtp.globex.example" not in page.text and "No SMTP server is configured" in page.text
         await client.post(f"{base}/email/templates/ticket_reply", data={"csrf_token": form, "subject": "Acme",
                                                                         "text": "acme", "html": ""})
-        assert await sql_value(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1", other_tenant.id) == 0
+        assert await sql_value(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1",
+                               other_tenant.id) == 0
         await client.post(f"{base}/email/smtp/delete", data={"csrf_token": form})
-        assert await sql_value(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1", other_tenant.id) == 1
+        assert await sql_value(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1",
+                               other_tenant.id) == 1
 
 
 async def test_analytics_counts_each_tenants_api_key_validations_by_outcome(client, settings, tenant, other_tenant,

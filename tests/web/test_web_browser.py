@@ -122,6 +122,16 @@ async def sign_in_in_browser(browser, url: str, database_url: str, tenant, clock
     await asyncio.to_thread(submit, browser, "form button[type=submit]")
 
 
+async def send_form(browser, url: str | None, fields: dict[str, str], form: str) -> None:
+    """Open `url` (None: stay), fill the fields by id, press the submit button of the form `form`
+    (a CSS selector) and wait for the page it leads to."""
+    if url:
+        browser.get(url)
+    for field_id, text in fields.items():
+        fill(browser, field_id, text)
+    await asyncio.to_thread(submit, browser, f"{form} button[type=submit]")
+
+
 async def wait_for_mail(smtp_server, count: int) -> str:
     mails = await smtp_server.wait_for(count, timeout=15)
     code = re.search(r"\b(\d{6})\b", mails[count - 1].subject)
@@ -146,19 +156,16 @@ async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
     await asyncio.to_thread(submit, browser, "form button[type=submit]")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Dashboard"
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/products")
-    fill(browser, "name", "Desk App")
-    fill(browser, "cooldown_hours", "24")
-    await asyncio.to_thread(submit, browser, "form[action$='/products'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/products", {"name": "Desk App", "cooldown_hours": "24"},
+                    "form[action$='/products']")
     assert "Desk App" in browser.find_element(By.TAG_NAME, "h1").text
     fill(browser, "fname", "export")
     await asyncio.to_thread(submit, browser, "form[action$='/features'] button[type=submit]")
     assert "export" in browser.page_source
     shot(browser, "admin-product")
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/licenses")
-    fill(browser, "email", "buyer@example.com")
-    await asyncio.to_thread(submit, browser, "form[method=post][action$='/licenses'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/licenses", {"email": "buyer@example.com"},
+                    "form[method=post][action$='/licenses']")
     key = browser.find_element(By.ID, "secret").get_attribute("value")
     assert re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4})+", key), key
     shot(browser, "admin-license-created")
@@ -166,9 +173,8 @@ async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
     assert "buyer@example.com" in browser.page_source
     shot(browser, "admin-licenses")
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/tokens")
-    fill(browser, "name", "billing backend")
-    await asyncio.to_thread(submit, browser, "form[action$='/tokens'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/tokens", {"name": "billing backend"},
+                    "form[action$='/tokens']")
     secret = browser.find_element(By.ID, "secret").get_attribute("value")
     public_id = secret.split("_")[2]
     async with httpx.AsyncClient(base_url=server.url) as api:
@@ -293,18 +299,13 @@ async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, t
     browser.delete_all_cookies()
     await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/products")
-    fill(browser, "plan_name", "Annual")
-    fill(browser, "duration_days", "365")
-    await asyncio.to_thread(submit, browser, "form[action$='/plans'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/products",
+                    {"plan_name": "Annual", "duration_days": "365"}, "form[action$='/plans']")
     assert "365 days" in browser.find_element(By.CSS_SELECTOR, "[id^=plan-]").text
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/floating")
-    fill(browser, "customer_name", "Initech")
-    await asyncio.to_thread(submit, browser, "form[action$='/customers'] button[type=submit]")
-    fill(browser, "lease_limit", "3")
-    fill(browser, "features", "render")
-    await asyncio.to_thread(submit, browser, "form[action$='/floating/keys'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/floating", {"customer_name": "Initech"},
+                    "form[action$='/customers']")
+    await send_form(browser, None, {"lease_limit": "3", "features": "render"}, "form[action$='/floating/keys']")
     key = browser.find_element(By.ID, "secret").get_attribute("value")
     async with httpx.AsyncClient(base_url=server.url) as api:
         for client_id in ("workstation-7", "laptop-3"):
@@ -482,17 +483,12 @@ async def test_first_start_link_lets_a_new_user_manage_products_keys_and_tokens(
         await asyncio.to_thread(submit, browser, "form button[type=submit]")
         assert browser.find_element(By.TAG_NAME, "h1").text == "Dashboard"
 
-        browser.get(f"{base}/products")
-        fill(browser, "name", "First App")
-        await asyncio.to_thread(submit, browser, "form[action$='/products'] button[type=submit]")
+        await send_form(browser, f"{base}/products", {"name": "First App"}, "form[action$='/products']")
         assert "First App" in browser.find_element(By.TAG_NAME, "h1").text
-        browser.get(f"{base}/licenses")
-        fill(browser, "email", "first@example.com")
-        await asyncio.to_thread(submit, browser, "form[method=post][action$='/licenses'] button[type=submit]")
+        await send_form(browser, f"{base}/licenses", {"email": "first@example.com"},
+                        "form[method=post][action$='/licenses']")
         key = browser.find_element(By.ID, "secret").get_attribute("value")
-        browser.get(f"{base}/tokens")
-        fill(browser, "name", "first backend")
-        await asyncio.to_thread(submit, browser, "form[action$='/tokens'] button[type=submit]")
+        await send_form(browser, f"{base}/tokens", {"name": "first backend"}, "form[action$='/tokens']")
         token = browser.find_element(By.ID, "secret").get_attribute("value")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
             r = await api.post("/api/license/validate", headers={"Authorization": f"ExisOneApi {token}"},
