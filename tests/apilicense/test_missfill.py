@@ -94,8 +94,7 @@ async def test_a_warm_key_owns_one_hash_and_shares_its_products_metadata_per_buc
     assert filled == {keyspace.product_key(b, product).encode() for b in buckets}  # (the others: markers of
     # the features' additions, which expire)
     per_key = {name.split(b":")[2] for name in r_sync.scan_iter("qg:*") if b"}:k:" not in name}
-    # besides the buckets' write-behind state (a flush may have run): nothing else per key, no
-    # backup copy, no counters key
+    # nothing else per key (no backup copy, no counters key): the rest is the buckets' write-behind
     assert per_key <= {b"p", b"pending", b"flushing", b"fstate", b"applied"}
 
 
