@@ -6,12 +6,16 @@ concurrent validations share one round trip, where a pooled client would need on
 and one round trip each (and runs out of connections). Encoding and parsing are hiredis (C).
 
 On a lost connection every in-flight call fails with ConnectionError and the next call
-reconnects. EVALSHA falls back to SCRIPT LOAD on NOSCRIPT (a restarted or flushed Redis).
+reconnects; a call that could not even be sent (no connection) fails with NotSent, which a
+caller may retry elsewhere. EVALSHA falls back to SCRIPT LOAD on NOSCRIPT (a restarted or
+flushed Redis). ClusterAutoPipeline routes by hash slot and follows failovers (see its doc).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections import deque
 from urllib.parse import unquote, urlparse
 
@@ -22,12 +26,23 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .scripts import LuaScript, ScriptRunner, first_error_raised
 
+log = logging.getLogger("quota_gateway.redis")
+
 # Commands are written at the end of the event-loop tick, or as soon as this many are queued.
 # Writing a whole tick at once makes the server and Redis take turns in lock-step (a convoy: the
 # server idles while Redis runs the batch, then Redis idles while the server answers it); small
 # writes keep both busy. Measured with benchmarks/load.py at 32 connections: one write per tick
 # 0.68 of the bare endpoint's throughput, every 16 commands 0.81, every 4 commands 0.88-0.91.
 FLUSH_AT = 4
+
+
+class NotSent(RedisConnectionError):
+    """The command never left: no connection could be made (refused, timed out, or the address
+    is resting after a recent failure). Retrying it elsewhere cannot run it twice."""
+
+
+class ClusterUnavailable(RedisConnectionError):
+    """No master serves the key's slot right now: a failover is under way, or no node answers."""
 
 
 class _Protocol(asyncio.Protocol):
@@ -72,7 +87,7 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, packed: bytes) -> asyncio.Future:
         if self.closed:
-            raise RedisConnectionError("redis connection is closed")
+            raise NotSent("redis connection is closed")
         future = self._loop.create_future()
         self._waiters.append(future)
         self._outgoing.append(packed)
@@ -86,7 +101,7 @@ class _Protocol(asyncio.Protocol):
     def send_many(self, packed: list[bytes]) -> list[asyncio.Future]:
         """Commands written at once (with whatever this tick queued before them)."""
         if self.closed:
-            raise RedisConnectionError("redis connection is closed")
+            raise NotSent("redis connection is closed")
         futures = [self._loop.create_future() for _ in packed]
         self._waiters.extend(futures)
         self._outgoing.extend(packed)
@@ -103,7 +118,8 @@ class _Protocol(asyncio.Protocol):
 
 
 class AutoPipeline(ScriptRunner):
-    def __init__(self, url: str, *, connect_timeout: float = 5.0, flush_at: int = FLUSH_AT) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, flush_at: int = FLUSH_AT,
+                 rest_after_failure: float = 0.0) -> None:
         parsed = urlparse(url)
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or 6379
@@ -112,6 +128,10 @@ class AutoPipeline(ScriptRunner):
         self.db = int(parsed.path.lstrip("/") or 0)
         self.connect_timeout = connect_timeout
         self.flush_at = flush_at
+        # After a failed connect, calls fail at once (NotSent) for this long instead of dialling
+        # a dead address again each (ClusterAutoPipeline: quick 503s while a master fails over).
+        self.rest_after_failure = rest_after_failure
+        self._resting_until = 0.0
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -128,8 +148,14 @@ class AutoPipeline(ScriptRunner):
         async with self._connecting:
             if self._protocol is None or self._protocol.closed:
                 loop = asyncio.get_running_loop()
+                if loop.time() < self._resting_until:
+                    raise NotSent(f"redis at {self.host}:{self.port} failed moments ago")
                 connecting = loop.create_connection(lambda: _Protocol(loop, self.flush_at), self.host, self.port)
-                _, fresh = await asyncio.wait_for(connecting, self.connect_timeout)
+                try:
+                    _, fresh = await asyncio.wait_for(connecting, self.connect_timeout)
+                except (OSError, TimeoutError) as exc:
+                    self._resting_until = loop.time() + self.rest_after_failure
+                    raise NotSent(f"cannot connect to redis at {self.host}:{self.port}: {exc or 'timed out'}") from exc
                 if self.password:
                     auth: tuple = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
                     await fresh.send(hiredis.pack_command(auth))
@@ -171,73 +197,173 @@ class AutoPipeline(ScriptRunner):
                 replies[i] = reply
         return first_error_raised(replies)
 
+    async def run_asking(self, script: LuaScript, keys: list, args: list):
+        """EVALSHA right after ASKING on the same connection: a slot migrating to this node."""
+        for _ in range(2):
+            protocol = await self._connection()
+            asking, reply = protocol.send_many([hiredis.pack_command(("ASKING",)), hiredis.pack_command(
+                ("EVALSHA", script.sha, len(keys), *keys, *args))])
+            await asking
+            try:
+                return await reply
+            except NoScriptError:
+                await self.execute("SCRIPT", "LOAD", script.source)
+        raise NoScriptError(f"NOSCRIPT {script.name} not loaded on {self.host}:{self.port}")
+
     async def aclose(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         self._protocol = None
 
 
+# Replies after which the slot map is read again: the command did not run where it was sent.
+_REDIRECTED = ("MOVED", "ASK ", "CLUSTERDOWN", "TRYAGAIN")
+SLOTS = 16384
+# While calls keep failing (a failover), the slot map is asked for at most this often.
+REFRESH_MIN_INTERVAL = 0.1
+# A node that refused a connection is not dialled again for this long.
+NODE_REST = 0.2
+# How long one node may take to connect or to answer CLUSTER SLOTS before the next is asked.
+NODE_TIMEOUT = 1.0
+# `replicated`: how long WAIT may wait for a replica's acknowledgement (milliseconds).
+REPLICA_ACK_TIMEOUT_MS = 200
+
+
 class ClusterAutoPipeline(ScriptRunner):
     """Auto-pipelining on Redis Cluster: one AutoPipeline per master, commands routed by the hash
-    slot of their first key. A MOVED or ASK reply (resharding, failover) refreshes the slot map
-    and the command is retried once."""
+    slot of their first key through a 16384-entry table (the normal case costs one index).
+
+    Failover: a call whose node refuses the connection, drops it, or answers MOVED, ASK,
+    CLUSTERDOWN or TRYAGAIN makes the runner read the slot map again (CLUSTER SLOTS from any node
+    that answers: masters, replicas, the seed; at most every REFRESH_MIN_INTERVAL, one read for all
+    callers). A call that surely did not run (no connection; a redirect) is retried once on the
+    slot's node in the new map; ASK is followed with ASKING. A call whose connection dropped
+    after it was sent is not retried (it may have run). Whatever cannot be served raises
+    ClusterUnavailable (a RedisConnectionError): the routes answer 503 with Retry-After until a
+    replica is promoted and the map shows it. A refused address rests NODE_REST seconds, so the
+    calls for a dead master's slots fail at once instead of each dialling it."""
 
     def __init__(self, url: str) -> None:
         self._seed_url = url
         self._scheme_auth = url.split("//", 1)[0] + "//" + (url.split("//", 1)[1].rsplit("@", 1)[0] + "@"
                                                             if "@" in url else "")
-        self._slots: list[tuple[int, int, AutoPipeline]] = []
-        self._nodes: dict[tuple[str, int], AutoPipeline] = {}
-        self._refreshing: asyncio.Lock | None = None
+        self._slot_nodes: list[AutoPipeline | None] = [None] * SLOTS
+        self._nodes: dict[tuple[str, int], AutoPipeline] = {}  # masters and replicas seen in the map
+        self._with_replicas: set[AutoPipeline] = set()  # masters the map lists replicas for
+        self._seed: AutoPipeline | None = None
+        self._refreshing: asyncio.Task | None = None
+        self._refreshed_at = float("-inf")
+        self.refreshes = 0  # slot-map reads (observable in tests)
+
+    def _node_at(self, host: str, port: int) -> AutoPipeline:
+        node = self._nodes.get((host, port))
+        if node is None:
+            node = self._nodes[(host, port)] = AutoPipeline(f"{self._scheme_auth}{host}:{port}",
+                                                            connect_timeout=NODE_TIMEOUT, rest_after_failure=NODE_REST)
+        return node
 
     async def _refresh(self) -> None:
-        if self._refreshing is None:
-            self._refreshing = asyncio.Lock()
-        async with self._refreshing:
-            sources = list(self._nodes.values()) or [AutoPipeline(self._seed_url)]
-            for source in sources:
-                try:
-                    layout = await source.execute("CLUSTER", "SLOTS")
-                    break
-                except (RedisConnectionError, OSError):
-                    continue
-            else:
-                raise RedisConnectionError("no cluster node answered CLUSTER SLOTS")
-            slots = []
-            for start, end, master, *_ in layout:
-                address = (master[0].decode(), int(master[1]))
-                if address not in self._nodes:
-                    self._nodes[address] = AutoPipeline(f"{self._scheme_auth}{address[0]}:{address[1]}")
-                slots.append((int(start), int(end), self._nodes[address]))
-            self._slots = sorted(slots, key=lambda s: s[0])
+        """Read the slot map again, unless that was done moments ago; concurrent callers share one read."""
+        task = self._refreshing
+        if task is None:
+            if asyncio.get_running_loop().time() - self._refreshed_at < REFRESH_MIN_INTERVAL:
+                return
+            task = self._refreshing = asyncio.ensure_future(self._read_slot_map())
+            task.add_done_callback(self._refreshed)
+        await asyncio.shield(task)
 
-    def _node_for(self, key: str) -> AutoPipeline | None:
-        slot = key_slot(key.encode())
-        for start, end, node in self._slots:
-            if start <= slot <= end:
-                return node
-        return None
+    def _refreshed(self, task: asyncio.Task) -> None:
+        self._refreshing = None
+        self._refreshed_at = asyncio.get_running_loop().time()
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("redis cluster slot map unavailable: %s", task.exception())
+
+    async def _read_slot_map(self) -> None:
+        self.refreshes += 1
+        if self._seed is None:
+            self._seed = AutoPipeline(self._seed_url, connect_timeout=NODE_TIMEOUT, rest_after_failure=NODE_REST)
+        # connected nodes first: a dead address costs a refusal (or a timeout) before the next
+        sources = sorted([*self._nodes.values(), self._seed], key=lambda n: n._protocol is None or n._protocol.closed)
+        for source in sources:
+            try:
+                layout = await asyncio.wait_for(source.execute("CLUSTER", "SLOTS"), NODE_TIMEOUT)
+                break
+            except (RedisConnectionError, OSError, TimeoutError, ResponseError):
+                continue
+        else:
+            raise ClusterUnavailable("no redis cluster node answered CLUSTER SLOTS")
+        table: list[AutoPipeline | None] = [None] * SLOTS
+        with_replicas = set()
+        for start, end, master, *replicas in layout:
+            for replica in replicas:  # known, so they can be asked for the map once promoted
+                self._node_at(replica[0].decode(), int(replica[1]))
+            node = self._node_at(master[0].decode(), int(master[1]))
+            table[int(start):int(end) + 1] = [node] * (int(end) - int(start) + 1)
+            if replicas:
+                with_replicas.add(node)
+        self._slot_nodes = table
+        self._with_replicas = with_replicas
+
+    async def replicated(self, keys: list) -> bool:
+        """WAIT for one replica on each master holding `keys` that has one. It blocks that
+        master's connection meanwhile: only for a runner that validations do not share (the
+        write-behind's). A master whose replica does not answer has the map read again (a dead
+        replica leaves it once the cluster marks it failed)."""
+        nodes = {self._slot_nodes[key_slot(k.encode() if isinstance(k, str) else k)] for k in keys}
+        waiting = [node for node in nodes if node in self._with_replicas]
+        acks = await asyncio.gather(*(node.execute("WAIT", 1, REPLICA_ACK_TIMEOUT_MS) for node in waiting),
+                                    return_exceptions=True)
+        if all(isinstance(ack, int) and ack >= 1 for ack in acks) and None not in nodes:
+            return True
+        await self._refresh_quietly()
+        return False
 
     async def run(self, script: LuaScript, keys: list, args: list):
-        node = self._node_for(keys[0])
+        slot = key_slot(keys[0].encode() if isinstance(keys[0], str) else keys[0])
+        node = self._slot_nodes[slot]
         if node is None:
+            failure: Exception = ClusterUnavailable(f"no node known for slot {slot}")
+        else:
+            try:
+                return await node.run(script, keys, args)
+            except ResponseError as exc:
+                if not str(exc).startswith(_REDIRECTED):
+                    raise
+                failure = exc
+            except NotSent as exc:
+                failure = exc
+            except RedisConnectionError as exc:  # dropped after sending: it may have run, so no retry
+                await self._refresh_quietly()
+                raise ClusterUnavailable(f"redis connection lost during the call: {exc}") from exc
+        return await self._retry(script, keys, args, slot, failure)
+
+    async def _refresh_quietly(self) -> None:
+        with contextlib.suppress(RedisConnectionError):
             await self._refresh()
-            node = self._node_for(keys[0])
+
+    async def _retry(self, script: LuaScript, keys: list, args: list, slot: int, failure: Exception):
+        """A call that did not run: once more, after reading the map (or where ASK points)."""
+        if str(failure).startswith("ASK "):
+            host, _, port = str(failure).split()[2].rpartition(":")
+            try:
+                return await self._node_at(host, int(port)).run_asking(script, keys, args)
+            except (RedisConnectionError, ResponseError) as exc:
+                raise ClusterUnavailable(f"slot {slot} is migrating and its target failed: {exc}") from exc
+        await self._refresh()
+        node = self._slot_nodes[slot]
         if node is None:
-            raise RedisConnectionError(f"no cluster node serves the slot of {keys[0]!r}")
+            raise ClusterUnavailable(f"no node serves slot {slot}") from failure
         try:
             return await node.run(script, keys, args)
         except ResponseError as exc:
-            if not str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")):
+            if not str(exc).startswith(_REDIRECTED):
                 raise
-        except RedisConnectionError:
-            pass  # the master may have failed over: look again
-        await self._refresh()
-        node = self._node_for(keys[0])
-        if node is None:
-            raise RedisConnectionError(f"no cluster node serves the slot of {keys[0]!r}")
-        return await node.run(script, keys, args)
+            raise ClusterUnavailable(f"slot {slot} is not served right now: {exc}") from exc
+        except RedisConnectionError as exc:
+            raise ClusterUnavailable(f"the master of slot {slot} is unreachable: {exc}") from exc
 
     async def aclose(self) -> None:
-        for node in self._nodes.values():
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+        for node in [*self._nodes.values(), *([self._seed] if self._seed else [])]:
             await node.aclose()

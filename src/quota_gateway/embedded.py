@@ -180,10 +180,11 @@ class RedisServer(_Server):
     name = "redis"
 
     def __init__(self, data_dir: str | Path, port: int | None = None, *, cluster: bool = False,
-                 appendonly: bool = False) -> None:
+                 appendonly: bool = False, node_timeout_ms: int = 2000) -> None:
         super().__init__(data_dir, port or (free_cluster_port() if cluster else None))
         self.cluster = cluster
         self.appendonly = appendonly
+        self.node_timeout_ms = node_timeout_ms
 
     @property
     def url(self) -> str:
@@ -199,8 +200,11 @@ class RedisServer(_Server):
         if self.appendonly:  # `make run`: every write logged, fsynced each second, so a restart loses nothing
             argv += ["--appendfsync", "everysec"]
         if self.cluster:
+            # Slots of a failed master stay unserved until its replica is promoted; the other
+            # masters keep serving theirs (quota keys of one license never span masters).
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
-                     "--cluster-node-timeout", "2000"]
+                     "--cluster-node-timeout", str(self.node_timeout_ms), "--cluster-require-full-coverage", "no",
+                     "--repl-diskless-sync-delay", "0"]  # a replica's first sync starts at once
         self._spawn(argv)
         self._wait_until(self._pings, 10)
         return self
@@ -215,10 +219,22 @@ class RedisServer(_Server):
 
 
 class RedisCluster:
-    """N cluster-enabled masters sharing the 16384 slots evenly, joined and ready."""
+    """N cluster-enabled masters sharing the 16384 slots evenly, each with `replicas` replicas,
+    joined, in sync and ready. `node_timeout_ms` is cluster-node-timeout: how long a silent master
+    goes before it is failed over (tests keep it short)."""
 
-    def __init__(self, base_dir: str | Path, masters: int = 3) -> None:
-        self.nodes = [RedisServer(Path(base_dir) / f"node{i}", cluster=True) for i in range(masters)]
+    def __init__(self, base_dir: str | Path, masters: int = 3, *, replicas: int = 0,
+                 node_timeout_ms: int = 2000) -> None:
+        self.nodes = [RedisServer(Path(base_dir) / f"node{i}", cluster=True, node_timeout_ms=node_timeout_ms)
+                      for i in range(masters)]
+        # replica j of master i is node masters * (j + 1) + i
+        self.replicas = [RedisServer(Path(base_dir) / f"node{masters * (j + 1) + i}", cluster=True,
+                                     node_timeout_ms=node_timeout_ms)
+                         for j in range(replicas) for i in range(masters)]
+
+    @property
+    def all_nodes(self) -> list[RedisServer]:
+        return self.nodes + self.replicas
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
@@ -228,37 +244,69 @@ class RedisCluster:
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
 
+    def replica_of(self, master: RedisServer, which: int = 0) -> RedisServer:
+        return self.replicas[which * len(self.nodes) + self.nodes.index(master)]
+
     def start(self) -> RedisCluster:
         import redis
 
-        for node in self.nodes:
+        for node in self.all_nodes:
             node.start()
-        clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in self.nodes]
-        per_node = 16384 // len(self.nodes)
-        for i, client in enumerate(clients):
-            first = i * per_node
-            last = 16383 if i == len(clients) - 1 else first + per_node - 1
-            slots = list(range(first, last + 1))
-            for chunk in range(0, len(slots), 1000):  # Redis 6.2 has no ADDSLOTSRANGE
-                client.execute_command("CLUSTER ADDSLOTS", *slots[chunk:chunk + 1000])
-        for client in clients[1:]:
-            client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            infos = [c.cluster("INFO") for c in clients]  # parsed into a dict by redis-py
-            if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == len(clients)
-                   for i in infos):
-                break
-            time.sleep(0.1)
-        else:
+        clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in self.all_nodes]
+        try:
+            masters = clients[:len(self.nodes)]
+            per_node = 16384 // len(masters)
+            for i, client in enumerate(masters):
+                first = i * per_node
+                last = 16383 if i == len(masters) - 1 else first + per_node - 1
+                slots = list(range(first, last + 1))
+                for chunk in range(0, len(slots), 1000):  # Redis 6.2 has no ADDSLOTSRANGE
+                    client.execute_command("CLUSTER ADDSLOTS", *slots[chunk:chunk + 1000])
+            for client in clients[1:]:
+                client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
+            self._wait(lambda: all(int(c.cluster("INFO").get("cluster_known_nodes", 0)) == len(clients)
+                                   for c in clients), "every node knowing every other")
+            if self.replicas:
+                master_ids = [c.execute_command("CLUSTER MYID").decode() for c in masters]
+                for k, client in enumerate(clients[len(masters):]):
+                    client.execute_command("CLUSTER REPLICATE", master_ids[k % len(masters)])
+            self._wait(lambda: all(c.cluster("INFO").get("cluster_state") == "ok" for c in clients)
+                       and self._replicas_in_sync(clients[len(masters):])
+                       and all(self._replicas_known(c) == len(self.replicas) for c in clients),
+                       "cluster_state:ok, replicas in sync and known to all")
+        except BaseException:
             self.stop()
-            raise EmbeddedError("redis cluster did not reach cluster_state:ok")
-        for client in clients:
-            client.close()
+            raise
+        finally:
+            for client in clients:
+                client.close()
         return self
 
+    @staticmethod
+    def _replicas_known(client) -> int:
+        """Replicas this node knows with their master (CLUSTER NODES, parsed by redis-py)."""
+        return sum(1 for node in client.cluster("NODES").values()
+                   if "slave" in node["flags"].split(",") and node["master_id"] != "-")
+
+    @staticmethod
+    def _replicas_in_sync(replicas: list) -> bool:
+        for client in replicas:
+            info = client.info("replication")
+            if info.get("role") != "slave" or info.get("master_link_status") != "up" \
+                    or info.get("master_sync_in_progress"):
+                return False
+        return True
+
+    def _wait(self, ready, what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            time.sleep(0.1)
+        raise EmbeddedError(f"redis cluster did not reach {what} in {timeout} s")
+
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in self.all_nodes:
             node.stop()
 
     def __enter__(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import orjson
+from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -61,4 +62,21 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return json_error(500, "internal_error", "the server failed to handle this request")
 
 
-EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_exception, Exception: _unexpected}
+# Redis failures that pass: unreachable, timed out, loading, or a cluster slot without a master
+# (a failover under way). A script's own error (plain ResponseError) stays a 500: it is a bug.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterError,
+    redis_errors.RedisClusterException, redis_errors.TryAgainError, redis_errors.ReadOnlyError)
+UNAVAILABLE_HEADERS = {"Retry-After": "1"}
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("redis unavailable on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.metrics.redis_errors.inc(("route",))
+    return json_error(503, "unavailable", "the data store is briefly unavailable; retry", UNAVAILABLE_HEADERS)
+
+
+EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_exception, Exception: _unexpected,
+                      **{kind: _redis_unavailable for kind in REDIS_UNAVAILABLE}}

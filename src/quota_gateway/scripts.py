@@ -50,6 +50,11 @@ class ScriptRunner:
     async def aclose(self) -> None:
         raise NotImplementedError
 
+    async def replicated(self, keys: list) -> bool:
+        """Whether this runner's writes to the nodes holding `keys` have reached a replica, so a
+        failover keeps them (Redis `WAIT`). True where there is no replica to wait for."""
+        return True
+
     async def run_many(self, script: LuaScript, calls: list[tuple[list, list]]) -> list:
         return first_error_raised(await asyncio.gather(*(self.run(script, keys, args) for keys, args in calls),
                                                        return_exceptions=True))

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import catalogue, fastpath
+from ..redisconn import script_runner
 from . import service
 from .engine import QuotaEngine
 from .hotroute import hot_routes, hot_specs
@@ -44,10 +45,15 @@ catalogue.ON_FEATURES_CHANGED.append(_features_changed)
 
 async def start(services: Services) -> None:
     services.quota = QuotaEngine(services, services.runner)
-    flusher = services.usage_flusher = UsageFlusher(services, services.runner, services.settings.flush_interval)
+    # On a cluster the write-behind waits for replicas (WAIT) on connections of its own, never in
+    # front of validations.
+    runner = script_runner(services.settings) if services.settings.redis_cluster else services.runner
+    flusher = services.usage_flusher = UsageFlusher(services, runner, services.settings.flush_interval)
     flusher.dirty = services.quota.dirty
     flusher.start()
 
 
 async def stop(services: Services) -> None:
     await services.usage_flusher.stop()
+    if services.usage_flusher.runner is not services.runner:
+        await services.usage_flusher.runner.aclose()

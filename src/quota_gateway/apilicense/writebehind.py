@@ -11,6 +11,11 @@ A flush that moves a key's lifetime usage across 80 % or to 100 % of its quota r
 `api.quota.near_limit` / `api.quota.exhausted` in the same transaction (so the validate path
 does no extra work for them).
 
+On a Redis Cluster with replicas, a take is written to Postgres only once a replica has it
+(WAIT): a failover to that replica then finds the same `flushing` batch, which the guard makes
+a no-op, instead of numbering fresh usage with a sequence Postgres already applied (which would
+drop that usage). A take no replica acknowledged waits for the next flush.
+
 Every process flushes the buckets it dirtied each interval, and sweeps all buckets now and then
 to finish what a dead process left behind. Buckets are flushed in batches: one pipelined round
 of take scripts, one Postgres transaction, one pipelined round of done scripts.
@@ -25,6 +30,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import events, fastpath
 from ..background import WriteBehindLoop
@@ -93,6 +99,8 @@ class UsageFlusher(WriteBehindLoop):
                      if (usage := taken_usage(reply)) is not None]
             if not taken:
                 break
+            if not await self.runner.replicated([TAKE_KEYS[b][0] for b, _ in taken]):
+                raise RedisTimeoutError("usage taken but not yet on a replica; written at the next flush")
             written += await self._write(taken)
             await self.runner.run_many(DONE, [(DONE_KEYS[b], usage.done_args()) for b, usage in taken])
             buckets = [b for b, usage in taken if usage.more]

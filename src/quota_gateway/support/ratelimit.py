@@ -21,6 +21,12 @@ from ..scripts import LuaScript, ScriptRunner, reply_text
 LIMIT = LuaScript("support_ticket_limit")
 
 
+def full_window(reply: list) -> str | None:
+    """LIMIT's reply: None when the ticket was counted, else the window that is full ("token" or
+    "email")."""
+    return None if reply_text(reply[0]) == "OK" else reply_text(reply[1])
+
+
 @dataclass(frozen=True)
 class Limits:
     per_token: int
@@ -39,9 +45,9 @@ async def take(runner: ScriptRunner, limits: Limits, tenant_id: str, token_id: i
     except (RedisError, OSError):  # Redis unreachable: refuse briefly rather than count nothing
         raise ApiError(503, "unavailable", "ticket creation is briefly unavailable; retry shortly",
                        headers={"Retry-After": "1"}) from None
-    if reply_text(reply[0]) == "OK":
+    which = full_window(reply)
+    if which is None:
         return
-    which = reply_text(reply[1])
     retry_after = (window + 1) * limits.window_seconds - int(now)
     limit = limits.per_token if which == "token" else limits.per_email
     subject = "this access token" if which == "token" else "this e-mail address"
