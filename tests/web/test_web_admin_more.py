@@ -1,12 +1,12 @@
-"""Admin pages for floating keys and leases, e-mail (SMTP, templates) and plans, through HTTP:
-the flows, CSRF on every new form, and tenant isolation."""
+"""Admin pages for floating keys and leases, e-mail (SMTP, templates), plans and the analytics'
+API-key validations, through HTTP: the flows, CSRF on every new form, and tenant isolation."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from conftest import running_app
+from conftest import make_api_key, make_product, running_app
 from web_helpers import secret_of, sign_in_admin, sql_value
 
 
@@ -173,3 +173,17 @@ async def test_new_pages_keep_tenants_apart(settings, tenant, other_tenant, cloc
         assert await sql_value(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1", other_tenant.id) == 0
         await client.post(f"{base}/email/smtp/delete", data={"csrf_token": form})
         assert await sql_value(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1", other_tenant.id) == 1
+
+
+async def test_analytics_counts_each_tenants_api_key_validations_by_outcome(client, settings, tenant, other_tenant,
+                                                                          clock):
+    """Both tenants sell a product of the same name: each sees only its own validations."""
+    for who, allowed, refused in ((tenant, 3, 0), (other_tenant, 5, 2)):
+        key = await make_api_key(client, who.headers, await make_product(client, who.headers), maxApiCalls=100)
+        for units in [1] * allowed + [1000] * refused:
+            await client.post("/api/apilicense/validate", json={"apiKey": key, "units": units}, headers=who.headers)
+    await client.post("/api/apilicense/validate", json={"apiKey": "qgk_nonsense"}, headers=tenant.headers)
+    await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    page = (await client.get(f"/admin/{tenant.slug}/analytics")).text
+    counts = dict(re.findall(r'aria-label="(\w+): (\d+)"', page))
+    assert counts == {"ok": "3", "not_found": "1"}, counts

@@ -178,7 +178,7 @@ async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
                                json={"activationKey": key, "hardwareId": "X"})).status_code == 401
 
     browser.get(f"{server.url}/admin/{tenant.slug}/")
-    shot(browser, "admin-dashboard")
+    shot(browser, "admin-dashboard-first-steps")
     browser.get(f"{server.url}/admin/{tenant.slug}/crypto")
     shot(browser, "admin-crypto")
     await asyncio.to_thread(submit, browser, "form.signout button")
@@ -250,8 +250,10 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
         api_key = (await client.post("/api/apilicense", json={"productId": api_product, "maxApiCalls": 100,
                                                               "clientName": "Big Client"},
                                      headers=tenant.headers)).json()["apiKey"]
-        r = await client.post("/api/apilicense/validate", json={"apiKey": api_key, "units": 90}, headers=tenant.headers)
-        assert r.status_code == 200
+        async with httpx.AsyncClient(base_url=server.url) as api:   # counted by the process serving the page
+            r = await api.post("/api/apilicense/validate", json={"apiKey": api_key, "units": 90},
+                               headers=tenant.headers)
+            assert r.status_code == 200
         async with app.state.services.pool.acquire() as conn:   # written behind within the flush interval
             for _ in range(100):
                 if await conn.fetchval("SELECT count(*) FROM api_usage_daily"):
@@ -283,8 +285,12 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
     page = browser.page_source
     assert "AU: 2" in page and "DE: 2" in page
     assert "not_activated" in page   # the refused validation, by status
+    assert "None yet." not in page   # the API-key validation, by outcome
     assert "Big Client" in page and "90 / 100 (90 %)" in page   # most used, and near its limit
     shot(browser, "admin-analytics")
+    browser.get(f"{server.url}/admin/{tenant.slug}/")   # the dashboard with the same data
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table tbody tr")) == 6
+    shot(browser, "admin-dashboard")
 
 
 async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, tenant, clock, smtp_server):

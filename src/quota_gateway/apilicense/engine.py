@@ -50,6 +50,9 @@ class QuotaEngine:
         metrics = services.metrics
         self._validations = metrics.counts("qg_apilicense_validations", "API-key validations by product and outcome",
                                            ("product", "result", "code"))
+        # (tenant id, outcome code) -> validations answered: the admin analytics' per-tenant view (the
+        # metric above is labelled by product name, which two tenants may share)
+        self.tenant_outcomes: dict[tuple[str, str], int] = {}
         self._near_limit = metrics.counts("qg_apilicense_near_limit",
                                           "validations of keys with >= 80% of a window or the quota used", ("product",))
         self._refs: dict[str, LicenseRef] = {}  # normalised key -> where it lives (hashing once per key)
@@ -68,7 +71,7 @@ class QuotaEngine:
             # key of ours (qgk_...) is never taken for one: it is refused without I/O.
             key = fastpath.normalize_imported_key(api_key_raw)
             if key is None:
-                self._count("", "not_found")
+                self._count(tenant_id, "", "not_found")
                 return 404, _NOT_FOUND_BODY, []
         ref = self._refs.get(key)
         if ref is None:
@@ -76,10 +79,10 @@ class QuotaEngine:
         idem = hashlib.sha1(idempotency_key.encode()).hexdigest()[:20] if idempotency_key else ""
         reply, clock = await self._reply(ref, tenant_id, units, consume, idem)
         if reply is None:
-            self._count("", "not_found")
+            self._count(tenant_id, "", "not_found")
             return 404, _NOT_FOUND_BODY, []
         code, consumed, near_limit, product = answer_head(reply)
-        self._count(product, code)
+        self._count(tenant_id, product, code)
         if near_limit:
             self._near_limit.inc((product,))
         if code == "ok":
@@ -136,12 +139,18 @@ class QuotaEngine:
             self._clock_cache = cached
         return cached
 
-    def _count(self, product: str, code: str) -> None:
+    def _count(self, tenant_id: str, product: str, code: str) -> None:
         self._validations.inc((product, "allowed" if code == "ok" else "denied", code))
+        outcomes = self.tenant_outcomes
+        outcomes[tenant_id, code] = outcomes.get((tenant_id, code), 0) + 1
 
     def validation_counts(self) -> dict[tuple[str, ...], int]:
         """(product id, result, code) -> validations this process answered since it started."""
         return dict(self._validations.counts)
+
+    def tenant_validation_counts(self, tenant_id: str) -> dict[str, int]:
+        """Outcome code -> validations of this tenant's keys this process answered since it started."""
+        return {code: n for (tenant, code), n in self.tenant_outcomes.items() if tenant == tenant_id}
 
     # -- cache fills --------------------------------------------------------------------------
 
