@@ -63,6 +63,12 @@ class MissBatcher:
             entry[2].append((future, validate_args))
         return await future
 
+    async def close(self) -> None:
+        """Give back the connection kept for a next batch, should none have taken it (stopping)."""
+        held, self._held = self._held, None
+        if held is not None:
+            await self._pool.release(held)
+
     def _start(self) -> None:
         """Run the waiting misses as one batch. One batch at a time: misses arriving meanwhile wait
         for it to end and then go together, so a cold wave makes few large batches (one query and
