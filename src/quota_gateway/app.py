@@ -49,7 +49,7 @@ from .metrics import Metrics
 from .metricsserver import MetricsListener
 from .middleware.logging import AccessLogMiddleware
 from .middleware.metrics import MetricsMiddleware
-from .redisconn import create_redis, script_runner
+from .redisconn import ClusterPubSub, create_redis, script_runner
 from .routing import ApiRoute, EndpointSpec
 from .services import Services
 
@@ -107,7 +107,11 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         pool = await db.create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
         redis = create_redis(redis_url, cluster=settings.redis_cluster)
         # Pub/sub through one plain connection: on a cluster, PUBLISH reaches subscribers on every node.
-        pubsub_redis = create_redis(redis_url) if settings.redis_cluster else redis
+        pubsub_redis: Any = redis
+        if settings.redis_cluster:  # a node that answers, the next one when it fails (a failover)
+            pubsub_redis = ClusterPubSub(redis_url)
+            await pubsub_redis.discover()
+        await runner.prepare()
         tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
         services = Services(settings, clock, pool, redis, runner, tokens, Metrics(settings.metrics_dir))
         services.failed_lookups = FailedLookups(services.metrics, clock, settings.token_failures_per_minute)

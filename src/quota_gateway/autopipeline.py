@@ -229,6 +229,20 @@ NODE_TIMEOUT = 1.0
 REPLICA_ACK_TIMEOUT_MS = 200
 
 
+def node_url(seed_url: str, host: str, port: int) -> str:
+    """The URL of another node of the seed's cluster: same scheme and credentials."""
+    scheme, rest = seed_url.split("//", 1)
+    auth = rest.rsplit("@", 1)[0] + "@" if "@" in rest else ""
+    return f"{scheme}//{auth}{host}:{port}"
+
+
+def cluster_node_addresses(layout: list) -> list[tuple[str, int]]:
+    """Every node (masters, then replicas) of a CLUSTER SLOTS reply."""
+    masters = [(entry[2][0].decode(), int(entry[2][1])) for entry in layout]
+    replicas = [(node[0].decode(), int(node[1])) for entry in layout for node in entry[3:]]
+    return list(dict.fromkeys(masters + replicas))
+
+
 class ClusterAutoPipeline(ScriptRunner):
     """Auto-pipelining on Redis Cluster: one AutoPipeline per master, commands routed by the hash
     slot of their first key through a 16384-entry table (the normal case costs one index).
@@ -245,8 +259,6 @@ class ClusterAutoPipeline(ScriptRunner):
 
     def __init__(self, url: str) -> None:
         self._seed_url = url
-        self._scheme_auth = url.split("//", 1)[0] + "//" + (url.split("//", 1)[1].rsplit("@", 1)[0] + "@"
-                                                            if "@" in url else "")
         self._slot_nodes: list[AutoPipeline | None] = [None] * SLOTS
         self._nodes: dict[tuple[str, int], AutoPipeline] = {}  # masters and replicas seen in the map
         self._with_replicas: set[AutoPipeline] = set()  # masters the map lists replicas for
@@ -258,9 +270,14 @@ class ClusterAutoPipeline(ScriptRunner):
     def _node_at(self, host: str, port: int) -> AutoPipeline:
         node = self._nodes.get((host, port))
         if node is None:
-            node = self._nodes[(host, port)] = AutoPipeline(f"{self._scheme_auth}{host}:{port}",
+            node = self._nodes[(host, port)] = AutoPipeline(node_url(self._seed_url, host, port),
                                                             connect_timeout=NODE_TIMEOUT, rest_after_failure=NODE_REST)
         return node
+
+    async def prepare(self) -> None:
+        """The slot map read at start: every node is known before the seed (QG_REDIS_URL's node)
+        can fail, so a process that has not called Redis yet still finds the cluster after it."""
+        await self._refresh_quietly()
 
     async def _refresh(self) -> None:
         """Read the slot map again, unless that was done moments ago; concurrent callers share one read."""

@@ -50,6 +50,9 @@ class ScriptRunner:
     async def aclose(self) -> None:
         raise NotImplementedError
 
+    async def prepare(self) -> None:
+        """Learn what the runner needs before the first call (a cluster's nodes), if it can."""
+
     async def replicated(self, keys: list) -> bool:
         """Whether this runner's writes to the nodes holding `keys` have reached a replica, so a
         failover keeps them (Redis `WAIT`). True where there is no replica to wait for."""

@@ -1,6 +1,7 @@
 """A master of a real Redis Cluster (3 masters, 3 replicas) killed under validate load: only 503s
 with Retry-After while its slots have no master, then validation resumes through the promoted
-replica, in the same app; the other shards stay exact; the over-grant is measured."""
+replica, in the same app; the other shards stay exact; the over-grant is measured (also with a
+replica made to lag); write-behind and token revocations carry on across the failover."""
 
 from __future__ import annotations
 
@@ -222,3 +223,38 @@ async def test_over_grant_is_what_the_replica_had_not_received(cluster, migrated
         print(f"\nlagging replica: granted {sum(granted.values())}, promoted replica counts {sum(counted.values())} "
               f"(over-grant {over_grant} = units granted while it lagged {in_window}); PostgreSQL records {recorded}; "
               f"503 for {gap:.2f} s after the resume")
+
+
+async def test_revocations_reach_other_processes_after_the_seed_master_dies(cluster, migrated_db, clean_state,
+                                                                           tenant, clock):
+    """The token cache's pub/sub runs on the seed node (QG_REDIS_URL): with the seed killed, each
+    process subscribes on another node, and a revocation in one still evicts the token in the other."""
+    settings = Settings(redis_url=cluster.urls[0], redis_cluster=True, database_url=migrated_db,
+                        master_key=TEST_MASTER_KEY, flush_interval=0.05, token_cache_ttl=600.0,
+                        client_requests_per_minute=0, client_failures_per_minute=0, metrics_bind="")
+    seed = cluster.nodes[0]
+    async with running_app(settings, clock) as (app_a, a), running_app(settings, clock) as (app_b, b):
+        product = await make_product(a, tenant.headers, features=("api:rate:minute:1000000",))
+        r = await a.post("/api/apilicense", json={"productId": product, "email": "dev@example.com",
+                                                  "maxApiCalls": QUOTA}, headers=tenant.headers)
+        api_key = r.json()["apiKey"]
+        made = (await a.post("/api/tokens", json={"name": "verifier", "scopes": ["verify"]},
+                             headers=tenant.headers)).json()
+        verifier = {"Authorization": f"ExisOneApi {made['token']}"}
+
+        seed.kill()
+        started = time.monotonic()
+        # both processes subscribe again elsewhere, and the key's shard (whichever it is) answers
+        while not (app_a.state.services.tokens.ready.is_set() and app_b.state.services.tokens.ready.is_set()
+                   and (await b.post(VALIDATE, json={"apiKey": api_key}, headers=verifier)).status_code == 200):
+            assert time.monotonic() - started < 20, "no failover"
+            await asyncio.sleep(0.1)
+        assert (await b.post(VALIDATE, json={"apiKey": api_key}, headers=verifier)).status_code == 200  # cached in b
+
+        r = await a.delete(f"/api/tokens/{made['publicId']}", headers=tenant.headers)
+        assert r.status_code == 200, r.text
+        started = time.monotonic()
+        while (await b.post(VALIDATE, json={"apiKey": api_key}, headers=verifier)).status_code == 200:
+            assert time.monotonic() - started < 3, "the revocation did not reach the other process"
+            await asyncio.sleep(0.05)
+        assert (await b.post(VALIDATE, json={"apiKey": api_key}, headers=verifier)).status_code == 401

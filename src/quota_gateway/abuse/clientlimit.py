@@ -18,10 +18,11 @@ import logging
 from typing import NamedTuple
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..formats import rediskeys
+from ..middleware.observing import StatusRecorder
 from ..scripts import LuaScript, reply_text
 from .clientaddr import ClientAddresses
 
@@ -96,16 +97,9 @@ class ClientLimitMiddleware:
         if not verdict.allowed:
             await _refuse(send, *_MESSAGES[verdict.reason], max(verdict.retry_after, 1))
             return
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self.app(scope, receive, recording_send)
-        if self.failure_limit > 0 and (status in _FAILED_STATUSES or scope.get(_FAILED)):
+        recorder = StatusRecorder(send)
+        await self.app(scope, receive, recorder)
+        if self.failure_limit > 0 and (recorder.status in _FAILED_STATUSES or scope.get(_FAILED)):
             try:
                 await services.runner.run(WINDOW, keys, ["fail", self.request_limit, self.failure_limit, left])
             except Exception as exc:

@@ -47,7 +47,10 @@ async def start(services: Services) -> None:
     services.quota = QuotaEngine(services, services.runner)
     # On a cluster the write-behind waits for replicas (WAIT) on connections of its own, never in
     # front of validations.
-    runner = script_runner(services.settings) if services.settings.redis_cluster else services.runner
+    runner = services.runner
+    if services.settings.redis_cluster:
+        runner = script_runner(services.settings)
+        await runner.prepare()
     flusher = services.usage_flusher = UsageFlusher(services, runner, services.settings.flush_interval)
     flusher.dirty = services.quota.dirty
     flusher.start()
