@@ -57,6 +57,7 @@ async def test_smtp_settings_test_message_and_templates(client, settings, tenant
     base = f"/admin/{tenant.slug}"
     page = await client.get(f"{base}/email")
     assert "No SMTP server is configured" in page.text
+    assert f"<code>http://127.0.0.1:8080/portal/{tenant.slug}/</code>" in page.text   # the address to give out
     r = await client.post(f"{base}/email/smtp", data={
         "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
         "username": "shop", "password": "s3cret-pass", "from": "shop@acme.example"})
@@ -170,9 +171,11 @@ async def test_new_pages_keep_tenants_apart(settings, tenant, other_tenant, cloc
         assert "smtp.globex.example" not in page.text and "No SMTP server is configured" in page.text
         await client.post(f"{base}/email/templates/ticket_reply", data={"csrf_token": form, "subject": "Acme",
                                                                         "text": "acme", "html": ""})
-        assert await sql_value(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1", other_tenant.id) == 0
+        assert await sql_value(settings, "SELECT count(*) FROM email_templates WHERE tenant_id = $1",
+                               other_tenant.id) == 0
         await client.post(f"{base}/email/smtp/delete", data={"csrf_token": form})
-        assert await sql_value(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1", other_tenant.id) == 1
+        assert await sql_value(settings, "SELECT count(*) FROM smtp_settings WHERE tenant_id = $1",
+                               other_tenant.id) == 1
 
 
 async def test_analytics_counts_each_tenants_api_key_validations_by_outcome(client, settings, tenant, other_tenant,
@@ -187,3 +190,31 @@ async def test_analytics_counts_each_tenants_api_key_validations_by_outcome(clie
     page = (await client.get(f"/admin/{tenant.slug}/analytics")).text
     counts = dict(re.findall(r'aria-label="(\w+): (\d+)"', page))
     assert counts == {"ok": "3", "not_found": "1"}, counts
+
+
+async def test_portal_branding_display_name_colour_and_logo(client, settings, tenant, other_tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    admin, portal = f"/admin/{tenant.slug}", f"/portal/{tenant.slug}"
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    r = await client.post(f"{admin}/settings/branding", data={"csrf_token": form, "display_name": "Acme Licensing",
+                                                              "colour": "#7C2D12"},
+                          files={"logo": ("logo.png", png, "image/png")})
+    assert "Portal branding saved." in (await client.get(r.headers["location"])).text
+    login = (await client.get(f"{portal}/login")).text
+    assert "Acme Licensing" in login and f'src="{portal}/logo"' in login
+    css = await client.get(f"{portal}/brand.css")
+    assert css.headers["content-type"].startswith("text/css") and "--brand: #7c2d12;" in css.text
+    logo = await client.get(f"{portal}/logo")
+    assert logo.content == png and logo.headers["content-type"] == "image/png"
+    # White text on a pale colour fails WCAG AA; a file that is not an image is refused; nothing changes.
+    for data, files, message in (({"colour": "#FDE68A"}, None, "WCAG AA"),
+                                 ({"colour": "#1D4ED8"}, {"logo": ("x.png", b"<svg/>", "image/png")}, "PNG or JPEG")):
+        r = await client.post(f"{admin}/settings/branding", data={"csrf_token": form, "display_name": "X", **data},
+                              files=files)
+        assert message in (await client.get(r.headers["location"])).text
+    assert "--brand: #7c2d12;" in (await client.get(f"{portal}/brand.css")).text
+    # Another tenant's portal keeps its own (default) look.
+    other = f"/portal/{other_tenant.slug}"
+    assert "Acme Licensing" not in (await client.get(f"{other}/login")).text
+    assert "#7c2d12" not in (await client.get(f"{other}/brand.css")).text
+    assert (await client.get(f"{other}/logo")).status_code == 404

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from conftest import running_app
+from web_helpers import activate_from, make_admin_link, portal_cookie
 
 from quota_gateway.app import create_app
 from quota_gateway.embedded import free_port
@@ -114,6 +115,23 @@ def submit(browser, css: str) -> None:
     WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
+async def sign_in_in_browser(browser, url: str, database_url: str, tenant, clock) -> None:
+    """The browser signs in to the tenant's admin UI through a one-time link (GET, then the button)."""
+    token = await make_admin_link(database_url, tenant.id, "owner@acme.example", clock)
+    browser.get(f"{url}/admin/{tenant.slug}/login/link?token={token}")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+
+
+async def send_form(browser, url: str | None, fields: dict[str, str], form: str) -> None:
+    """Open `url` (None: stay), fill the fields by id, press the submit button of the form `form`
+    (a CSS selector) and wait for the page it leads to."""
+    if url:
+        browser.get(url)
+    for field_id, text in fields.items():
+        fill(browser, field_id, text)
+    await asyncio.to_thread(submit, browser, f"{form} button[type=submit]")
+
+
 async def wait_for_mail(smtp_server, count: int) -> str:
     mails = await smtp_server.wait_for(count, timeout=15)
     code = re.search(r"\b(\d{6})\b", mails[count - 1].subject)
@@ -131,8 +149,6 @@ async def live(settings, clock, smtp_server, tenant):
 
 async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     # A one-time link, as `make run` prints it: the GET shows a button, the POST signs in.
     browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
@@ -140,19 +156,16 @@ async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
     await asyncio.to_thread(submit, browser, "form button[type=submit]")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Dashboard"
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/products")
-    fill(browser, "name", "Desk App")
-    fill(browser, "cooldown_hours", "24")
-    await asyncio.to_thread(submit, browser, "form[action$='/products'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/products", {"name": "Desk App", "cooldown_hours": "24"},
+                    "form[action$='/products']")
     assert "Desk App" in browser.find_element(By.TAG_NAME, "h1").text
     fill(browser, "fname", "export")
     await asyncio.to_thread(submit, browser, "form[action$='/features'] button[type=submit]")
     assert "export" in browser.page_source
     shot(browser, "admin-product")
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/licenses")
-    fill(browser, "email", "buyer@example.com")
-    await asyncio.to_thread(submit, browser, "form[method=post][action$='/licenses'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/licenses", {"email": "buyer@example.com"},
+                    "form[method=post][action$='/licenses']")
     key = browser.find_element(By.ID, "secret").get_attribute("value")
     assert re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4})+", key), key
     shot(browser, "admin-license-created")
@@ -160,9 +173,8 @@ async def test_admin_in_a_browser(live, browser, tenant, clock, smtp_server):
     assert "buyer@example.com" in browser.page_source
     shot(browser, "admin-licenses")
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/tokens")
-    fill(browser, "name", "billing backend")
-    await asyncio.to_thread(submit, browser, "form[action$='/tokens'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/tokens", {"name": "billing backend"},
+                    "form[action$='/tokens']")
     secret = browser.find_element(By.ID, "secret").get_attribute("value")
     public_id = secret.split("_")[2]
     async with httpx.AsyncClient(base_url=server.url) as api:
@@ -195,12 +207,7 @@ async def test_portal_in_a_browser(live, browser, tenant, clock, smtp_server):
                                                         "kind": "corporate", "maxSeats": 3},
                                  headers=tenant.headers)).json()["activationKey"]
         for hardware, address in (("A1B2C3D4E5F6A7B8", "1.1.1.1"), ("FFEE0011DDCC2233", "85.214.0.1")):
-            transport = httpx.ASGITransport(app=app, client=(address, 5000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
-                r = await device.post("/api/license/activate", headers=tenant.headers,
-                                      json={"activationKey": key, "email": "buyer@example.com",
-                                            "hardwareId": hardware, "productName": "Desk App"})
-                assert r.status_code == 200, r.text
+            await activate_from(app, tenant, key, hardware, address, "buyer@example.com")
 
     browser.delete_all_cookies()
     browser.get(f"{server.url}/portal/{tenant.slug}/login")
@@ -228,20 +235,13 @@ async def test_portal_in_a_browser(live, browser, tenant, clock, smtp_server):
 
 async def test_analytics_in_a_browser(live, browser, tenant, clock):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     async with running_app(mailing, clock) as (app, client):
         product = (await client.post("/api/product", json={"name": "Desk App"}, headers=tenant.headers)).json()["id"]
         addresses = ["1.1.1.1", "1.1.1.2", "85.214.0.1", "133.1.1.1", "5.9.0.1", "200.1.1.1"]
         for i, address in enumerate(addresses):
             key = (await client.post("/api/licenses", json={"productId": product, "email": f"c{i}@example.com"},
                                      headers=tenant.headers)).json()["activationKey"]
-            transport = httpx.ASGITransport(app=app, client=(address, 5000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
-                r = await device.post("/api/license/activate", headers=tenant.headers,
-                                      json={"activationKey": key, "email": f"c{i}@example.com",
-                                            "hardwareId": f"HW{i}", "productName": "Desk App"})
-                assert r.status_code == 200, r.text
+            await activate_from(app, tenant, key, f"HW{i}", address, f"c{i}@example.com")
             clock.advance(86400 * (i % 2))   # spread over a few days
         await client.post("/api/license/validate", headers=tenant.headers,
                           json={"activationKey": key, "hardwareId": "SOMEONE-ELSE", "productName": "Desk App"})
@@ -260,10 +260,8 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
                     break
                 await asyncio.sleep(0.05)
 
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     browser.delete_all_cookies()
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
     browser.get(f"{server.url}/admin/{tenant.slug}/analytics?grain=day")
     WebDriverWait(browser, 15).until(
         lambda b: b.execute_script("return document.getElementById('map').dataset.rendered === 'true'"))
@@ -295,28 +293,19 @@ async def test_analytics_in_a_browser(live, browser, tenant, clock):
 
 async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, tenant, clock, smtp_server):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     async with httpx.AsyncClient(base_url=server.url) as api:
         product = (await api.post("/api/product", json={"name": "CAD Suite"}, headers=tenant.headers)).json()["id"]
         await api.post(f"/api/product/{product}/features", json={"name": "render"}, headers=tenant.headers)
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     browser.delete_all_cookies()
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/products")
-    fill(browser, "plan_name", "Annual")
-    fill(browser, "duration_days", "365")
-    await asyncio.to_thread(submit, browser, "form[action$='/plans'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/products",
+                    {"plan_name": "Annual", "duration_days": "365"}, "form[action$='/plans']")
     assert "365 days" in browser.find_element(By.CSS_SELECTOR, "[id^=plan-]").text
 
-    browser.get(f"{server.url}/admin/{tenant.slug}/floating")
-    fill(browser, "customer_name", "Initech")
-    await asyncio.to_thread(submit, browser, "form[action$='/customers'] button[type=submit]")
-    fill(browser, "lease_limit", "3")
-    fill(browser, "features", "render")
-    await asyncio.to_thread(submit, browser, "form[action$='/floating/keys'] button[type=submit]")
+    await send_form(browser, f"{server.url}/admin/{tenant.slug}/floating", {"customer_name": "Initech"},
+                    "form[action$='/customers']")
+    await send_form(browser, None, {"lease_limit": "3", "features": "render"}, "form[action$='/floating/keys']")
     key = browser.find_element(By.ID, "secret").get_attribute("value")
     async with httpx.AsyncClient(base_url=server.url) as api:
         for client_id in ("workstation-7", "laptop-3"):
@@ -358,19 +347,10 @@ async def test_admin_floating_keys_plans_and_email_in_a_browser(live, browser, t
 
 async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_server):
     server, mailing = live
-    import asyncpg
-    from web_helpers import KEYS, make_admin_link
-
     from quota_gateway.db import create_pool
     from quota_gateway.support import service as support
-    from quota_gateway.web import sessions
 
-    conn = await asyncpg.connect(mailing.database_url)
-    try:
-        cookie = await sessions.start(conn, KEYS, clock.utcnow(), tenant_id=tenant.id, audience="portal",
-                                      email="buyer@example.com")
-    finally:
-        await conn.close()
+    cookie = await portal_cookie(mailing.database_url, tenant.id, clock, "buyer@example.com")
     browser.delete_all_cookies()
     browser.get(f"{server.url}/portal/{tenant.slug}/login")
     browser.add_cookie({"name": "qg_portal", "value": cookie, "path": f"/portal/{tenant.slug}"})
@@ -398,9 +378,7 @@ async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_s
     assert len(browser.find_elements(By.CSS_SELECTOR, ".thread .message")) == 3
     shot(browser, "portal-ticket")
 
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
     browser.get(f"{server.url}/admin/{tenant.slug}/tickets")
     assert "Export fails" in browser.find_element(By.ID, f"ticket-{ticket_id}").text
     shot(browser, "admin-tickets")
@@ -415,15 +393,11 @@ async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_s
 
 async def test_admin_webhooks_in_a_browser(live, browser, tenant, other_tenant, clock, webhook_receiver):
     server, mailing = live
-    from web_helpers import make_admin_link
-
     async with httpx.AsyncClient(base_url=server.url) as api:   # globex's endpoint, which acme must not see
         theirs = (await api.post("/api/webhooks", json={"url": webhook_receiver.url + "?globex", "events": ["*"]},
                                  headers=other_tenant.headers)).json()["id"]
-    token = await make_admin_link(mailing.database_url, tenant.id, "owner@acme.example", clock)
     browser.delete_all_cookies()
-    browser.get(f"{server.url}/admin/{tenant.slug}/login/link?token={token}")
-    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
 
     browser.get(f"{server.url}/admin/{tenant.slug}/webhooks")
     assert "globex" not in browser.page_source
@@ -489,3 +463,38 @@ async def test_admin_webhooks_in_a_browser(live, browser, tenant, other_tenant, 
     assert "no webhook endpoint" in browser.page_source and "globex" not in browser.page_source
     browser.get(f"{server.url}/admin/{other_tenant.slug}/webhooks")
     assert browser.current_url.endswith(f"/admin/{other_tenant.slug}/login")
+
+
+async def test_first_start_link_lets_a_new_user_manage_products_keys_and_tokens(browser, tmp_path):
+    """`make run` on a first start (`quota-gateway serve` with its embedded servers): the one-time
+    link it prints, opened in the browser, signs in; the new user makes a product, a license key and
+    an access token, and the token validates the key."""
+    from test_serve import _start_serve, _stop, _wait_healthy
+
+    proc, port, lines = await asyncio.to_thread(_start_serve, tmp_path)
+    try:
+        link = re.search(r"web admin sign-in link for \S+ \(one use, \d+ min\): (http\S+)", "".join(lines))
+        assert link, lines
+        base = f"http://127.0.0.1:{port}/admin/default"
+        assert link.group(1).startswith(f"{base}/login/link?token=")
+        await asyncio.to_thread(_wait_healthy, f"http://127.0.0.1:{port}/healthz")
+        browser.delete_all_cookies()
+        browser.get(link.group(1))
+        await asyncio.to_thread(submit, browser, "form button[type=submit]")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Dashboard"
+
+        await send_form(browser, f"{base}/products", {"name": "First App"}, "form[action$='/products']")
+        assert "First App" in browser.find_element(By.TAG_NAME, "h1").text
+        await send_form(browser, f"{base}/licenses", {"email": "first@example.com"},
+                        "form[method=post][action$='/licenses']")
+        key = browser.find_element(By.ID, "secret").get_attribute("value")
+        await send_form(browser, f"{base}/tokens", {"name": "first backend"}, "form[action$='/tokens']")
+        token = browser.find_element(By.ID, "secret").get_attribute("value")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+            r = await api.post("/api/license/validate", headers={"Authorization": f"ExisOneApi {token}"},
+                               json={"activationKey": key, "hardwareId": "FIRST-DEVICE"})
+            assert r.status_code == 200 and r.json()["status"] == "not_activated", r.text
+        browser.get(f"{base}/licenses")
+        assert "first@example.com" in browser.page_source
+    finally:
+        await asyncio.to_thread(_stop, proc)

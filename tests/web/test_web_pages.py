@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 from conftest import running_app
-from web_helpers import csrf_of, sign_in_admin
+from web_helpers import activate_from, csrf_of, portal_cookie, secret_of, sign_in_admin
 
 from quota_gateway.events import jobs
 
@@ -42,9 +41,10 @@ async def test_admin_manages_products_keys_and_tokens(client, settings, tenant, 
     made = await client.post(f"{base}/licenses", data={"csrf_token": form, "product_id": product_id,
                                                        "email": "buyer@example.com", "kind": "standard"})
     assert made.status_code == 200 and "shown this once" in made.text
-    key = re.search(r'<textarea id="secret"[^>]*>([^<]+)</textarea>', made.text).group(1)
+    key = secret_of(made.text)
     listing = await client.get(f"{base}/licenses", params={"q": "buyer@"})
     assert "buyer@example.com" in listing.text and key not in listing.text   # masked in listings
+    assert "1 key · page 1 of 1" in listing.text
     license_id = re.search(rf'href="{base}/licenses/(\d+)"', listing.text).group(1)
     code = await client.post(f"{base}/licenses/{license_id}/offline-code",
                              data={"csrf_token": form, "hardware_id": "ab12" * 16})
@@ -56,7 +56,7 @@ async def test_admin_manages_products_keys_and_tokens(client, settings, tenant, 
 
     api = await client.post(f"{base}/api-keys", data={"csrf_token": form, "product_id": product_id,
                                                       "client_name": "Acme Corp", "max_api_calls": "1000"})
-    api_key = re.search(r'<textarea id="secret"[^>]*>([^<]+)</textarea>', api.text).group(1)
+    api_key = secret_of(api.text)
     assert api_key.startswith("qgk_")
     v = await client.post("/api/apilicense/validate", json={"apiKey": api_key, "units": 250}, headers=tenant.headers)
     assert v.status_code == 200
@@ -67,7 +67,7 @@ async def test_admin_manages_products_keys_and_tokens(client, settings, tenant, 
     assert "0 / 1000" in (await client.get(f"{base}/api-keys/{key_id}")).text
 
     t = await client.post(f"{base}/tokens", data={"csrf_token": form, "name": "billing", "scopes": ["verify", "manage"]})
-    secret = re.search(r'<textarea id="secret"[^>]*>([^<]+)</textarea>', t.text).group(1)
+    secret = secret_of(t.text)
     public_id = secret.split("_")[2]
     headers = {"Authorization": f"ExisOneApi {secret}"}
     assert (await client.get("/api/product", headers=headers)).status_code == 200
@@ -109,12 +109,7 @@ async def test_customer_portal(mail_app, tenant, clock, smtp_server):
                              headers=tenant.headers)).json()["activationKey"]
     # Two devices activate from addresses in Australia and Germany (the country is all that is kept).
     for hardware, address in (("DEVICE-ONE", "1.1.1.1"), ("DEVICE-TWO", "85.214.0.1")):
-        transport = httpx.ASGITransport(app=app, client=(address, 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
-            r = await device.post("/api/license/activate", headers=tenant.headers,
-                                  json={"activationKey": key, "email": "buyer@example.com", "hardwareId": hardware,
-                                        "productName": "Desk App"})
-            assert r.status_code == 200, r.text
+        await activate_from(app, tenant, key, hardware, address, "buyer@example.com")
 
     base = f"/portal/{tenant.slug}"
     page = await client.get(f"{base}/login")
@@ -148,22 +143,12 @@ async def test_customer_portal(mail_app, tenant, clock, smtp_server):
 
 
 async def test_portal_shows_only_the_customers_own_licenses(client, settings, tenant, other_tenant, clock):
-    import asyncpg
-    from web_helpers import KEYS
-
-    from quota_gateway.web import sessions
-
     for t, name in ((tenant, "Acme Tool"), (other_tenant, "Globex Tool")):
         product = (await client.post("/api/product", json={"name": name}, headers=t.headers)).json()["id"]
         await client.post("/api/licenses", json={"productId": product, "email": "same@example.com"}, headers=t.headers)
     await client.post("/api/licenses", json={"productId": product, "email": "other@example.com"},
                       headers=other_tenant.headers)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        cookie = await sessions.start(conn, KEYS, clock.utcnow(), tenant_id=other_tenant.id, audience="portal",
-                                      email="same@example.com")
-    finally:
-        await conn.close()
+    cookie = await portal_cookie(settings.database_url, other_tenant.id, clock, "same@example.com")
     client.cookies.set("qg_portal", cookie, path=f"/portal/{other_tenant.slug}")
     home = await client.get(f"/portal/{other_tenant.slug}/")
     assert "Globex Tool" in home.text and "Acme Tool" not in home.text

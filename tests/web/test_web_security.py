@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 from conftest import make_tenant
-from web_helpers import KEYS, csrf_of, make_admin_link, sign_in_admin
+from web_helpers import KEYS, csrf_of, make_admin_link, sign_in_admin, sql_value, with_db
 
 from quota_gateway.web import signin
 
@@ -97,22 +97,14 @@ async def test_session_of_tenant_a_is_refused_on_tenant_b(client, settings, tena
 
 
 async def test_objects_of_another_tenant_are_not_found(client, settings, tenant, other_tenant, clock):
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        product = await conn.fetchval("INSERT INTO products (tenant_id, name) VALUES ($1, 'Globex Secret') "
-                                      "RETURNING id", other_tenant.id)
-    finally:
-        await conn.close()
+    product = await sql_value(settings, "INSERT INTO products (tenant_id, name) VALUES ($1, 'Globex Secret') "
+                                        "RETURNING id", other_tenant.id)
     form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
     r = await client.get(f"/admin/{tenant.slug}/products/{product}")
     assert r.status_code == 404 and "Globex Secret" not in r.text
     r = await client.post(f"/admin/{tenant.slug}/licenses", data={"csrf_token": form, "product_id": str(product)})
     assert r.status_code == 303   # refused with a message, nothing made
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM licenses") == 0
-    finally:
-        await conn.close()
+    assert await sql_value(settings, "SELECT count(*) FROM licenses") == 0
 
 
 async def test_logout_ends_the_session(client, settings, tenant, clock):
@@ -147,21 +139,13 @@ async def test_unknown_tenant_is_404(client):
 # --- codes ---------------------------------------------------------------------------------------
 
 async def _issue(settings, tenant_id, email, clock, client_addr="203.0.113.9", audience="portal"):
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await signin.issue_code(conn, KEYS, clock.utcnow(), tenant_id=tenant_id, audience=audience,
-                                       email=email, client=client_addr)
-    finally:
-        await conn.close()
+    return await with_db(settings.database_url, lambda conn: signin.issue_code(
+        conn, KEYS, clock.utcnow(), tenant_id=tenant_id, audience=audience, email=email, client=client_addr))
 
 
 async def _redeem(settings, tenant_id, email, code, clock, audience="portal"):
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await signin.redeem_code(conn, KEYS, clock.utcnow(), tenant_id=tenant_id, audience=audience,
-                                        email=email, code=code)
-    finally:
-        await conn.close()
+    return await with_db(settings.database_url, lambda conn: signin.redeem_code(
+        conn, KEYS, clock.utcnow(), tenant_id=tenant_id, audience=audience, email=email, code=code))
 
 
 async def test_code_is_single_use_and_expires(settings, tenant, clock):
@@ -211,11 +195,7 @@ async def test_code_request_page_does_not_tell_who_has_access(client, settings, 
 
 async def test_codes_are_stored_as_keyed_digests(settings, tenant, clock):
     _, code = await _issue(settings, tenant.id, "c@example.com", clock)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        stored = bytes(await conn.fetchval("SELECT code_digest FROM web_login_codes"))
-    finally:
-        await conn.close()
+    stored = bytes(await sql_value(settings, "SELECT code_digest FROM web_login_codes"))
     assert code.encode() not in stored and len(stored) == 32
 
 

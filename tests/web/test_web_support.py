@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import re
 
-import asyncpg
 import pytest
-from web_helpers import KEYS, csrf_of, sign_in_admin, sql_value
-
-from quota_gateway.web import sessions
+from web_helpers import csrf_of, portal_cookie, sign_in_admin, sql_value
 
 
 async def portal_session(client, settings, tenant, clock, email: str = "buyer@example.com") -> str:
     """Sign the client in to the tenant's portal as `email`; returns a form token."""
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        cookie = await sessions.start(conn, KEYS, clock.utcnow(), tenant_id=tenant.id, audience="portal", email=email)
-    finally:
-        await conn.close()
+    cookie = await portal_cookie(settings.database_url, tenant.id, clock, email)
     client.cookies.set("qg_portal", cookie, path=f"/portal/{tenant.slug}")
     return csrf_of((await client.get(f"/portal/{tenant.slug}/tickets")).text)
 

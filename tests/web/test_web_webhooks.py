@@ -151,6 +151,7 @@ async def test_webhook_pages_keep_tenants_apart(settings, tenant, other_tenant, 
             assert "no webhook" in (await client.get(r.headers["location"])).text.lower()
         row = await sql_value(settings, "SELECT row(url, enabled) FROM webhook_endpoints WHERE id = $1", theirs["id"])
         assert row == (webhook_receiver.url + "?globex", True)
-        assert await sql_value(settings, "SELECT count(*) FROM webhook_secrets WHERE endpoint_id = $1", theirs["id"]) == 1
+        assert await sql_value(settings, "SELECT count(*) FROM webhook_secrets WHERE endpoint_id = $1",
+                               theirs["id"]) == 1
         assert await sql_value(settings, "SELECT count(*) FROM jobs WHERE kind = 'webhook.deliver'") == 0
         assert len(webhook_receiver.arrivals) == arrivals

@@ -1,21 +1,25 @@
-"""Helpers for the web tests: form tokens and secrets out of pages, a value from the database, admin
-sign-in through a one-time link."""
+"""Helpers for the web tests: form tokens and secrets out of pages, calls on a database connection of
+their own, admin sign-in through a one-time link, a portal session, a device activating from an
+address."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 import httpx
 from conftest import TEST_MASTER_KEY
 
 from quota_gateway.clock import Clock
-from quota_gateway.web import signin
+from quota_gateway.web import sessions, signin
 from quota_gateway.web.keys import WebKeys
 
 KEYS = WebKeys.from_master(TEST_MASTER_KEY)
 _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 _SECRET = re.compile(r'<textarea id="secret"[^>]*>([^<]+)</textarea>')
+T = TypeVar("T")
 
 
 def csrf_of(html: str) -> str:
@@ -31,22 +35,42 @@ def secret_of(html: str) -> str:
     return match.group(1)
 
 
-async def sql_value(settings, query: str, *args):
-    """One value straight from the database (what a page did, seen from outside)."""
-    conn = await asyncpg.connect(settings.database_url)
+async def with_db(database_url: str, call: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """`call` on a connection of its own (the tests' view from outside the app)."""
+    conn = await asyncpg.connect(database_url)
     try:
-        return await conn.fetchval(query, *args)
+        return await call(conn)
     finally:
         await conn.close()
+
+
+async def sql_value(settings, query: str, *args):
+    """One value straight from the database (what a page did, seen from outside)."""
+    return await with_db(settings.database_url, lambda conn: conn.fetchval(query, *args))
 
 
 async def make_admin_link(database_url: str, tenant_id: str, email: str, clock: Clock) -> str:
-    conn = await asyncpg.connect(database_url)
-    try:
+    async def link(conn: asyncpg.Connection) -> str:
         admin = await signin.create_admin(conn, tenant_id, email, clock.utcnow())
         return await signin.create_link(conn, KEYS, clock.utcnow(), tenant_id, admin["id"])
-    finally:
-        await conn.close()
+    return await with_db(database_url, link)
+
+
+async def portal_cookie(database_url: str, tenant_id: str, clock: Clock, email: str) -> str:
+    """A signed-in portal session of `email` (the value of the qg_portal cookie)."""
+    return await with_db(database_url, lambda conn: sessions.start(conn, KEYS, clock.utcnow(), tenant_id=tenant_id,
+                                                                   audience="portal", email=email))
+
+
+async def activate_from(app, tenant, key: str, hardware: str, address: str, email: str,
+                        product: str = "Desk App") -> None:
+    """A device activates `key` from the client address `address` (whose country is recorded)."""
+    transport = httpx.ASGITransport(app=app, client=(address, 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as device:
+        r = await device.post("/api/license/activate", headers=tenant.headers,
+                              json={"activationKey": key, "email": email, "hardwareId": hardware,
+                                    "productName": product})
+        assert r.status_code == 200, r.text
 
 
 async def sign_in_admin(client: httpx.AsyncClient, database_url: str, tenant_id: str, slug: str, clock: Clock,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from starlette.responses import Response
 
 from .. import catalogue, crypto
@@ -17,7 +18,7 @@ from ..auth.service import SCOPES, create_token, list_tokens, revoke_token
 from ..errors import ApiError
 from ..licensing import service as licensing
 from . import analytics, service, signin
-from .pages import PageContext, action, form_int, int_param, page
+from .pages import PageContext, action, form_email, form_int, form_text, int_param, page, show_secret
 
 
 def _engine(ctx: PageContext) -> QuotaEngine:
@@ -64,9 +65,7 @@ async def products(ctx: PageContext) -> Response:
 
 
 def _product_values(ctx: PageContext) -> dict[str, Any]:
-    name = ctx.value("name")
-    if not name or len(name) > 100:
-        raise ApiError(400, "invalid_field", "name: 1 to 100 characters", field="name")
+    name = form_text(ctx, "name", max_len=100, required=True)
     return {"name": name, "description": ctx.value("description")[:1000],
             "trialDays": form_int(ctx, "trial_days", maximum=3650, label="trial days") or 0,
             "minimumRequiredVersion": ctx.value("minimum_version")[:32] or None,
@@ -102,9 +101,7 @@ async def update_product(ctx: PageContext) -> Response:
 @action("admin", back="/products/{product_id}")
 async def add_feature(ctx: PageContext) -> Response:
     product_id = int_param(ctx, "product_id")
-    name = ctx.value("name")
-    if not name or len(name) > 100:
-        raise ApiError(400, "invalid_field", "feature name: 1 to 100 characters", field="name")
+    name = form_text(ctx, "name", max_len=100, label="feature name", required=True)
     async with ctx.pool.acquire() as conn:
         await catalogue.create_feature(conn, ctx.tenant_id, product_id, name, ctx.value("description")[:1000])
     await catalogue.features_changed(ctx.services, ctx.tenant_id, product_id)
@@ -122,9 +119,7 @@ async def remove_feature(ctx: PageContext) -> Response:
 
 @action("admin", back="/products")
 async def create_plan(ctx: PageContext) -> Response:
-    name = ctx.value("name")
-    if not name or len(name) > 100:
-        raise ApiError(400, "invalid_field", "plan name: 1 to 100 characters", field="name")
+    name = form_text(ctx, "name", max_len=100, label="plan name", required=True)
     days = form_int(ctx, "duration_days", minimum=1, maximum=36500, label="duration (days)")
     async with ctx.pool.acquire() as conn:
         made, _ = await licensing.save_plan(conn, ctx.tenant_id, {"id": None, "name": name, "durationDays": days,
@@ -167,27 +162,30 @@ async def create_license(ctx: PageContext) -> Response:
     kind = ctx.value("kind", "standard")
     if kind not in ("standard", "corporate"):
         raise ApiError(400, "invalid_field", "type: standard or corporate", field="kind")
-    email = signin.normalise_email(ctx.value("email"))
-    if email and not signin.plausible_email(email):
-        raise ApiError(400, "invalid_field", "e-mail: not an e-mail address", field="email")
+    email = form_email(ctx, "email").lower()
     seats = form_int(ctx, "max_seats", minimum=1, maximum=1_000_000, label="seats")
     async with ctx.pool.acquire() as conn:
         key, made = await licensing.create_license(
             conn, ctx.tenant_id, ctx.now, product_id=product_id, email=email, kind=kind,
             max_seats=seats if kind == "corporate" else None, plan_id=form_int(ctx, "plan_id", minimum=1),
             validity_days=form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"))
-    return ctx.render("admin/secret.html", nav="licenses", title="License key created",
-                      label="Activation key", secret=key, back=f"{ctx.base}/licenses/{made['id']}",
-                      note=f"{made['productName']} · {kind} · {email or 'no e-mail'}")
+    return show_secret(ctx, "licenses", "License key created", "Activation key", key,
+                       f"{ctx.base}/licenses/{made['id']}", f"{made['productName']} · {kind} · {email or 'no e-mail'}")
+
+
+async def _license(conn: asyncpg.Connection, ctx: PageContext, license_id: int) -> Any:
+    """The tenant's license key `license_id`, or 404."""
+    lic = await licensing.find_license_by_id(conn, ctx.tenant_id, license_id)
+    if lic is None:
+        raise ApiError(404, "not_found", "There is no such license key.")
+    return lic
 
 
 @page("admin")
 async def license_detail(ctx: PageContext) -> Response:
     license_id = int_param(ctx, "license_id")
     async with ctx.pool.acquire() as conn:
-        lic = await licensing.find_license_by_id(conn, ctx.tenant_id, license_id)
-        if lic is None:
-            raise ApiError(404, "not_found", "There is no such license key.")
+        lic = await _license(conn, ctx, license_id)
         features = await licensing.license_features(conn, lic)
         devices = await service.license_devices(conn, ctx.tenant_id, license_id)
         history = await service.license_history(conn, ctx.tenant_id, license_id)
@@ -199,9 +197,7 @@ async def license_detail(ctx: PageContext) -> Response:
 async def revoke_license(ctx: PageContext) -> Response:
     license_id = int_param(ctx, "license_id")
     async with ctx.pool.acquire() as conn:
-        lic = await licensing.find_license_by_id(conn, ctx.tenant_id, license_id)
-        if lic is None:
-            raise ApiError(404, "not_found", "There is no such license key.")
+        lic = await _license(conn, ctx, license_id)
         await licensing.revoke_found(conn, ctx.tenant_id, lic, ctx.now)
     return ctx.redirect(f"{ctx.base}/licenses/{license_id}", "License key revoked.")
 
@@ -209,18 +205,14 @@ async def revoke_license(ctx: PageContext) -> Response:
 @action("admin", back="/licenses/{license_id}")
 async def offline_code(ctx: PageContext) -> Response:
     license_id = int_param(ctx, "license_id")
-    hardware = ctx.value("hardware_id")
-    if not hardware or len(hardware) > 256:
-        raise ApiError(400, "invalid_field", "hardware id: 1 to 256 characters", field="hardware_id")
+    hardware = form_text(ctx, "hardware_id", max_len=256, label="hardware id", required=True)
     async with ctx.pool.acquire() as conn:
-        lic = await licensing.find_license_by_id(conn, ctx.tenant_id, license_id)
-        if lic is None:
-            raise ApiError(404, "not_found", "There is no such license key.")
+        lic = await _license(conn, ctx, license_id)
         made = await licensing.offline_code_found(conn, ctx.tenant_id, ctx.services.settings.master_key, ctx.now,
                                                   lic, hardware, ctx.value("version")[:32] or None)
-    return ctx.render("admin/secret.html", nav="licenses", title="Offline activation code", label="Offline code",
-                      secret=made["offlineCode"], back=f"{ctx.base}/licenses/{license_id}",
-                      note=f"for hardware {made['hardwareId']}; the device now holds a seat")
+    return show_secret(ctx, "licenses", "Offline activation code", "Offline code", made["offlineCode"],
+                       f"{ctx.base}/licenses/{license_id}",
+                       f"for hardware {made['hardwareId']}; the device now holds a seat")
 
 
 # --- API keys ------------------------------------------------------------------------------------
@@ -239,18 +231,16 @@ async def create_api_key(ctx: PageContext) -> Response:
     product_id = form_int(ctx, "product_id", minimum=1, label="product")
     if product_id is None:
         raise ApiError(400, "missing_field", "choose a product", field="product_id")
-    email = signin.normalise_email(ctx.value("email"))
-    if email and not signin.plausible_email(email):
-        raise ApiError(400, "invalid_field", "e-mail: not an e-mail address", field="email")
+    email = form_email(ctx, "email").lower()
     async with ctx.pool.acquire() as conn:
         made = await apilicense.create_key(
             conn, _engine(ctx), ctx.tenant_id, ctx.now, product_id=product_id, email=email,
             client_name=ctx.value("client_name")[:200], client_identifier=ctx.value("client_identifier")[:200],
             validity_days=form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"),
             max_api_calls=form_int(ctx, "max_api_calls", minimum=1, label="lifetime quota"))
-    return ctx.render("admin/secret.html", nav="api_keys", title="API key created", label="API key",
-                      secret=made["apiKey"], back=f"{ctx.base}/api-keys/{made['id']}",
-                      note=f"{made['productName']} · {made['clientName'] or made['email'] or 'no client'}")
+    return show_secret(ctx, "api_keys", "API key created", "API key", made["apiKey"],
+                       f"{ctx.base}/api-keys/{made['id']}",
+                       f"{made['productName']} · {made['clientName'] or made['email'] or 'no client'}")
 
 
 @page("admin")
@@ -296,15 +286,12 @@ async def tokens(ctx: PageContext) -> Response:
 @action("admin", back="/tokens")
 async def create_access_token(ctx: PageContext) -> Response:
     assert ctx.form is not None
-    name = ctx.value("name")
-    if not name or len(name) > 100:
-        raise ApiError(400, "invalid_field", "name: 1 to 100 characters", field="name")
+    name = form_text(ctx, "name", max_len=100, required=True)
     scopes = [s for s in ctx.form.getlist("scopes") if isinstance(s, str)]
     async with ctx.pool.acquire() as conn:
         made = await create_token(conn, ctx.tenant_id, name, scopes)
-    return ctx.render("admin/secret.html", nav="tokens", title="Access token created", label="Access token",
-                      secret=made["token"], back=f"{ctx.base}/tokens",
-                      note=f"{name} · {', '.join(made['scopes'])}")
+    return show_secret(ctx, "tokens", "Access token created", "Access token", made["token"], f"{ctx.base}/tokens",
+                       f"{name} · {', '.join(made['scopes'])}")
 
 
 @action("admin", back="/tokens")

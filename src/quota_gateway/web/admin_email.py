@@ -10,17 +10,10 @@ from starlette.responses import Response
 
 from ..errors import ApiError
 from ..events import mailer, templates
-from . import signin
-from .pages import PageContext, action, form_int, page
+from .login import public_base
+from .pages import PageContext, action, form_email, form_int, form_text, page
 
 _TEMPLATE_LIMITS = {"subject": 500, "text": 100_000, "html": 200_000}
-
-
-def _email(ctx: PageContext, name: str, label: str, *, required: bool) -> str:
-    address = ctx.value(name)
-    if (required or address) and not signin.plausible_email(address):
-        raise ApiError(400, "invalid_field", f"{label}: not an e-mail address", field=name)
-    return address
 
 
 @page("admin")
@@ -31,21 +24,18 @@ async def email_page(ctx: PageContext) -> Response:
         changed = await templates.customised(conn, ctx.tenant_id)
     names = [{"name": name, "updatedAt": changed.get(name)} for name in templates.DEFAULTS]
     return ctx.render("admin/email.html", nav="email", smtp=smtp, mail=settings, templates=names,
-                      securities=mailer.SECURITY)
+                      securities=mailer.SECURITY,
+                      own_portal=f"{public_base(ctx.services.settings)}/portal/{ctx.tenant['slug']}/")
 
 
 @action("admin", back="/email")
 async def save_smtp(ctx: PageContext) -> Response:
     assert ctx.form is not None
-    host = ctx.value("host")
-    if not host or len(host) > 253:
-        raise ApiError(400, "invalid_field", "host: 1 to 253 characters", field="host")
+    host = form_text(ctx, "host", max_len=253, required=True)
     port = form_int(ctx, "port", minimum=1, maximum=65535, label="port")
     if port is None:
         raise ApiError(400, "missing_field", "port: 1 to 65535", field="port")
-    username = ctx.value("username")
-    if len(username) > 256:
-        raise ApiError(400, "invalid_field", "user name: at most 256 characters", field="username")
+    username = form_text(ctx, "username", max_len=256, label="user name")
     raw_password = ctx.form.get("password")
     typed = raw_password if isinstance(raw_password, str) else ""
     if len(typed) > 1024:
@@ -55,7 +45,7 @@ async def save_smtp(ctx: PageContext) -> Response:
     async with ctx.pool.acquire() as conn:
         await mailer.put_smtp(conn, ctx.services.settings, ctx.tenant_id, host=host, port=port,
                               security=ctx.value("security", "starttls"), username=username, password=password,
-                              from_address=_email(ctx, "from", "sender address", required=True))
+                              from_address=form_email(ctx, "from", label="sender address", required=True))
     return ctx.redirect(f"{ctx.base}/email", "SMTP settings saved.")
 
 
@@ -69,7 +59,7 @@ async def delete_smtp(ctx: PageContext) -> Response:
 
 @action("admin", back="/email")
 async def test_smtp(ctx: PageContext) -> Response:
-    to = _email(ctx, "to", "test recipient", required=True)
+    to = form_email(ctx, "to", label="test recipient", required=True)
     sent = await mailer.send_test(ctx.services, ctx.tenant_id, to)
     through = "this tenant's own SMTP server" if sent["source"] == "tenant" else "the gateway's default SMTP server"
     return ctx.redirect(f"{ctx.base}/email", f"Test message sent to {to} through {through}.")
@@ -77,10 +67,8 @@ async def test_smtp(ctx: PageContext) -> Response:
 
 @action("admin", back="/email")
 async def save_mail_settings(ctx: PageContext) -> Response:
-    portal_url = ctx.value("customer_portal_url")
-    if len(portal_url) > 2000:
-        raise ApiError(400, "invalid_field", "portal address: at most 2000 characters", field="customer_portal_url")
-    changes = {"contactEmail": _email(ctx, "contact_email", "contact address", required=False),
+    portal_url = form_text(ctx, "customer_portal_url", max_len=2000, label="portal address")
+    changes = {"contactEmail": form_email(ctx, "contact_email", label="contact address"),
                "deliverLicenses": bool(ctx.value("deliver_licenses")), "customerPortalUrl": portal_url}
     async with ctx.pool.acquire() as conn:
         await mailer.put_mail_settings(conn, ctx.tenant_id, changes)

@@ -15,7 +15,7 @@ from ..errors import ApiError
 from ..leases import service as leases
 from ..leases.pool import LeasePools
 from . import service
-from .pages import PageContext, action, form_int, int_param, page
+from .pages import PageContext, action, form_int, form_text, int_param, page, show_secret
 
 
 def _pools(ctx: PageContext) -> LeasePools:
@@ -48,9 +48,7 @@ async def floating_keys(ctx: PageContext) -> Response:
 
 @action("admin", back="/floating")
 async def create_customer(ctx: PageContext) -> Response:
-    name = ctx.value("name")
-    if not name or len(name) > 200:
-        raise ApiError(400, "invalid_field", "customer name: 1 to 200 characters", field="name")
+    name = form_text(ctx, "name", max_len=200, label="customer name", required=True)
     async with ctx.pool.acquire() as conn:
         made = await leases.create_customer(conn, ctx.tenant_id, name, ctx.value("contact")[:500])
     return ctx.redirect(f"{ctx.base}/floating", f"Customer “{made['name']}” added.")
@@ -71,9 +69,9 @@ async def create_floating_key(ctx: PageContext) -> Response:
             "validityDays": form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"),
             "products": [{"productId": product_id, "features": features}]}
     made = await leases.create_floating_key(ctx.pool, ctx.services.redis, _pools(ctx), ctx.tenant_id, ctx.now, body)
-    return ctx.render("admin/secret.html", nav="floating", title="Floating key created", label="Floating key",
-                      secret=made["key"], back=f"{ctx.base}/floating/{made['id']}",
-                      note=f"up to {lease_limit} concurrent lease{'s' if lease_limit != 1 else ''}")
+    return show_secret(ctx, "floating", "Floating key created", "Floating key", made["key"],
+                       f"{ctx.base}/floating/{made['id']}",
+                       f"up to {lease_limit} concurrent lease{'s' if lease_limit != 1 else ''}")
 
 
 @page("admin")

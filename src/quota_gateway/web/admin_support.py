@@ -12,25 +12,13 @@ from starlette.responses import Response
 from ..errors import ApiError
 from ..support import service as support
 from ..support import sync
-from .pages import PageContext, action, int_param, page
+from .pages import PageContext, action, form_message, int_param, page
 
 PAGE_SIZE = 25
 
 
 def _master_key(ctx: PageContext) -> str:
     return str(ctx.services.settings.master_key or "")
-
-
-def _message(ctx: PageContext) -> str:
-    assert ctx.form is not None
-    raw = ctx.form.get("message")
-    message = raw.replace("\r\n", "\n") if isinstance(raw, str) else ""
-    if not message.strip():
-        raise ApiError(400, "invalid_field", "the message is empty", field="message")
-    if len(message) > support.MESSAGE_MAX:
-        raise ApiError(400, "message_too_long", f"the message is longer than {support.MESSAGE_MAX} characters",
-                       field="message")
-    return message
 
 
 @page("admin")
@@ -64,7 +52,7 @@ async def ticket(ctx: PageContext) -> Response:
 @action("admin", back="/tickets/{ticket_id}")
 async def reply(ctx: PageContext) -> Response:
     ticket_id = int_param(ctx, "ticket_id")
-    message = _message(ctx)
+    message = form_message(ctx, "message", max_len=support.MESSAGE_MAX)
     async with ctx.pool.acquire() as conn:
         await support.add_staff_reply(conn, ctx.tenant_id, ticket_id, message, ctx.now)
     return ctx.redirect(f"{ctx.base}/tickets/{ticket_id}", "Reply sent; the customer gets it by e-mail.")

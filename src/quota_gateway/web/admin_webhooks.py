@@ -13,9 +13,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from ..errors import ApiError
 from ..events import types, webhooks
-from .pages import PageContext, action, form_int, int_param, page
+from .pages import PageContext, action, form_int, form_text, int_param, page, show_secret
 
 LOG_PAGE = 50
 # How long a rotated-away secret keeps signing, offered on the endpoint page (seconds, label).
@@ -36,12 +35,8 @@ def _before(ctx: PageContext) -> int | None:
 def _endpoint_form(ctx: PageContext) -> dict[str, Any]:
     """URL, subscribed events and description from the create / edit form."""
     assert ctx.form is not None
-    url = ctx.value("url")
-    if not url or len(url) > 2000:
-        raise ApiError(400, "invalid_url", "URL: 1 to 2000 characters", field="url")
-    description = ctx.value("description")
-    if len(description) > 500:
-        raise ApiError(400, "invalid_field", "description: at most 500 characters", field="description")
+    url = form_text(ctx, "url", max_len=2000, label="URL", required=True)
+    description = form_text(ctx, "description", max_len=500)
     events = [e for e in ctx.form.getlist("events") if isinstance(e, str)][:100]
     return {"url": url, "events": ["*"] if "*" in events else events, "description": description}
 
@@ -71,9 +66,9 @@ async def create_endpoint(ctx: PageContext) -> Response:
     async with ctx.pool.acquire() as conn:
         made = await webhooks.create_endpoint(conn, ctx.services.settings, ctx.tenant_id, ctx.now, enabled=True,
                                               **fields)
-    return ctx.render("admin/secret.html", nav="webhooks", title="Webhook endpoint created", label="Signing secret",
-                      secret=made["secret"], back=f"{ctx.base}/webhooks/{made['id']}", stored=_SECRET_STORED,
-                      note=f"Deliveries to {made['url']} are signed with this secret.")
+    return show_secret(ctx, "webhooks", "Webhook endpoint created", "Signing secret", made["secret"],
+                       f"{ctx.base}/webhooks/{made['id']}", f"Deliveries to {made['url']} are signed with this secret.",
+                       stored=_SECRET_STORED)
 
 
 @page("admin")
@@ -128,9 +123,8 @@ async def rotate_secret(ctx: PageContext) -> Response:
     label = dict(OVERLAPS).get(overlap, f"{overlap} seconds")
     note = ("The previous secret no longer signs." if overlap == 0 else
             f"The previous secret keeps signing too for {label} (both signatures are sent), so receivers can switch.")
-    return ctx.render("admin/secret.html", nav="webhooks", title="New signing secret", label="Signing secret",
-                      secret=rotated["secret"], back=f"{ctx.base}/webhooks/{endpoint_id}", stored=_SECRET_STORED,
-                      note=note)
+    return show_secret(ctx, "webhooks", "New signing secret", "Signing secret", rotated["secret"],
+                       f"{ctx.base}/webhooks/{endpoint_id}", note, stored=_SECRET_STORED)
 
 
 @action("admin", back="/webhooks/{endpoint_id}")

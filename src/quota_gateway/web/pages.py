@@ -26,7 +26,7 @@ from .. import tenants
 from ..abuse.clientlimit import CLIENT_ADDRESS
 from ..clock import iso_utc
 from ..errors import ApiError
-from . import csrf, sessions
+from . import csrf, sessions, signin
 from .keys import WebKeys
 from .sessions import WebSession
 
@@ -270,6 +270,44 @@ def form_int(ctx: PageContext, name: str, *, minimum: int = 0, maximum: int = 2*
         raise ApiError(400, "invalid_field", f"{label or name}: a whole number from {minimum} to {maximum}",
                        field=name)
     return int(text)
+
+
+def form_text(ctx: PageContext, name: str, *, max_len: int, label: str = "", required: bool = False) -> str:
+    """A one-line text from the form, stripped; 400 invalid_field when longer than `max_len` (or
+    blank when `required`)."""
+    text = ctx.value(name)
+    if len(text) > max_len or (required and not text):
+        span = f"1 to {max_len}" if required else f"at most {max_len}"
+        raise ApiError(400, "invalid_field", f"{label or name}: {span} characters", field=name)
+    return text
+
+
+def form_email(ctx: PageContext, name: str, *, label: str = "e-mail", required: bool = False) -> str:
+    """An e-mail address from the form, stripped (blank allowed unless `required`); 400
+    invalid_field when it is not one."""
+    address = ctx.value(name)
+    if (required or address) and not signin.plausible_email(address):
+        raise ApiError(400, "invalid_field", f"{label}: not an e-mail address", field=name)
+    return address
+
+
+def form_message(ctx: PageContext, name: str, *, max_len: int, label: str = "") -> str:
+    """A required multi-line text from the form, as typed (line ends made \\n); 400 missing_field
+    when blank, `{name}_too_long` when longer than `max_len`."""
+    raw = ctx.form.get(name) if ctx.form is not None else None
+    text = raw.replace("\r\n", "\n") if isinstance(raw, str) else ""
+    if not text.strip():
+        raise ApiError(400, "missing_field", f"{label or name}: required", field=name)
+    if len(text) > max_len:
+        raise ApiError(400, f"{name}_too_long", f"{label or name}: at most {max_len} characters", field=name)
+    return text
+
+
+def show_secret(ctx: PageContext, nav: str, title: str, label: str, secret: str, back: str, note: str,
+                stored: str = "stored only as a digest") -> Response:
+    """The page that shows a new secret this once (it is never put in a URL, cookie or redirect)."""
+    return ctx.render("admin/secret.html", nav=nav, title=title, label=label, secret=secret, back=back, note=note,
+                      stored=stored)
 
 
 def html(text: str, status: int = 200) -> HTMLResponse:

@@ -16,19 +16,8 @@ from ..errors import ApiError
 from ..support import ratelimit, sync
 from ..support import service as support
 from . import service
-from .pages import PageContext, action, int_param, page
+from .pages import PageContext, action, form_message, int_param, page
 from .portal import brand_into
-
-
-def _text(ctx: PageContext, name: str, limit: int, label: str) -> str:
-    assert ctx.form is not None
-    raw = ctx.form.get(name)
-    text = raw.replace("\r\n", "\n") if isinstance(raw, str) else ""
-    if not text.strip():
-        raise ApiError(400, "missing_field", f"{label}: required", field=name)
-    if len(text) > limit:
-        raise ApiError(400, f"{name}_too_long", f"{label}: at most {limit} characters", field=name)
-    return text
 
 
 async def _own_ticket(ctx: PageContext, ticket_id: int) -> dict:
@@ -58,8 +47,8 @@ async def create_ticket(ctx: PageContext) -> Response:
     product = ctx.value("product")
     if not product or len(product) > 100:
         raise ApiError(400, "missing_field", "choose the product the question is about", field="product")
-    subject = _text(ctx, "subject", support.SUBJECT_MAX, "subject").strip()
-    message = _text(ctx, "message", support.MESSAGE_MAX, "message")
+    subject = form_message(ctx, "subject", max_len=support.SUBJECT_MAX).strip()
+    message = form_message(ctx, "message", max_len=support.MESSAGE_MAX)
     priority = support.canonical_priority(ctx.value("priority") or "Medium")
     # The portal has no access token: the customer's address is what the limit counts.
     limits = sync.state(ctx.services).limits
@@ -83,7 +72,7 @@ async def ticket(ctx: PageContext) -> Response:
 async def reply(ctx: PageContext) -> Response:
     assert ctx.session is not None
     ticket_id = int_param(ctx, "ticket_id")
-    message = _text(ctx, "message", support.MESSAGE_MAX, "message")
+    message = form_message(ctx, "message", max_len=support.MESSAGE_MAX)
     async with ctx.pool.acquire() as conn:
         try:
             await support.add_customer_reply(conn, ctx.tenant_id, ticket_id, ctx.session.email, message, now=ctx.now)
