@@ -4,11 +4,12 @@ call per bucket (metadata and counters together), with the counters rebuilt exac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 
 import redis as redis_sync
 
-from conftest import db_connection, make_product
+from conftest import db_connection, make_product, running_app
 from quota_gateway import fastpath
 from quota_gateway.apilicense import keyspace, missfill
 from quota_gateway.apilicense.service import mask
@@ -36,6 +37,26 @@ async def test_misses_of_one_tick_share_one_fill(app, client, tenant, settings):
     assert [r.status_code for r in answers] == [200] * 60
     assert misses.batches - before <= 10  # one per tick the misses arrived in (a few here), not one per key
     assert all(r.json()["quota"]["used"] == 1 for r in answers)
+
+
+async def test_a_first_touch_makes_its_miss_and_a_share_of_one_fill_call(tenant, settings, clock):
+    """The fill script validates the waiting requests itself: no second validate call per key."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (app, client):
+        product = await make_product(client, tenant.headers)
+        keys = await _bulk_keys(settings, tenant, product, 40)
+        r_sync = redis_sync.Redis.from_url(settings.redis_url)
+        r_sync.config_resetstat()
+        answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                         for k in keys))
+        assert [r.status_code for r in answers] == [200] * 40
+        calls = r_sync.info("commandstats")["cmdstat_evalsha"]["calls"]
+        buckets = len({fastpath.api_key_bucket(k) for k in keys})
+        # 40 misses, then one fill call per bucket of each batch (at most one per key: each key is in
+        # one batch); a second validate call per key would make it 3 x 40
+        assert 40 + buckets <= calls <= 80
+        answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                         for k in keys))
+        assert all(r.json()["quota"]["used"] == 2 for r in answers)
 
 
 async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, tenant, settings):

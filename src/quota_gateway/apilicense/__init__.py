@@ -57,6 +57,7 @@ async def start(services: Services) -> None:
 
 
 async def stop(services: Services) -> None:
+    await services.quota.misses.close()
     await services.usage_flusher.stop()
     if services.usage_flusher.runner is not services.runner:
         await services.usage_flusher.runner.aclose()

@@ -48,7 +48,8 @@ class LicenseRef:
 
     def legacy_keys(self, license_id: int) -> list[str]:
         """The key's entries as format 5 kept them (metadata, generation, backup copy, counters):
-        read once and dropped by the first fill after an upgrade."""
+        read once and dropped by the first fill after an upgrade (apilicense_fill_batch.lua names
+        them from the key's hash the same way)."""
         hexdigest = self.digest.hex()[:32]
         p = self.prefix
         return [f"{p}m:{hexdigest}", f"{p}gen:{hexdigest}", f"{p}mb:{hexdigest}", f"{p}c:{license_id}"]
@@ -158,14 +159,12 @@ def fill_batch_call(items: list[tuple[LicenseRef, Any, Any, list]], products: di
     snapshot = next((row["applied"] or "" for _, _, row, _ in items if row is not None), "")
     args: list[Any] = [snapshot, len(position), *product_args, len(items)]
     requests: list[Any] = []
-    unused = [f"{prefix}none"] * 4
     for n, (ref, generation, row, waiting) in enumerate(items, 1):
         fields = key_fields(row)
+        keys.append(ref.entry)
         if row is None:
-            keys += [ref.entry, *unused]
             args += [generation, "", 0, len(fields), *fields]
         else:
-            keys += [ref.entry, *ref.legacy_keys(row["id"])]
             rebuild_here = not row["kept_replies"]
             args += [generation, row["used_total"] if rebuild_here else "", position[row["product_id"]], len(fields),
                      *fields]

@@ -46,6 +46,7 @@ class MissBatcher:
         # key hash -> (where it lives, generation seen, [(its validations' futures, their arguments)])
         self._waiting: dict[str, tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]] = {}
         self._running: asyncio.Task | None = None  # the batch in flight (one at a time)
+        self._held: Any = None  # a pool connection kept for the batch that starts next
         self.batches = 0  # batches run (tests and benchmarks read it)
 
     async def fill(self, ref: LicenseRef, generation: Any, validate_args: list) -> list:
@@ -61,6 +62,12 @@ class MissBatcher:
         else:
             entry[2].append((future, validate_args))
         return await future
+
+    async def close(self) -> None:
+        """Give back the connection kept for a next batch, should none have taken it (stopping)."""
+        held, self._held = self._held, None
+        if held is not None:
+            await self._pool.release(held)
 
     def _start(self) -> None:
         """Run the waiting misses as one batch. One batch at a time: misses arriving meanwhile wait
@@ -87,8 +94,16 @@ class MissBatcher:
 
     async def _fill(self, batch: list[tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]]) -> None:
         self.batches += 1
-        async with self._pool.acquire() as conn:
+        conn, self._held = self._held or await self._pool.acquire(), None
+        try:
             rows = await conn.fetch(_ROWS, [ref.digest for ref, _, _ in batch])
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        if self._waiting:  # the next batch is forming: it reads on this connection, with no reset between
+            self._held = conn
+        else:
+            await self._pool.release(conn)
         found = {bytes(row["key_digest"]): row for row in rows}
         by_bucket: dict[int, list[tuple[LicenseRef, Any, Any, list[tuple[asyncio.Future, list]]]]] = {}
         for ref, generation, waiting in batch:

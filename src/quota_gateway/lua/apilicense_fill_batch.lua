@@ -4,8 +4,9 @@
 -- fill and a second validation per key. Layout: see apilicense_validate.lua, which this script
 -- runs as the local function `validate` (scripts.LuaScript's `functions`).
 -- KEYS: 1 pending hash, 2 flushing hash, 3 last-applied marker "epoch:seq" (the bucket's), then
---       the P products' hashes, then per key: its hash, and the four entries format 5 kept it in
---       (metadata, generation, backup copy, counters: their counters are taken over, then dropped)
+--       the P products' hashes, then each key's hash. The four entries format 5 kept a found key
+--       in (metadata, generation, backup copy, counters: keyspace.LicenseRef.legacy_keys) are
+--       named here from its hash and id, in its slot: their counters are taken over, then dropped.
 -- ARGV: 1 "epoch:last_seq,..." applied in Postgres as of the read, 2 P, then per product:
 --       cache_version, field count, fields (numbers as text: packed as numbers here);
 --       then the number of keys, then per key: generation seen before the read, used_total
@@ -65,8 +66,9 @@ for i = 1, products do
 end
 
 local base = 3 + products
+local prefix = string.sub(KEYS[1], 1, -8)  -- "qg:{b<n>}:" of "qg:{b<n>}:pending"
 for k = 0, tonumber(ARGV[a]) - 1 do
-  local entry = KEYS[base + 1 + 5 * k]
+  local entry = KEYS[base + 1 + k]
   local seen, total, product, n = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local fields = {unpack(ARGV, a + 5, a + 4 + n)}
   a = a + 4 + n
@@ -84,7 +86,9 @@ for k = 0, tonumber(ARGV[a]) - 1 do
       redis.call('HSET', entry, 'm', cmsgpack.pack(unpack(fields)))
     end
     if not held[2] then
-      local legacy = redis.call('GET', KEYS[base + 5 + 5 * k])
+      local digest = string.sub(entry, #prefix + 3)  -- of "<prefix>k:<digest>"
+      local legacy_counters = prefix .. 'c:' .. fields[3]
+      local legacy = redis.call('GET', legacy_counters)
       if legacy then  -- format 5's counters: {total, then start and count of each window}
         local o = {cmsgpack.unpack(legacy)}
         local c = #o >= 17 and {o[1], o[2], o[3], o[5], o[7], o[9], o[11], o[13], o[15], o[17]} or {o[1]}
@@ -95,18 +99,17 @@ for k = 0, tonumber(ARGV[a]) - 1 do
           redis.call('HSET', entry, 'c', cmsgpack.pack(rebuilt))
         end
       end
-      redis.call('DEL', KEYS[base + 2 + 5 * k], KEYS[base + 3 + 5 * k], KEYS[base + 4 + 5 * k],
-                 KEYS[base + 5 + 5 * k])
+      redis.call('DEL', prefix .. 'm:' .. digest, prefix .. 'gen:' .. digest, prefix .. 'mb:' .. digest,
+                 legacy_counters)
     end
     redis.call('PERSIST', entry)  -- a found key's hash never expires (its counters must not)
   end
 end
 
 local replies = {1}
-local prefix = string.sub(KEYS[1], 1, -8)  -- "qg:{b<n>}:" of "qg:{b<n>}:pending"
 for q = 0, tonumber(ARGV[a + 1]) - 1 do
   local at = a + 2 + 6 * q
-  local entry = KEYS[base + 1 + 5 * (tonumber(ARGV[at]) - 1)]
+  local entry = KEYS[base + tonumber(ARGV[at])]
   replies[q + 2] = validate({entry, KEYS[1], prefix}, {ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4],
                                                         ARGV[at + 5]})
 end
