@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -28,3 +29,25 @@ def configure_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+class ThrottledWarning:
+    """At most one warning line per `every` seconds, the next line counting those left out: a
+    Redis failover answers thousands of requests 503 in a few seconds, and one line a moment
+    says as much as all of them."""
+
+    def __init__(self, logger: logging.Logger, every: float = 5.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.every, self._monotonic = logger, every, monotonic
+        self._next_at = 0.0
+        self._left_out = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = self._monotonic()
+        if now < self._next_at:
+            self._left_out += 1
+            return
+        if self._left_out:
+            message += f" (and {self._left_out} more in the last {self.every:g} s)"
+        self.logger.warning(message, *args)
+        self._next_at, self._left_out = now + self.every, 0

@@ -18,6 +18,7 @@ from ..abuse.failures import ACCESS_TOKEN, API_KEY
 from ..errors import ApiError
 from ..httpprotocol import TRUSTED_HEAD
 from ..jsonio import refuse_duplicate_members, too_large
+from ..logs import ThrottledWarning
 from ..openapi import ERROR_SCHEMA
 from ..routing import EndpointSpec
 from ..schema import Bool, Int, Str, obj
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ..services import Services
 
 log = logging.getLogger("quota_gateway.apilicense")
+_store_failed = ThrottledWarning(log)
 
 PATH = "/api/apilicense/validate"
 ROUTE_LABEL = PATH
@@ -49,7 +51,7 @@ async def validate_endpoint(services: Services, scope: Scope, receive: Receive, 
     except ApiError as exc:
         status, body, extra = exc.status, orjson.dumps(exc.body()), _error_headers(exc)
     except Exception as exc:  # Redis or Postgres unreachable: a clear 503, never a 500
-        log.warning("validate failed: %s: %s", type(exc).__name__, exc)
+        _store_failed.warning("validate failed: %s: %s", type(exc).__name__, exc)
         services.metrics.redis_errors.inc(("validate",))
         status, body, extra = 503, orjson.dumps({"error": "unavailable", "message": "quota store unavailable; retry"}), \
             [(b"retry-after", b"1")]
