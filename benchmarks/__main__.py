@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import answerhead, load, micro, middleware, scale
+from benchmarks import load, micro, middleware, scale
 
 
 def main() -> None:
@@ -22,8 +22,6 @@ def main() -> None:
         print(scale.report(scale.run(args.keys, duration=args.duration)))
     print("== fast path: compiled vs pure-Python (ns per call) ==")
     print(micro.report(micro.run()))
-    print("\n== an allowed answer's head: uvicorn's per-field checks vs the trusted head (httpprotocol) ==")
-    print(answerhead.report(answerhead.run()))
     print("\n== client middleware's own overhead (in-process, gateway answer from a canned transport) ==")
     print(middleware.report(middleware.run()))
     if not args.skip_load:

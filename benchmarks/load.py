@@ -1,6 +1,6 @@
 """Load harness: a bare Starlette endpoint (a) vs the gateway's validate against real Redis (b).
 
-Both run under identical uvicorn settings (1 worker, uvloop, the httptools protocol `serve` runs) in their own processes;
+Both run under identical uvicorn settings (1 worker, uvloop, httptools) in their own processes;
 the same load generator (another process) drives each over 1,000 distinct API keys, and the
 ratios b/a are printed. Run: python -m benchmarks.load [--duration S] [--connections 32,128]
 """
@@ -27,8 +27,8 @@ import orjson
 from benchmarks import bench_leases, loadgen
 from quota_gateway.embedded import PostgresServer, RedisServer, free_port
 
-UVICORN = ["--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop", "--http",
-           "quota_gateway.httpprotocol:GatewayHttpProtocol", "--log-level", "warning", "--no-access-log"]
+UVICORN = ["--host", "127.0.0.1", "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+           "--no-access-log"]
 PATH = "/api/apilicense/validate"
 
 

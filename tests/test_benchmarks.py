@@ -33,11 +33,3 @@ def test_scale_harness_bulk_loads_and_reports():
     assert results["warm_rps"] > 0 and results["small_rps"] > 0 and results["bytes_per_key"] > 0
     text = scale.report(results)
     assert "Redis bytes per warm key" in text and "cold / warm N" in text
-
-
-def test_answer_head_benchmark_reports_both_paths():
-    from benchmarks import answerhead
-
-    results = answerhead.run(number=200, repeat=1)
-    assert results["uvicorn"] > 0 and results["trusted"] > 0
-    assert "trusted head" in answerhead.report(results)

@@ -17,7 +17,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-from quota_gateway.httpprotocol import GatewayHttpProtocol
+from quota_gateway.abuse.headers import BoundedHttpToolsProtocol
 from quota_gateway.app import create_app
 from quota_gateway.embedded import free_port
 
@@ -39,7 +39,7 @@ CHECKS = [no_server_error, response_schema_conformance, status_code_conformance]
 def gateway(settings):
     """The gateway under uvicorn with the protocol `serve` uses, in a thread with its own loop."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, http=GatewayHttpProtocol,
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, http=BoundedHttpToolsProtocol,
                             lifespan="on", log_level="error")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

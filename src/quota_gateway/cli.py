@@ -122,8 +122,8 @@ async def _signin_link(conn: asyncpg.Connection, settings: Settings, tenant: dic
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .abuse.headers import BoundedHttpToolsProtocol
     from .devtls import ensure_dev_certificate
-    from .httpprotocol import GatewayHttpProtocol
 
     settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key, dev_tls=args.dev_tls or None)
@@ -156,7 +156,7 @@ def serve(args: argparse.Namespace) -> int:
         os.environ.update(settings.to_env())  # uvicorn workers rebuild settings from the environment
         try:
             uvicorn.run("quota_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-                        workers=settings.workers, loop="uvloop", http=GatewayHttpProtocol, ssl_certfile=cert,
+                        workers=settings.workers, loop="uvloop", http=BoundedHttpToolsProtocol, ssl_certfile=cert,
                         ssl_keyfile=key, log_level="warning", access_log=False, lifespan="on",
                         # the client address is ours to decide (QG_TRUSTED_PROXIES), not uvicorn's default trust
                         proxy_headers=False)
