@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from .background import cancel_and_wait
 from .routing import Call, endpoint
+from .schema import TEXT
 
 log = logging.getLogger("quota_gateway.metrics")
 
@@ -181,4 +182,4 @@ async def metrics_endpoint(call: Call) -> Response:
 
 
 public_route = endpoint("GET", "/metrics", metrics_endpoint, scope="metrics", tag="ops",
-                        responses={200: "Prometheus text format"})
+                        responses={200: "Prometheus text format"}, media_type="text/plain", returns=TEXT)
