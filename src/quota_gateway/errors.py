@@ -73,14 +73,6 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
 UNAVAILABLE_HEADERS = {"Retry-After": "1"}
 
 
-async def _redis_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("redis unavailable on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-    services = getattr(request.app.state, "services", None)
-    if services is not None:
-        services.metrics.redis_errors.inc(("route",))
-    return json_error(503, "unavailable", "the data store is briefly unavailable; retry", UNAVAILABLE_HEADERS)
-
-
 # PostgreSQL failures that pass: the server unreachable (refused, reset, timed out: OSError), the
 # connection lost, or the server refusing connections for now (starting, shutting down, full).
 POSTGRES_UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -89,11 +81,22 @@ POSTGRES_UNAVAILABLE: tuple[type[Exception], ...] = (
 _postgres_failed = ThrottledWarning(log)
 
 
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("redis unavailable on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return _store_unavailable(request, "redis_errors")
+
+
 async def _postgres_unavailable(request: Request, exc: Exception) -> Response:
-    _postgres_failed.warning("postgres unavailable on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    _postgres_failed.warning("postgres unavailable on %s %s: %s: %s", request.method, request.url.path,
+                             type(exc).__name__, exc)
+    return _store_unavailable(request, "db_errors")
+
+
+def _store_unavailable(request: Request, counter: str) -> Response:
+    """503 unavailable with Retry-After, counted in the metrics family `counter` of the store."""
     services = getattr(request.app.state, "services", None)
     if services is not None:
-        services.metrics.db_errors.inc(("route",))
+        getattr(services.metrics, counter).inc(("route",))
     return json_error(503, "unavailable", "the data store is briefly unavailable; retry", UNAVAILABLE_HEADERS)
 
 

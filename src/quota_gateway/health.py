@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from .answers import STRING, answer, one_of
 from .jsonio import JSONResponse
 from .routing import Call, endpoint
-from .schema import STRING, answer, one_of
 
 
 async def healthz(call: Call) -> dict:

@@ -25,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from starlette.responses import Response
 
+from .answers import TEXT
 from .background import cancel_and_wait
 from .routing import Call, endpoint
-from .schema import TEXT
 
 log = logging.getLogger("quota_gateway.metrics")
 

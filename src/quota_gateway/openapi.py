@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 from . import __version__
 from .abuse.clientlimit import UNAUTHENTICATED_PREFIXES
+from .answers import COMPONENTS
 from .principal import ANY_TOKEN
 from .routing import EndpointSpec
-from .schema import COMPONENTS
 
 ERROR_SCHEMA = _ERROR = {
     "type": "object",

@@ -16,13 +16,14 @@ from starlette.types import Receive, Scope, Send
 
 from .. import directanswer
 from ..abuse.failures import ACCESS_TOKEN, API_KEY
+from ..answers import INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, optional
 from ..errors import ApiError
 from ..fastpath import WINDOW_NAMES
 from ..jsonio import refuse_duplicate_members, too_large
 from ..logs import ThrottledWarning
 from ..openapi import ERROR_SCHEMA
 from ..routing import EndpointSpec
-from ..schema import INTEGER, STRING, TIMESTAMP, Bool, Int, Str, answer, array, component, nullable, obj, optional
+from ..schema import Bool, Int, Str, obj
 
 if TYPE_CHECKING:
     from ..services import Services

@@ -4,29 +4,12 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, one_of, page
 from ..formats import times
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
 from ..routing import Call, endpoint
-from ..schema import (
-    BOOLEAN,
-    INTEGER,
-    STRING,
-    TIMESTAMP,
-    UNSET,
-    Email,
-    Int,
-    List,
-    Query,
-    Str,
-    answer,
-    array,
-    component,
-    nullable,
-    obj,
-    one_of,
-    page,
-)
+from ..schema import UNSET, Email, Int, List, Query, Str, obj
 from . import service
 from .hotroute import (
     DENIAL_OR_ERROR_SCHEMA,

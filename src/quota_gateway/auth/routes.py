@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, items, nullable
 from ..errors import ApiError
 from ..formats import times
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
-from ..schema import BOOLEAN, INTEGER, STRING, TIMESTAMP, List, Str, answer, array, items, nullable, obj
+from ..schema import List, Str, obj
 from .service import SCOPES, create_token, list_tokens, revoke_token
 
 _CREATE = obj(

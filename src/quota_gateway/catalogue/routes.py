@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, component, items, nullable
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
-from ..schema import BOOLEAN, INTEGER, STRING, TIMESTAMP, Int, Str, answer, array, component, items, nullable, obj
+from ..schema import Int, Str, obj
 from . import service
 
 _VERSION = r"\d+(\.\d+){0,3}"

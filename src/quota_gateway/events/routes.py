@@ -6,29 +6,22 @@ from typing import Any
 
 import asyncpg
 
-from ..jsonio import JSONResponse
-from ..routing import Call, endpoint
-from ..schema import (
+from ..answers import (
     ANY_OBJECT,
     BOOLEAN,
     INTEGER,
     STRING,
     TIMESTAMP,
-    UNSET,
-    Bool,
-    Email,
-    Int,
-    List,
-    Query,
-    Str,
     answer,
     array,
     component,
     nullable,
-    obj,
     one_of,
     optional,
 )
+from ..jsonio import JSONResponse
+from ..routing import Call, endpoint
+from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
 from . import mailer, scheduler, templates, types, webhooks
 
 _SMTP = obj(

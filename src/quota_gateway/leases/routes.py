@@ -19,26 +19,10 @@ from starlette.responses import Response
 
 from .. import crypto
 from ..abuse.clientlimit import note_failed_lookup
+from ..answers import BOOLEAN, INTEGER, STRING, TEXT, TIMESTAMP, answer, array, component, items, nullable, one_of
 from ..jsonio import JSONResponse
 from ..routing import Call, Handler, endpoint
-from ..schema import (
-    BOOLEAN,
-    INTEGER,
-    STRING,
-    TEXT,
-    TIMESTAMP,
-    Int,
-    List,
-    Query,
-    Str,
-    answer,
-    array,
-    component,
-    items,
-    nullable,
-    obj,
-    one_of,
-)
+from ..schema import Int, List, Query, Str, obj
 from . import service
 
 DEFAULT_LEASE_SECONDS = 600

@@ -6,34 +6,28 @@ from starlette.responses import PlainTextResponse, Response
 
 from .. import crypto, geo
 from ..abuse.failures import ACTIVATION_KEY
-from ..errors import ApiError
-from ..jsonio import JSONResponse
-from ..listing import PAGE_FIELDS
-from ..principal import ANY_TOKEN
-from ..routing import Call, endpoint
-from ..schema import (
+from ..answers import (
     ANY_OBJECT,
     BOOLEAN,
     INTEGER,
     STRING,
     TEXT,
     TIMESTAMP,
-    Bool,
-    Email,
-    Int,
-    List,
-    Query,
-    Str,
     answer,
     array,
     component,
     items,
     nullable,
-    obj,
     one_of,
     optional,
     page,
 )
+from ..errors import ApiError
+from ..jsonio import JSONResponse
+from ..listing import PAGE_FIELDS
+from ..principal import ANY_TOKEN
+from ..routing import Call, endpoint
+from ..schema import Bool, Email, Int, List, Query, Str, obj
 from . import envelope, service
 
 _KEY = Str(required=True, min_len=1, max_len=4000, description="activation key (or offline code)")

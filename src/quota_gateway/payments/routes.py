@@ -6,26 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import crypto, tenants
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, nullable, one_of, optional
 from ..errors import ApiError
 from ..jsonio import read_body
 from ..routing import ApiRoute, Call, Handler, endpoint
-from ..schema import (
-    BOOLEAN,
-    INTEGER,
-    STRING,
-    TIMESTAMP,
-    Field,
-    Int,
-    List,
-    Object,
-    Str,
-    answer,
-    array,
-    nullable,
-    obj,
-    one_of,
-    optional,
-)
+from ..schema import Field, Int, List, Object, Str, obj
 from . import service
 
 

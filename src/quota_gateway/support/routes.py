@@ -11,28 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, one_of, optional, page
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
 from ..routing import Call, endpoint
-from ..schema import (
-    BOOLEAN,
-    INTEGER,
-    STRING,
-    TIMESTAMP,
-    Bool,
-    Email,
-    Query,
-    Str,
-    answer,
-    array,
-    component,
-    nullable,
-    obj,
-    one_of,
-    optional,
-    page,
-)
+from ..schema import Bool, Email, Query, Str, obj
 from . import ratelimit, service, sync
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..answers import STRING, TIMESTAMP, answer
 from ..routing import Call, endpoint
-from ..schema import STRING, TIMESTAMP, answer
 from . import service
 
 
