@@ -29,6 +29,9 @@ from quota_gateway.tenants import create_tenant
 
 # Test master key for tenant private keys at rest; never used outside tests.
 TEST_MASTER_KEY = "00" * 32
+# The operator's credential for the public /metrics (QG_METRICS_TOKEN) in tests.
+TEST_METRICS_TOKEN = "operator-metrics-credential-for-tests"
+METRICS_HEADERS = {"Authorization": f"Bearer {TEST_METRICS_TOKEN}"}
 
 
 # --- a temp root of this run's own -------------------------------------------------------------
@@ -125,7 +128,8 @@ def settings(redis_server, migrated_db, clean_state):
     return Settings(redis_url=redis_server.url, database_url=migrated_db, master_key=TEST_MASTER_KEY,
                     flush_interval=0.05, token_cache_ttl=60.0, webhook_allow_private=True,
                     # per-address limits and the metrics listener are off here; tests/abuse turns them on
-                    client_requests_per_minute=0, client_failures_per_minute=0, metrics_bind="")
+                    client_requests_per_minute=0, client_failures_per_minute=0, metrics_bind="",
+                    metrics_token=TEST_METRICS_TOKEN)
 
 
 @contextlib.asynccontextmanager

@@ -86,6 +86,7 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
     if not redis_url or not database_url:
         raise ValueError("create_app needs QG_REDIS_URL and QG_DATABASE_URL (the `serve` command starts embedded servers)")
     clock = clock or Clock()
+    metrics_operator_digest = metrics.operator_digest(settings.metrics_token)  # a short token fails here
     hot_routes: dict[tuple[str, str], HotHandler] = {}
     hot_specs: list[EndpointSpec] = []
     routes: list[Route] = []
@@ -115,6 +116,7 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
         services = Services(settings, clock, pool, redis, runner, tokens, Metrics(settings.metrics_dir))
         services.failed_lookups = FailedLookups(services.metrics, clock, settings.token_failures_per_minute)
+        services.metrics_operator_digest = metrics_operator_digest
         app.state.services = services
         tokens.start()
         services.metrics.start_sharing()

@@ -50,6 +50,8 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             else:
                 responses["403"] = {"description": f"token lacks the '{spec.scope}' permission", **error}
                 op["security"] = [{"ExisOneApi": [spec.scope]}]
+        if spec.security is not None:
+            op["security"] = [{spec.security: []}]
         if spec.errors:
             op["x-error-codes"] = list(spec.errors)
         for code, text in spec.responses.items():
@@ -70,7 +72,9 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
         "info": {"title": "quota_gateway", "version": __version__},
         "components": {"securitySchemes": {"ExisOneApi": {
             "type": "apiKey", "in": "header", "name": "Authorization",
-            "description": "`ExisOneApi exo_at_<public>_<secret>`"}}},
+            "description": "`ExisOneApi exo_at_<public>_<secret>`"},
+            "MetricsOperator": {"type": "http", "scheme": "bearer",
+                                "description": "the operator's QG_METRICS_TOKEN (GET /metrics only)"}}},
         "paths": paths,
     }
 

@@ -67,6 +67,7 @@ class EndpointSpec:
     raw_body: bool = False  # handler reads the body itself (e.g. non-JSON)
     bodies: dict[int, dict] = field(default_factory=dict)  # status -> JSON schema, when not {error, message}
     tag: str = "api"
+    security: str | None = None  # an openapi security scheme other than ExisOneApi (scope None)
 
 
 class ApiRoute(Route):
@@ -118,7 +119,7 @@ async def authenticate(services: Services, header: str | None, scope: str) -> Pr
 def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, summary: str = "",
              body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
              responses: dict[int, str] | None = None, tag: str = "api",
-             bodies: dict[int, dict] | None = None) -> ApiRoute:
+             bodies: dict[int, dict] | None = None, security: str | None = None) -> ApiRoute:
     spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
-                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {})
+                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {}, security=security)
     return ApiRoute(spec, handler)

@@ -43,6 +43,7 @@ class Services:
     metrics: Metrics
     failed_lookups: FailedLookups = field(init=False, repr=False)  # failed key/token lookups (abuse.failures)
     metrics_listener: MetricsListener | None = field(default=None, repr=False)  # QG_METRICS_BIND's socket
+    metrics_operator_digest: bytes | None = field(default=None, repr=False)  # QG_METRICS_TOKEN's digest
 
     # -- domain state, set by each domain's start() --------------------------------------------
     quota: QuotaEngine = field(init=False, repr=False)  # apilicense: the validate hot call

@@ -3,15 +3,14 @@ limit is off by default and, when on, refuses only the token that failed too oft
 
 from __future__ import annotations
 
-from conftest import make_api_key, make_product, running_app
+from conftest import METRICS_HEADERS, make_api_key, make_product, running_app
 
 VALIDATE = "/api/apilicense/validate"
 UNKNOWN_API_KEY = "qg_" + "A" * 30
 
 
-async def _metrics(client, tenant, settings) -> str:
-    headers = await tenant.token_with(settings.database_url, ["metrics"])
-    r = await client.get("/metrics", headers=headers)
+async def _metrics(client) -> str:
+    r = await client.get("/metrics", headers=METRICS_HEADERS)
     assert r.status_code == 200
     return r.text
 
@@ -31,7 +30,7 @@ async def test_wrong_keys_and_tokens_are_counted_per_tenant_and_token(client, te
     bad = {"Authorization": "ExisOneApi exo_at_abcdefghijkl_" + "x" * 32}
     assert (await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY}, headers=bad)).status_code == 401
     assert (await client.get("/api/customers", headers=bad)).status_code == 401
-    text = await _metrics(client, tenant, settings)
+    text = await _metrics(client)
     public = _public_id(tenant)
     assert f'qg_failed_lookups_total{{kind="api_key",tenant="{tenant.id}",token="{public}"}} 3.0' in text
     assert f'qg_failed_lookups_total{{kind="activation_key",tenant="{tenant.id}",token="{public}"}} 1.0' in text
