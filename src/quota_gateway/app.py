@@ -44,7 +44,7 @@ from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings
 from .errors import EXCEPTION_HANDLERS
-from .jsonio import JSONResponse
+from .jsonio import dumps
 from .metrics import Metrics
 from .metricsserver import MetricsListener
 from .middleware.logging import AccessLogMiddleware
@@ -95,9 +95,10 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         hot_routes.update(getattr(domain, "hot_routes", {}))
         hot_specs.extend(getattr(domain, "hot_specs", ()))
     spec = openapi.build(hot_specs + [r.spec for r in [*routes, metrics.public_route] if isinstance(r, ApiRoute)])
+    spec_bytes = dumps(spec)  # once: the document is ~160 KB and the route needs no token
 
     async def openapi_json(request: Request) -> Response:
-        return JSONResponse(spec)
+        return Response(spec_bytes, media_type="application/json")
 
     routes += [Route("/openapi.json", openapi_json, methods=["GET"]), metrics.public_route]
 

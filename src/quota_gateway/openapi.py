@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 from . import __version__
-from .abuse.clientlimit import UNAUTHENTICATED_PREFIXES
+from .abuse.clientlimit import client_limited
 from .principal import ANY_TOKEN
 from .routing import EndpointSpec
 
@@ -62,7 +62,7 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             # a path value may be malformed (400) or name nothing (404)
             for code, text in ((400, "invalid path value"), (404, "not found")):
                 responses.setdefault(str(code), {"description": text, **error})
-        if spec.scope is None and spec.path.startswith(UNAUTHENTICATED_PREFIXES):
+        if spec.scope is None and client_limited(spec.path):
             responses.setdefault("429", _CLIENT_LIMITED)
         responses["431"] = _HEAD_TOO_LARGE
         op["responses"] = responses

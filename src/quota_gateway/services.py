@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # domain types, for annotations only: domains import this mod
     from .apilicense.writebehind import UsageFlusher
     from .auth.cache import TokenCache
     from .events.jobs import JobWorker
+    from .health import Readiness
     from .leases.history import HistoryDrainer
     from .leases.pool import LeasePools
     from .metricsserver import MetricsListener
@@ -44,6 +45,7 @@ class Services:
     failed_lookups: FailedLookups = field(init=False, repr=False)  # failed key/token lookups (abuse.failures)
     metrics_listener: MetricsListener | None = field(default=None, repr=False)  # QG_METRICS_BIND's socket
     metrics_operator_digest: bytes | None = field(default=None, repr=False)  # QG_METRICS_TOKEN's digest
+    readiness: Readiness = field(init=False, repr=False)  # health: /readyz's cached check
 
     # -- domain state, set by each domain's start() --------------------------------------------
     quota: QuotaEngine = field(init=False, repr=False)  # apilicense: the validate hot call

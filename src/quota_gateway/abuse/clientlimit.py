@@ -31,8 +31,19 @@ log = logging.getLogger("quota_gateway.abuse")
 WINDOW = LuaScript("abuse_client_window")
 WINDOW_SECONDS = 60
 # Routes reachable without an access token: floating-license clients, the portal and admin UI
-# (sign-in pages; signed-in pages carry a cookie anyone can forge a guess of), payment receivers.
+# (sign-in pages; signed-in pages carry a cookie anyone can forge a guess of), payment receivers,
+# the API document and the operator's /metrics (whose credential is guessed like a key).
+# Not limited, on purpose: the probes. /healthz does no I/O; /readyz answers from a check made at
+# most once a second (health.py), so neither costs more than the limiter's own script call would,
+# and a 429 on readiness would take the instance out of rotation because of its neighbours'
+# traffic (orchestrators and load balancers probe from one address, often shared through SNAT).
 UNAUTHENTICATED_PREFIXES = ("/licensing/", "/portal", "/admin", "/hooks/")
+UNAUTHENTICATED_PATHS = frozenset(("/openapi.json", "/metrics"))
+
+
+def client_limited(path: str) -> bool:
+    """Whether requests to `path` count in the per-address windows."""
+    return path.startswith(UNAUTHENTICATED_PREFIXES) or path in UNAUTHENTICATED_PATHS
 _FAILED = "qg.failed_lookup"
 CLIENT_ADDRESS = "qg.client_address"  # scope key: the address the limits were counted under
 _FAILED_STATUSES = frozenset((401, 403, 404))
@@ -78,7 +89,7 @@ class ClientLimitMiddleware:
         self.enabled = self.request_limit > 0 or self.failure_limit > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http" or not scope["path"].startswith(UNAUTHENTICATED_PREFIXES):
+        if not self.enabled or scope["type"] != "http" or not client_limited(scope["path"]):
             await self.app(scope, receive, send)
             return
         services = scope["app"].state.services
