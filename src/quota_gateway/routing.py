@@ -68,6 +68,7 @@ class EndpointSpec:
     bodies: dict[int, dict] = field(default_factory=dict)  # status -> JSON schema, when not {error, message}
     tag: str = "api"
     security: str | None = None  # an openapi security scheme other than ExisOneApi (scope None)
+    key_lookup: bool = False  # looks up a key for the token: under the per-token failure limit (abuse.failures)
 
 
 class ApiRoute(Route):
@@ -85,6 +86,8 @@ class ApiRoute(Route):
         principal = None
         if spec.scope is not None:
             principal = await authenticate(services, request.headers.get("authorization"), spec.scope)
+            if spec.key_lookup and services.failed_lookups.limit:
+                services.failed_lookups.check(principal)
         body = None
         if spec.body is not None:
             if not content_type_is_json(request.headers.get("content-type")):
@@ -119,7 +122,10 @@ async def authenticate(services: Services, header: str | None, scope: str) -> Pr
 def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, summary: str = "",
              body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
              responses: dict[int, str] | None = None, tag: str = "api",
-             bodies: dict[int, dict] | None = None, security: str | None = None) -> ApiRoute:
+             bodies: dict[int, dict] | None = None, security: str | None = None,
+             key_lookup: bool = False) -> ApiRoute:
+    """`key_lookup`: the route looks up a key for the token (implied by an `invalid_key` error)."""
     spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
-                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {}, security=security)
+                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {}, security=security,
+                        key_lookup=key_lookup or "invalid_key" in errors)
     return ApiRoute(spec, handler)

@@ -60,3 +60,45 @@ async def test_the_optional_per_token_limit(settings, tenant, clock):
         assert (await client.post(VALIDATE, json={"apiKey": good}, headers=other)).status_code == 200
         clock.advance(45)
         assert (await client.post(VALIDATE, json={"apiKey": good}, headers=tenant.headers)).status_code == 200
+
+
+def _activation(key: str, hardware: str = "hw-1") -> dict:
+    return {"activationKey": key, "hardwareId": hardware, "productName": "Desk App", "version": "1.0",
+            "email": "user@example.com"}
+
+
+async def test_the_per_token_limit_on_the_licensing_routes(settings, tenant, clock):
+    """Wrong activation keys on validate and activate count against the token's limit; past it,
+    every route that looks a key up answers 429, and only for that token."""
+    async with running_app(settings.with_(token_failures_per_minute=2), clock) as (_, client):
+        clock.set(1_800_000_000 - 1_800_000_000 % 60 + 20)
+        product = await make_product(client, tenant.headers, name="Desk App")
+        r = await client.post("/api/licenses", headers=tenant.headers,
+                              json={"productId": product, "email": "user@example.com", "kind": "standard"})
+        assert r.status_code == 201
+        good = r.json()["activationKey"]
+        other = await tenant.token_with(settings.database_url, ["verify"])
+        wrong = "AAAAA-BBBBB-CCCCC-DDDDD"
+        r = await client.post("/api/license/validate", headers=tenant.headers, json=_activation(wrong))
+        assert r.status_code == 200 and r.json()["isValid"] is False
+        r = await client.post("/api/license/activate", headers=tenant.headers, json=_activation(wrong))
+        assert r.status_code == 404 and r.json()["error"] == "invalid_key"
+        for path in ("/api/license/validate", "/api/license/activate", "/api/license/deactivate"):
+            r = await client.post(path, headers=tenant.headers, json=_activation(good))
+            assert r.status_code == 429, (path, r.text)
+            assert r.json()["error"] == "too_many_failed_lookups" and r.headers["retry-after"] == "40"
+        # routes that look no key up, and other tokens, are untouched
+        assert (await client.get("/api/tenant", headers=tenant.headers)).status_code == 200
+        r = await client.post("/api/license/validate", headers=other, json=_activation(good))
+        assert r.status_code == 200 and r.json()["status"] == "not_activated", r.text
+        clock.advance(40)
+        r = await client.post("/api/license/activate", headers=tenant.headers, json=_activation(good))
+        assert r.status_code == 200, r.text
+
+
+async def test_wrong_activation_keys_are_never_limited_by_default(client, tenant):
+    await make_product(client, tenant.headers, name="Desk App")
+    for _ in range(20):
+        r = await client.post("/api/license/activate", headers=tenant.headers,
+                              json=_activation("AAAAA-BBBBB-CCCCC-DDDDD"))
+        assert r.status_code == 404 and r.json()["error"] == "invalid_key"
