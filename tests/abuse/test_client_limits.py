@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 import redis as redis_sync
 
 from conftest import METRICS_HEADERS, db_connection, running_app
 from leases.test_leases import _floating_key
 from quota_gateway.abuse import negative
-from quota_gateway.abuse.clientaddr import ClientAddresses
+from quota_gateway.abuse.clientaddr import ClientAddresses, limit_key
 from quota_gateway.licensing import keys as key_format
 
 
@@ -179,3 +180,28 @@ async def test_the_document_is_served_from_bytes_made_once(app, client):
     assert first.content == second.content
     spec = first.json()
     assert dumps(spec) == first.content and spec["paths"]["/metrics"]["get"]["responses"]["429"]
+
+
+def test_ipv6_addresses_count_by_their_64():
+    assert limit_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64"
+    assert limit_key("2001:0db8:0001:0002::1") == "2001:db8:1:2::/64"
+    assert limit_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert limit_key("::ffff:198.51.100.7") == "198.51.100.7"  # IPv4-mapped: the IPv4 address
+    assert limit_key("198.51.100.7") == "198.51.100.7"
+    assert limit_key("") == ""
+
+
+async def test_one_ipv6_subnet_shares_one_window(settings, tenant, clock):
+    async with running_app(settings.with_(client_requests_per_minute=2), clock) as (app, _):
+        url = f"/licensing/{tenant.id}/signature.pem"
+
+        async def get_from(address: str) -> int:
+            transport = httpx.ASGITransport(app=app, client=(address, 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                return (await client.get(url)).status_code
+
+        # every address of one /64 is one client: new interface ids get no new windows
+        statuses = [await get_from(f"2001:db8:1:2::{i:x}") for i in range(1, 4)]
+        assert statuses == [200, 200, 429]
+        assert await get_from("2001:db8:1:2:ffff:ffff:ffff:ffff") == 429
+        assert await get_from("2001:db8:1:3::1") == 200  # the next /64 is another client

@@ -1,7 +1,8 @@
 """Per-client-address limits on the routes anyone may call without an access token.
 
-Two fixed one-minute windows per address, kept in Redis by one script call per request (so every
-worker and every gateway shares them): requests (QG_CLIENT_REQUESTS_PER_MINUTE) and failed
+Two fixed one-minute windows per address (an IPv6 address counts by its /64: clientaddr.limit_key),
+kept in Redis (so every worker and every gateway shares them) by one script call per request,
+plus one more after a failed lookup: requests (QG_CLIENT_REQUESTS_PER_MINUTE) and failed
 lookups (QG_CLIENT_FAILURES_PER_MINUTE). A failed lookup is an answer of 401/403/404, or one a
 route marked with `note_failed_lookup` (an unknown floating key answers 200 with KEY_INVALID,
 a wrong sign-in code re-renders the form). Past either limit the address gets 429 with
@@ -24,7 +25,7 @@ from ..config import Settings
 from ..formats import rediskeys
 from ..middleware.observing import StatusRecorder
 from ..scripts import LuaScript, reply_text
-from .clientaddr import ClientAddresses
+from .clientaddr import ClientAddresses, limit_key
 
 log = logging.getLogger("quota_gateway.abuse")
 
@@ -45,7 +46,7 @@ def client_limited(path: str) -> bool:
     """Whether requests to `path` count in the per-address windows."""
     return path.startswith(UNAUTHENTICATED_PREFIXES) or path in UNAUTHENTICATED_PATHS
 _FAILED = "qg.failed_lookup"
-CLIENT_ADDRESS = "qg.client_address"  # scope key: the address the limits were counted under
+CLIENT_ADDRESS = "qg.client_address"  # scope key: what the limits were counted under (IPv6: the /64)
 _FAILED_STATUSES = frozenset((401, 403, 404))
 _MESSAGES = {"requests": ("too_many_requests", "too many requests from this address; retry after Retry-After seconds"),
              "failures": ("too_many_failed_lookups",
@@ -95,7 +96,7 @@ class ClientLimitMiddleware:
         services = scope["app"].state.services
         now = int(services.clock.now())
         window_start = now - now % WINDOW_SECONDS
-        address = scope[CLIENT_ADDRESS] = self.addresses.of(scope)
+        address = scope[CLIENT_ADDRESS] = limit_key(self.addresses.of(scope))
         keys = window_keys(address, window_start)
         left = window_start + WINDOW_SECONDS - now
         try:
