@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
@@ -27,7 +29,8 @@ _TEMPLATE = obj(
 _MAIL_SETTINGS = obj(
     contactEmail=Email(description="where the tenant is told things (e.g. a disabled webhook endpoint)"),
     deliverLicenses=Bool(description="mail a new license's key to the e-mail address it was made for"),
-    customerPortalUrl=Str(max_len=2000, description="{{CustomerPortalUrl}} in templates"),
+    customerPortalUrl=Str(max_len=2000, description="{{CustomerPortalUrl}} in templates; empty: this gateway's "
+                                                    "portal, {QG_PUBLIC_URL}/portal/{tenant}/"),
 )
 
 
@@ -94,16 +97,23 @@ async def delete_template(call: Call) -> dict:
         return _template_json(await templates.reset(conn, call.tenant_id, call.path["name"]))
 
 
+async def _mail_settings_json(conn: asyncpg.Connection, call: Call, current: dict) -> dict:
+    # What {{CustomerPortalUrl}} is in fact: the tenant's address, else this gateway's portal.
+    effective = await mailer.customer_portal_url(conn, call.services.settings, call.tenant_id)
+    return {**current, "effectiveCustomerPortalUrl": effective}
+
+
 async def get_mail_settings(call: Call) -> dict:
-    """The tenant's contact address, license delivery switch and portal URL."""
+    """The tenant's contact address, license delivery switch and portal URL (blank: this gateway's
+    portal, `effectiveCustomerPortalUrl`)."""
     async with call.services.pool.acquire() as conn:
-        return await mailer.mail_settings(conn, call.tenant_id)
+        return await _mail_settings_json(conn, call, await mailer.mail_settings(conn, call.tenant_id))
 
 
 async def put_mail_settings(call: Call) -> dict:
     """Change the tenant's mail settings (members left out stay as they are)."""
     async with call.services.pool.acquire() as conn:
-        return await mailer.put_mail_settings(conn, call.tenant_id, call.body)
+        return await _mail_settings_json(conn, call, await mailer.put_mail_settings(conn, call.tenant_id, call.body))
 
 
 _WEBHOOK = obj(

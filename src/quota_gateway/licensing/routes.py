@@ -76,7 +76,7 @@ async def deactivate(call: Call) -> dict:
 async def generate(call: Call) -> PlainTextResponse:
     """Generate a standard activation key; the body is the key as plain text."""
     async with call.services.pool.acquire() as conn:
-        return PlainTextResponse(await service.generate(conn, call.services.redis, call.tenant_id, _now(call), call.body))
+        return PlainTextResponse(await service.generate(conn, call.services.settings, call.services.redis, call.tenant_id, _now(call), call.body))
 
 
 async def create_license(call: Call) -> JSONResponse:
@@ -85,7 +85,7 @@ async def create_license(call: Call) -> JSONResponse:
     if b["kind"] == "standard" and b["maxSeats"] not in (None, 1):
         raise ApiError(400, "invalid_field", "maxSeats: a standard key has exactly one seat", field="maxSeats")
     async with call.services.pool.acquire() as conn:
-        _, made = await service.create_license(conn, call.services.redis, call.tenant_id, _now(call), product_id=b["productId"],
+        _, made = await service.create_license(conn, call.services.settings, call.services.redis, call.tenant_id, _now(call), product_id=b["productId"],
                                                email=b["email"], kind=b["kind"], max_seats=b["maxSeats"],
                                                plan_id=b["planId"], validity_days=b["validityDays"],
                                                features=b["features"])

@@ -104,7 +104,7 @@ async def get_ticket(call: Call) -> dict:
 async def reply(call: Call) -> JSONResponse:
     """Staff reply: added to the thread and e-mailed to the customer."""
     async with call.services.pool.acquire() as conn:
-        ticket = await service.add_staff_reply(conn, call.tenant_id, _ticket_id(call), call.body["message"], _now(call))
+        ticket = await service.add_staff_reply(conn, call.services.settings, call.tenant_id, _ticket_id(call), call.body["message"], _now(call))
     return JSONResponse(ticket, status_code=201)
 
 
