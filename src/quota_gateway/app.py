@@ -38,7 +38,7 @@ from . import (
     tenants,
     web,
 )
-from .abuse.clientlimit import ClientLimitMiddleware
+from .abuse.clientlimit import ClientLimitMiddleware, ClientWindows
 from .abuse.failures import FailedLookups
 from .auth.cache import TokenCache
 from .clock import Clock
@@ -117,6 +117,7 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
         services = Services(settings, clock, pool, redis, runner, tokens, Metrics(settings.metrics_dir))
         services.failed_lookups = FailedLookups(services.metrics, clock, settings.token_failures_per_minute)
+        services.client_windows = ClientWindows(settings)
         services.metrics_operator_digest = metrics_operator_digest
         app.state.services = services
         tokens.start()

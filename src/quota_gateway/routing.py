@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 
+from .abuse.clientlimit import resolve_token
 from .abuse.failures import ACCESS_TOKEN, ACTIVATION_KEY
 from .errors import ApiError
 from .jsonio import JSONResponse, content_type_is_json, parse_json, read_body
@@ -85,7 +87,7 @@ class ApiRoute(Route):
                 raise ApiError(400, "invalid_field", f"{name}: not a valid value", field=name)
         principal = None
         if spec.scope is not None:
-            principal = await authenticate(services, request.headers.get("authorization"), spec.scope)
+            principal = await authenticate(services, request.scope, request.headers.get("authorization"), spec.scope)
             if spec.key_lookup and services.failed_lookups.limit:
                 services.failed_lookups.check(principal)
         body = None
@@ -106,11 +108,12 @@ class ApiRoute(Route):
         return JSONResponse(result)
 
 
-async def authenticate(services: Services, header: str | None, scope: str) -> Principal:
-    """The caller's principal, or 401 (no usable token) / 403 (token lacks `scope`)."""
+async def authenticate(services: Services, asgi_scope: Scope, header: str | None, scope: str) -> Principal:
+    """The caller's principal, or 401 (no usable token) / 403 (token lacks `scope`); 429 when the
+    client's address made too many failed lookups (abuse.clientlimit.resolve_token)."""
     if not header:
         raise ApiError(401, "unauthorized", "missing Authorization header (expected: ExisOneApi <token>)")
-    principal = await services.tokens.resolve(header)
+    principal = await resolve_token(services, asgi_scope, header)
     if principal is None:
         services.failed_lookups.record(None, ACCESS_TOKEN)
         raise ApiError(401, "unauthorized", "access token is malformed, unknown, expired or revoked")

@@ -21,6 +21,7 @@ from .scripts import ScriptRunner
 if TYPE_CHECKING:  # domain types, for annotations only: domains import this module, not the reverse
     import httpx
 
+    from .abuse.clientlimit import ClientWindows
     from .abuse.failures import FailedLookups
     from .apilicense.engine import QuotaEngine
     from .apilicense.writebehind import UsageFlusher
@@ -43,6 +44,7 @@ class Services:
     tokens: TokenCache
     metrics: Metrics
     failed_lookups: FailedLookups = field(init=False, repr=False)  # failed key/token lookups (abuse.failures)
+    client_windows: ClientWindows = field(init=False, repr=False)  # per-address windows (abuse.clientlimit)
     metrics_listener: MetricsListener | None = field(default=None, repr=False)  # QG_METRICS_BIND's socket
     metrics_operator_digest: bytes | None = field(default=None, repr=False)  # QG_METRICS_TOKEN's digest
     readiness: Readiness = field(init=False, repr=False)  # health: /readyz's cached check

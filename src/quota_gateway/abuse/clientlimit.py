@@ -16,16 +16,21 @@ checks matters more than throttling during an outage.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
+from ..errors import ApiError
 from ..formats import rediskeys
 from ..middleware.observing import StatusRecorder
 from ..scripts import LuaScript, reply_text
 from .clientaddr import ClientAddresses, limit_key
+
+if TYPE_CHECKING:
+    from ..principal import Principal
+    from ..services import Services
 
 log = logging.getLogger("quota_gateway.abuse")
 
@@ -81,42 +86,80 @@ def window_verdict(reply: list) -> WindowVerdict:
     return WindowVerdict(False, int(reply[1]), reply_text(reply[2]))
 
 
-class ClientLimitMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+class ClientWindows:
+    """The two windows of each client address (one Redis script), read by the middleware on the
+    unauthenticated routes and by `resolve_token` on a token the in-process cache cannot answer."""
+
+    def __init__(self, settings: Settings) -> None:
         self.addresses = ClientAddresses(settings.trusted_proxies)
         self.request_limit = settings.client_requests_per_minute
         self.failure_limit = settings.client_failures_per_minute
-        self.enabled = self.request_limit > 0 or self.failure_limit > 0
+
+    def address(self, scope: Scope) -> str:
+        address = scope.get(CLIENT_ADDRESS)
+        if address is None:
+            address = scope[CLIENT_ADDRESS] = limit_key(self.addresses.of(scope))
+        return address
+
+    async def run(self, services: Services, scope: Scope, mode: str, request_limit: int) -> WindowVerdict:
+        """"check" (counting the request when `request_limit` is set) or "fail"; fails open when
+        Redis cannot be reached (see the module docstring)."""
+        now = int(services.clock.now())
+        window_start = now - now % WINDOW_SECONDS
+        keys = window_keys(self.address(scope), window_start)
+        try:
+            reply = await services.runner.run(WINDOW, keys, [mode, request_limit, self.failure_limit,
+                                                             window_start + WINDOW_SECONDS - now])
+        except Exception as exc:
+            log.warning("client limit %s failed: %s: %s", mode, type(exc).__name__, exc)
+            services.metrics.redis_errors.inc(("client_limit",))
+            return ALLOWED
+        return window_verdict(reply) if mode == "check" else ALLOWED
+
+
+class ClientLimitMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.enabled = settings.client_requests_per_minute > 0 or settings.client_failures_per_minute > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or not client_limited(scope["path"]):
             await self.app(scope, receive, send)
             return
         services = scope["app"].state.services
-        now = int(services.clock.now())
-        window_start = now - now % WINDOW_SECONDS
-        address = scope[CLIENT_ADDRESS] = limit_key(self.addresses.of(scope))
-        keys = window_keys(address, window_start)
-        left = window_start + WINDOW_SECONDS - now
-        try:
-            verdict = window_verdict(await services.runner.run(WINDOW, keys, ["check", self.request_limit,
-                                                                              self.failure_limit, left]))
-        except Exception as exc:  # fail open: see the module docstring
-            log.warning("client limit check failed: %s: %s", type(exc).__name__, exc)
-            services.metrics.redis_errors.inc(("client_limit",))
-            verdict = ALLOWED
+        windows: ClientWindows = services.client_windows
+        verdict = await windows.run(services, scope, "check", windows.request_limit)
         if not verdict.allowed:
             await _refuse(send, *_MESSAGES[verdict.reason], max(verdict.retry_after, 1))
             return
         recorder = StatusRecorder(send)
         await self.app(scope, receive, recorder)
-        if self.failure_limit > 0 and (recorder.status in _FAILED_STATUSES or scope.get(_FAILED)):
-            try:
-                await services.runner.run(WINDOW, keys, ["fail", self.request_limit, self.failure_limit, left])
-            except Exception as exc:
-                log.warning("client failure count failed: %s: %s", type(exc).__name__, exc)
-                services.metrics.redis_errors.inc(("client_limit",))
+        if windows.failure_limit > 0 and (recorder.status in _FAILED_STATUSES or scope.get(_FAILED)):
+            await windows.run(services, scope, "fail", windows.request_limit)
+
+
+async def resolve_token(services: Services, scope: Scope, header: str | None) -> Principal | None:
+    """The caller's token through the in-process cache; on a miss, looked up in PostgreSQL unless
+    the client's address used up its failed lookups this minute (429 too_many_failed_lookups), and
+    a token that matched nothing counts as one of them. A token whose public id was verified
+    before (its re-check after the cache's TTL) is never refused this way, so a client sharing an
+    address with a guesser keeps its token."""
+    tokens = services.tokens
+    hit, principal = tokens.lookup(header)
+    if hit:  # cached, or malformed: no I/O to guard
+        return principal
+    windows: ClientWindows = services.client_windows
+    guarded = windows.failure_limit > 0 and not tokens.verified_before(header)
+    if guarded:
+        verdict = await windows.run(services, scope, "check", 0)
+        if not verdict.allowed:
+            retry_after = max(verdict.retry_after, 1)
+            raise ApiError(429, _MESSAGES["failures"][0], _MESSAGES["failures"][1],
+                           headers={"Retry-After": str(retry_after)}, retryAfter=retry_after)
+    principal = await tokens.resolve(header)
+    if principal is None and guarded:
+        await windows.run(services, scope, "fail", 0)
+    return principal
 
 
 async def _refuse(send: Send, code: str, message: str, retry_after: int) -> None:

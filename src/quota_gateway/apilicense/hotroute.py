@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from ..abuse.clientlimit import resolve_token
 from ..abuse.failures import ACCESS_TOKEN, API_KEY
 from ..errors import ApiError
 from ..jsonio import refuse_duplicate_members, too_large
@@ -71,8 +72,8 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
             idempotency_key = value.decode("latin-1")
     tokens = services.tokens
     hit, principal = tokens.lookup(authorization)
-    if not hit:
-        principal = await tokens.resolve(authorization)
+    if not hit:  # a token this process has not verified, or a wrong one: guarded per address
+        principal = await resolve_token(services, scope, authorization)
     failures = services.failed_lookups
     if principal is None:
         failures.record(None, ACCESS_TOKEN)
