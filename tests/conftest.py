@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
+from doc_conformance import DocumentCheck
 from quota_gateway import db
 from quota_gateway.app import create_app
 from quota_gateway.auth.service import create_token
@@ -138,9 +139,16 @@ async def running_app(settings: Settings, clock=None) -> AsyncIterator[tuple]:
     app = create_app(settings, clock=clock)
     async with app.router.router.lifespan_context(app.router):
         await app.state.services.tokens.ready.wait()
+        # The document is fetched from an address of its own: /openapi.json counts in the
+        # per-address window, which the tests' own client must find untouched.
+        fetcher = httpx.ASGITransport(app=app, client=("192.0.2.250", 1))
+        async with httpx.AsyncClient(transport=fetcher, base_url="http://testserver") as own:
+            check = DocumentCheck((await own.get("/openapi.json")).json())
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            client.event_hooks["response"].append(check.on_response)
             yield app, client
+        assert not check.violations, "answers that break /openapi.json:\n" + "\n".join(check.violations[:20])
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from starlette.responses import Response
 
+from .answers import TEXT
 from .background import cancel_and_wait
 from .errors import ApiError
 from .routing import Call, endpoint
@@ -226,4 +227,5 @@ public_route = endpoint("GET", "/metrics", metrics_endpoint, scope=None, tag="op
                         responses={200: "Prometheus text format",
                                    401: "missing or wrong operator credential (QG_METRICS_TOKEN); code unauthorized",
                                    403: "QG_METRICS_TOKEN is not set: the public listener serves no metrics; "
-                                        "code metrics_disabled"})
+                                        "code metrics_disabled"},
+                        media_type="text/plain", returns=TEXT)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from . import __version__
 from .abuse.clientlimit import client_limited
+from .answers import COMPONENTS
 from .principal import ANY_TOKEN
 from .routing import EndpointSpec
 
@@ -17,8 +18,16 @@ ERROR_SCHEMA = _ERROR = {
 }
 _HEAD_TOO_LARGE = {"description": "request headers too large or too many (QG_MAX_HEADER_BYTES / QG_MAX_HEADER_COUNT)",
                    "content": {"application/json": {"schema": _ERROR}}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                                "schema": {"type": "integer", "minimum": 0}}}
 _CLIENT_LIMITED = {"description": "too many requests or failed lookups from this address; carries Retry-After",
-                   "content": {"application/json": {"schema": _ERROR}}}
+                   "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
+_FAILED_LOOKUPS = {"description": "too_many_failed_lookups: wrong access tokens from this address (a token this "
+                                  "process never verified is refused), or, on a route that looks a key up, this "
+                                  "token's failed lookups (QG_TOKEN_FAILURES_PER_MINUTE); carries Retry-After",
+                   "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
+_UNAVAILABLE = {"description": "Redis or PostgreSQL is briefly unreachable (error `unavailable`); carries Retry-After",
+                "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
@@ -35,9 +44,13 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             op["parameters"] = params
         if spec.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": spec.body.json_schema()}}}
-        responses: dict = {str(code): {"description": text} for code, text in spec.responses.items()}
-        if not any(code < 300 for code in spec.responses):
-            responses["200"] = {"description": "success"}
+        responses: dict = {}
+        for code in [c for c in spec.responses if c < 300] or [200]:
+            success: dict = {"description": spec.responses.get(code, "success")}
+            responses[str(code)] = success
+            schema = spec.bodies.get(code, spec.returns)
+            if schema is not None:
+                success["content"] = {spec.media_type: {"schema": schema}}
         error = {"content": {"application/json": {"schema": _ERROR}}}
         if spec.body is not None or spec.query is not None:
             responses["400"] = {"description": "invalid input", **error}
@@ -64,6 +77,12 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
                 responses.setdefault(str(code), {"description": text, **error})
         if spec.scope is None and client_limited(spec.path):
             responses.setdefault("429", _CLIENT_LIMITED)
+        elif spec.scope is not None:
+            responses.setdefault("429", _FAILED_LOOKUPS)
+        if touches_stores(spec):
+            if "503" in responses and 503 not in spec.bodies:  # declared: its own words, the usual body and header
+                responses["503"] = {**_UNAVAILABLE, "description": responses["503"]["description"]}
+            responses.setdefault("503", _UNAVAILABLE)
         responses["431"] = _HEAD_TOO_LARGE
         op["responses"] = responses
         paths.setdefault(path, {})[spec.method.lower()] = op
@@ -74,9 +93,16 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             "type": "apiKey", "in": "header", "name": "Authorization",
             "description": "`ExisOneApi exo_at_<public>_<secret>`"},
             "MetricsOperator": {"type": "http", "scheme": "bearer",
-                                "description": "the operator's QG_METRICS_TOKEN (GET /metrics only)"}}},
+                                "description": "the operator's QG_METRICS_TOKEN (GET /metrics only)"}},
+            "schemas": dict(sorted(COMPONENTS.items()))},
         "paths": paths,
     }
+
+
+def touches_stores(spec: EndpointSpec) -> bool:
+    """Whether answering may need Redis or PostgreSQL, and so may be a 503: a token is looked up in
+    PostgreSQL (when not cached), and the routes open to anyone count the address in Redis."""
+    return spec.scope is not None or client_limited(spec.path)
 
 
 def _op_name(path: str) -> str:

@@ -71,6 +71,8 @@ class EndpointSpec:
     tag: str = "api"
     security: str | None = None  # an openapi security scheme other than ExisOneApi (scope None)
     key_lookup: bool = False  # looks up a key for the token: under the per-token failure limit (abuse.failures)
+    returns: dict | None = None  # JSON Schema of the success (2xx) body; per status in `bodies` when they differ
+    media_type: str = "application/json"  # of the success body
 
 
 class ApiRoute(Route):
@@ -125,10 +127,14 @@ async def authenticate(services: Services, asgi_scope: Scope, header: str | None
 def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, summary: str = "",
              body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
              responses: dict[int, str] | None = None, tag: str = "api",
-             bodies: dict[int, dict] | None = None, security: str | None = None,
+             bodies: dict[int, dict] | None = None, returns: dict | None = None,
+             media_type: str = "application/json", security: str | None = None,
              key_lookup: bool = False) -> ApiRoute:
-    """`key_lookup`: the route looks up a key for the token (implied by an `invalid_key` error)."""
+    """`returns`: the success body's JSON Schema (schema.answer, schema.page, ...); `bodies`: the
+    body of a status whose shape differs (a 2xx of another shape, an error that is not {error, message});
+    `security`: an openapi security scheme other than ExisOneApi (scope None); `key_lookup`: the route
+    looks up a key for the token (implied by an `invalid_key` error)."""
     spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
-                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {}, security=security,
-                        key_lookup=key_lookup or "invalid_key" in errors)
+                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {}, returns=returns,
+                        media_type=media_type, security=security, key_lookup=key_lookup or "invalid_key" in errors)
     return ApiRoute(spec, handler)
