@@ -273,7 +273,8 @@ def admin(args: argparse.Namespace) -> int:
 
     async def work(conn):
         found = await _tenant(conn, args.tenant)
-        forget.append(negative.sign_in(found["id"], "admin", args.email))
+        if args.action in ("create", "link"):  # both make the address an admin
+            forget.append(negative.sign_in(found["id"], "admin", args.email))
         if args.action == "create":
             made = await signin.create_admin(conn, found["id"], args.email, Clock().utcnow())
             return f"admin {made['email']} of tenant {found['slug']}: sign in at {public}/admin/{found['slug']}/login"
@@ -288,8 +289,7 @@ def admin(args: argparse.Namespace) -> int:
     public = config.public_base(settings)
     forget: list[str] = []
     print(_run_db(settings, work))
-    if args.action in ("create", "link"):  # both make the address an admin
-        _forget_unknown(settings, forget)
+    _forget_unknown(settings, forget)
     return 0
 
 
