@@ -185,3 +185,16 @@ async def test_metadata_packed_by_the_gateway_is_what_the_script_would_pack(sett
     for value in (0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**53, -1, -32, -33, -128, -129,
                   -32768, -32769, -2**31, -2**31 - 1, -2**53):
         assert keyspace.packed_values([value]) == r_sync.eval("return cmsgpack.pack(tonumber(ARGV[1]))", 0, value)
+
+
+def test_a_keys_metadata_packed_by_the_written_out_packer_is_the_generic_packing():
+    from datetime import UTC, datetime
+
+    base = {"id": 123, "product_id": 7, "revoked_at": None, "expires_at": None, "max_api_calls": None,
+            "used_offset": 0}
+    rows = [base, {**base, "id": 10**12, "product_id": 2**31, "revoked_at": datetime.now(UTC),
+                   "expires_at": datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC), "max_api_calls": 10**12,
+                   "used_offset": 2**40},
+            {**base, "max_api_calls": 0, "used_offset": 127}, {**base, "max_api_calls": 5, "used_offset": 128}]
+    for row in rows:
+        assert keyspace.packed_key(row) == keyspace.packed_values(keyspace.key_fields(row))

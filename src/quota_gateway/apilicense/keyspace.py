@@ -242,8 +242,26 @@ def key_fields(row: Any) -> list:
             iso_utc(expires) if expires else ""]
 
 
+_FOUND_HEAD = packed_values([META_FORMAT, "1"])
+_REVOKED = packed_values(["1"]), packed_values(["0"])
+_NO_EXPIRY = packed_values([0])  # and, at the end, "" (expires ISO)
+_NO_LIMIT = packed_values([-1])
+
+
 def packed_key(row: Any) -> bytes:
-    return packed_values(key_fields(row))
+    """packed_values(key_fields(row)) for a found key, written out: it runs once per key of every
+    fill, where the generic loop cost a few microseconds more per key."""
+    license_id = str(row["id"]).encode()
+    product_id = str(row["product_id"]).encode()
+    expires = row["expires_at"]
+    limit = row["max_api_calls"]
+    offset = row["used_offset"]
+    return b"".join((_FOUND_HEAD, bytes((0xA0 | len(license_id),)), license_id, bytes((0xA0 | len(product_id),)),
+                     product_id, _REVOKED[0] if row["revoked_at"] else _REVOKED[1],
+                     _packed_int(int(expires.timestamp())) if expires else _NO_EXPIRY,
+                     _NO_LIMIT if limit is None else _packed_int(limit),
+                     bytes((offset,)) if 0 <= offset < 0x80 else _packed_int(offset),
+                     _packed_str(iso_utc(expires)) if expires else b"\xa0"))
 
 
 _NOT_FOUND_META = packed_values(key_fields(None))
