@@ -1,9 +1,10 @@
 """Cache misses on the validate path, coalesced: every key whose metadata missed is filled with the
-other misses of its batch by one PostgreSQL query and one script call per bucket, which writes the
-keys' metadata, their products' and their counters, then runs the waiting validations themselves
-(the calls of one batch leave in one pipeline write). A first touch costs its own validate call
-(the miss) and a share of the batch, instead of a metadata read, a metadata fill, a counter read, a
-counter fill and a second validation.
+other misses of its batch by one PostgreSQL query and one script call (on a single Redis; a
+cluster takes one call per bucket, since a script may touch one hash tag only), which writes the
+keys' metadata, their products' and their counters, then runs the waiting validations themselves.
+The metadata goes packed as the scripts store it, one argument per key. A first touch costs its
+own validate call (the miss) and a share of the batch, instead of a metadata read, a metadata
+fill, a counter read, a counter fill and a second validation.
 
 After a Redis restart, a cold start or a burst of never-seen keys, the misses of one tick (one
 pipeline reply wakes them together), and those arriving while a batch is in flight, share one
