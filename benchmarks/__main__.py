@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import load, micro, middleware, scale
+from benchmarks import answerwrite, load, micro, middleware, scale
 
 
 def main() -> None:
@@ -22,6 +22,8 @@ def main() -> None:
         print(scale.report(scale.run(args.keys, duration=args.duration)))
     print("== fast path: compiled vs pure-Python (ns per call) ==")
     print(micro.report(micro.run()))
+    print("\n== writing an allowed validate answer: the rate-limit fields' cost (uvicorn's cycle, no socket) ==")
+    print(answerwrite.report(answerwrite.run()))
     print("\n== client middleware's own overhead (in-process, gateway answer from a canned transport) ==")
     print(middleware.report(middleware.run()))
     if not args.skip_load:

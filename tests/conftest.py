@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
+from doc_conformance import DocumentCheck
 from quota_gateway import db
 from quota_gateway.app import create_app
 from quota_gateway.auth.service import create_token
@@ -136,7 +137,10 @@ async def running_app(settings: Settings, clock=None) -> AsyncIterator[tuple]:
         await app.state.services.tokens.ready.wait()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            check = DocumentCheck((await client.get("/openapi.json")).json())
+            client.event_hooks["response"].append(check.on_response)
             yield app, client
+        assert not check.violations, "answers that break /openapi.json:\n" + "\n".join(check.violations[:20])
 
 
 @pytest.fixture

@@ -81,3 +81,15 @@ async def postgres_behind_forwarder(settings: Any) -> AsyncIterator[tuple[Any, C
         yield through, forwarder
     finally:
         await forwarder.aclose()
+
+
+@contextlib.asynccontextmanager
+async def redis_behind_forwarder(settings: Any) -> AsyncIterator[tuple[Any, CuttableForwarder]]:
+    """Like `postgres_behind_forwarder`, for Redis: cut the forwarder for a real Redis outage."""
+    upstream = urlsplit(settings.redis_url)
+    forwarder = await CuttableForwarder(upstream.hostname or "127.0.0.1", upstream.port or 6379).start()
+    through = dataclasses.replace(settings, redis_url=upstream._replace(netloc=f"127.0.0.1:{forwarder.port}").geturl())
+    try:
+        yield through, forwarder
+    finally:
+        await forwarder.aclose()

@@ -18,6 +18,14 @@ def test_load_harness_alternates_turns_and_reports_ratios():
     assert "throughput b/a = " in text and "turns: " in text and "floating leases:" in text
 
 
+def test_answer_write_benchmark_measures_all_three_roads():
+    from benchmarks import answerwrite
+
+    results = answerwrite.run(number=50, repeat=1)
+    assert set(results) == {"asgi, no rate-limit fields", "asgi, with fields", "direct, with fields"}
+    assert all(us > 0 for us in results.values()) and "x the answer before the fields" in answerwrite.report(results)
+
+
 def test_latency_percentiles_pool_turns_by_their_requests():
     turns = [{"requests": 3000, "quantiles_ms": [1.0] * 10}, {"requests": 1000, "quantiles_ms": [10.0] * 10}]
     assert load._latency(turns, 50) == load._latency(turns, 75) == 1.0

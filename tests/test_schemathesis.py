@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -59,6 +61,13 @@ def test_every_answer_matches_the_document(gateway, tenant):
     headers = tenant.headers
     failures: list[str] = []
     operations = 0
+    answered: Counter = Counter()  # (operation, status class) -> answers
+    started = time.monotonic()
+
+    def count(ctx, response, case) -> None:
+        answered[(case.operation.label, response.status_code // 100)] += 1
+
+    checks = [*CHECKS, count]
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
@@ -67,7 +76,7 @@ def test_every_answer_matches_the_document(gateway, tenant):
             @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
             def check(case) -> None:
-                case.call_and_validate(base_url=gateway, headers=headers, checks=CHECKS, timeout=10)
+                case.call_and_validate(base_url=gateway, headers=headers, checks=checks, timeout=10)
 
             try:
                 check()
@@ -75,5 +84,11 @@ def test_every_answer_matches_the_document(gateway, tenant):
                 continue  # nothing to make invalid (no parameters, no body)
             except (Exception, BaseExceptionGroup) as exc:  # collect every operation's failure, not just the first
                 failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): {exc}"[:1500])
-    assert operations > 30
+    succeeded = {label for (label, kind), n in answered.items() if kind == 2}
+    print(f"schemathesis: {operations} operations, {sum(answered.values())} requests, "
+          f"{len(succeeded)} operations with a 2xx body checked, {time.monotonic() - started:.0f} s")
+    assert operations > 90
     assert not failures, "\n\n".join(failures)
+    # Success bodies are checked too. Generated path values rarely name a row, so about 40 operations
+    # answer 2xx here; the rest meet their schemas in the suite's own requests (doc_conformance.py).
+    assert len(succeeded) >= 30, sorted(succeeded)

@@ -110,13 +110,12 @@ async def _signin_link(conn: asyncpg.Connection, settings: Settings, tenant: dic
     from .clock import Clock
     from .web import signin
     from .web.keys import WebKeys
-    from .web.login import public_base
 
     now = Clock().utcnow()
     admin = await signin.create_admin(conn, tenant["id"], email, now)
     token = await signin.create_link(conn, WebKeys.from_master(settings.master_key or ""), now, tenant["id"],
                                      admin["id"])
-    return f"{public_base(settings)}/admin/{tenant['slug']}/login/link?token={token}"
+    return f"{config.public_base(settings)}/admin/{tenant['slug']}/login/link?token={token}"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -270,10 +269,9 @@ def admin(args: argparse.Namespace) -> int:
         return "\n".join(f"{a['email']}  last sign-in {a['lastLoginAt'] or 'never'}"
                          for a in await signin.list_admins(conn, found["id"])) or "no admin users"
 
-    from .web.login import public_base
 
     settings = _ensure_master_key(Settings.from_env())
-    public = public_base(settings)
+    public = config.public_base(settings)
     print(_run_db(settings, work))
     return 0
 

@@ -59,7 +59,7 @@ class Settings:
     max_header_bytes: int = field(default=16 * 1024, metadata={"env": "QG_MAX_HEADER_BYTES", "doc": "largest request head (request line and headers); larger: 431"})
     max_header_count: int = field(default=100, metadata={"env": "QG_MAX_HEADER_COUNT", "doc": "most request headers; more: 431"})
     log_level: str = field(default="info", metadata={"env": "QG_LOG_LEVEL", "doc": "log level"})
-    public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL", "doc": "base URL people reach this gateway at, used in sign-in links and e-mails (default: from host and port)"})
+    public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL", "doc": "base URL people reach this gateway at, used in sign-in links and e-mails ({{CustomerPortalUrl}} defaults to it plus /portal/{tenant}/) (default: from host and port)"})
     server_version: str = field(default="", metadata={"env": "QG_SERVER_VERSION", "doc": "version reported to clients (default: package version)"})
     support_tickets_per_token: int = field(default=100, metadata={"env": "QG_SUPPORT_TICKETS_PER_TOKEN", "doc": "support tickets one access token may create per window (the SDKs' token is shared by all of a product's users)"})
     support_tickets_per_email: int = field(default=5, metadata={"env": "QG_SUPPORT_TICKETS_PER_EMAIL", "doc": "support tickets one e-mail address may create per window"})
@@ -96,6 +96,22 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).resolve()
+
+
+def public_base(settings: Settings) -> str:
+    """Where people reach the gateway: QG_PUBLIC_URL, else the scheme, host and port it serves on.
+    Never taken from a request's Host header (a forged Host would put an attacker's address into
+    a victim's sign-in e-mail)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    scheme = "https" if settings.tls_cert or settings.dev_tls else "http"
+    return f"{scheme}://{settings.host}:{settings.port}"
+
+
+def portal_url(settings: Settings, tenant_slug: str) -> str:
+    """This gateway's customer portal of one tenant: what {{CustomerPortalUrl}} is unless the
+    tenant set its own."""
+    return f"{public_base(settings)}/portal/{tenant_slug}/"
 
 
 def _coerce(annotation: str, raw: str) -> object:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 import orjson
 from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from .logs import ThrottledWarning
 
 log = logging.getLogger("quota_gateway")
 
@@ -70,13 +73,33 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
 UNAVAILABLE_HEADERS = {"Retry-After": "1"}
 
 
+# PostgreSQL failures that pass: the server unreachable (refused, reset, timed out: OSError), the
+# connection lost, or the server refusing connections for now (starting, shutting down, full).
+POSTGRES_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError)
+_postgres_failed = ThrottledWarning(log)
+
+
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("redis unavailable on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return _store_unavailable(request, "redis_errors")
+
+
+async def _postgres_unavailable(request: Request, exc: Exception) -> Response:
+    _postgres_failed.warning("postgres unavailable on %s %s: %s: %s", request.method, request.url.path,
+                             type(exc).__name__, exc)
+    return _store_unavailable(request, "db_errors")
+
+
+def _store_unavailable(request: Request, counter: str) -> Response:
+    """503 unavailable with Retry-After, counted in the metrics family `counter` of the store."""
     services = getattr(request.app.state, "services", None)
     if services is not None:
-        services.metrics.redis_errors.inc(("route",))
+        getattr(services.metrics, counter).inc(("route",))
     return json_error(503, "unavailable", "the data store is briefly unavailable; retry", UNAVAILABLE_HEADERS)
 
 
 EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_exception, Exception: _unexpected,
+                      **{kind: _postgres_unavailable for kind in POSTGRES_UNAVAILABLE},
                       **{kind: _redis_unavailable for kind in REDIS_UNAVAILABLE}}

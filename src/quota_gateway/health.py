@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from .answers import STRING, answer, one_of
 from .jsonio import JSONResponse
 from .routing import Call, endpoint
 
@@ -34,7 +35,10 @@ async def readyz(call: Call) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
 
 
+_READINESS = answer(status=one_of("ready", "not_ready"),
+                    checks=answer(redis=STRING, postgres=STRING))  # "ok" or "error: <kind>"
 routes = [
-    endpoint("GET", "/healthz", healthz, scope=None, tag="health"),
-    endpoint("GET", "/readyz", readyz, scope=None, tag="health", responses={503: "a dependency is unreachable"}),
+    endpoint("GET", "/healthz", healthz, scope=None, tag="health", returns=answer(status=one_of("ok"))),
+    endpoint("GET", "/readyz", readyz, scope=None, tag="health", responses={503: "a dependency is unreachable"},
+             returns=_READINESS, bodies={503: _READINESS}),
 ]

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 from bisect import bisect_left
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -24,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from starlette.responses import Response
 
+from .answers import TEXT
 from .background import cancel_and_wait
 from .routing import Call, endpoint
 
@@ -34,10 +36,16 @@ _SHARE_EVERY = 1.0
 
 
 class CountsByLabels:
-    """A counter family whose children are dictionary entries (label values -> count)."""
+    """A counter family whose children are dictionary entries (label values -> count).
 
-    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+    With `exposed`, the entries are counted under keys of the caller's own (several facts of one
+    event in one tuple) and folded into label values only when scraped: one update per event
+    can then feed both /metrics and an in-process view that needs a fact the labels leave out."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...],
+                 exposed: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None) -> None:
         self.name, self.documentation, self.labels = name, documentation, labels
+        self.exposed = exposed
         self.counts: dict[tuple[str, ...], int] = {}
         self.peers: list = []  # other workers' snapshots, set just before a scrape
 
@@ -54,6 +62,12 @@ class CountsByLabels:
             for label_values, count in peer:
                 key = tuple(label_values)
                 totals[key] = totals.get(key, 0) + count
+        if self.exposed is not None:
+            folded: dict[tuple[str, ...], int] = {}
+            for key, count in totals.items():
+                label_values = self.exposed(key)
+                folded[label_values] = folded.get(label_values, 0) + count
+            totals = folded
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for label_values, count in totals.items():
             family.add_metric(label_values, count)
@@ -112,8 +126,9 @@ class Metrics:
         self.redis_errors = self.counts("qg_redis_errors", "Redis commands that failed", ("operation",))
         self.db_errors = self.counts("qg_db_errors", "PostgreSQL operations that failed", ("operation",))
 
-    def counts(self, name: str, documentation: str, labels: tuple[str, ...]) -> CountsByLabels:
-        return self._register(CountsByLabels(name, documentation, labels))
+    def counts(self, name: str, documentation: str, labels: tuple[str, ...],
+               exposed: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None) -> CountsByLabels:
+        return self._register(CountsByLabels(name, documentation, labels, exposed))
 
     def _register(self, family):
         self._families[family.name] = family
@@ -181,4 +196,4 @@ async def metrics_endpoint(call: Call) -> Response:
 
 
 public_route = endpoint("GET", "/metrics", metrics_endpoint, scope="metrics", tag="ops",
-                        responses={200: "Prometheus text format"})
+                        responses={200: "Prometheus text format"}, media_type="text/plain", returns=TEXT)

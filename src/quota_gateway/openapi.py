@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from . import __version__
 from .abuse.clientlimit import UNAUTHENTICATED_PREFIXES
+from .answers import COMPONENTS
 from .principal import ANY_TOKEN
 from .routing import EndpointSpec
 
@@ -17,8 +18,12 @@ ERROR_SCHEMA = _ERROR = {
 }
 _HEAD_TOO_LARGE = {"description": "request headers too large or too many (QG_MAX_HEADER_BYTES / QG_MAX_HEADER_COUNT)",
                    "content": {"application/json": {"schema": _ERROR}}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                                "schema": {"type": "integer", "minimum": 0}}}
 _CLIENT_LIMITED = {"description": "too many requests or failed lookups from this address; carries Retry-After",
-                   "content": {"application/json": {"schema": _ERROR}}}
+                   "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
+_UNAVAILABLE = {"description": "Redis or PostgreSQL is briefly unreachable (error `unavailable`); carries Retry-After",
+                "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
@@ -35,9 +40,13 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             op["parameters"] = params
         if spec.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": spec.body.json_schema()}}}
-        responses: dict = {str(code): {"description": text} for code, text in spec.responses.items()}
-        if not any(code < 300 for code in spec.responses):
-            responses["200"] = {"description": "success"}
+        responses: dict = {}
+        for code in [c for c in spec.responses if c < 300] or [200]:
+            success: dict = {"description": spec.responses.get(code, "success")}
+            responses[str(code)] = success
+            schema = spec.bodies.get(code, spec.returns)
+            if schema is not None:
+                success["content"] = {spec.media_type: {"schema": schema}}
         error = {"content": {"application/json": {"schema": _ERROR}}}
         if spec.body is not None or spec.query is not None:
             responses["400"] = {"description": "invalid input", **error}
@@ -62,6 +71,10 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
                 responses.setdefault(str(code), {"description": text, **error})
         if spec.scope is None and spec.path.startswith(UNAUTHENTICATED_PREFIXES):
             responses.setdefault("429", _CLIENT_LIMITED)
+        if touches_stores(spec):
+            if "503" in responses and 503 not in spec.bodies:  # declared: its own words, the usual body and header
+                responses["503"] = {**_UNAVAILABLE, "description": responses["503"]["description"]}
+            responses.setdefault("503", _UNAVAILABLE)
         responses["431"] = _HEAD_TOO_LARGE
         op["responses"] = responses
         paths.setdefault(path, {})[spec.method.lower()] = op
@@ -70,9 +83,16 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
         "info": {"title": "quota_gateway", "version": __version__},
         "components": {"securitySchemes": {"ExisOneApi": {
             "type": "apiKey", "in": "header", "name": "Authorization",
-            "description": "`ExisOneApi exo_at_<public>_<secret>`"}}},
+            "description": "`ExisOneApi exo_at_<public>_<secret>`"}},
+            "schemas": dict(sorted(COMPONENTS.items()))},
         "paths": paths,
     }
+
+
+def touches_stores(spec: EndpointSpec) -> bool:
+    """Whether answering may need Redis or PostgreSQL, and so may be a 503: a token is looked up in
+    PostgreSQL (when not cached), and the routes open to anyone count the address in Redis."""
+    return spec.scope is not None or spec.path.startswith(UNAUTHENTICATED_PREFIXES)
 
 
 def _op_name(path: str) -> str:

@@ -67,6 +67,8 @@ class EndpointSpec:
     raw_body: bool = False  # handler reads the body itself (e.g. non-JSON)
     bodies: dict[int, dict] = field(default_factory=dict)  # status -> JSON schema, when not {error, message}
     tag: str = "api"
+    returns: dict | None = None  # JSON Schema of the success (2xx) body; per status in `bodies` when they differ
+    media_type: str = "application/json"  # of the success body
 
 
 class ApiRoute(Route):
@@ -118,7 +120,11 @@ async def authenticate(services: Services, header: str | None, scope: str) -> Pr
 def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, summary: str = "",
              body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
              responses: dict[int, str] | None = None, tag: str = "api",
-             bodies: dict[int, dict] | None = None) -> ApiRoute:
+             bodies: dict[int, dict] | None = None, returns: dict | None = None,
+             media_type: str = "application/json") -> ApiRoute:
+    """`returns`: the success body's JSON Schema (schema.answer, schema.page, ...); `bodies`: the
+    body of a status whose shape differs (a 2xx of another shape, an error that is not {error, message})."""
     spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
-                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {})
+                        body, query, errors, responses or {}, tag=tag, bodies=bodies or {}, returns=returns,
+                        media_type=media_type)
     return ApiRoute(spec, handler)

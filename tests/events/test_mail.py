@@ -105,10 +105,10 @@ async def test_queue_mail_renders_both_parts_and_survives_a_refusal(quiet, tenan
                      headers=tenant.headers)
     smtp_server.fail_next(1)
     async with services.pool.acquire() as conn:
-        job_id = await mailer.queue_mail(conn, tenant.id, "license_delivery", "buyer@example.com",
-                                         {"LicenseKey": "ABCD-EFGH", "ProductName": "Widget <Pro>",
+        job_id = await mailer.queue_mail(conn, services.settings, tenant.id, "license_delivery",
+                                         "buyer@example.com", {"LicenseKey": "ABCD-EFGH", "ProductName": "Widget <Pro>",
                                           "ExpirationDate": "2027-12-31"}, dedupe_key="license:1")
-        assert await mailer.queue_mail(conn, tenant.id, "license_delivery", "buyer@example.com", {},
+        assert await mailer.queue_mail(conn, services.settings, tenant.id, "license_delivery", "buyer@example.com", {},
                                        dedupe_key="license:1") is None
     await jobs.run_due(services)
     assert smtp_server.messages == []  # refused with a 451: retried after 5 minutes
@@ -129,7 +129,7 @@ async def test_a_crash_after_sending_resends_with_the_same_message_id(quiet, ten
     services = app.state.services
     await client.put("/api/smtp", json=_smtp_body(smtp_server), headers=tenant.headers)
     async with services.pool.acquire() as conn:
-        await mailer.queue_mail(conn, tenant.id, "portal_login_code", "buyer@example.com",
+        await mailer.queue_mail(conn, services.settings, tenant.id, "portal_login_code", "buyer@example.com",
                                 {"LoginCode": "123456", "ValidMinutes": 10})
     [job] = await jobs.claim(services, 10)
     await mailer._send_job(services, job)  # sent; the process dies before recording the outcome
@@ -148,7 +148,8 @@ async def test_sandbox_refuses_internals(quiet, tenant, smtp_server):
                          json={"subject": "x", "text": "{{ ReplyText.__class__.__mro__[1].__subclasses__() }}"})
     assert r.status_code == 200  # valid syntax; what it may touch is decided when rendering
     async with app.state.services.pool.acquire() as conn:
-        job_id = await mailer.queue_mail(conn, tenant.id, "ticket_reply", "buyer@example.com", {"ReplyText": "hi"})
+        job_id = await mailer.queue_mail(conn, app.state.services.settings, tenant.id, "ticket_reply",
+                                         "buyer@example.com", {"ReplyText": "hi"})
         await jobs.run_due(app.state.services)
         row = await conn.fetchrow("SELECT state, last_error FROM jobs WHERE id = $1", job_id)
     assert row["state"] == "failed" and "unsafe" in row["last_error"]
@@ -158,7 +159,8 @@ async def test_sandbox_refuses_internals(quiet, tenant, smtp_server):
 async def test_mail_settings(client, tenant, other_tenant):
     r = await client.put("/api/email/settings", json={"contactEmail": "ops@acme.example", "deliverLicenses": True},
                          headers=tenant.headers)
-    assert r.json() == {"contactEmail": "ops@acme.example", "deliverLicenses": True, "customerPortalUrl": ""}
+    assert r.json() == {"contactEmail": "ops@acme.example", "deliverLicenses": True, "customerPortalUrl": "",
+                        "effectiveCustomerPortalUrl": f"http://127.0.0.1:8080/portal/{tenant.slug}/"}
     assert (await client.get("/api/email/settings", headers=other_tenant.headers)).json()["deliverLicenses"] is False
     r = await client.put("/api/email/settings", json={"contactEmail": "nope"}, headers=tenant.headers)
     assert r.status_code == 400 and r.json()["error"] == "invalid_field"

@@ -57,7 +57,7 @@ async def test_sends_over_tls_trusting_the_configured_ca(settings, clock, tenant
         assert r.status_code == 200, r.text
         # And through the job queue, as every other mail goes.
         async with app.state.services.pool.acquire() as conn:
-            await mailer.queue_mail(conn, tenant.id, "license_delivery", "buyer@example.com",
+            await mailer.queue_mail(conn, app.state.services.settings, tenant.id, "license_delivery", "buyer@example.com",
                                     {"LicenseKey": "ABCD-1234", "ProductName": "Desk"})
         await jobs.run_due(app.state.services)
         test_mail, delivery = await tls_server.wait_for(2)
@@ -75,7 +75,7 @@ async def test_an_untrusted_certificate_fails(settings, clock, tenant, tls_serve
         assert "CERTIFICATE_VERIFY_FAILED" in r.json()["message"] or "certificate" in r.json()["message"].lower()
         # The queued mail fails its attempt and waits for a retry: never sent insecurely.
         async with app.state.services.pool.acquire() as conn:
-            job_id = await mailer.queue_mail(conn, tenant.id, "license_delivery", "buyer@example.com",
+            job_id = await mailer.queue_mail(conn, app.state.services.settings, tenant.id, "license_delivery", "buyer@example.com",
                                              {"LicenseKey": "ABCD-1234"})
             await jobs.run_due(app.state.services)
             row = await conn.fetchrow("SELECT state, attempts, last_error FROM jobs WHERE id = $1", job_id)

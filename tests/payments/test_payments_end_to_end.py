@@ -53,6 +53,8 @@ async def test_stripe_payment_to_mailed_key_to_sdk_activation(https_server, sett
     assert match, mail.text
     key = match.group(1)
     assert key in mail.html
+    # {{CustomerPortalUrl}}: the tenant set none, so this gateway's portal (https, its host and port).
+    assert f"Manage your licenses at {base}/portal/e2e/\r\n" in mail.text and f'href="{base}/portal/e2e/"' in mail.html
 
     sdk = _sdk(base, cert, tenant.token)
     hardware = sdk.generate_hardware_id()

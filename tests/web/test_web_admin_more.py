@@ -57,7 +57,8 @@ async def test_smtp_settings_test_message_and_templates(client, settings, tenant
     base = f"/admin/{tenant.slug}"
     page = await client.get(f"{base}/email")
     assert "No SMTP server is configured" in page.text
-    assert f"<code>http://127.0.0.1:8080/portal/{tenant.slug}/</code>" in page.text   # the address to give out
+    # Blank: every e-mail links to this gateway's portal (the address to give out), and the page says so.
+    assert f'<code id="effective-portal">http://127.0.0.1:8080/portal/{tenant.slug}/</code>' in page.text
     r = await client.post(f"{base}/email/smtp", data={
         "csrf_token": form, "host": smtp_server.host, "port": str(smtp_server.port), "security": "none",
         "username": "shop", "password": "s3cret-pass", "from": "shop@acme.example"})
@@ -90,6 +91,8 @@ async def test_smtp_settings_test_message_and_templates(client, settings, tenant
                                                           "deliver_licenses": "1"})
     page = await client.get(f"{base}/email")
     assert "ops@acme.example" in page.text and "https://acme.example/portal" in page.text
+    assert '<code id="effective-portal">https://acme.example/portal</code>' in page.text
+    assert f"<code>http://127.0.0.1:8080/portal/{tenant.slug}/</code>" in page.text   # what blank would give
 
     url = f"{base}/email/templates/license_delivery"
     assert "{{LicenseKey}}" in (await client.get(url)).text

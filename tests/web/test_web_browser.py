@@ -367,7 +367,7 @@ async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_s
     pool = await create_pool(mailing.database_url, max_size=1)
     try:   # the staff answers through the support service
         async with pool.acquire() as conn:
-            await support.add_staff_reply(conn, tenant.id, ticket_id, "Please update to 2.1 and try again.",
+            await support.add_staff_reply(conn, mailing, tenant.id, ticket_id, "Please update to 2.1 and try again.",
                                           clock.utcnow())
     finally:
         await pool.close()

@@ -100,6 +100,29 @@ async def test_admin_signs_in_with_an_emailed_code(mail_app, settings, tenant, c
     assert len(smtp_server.messages) == 1
 
 
+async def test_sign_in_mail_links_to_the_public_address(settings, clock, smtp_server, tenant, other_tenant):
+    """The sign-in e-mail's link and {{CustomerPortalUrl}} use QG_PUBLIC_URL (never the request's
+    Host), each tenant's mail its own portal."""
+    public = settings.with_(smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none",
+                            smtp_from="licensing@acme.example", public_url="https://licenses.gateway.example")
+    async with running_app(public, clock) as (app, client):
+        for number, t in enumerate((tenant, other_tenant), 1):
+            product = (await client.post("/api/product", json={"name": "Desk"}, headers=t.headers)).json()["id"]
+            await client.post("/api/licenses", json={"productId": product, "email": "buyer@example.com"},
+                              headers=t.headers)
+            page = await client.get(f"/portal/{t.slug}/login")
+            await client.post(f"/portal/{t.slug}/login", data={"csrf_token": csrf_of(page.text),
+                                                               "email": "buyer@example.com"},
+                              headers={"Host": "attacker.example"})
+            await jobs.run_due(app.state.services)
+            mail = (await smtp_server.wait_for(number))[number - 1]
+            own = f"https://licenses.gateway.example/portal/{t.slug}/"
+            other = other_tenant if t is tenant else tenant
+            assert f"Or open {own}login/code?" in mail.text and f"· {own}\r\n" in mail.text
+            assert f'href="{own}"' in mail.html
+            assert f"/portal/{other.slug}/" not in mail.text + mail.html and "attacker" not in mail.text + mail.html
+
+
 async def test_customer_portal(mail_app, tenant, clock, smtp_server):
     app, client = mail_app
     product = (await client.post("/api/product", json={"name": "Desk App", "deactivationCooldownHours": 24},

@@ -33,6 +33,12 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
+
+
+def _outcome_labels(key: tuple[str, ...]) -> tuple[str, ...]:
+    """(tenant id, product name, code) as counted -> (product, result, code) as /metrics shows it."""
+    _, product, code = key
+    return product, "allowed" if code == "ok" else "denied", code
 # First replies of idempotent consumes written behind (restored with the counters after Redis lost them).
 _KEPT_REPLIES = """SELECT idem, reply, GREATEST(1, 86400 - extract(epoch FROM now() - created_at))::int AS ttl
                    FROM api_idempotency WHERE license_id = $1 AND created_at > now() - interval '1 day'"""
@@ -48,11 +54,10 @@ class QuotaEngine:
         self._clock = services.clock
         self._clock_cache: tuple[int, bytes, tuple, tuple] = (-1, b"", (), ())
         metrics = services.metrics
+        # counted per (tenant id, product name, outcome code): /metrics shows product, result and code;
+        # the admin analytics read a tenant's own (a product name may be two tenants')
         self._validations = metrics.counts("qg_apilicense_validations", "API-key validations by product and outcome",
-                                           ("product", "result", "code"))
-        # (tenant id, outcome code) -> validations answered: the admin analytics' per-tenant view (the
-        # metric above is labelled by product name, which two tenants may share)
-        self.tenant_outcomes: dict[tuple[str, str], int] = {}
+                                           ("product", "result", "code"), exposed=_outcome_labels)
         self._near_limit = metrics.counts("qg_apilicense_near_limit",
                                           "validations of keys with >= 80% of a window or the quota used", ("product",))
         self._refs: dict[str, LicenseRef] = {}  # normalised key -> where it lives (hashing once per key)
@@ -140,17 +145,25 @@ class QuotaEngine:
         return cached
 
     def _count(self, tenant_id: str, product: str, code: str) -> None:
-        self._validations.inc((product, "allowed" if code == "ok" else "denied", code))
-        outcomes = self.tenant_outcomes
-        outcomes[tenant_id, code] = outcomes.get((tenant_id, code), 0) + 1
+        counts = self._validations.counts
+        key = (tenant_id, product, code)
+        counts[key] = counts.get(key, 0) + 1
 
     def validation_counts(self) -> dict[tuple[str, ...], int]:
-        """(product id, result, code) -> validations this process answered since it started."""
-        return dict(self._validations.counts)
+        """(product name, result, code) -> validations this process answered since it started."""
+        totals: dict[tuple[str, ...], int] = {}
+        for key, n in self._validations.counts.items():
+            labels = _outcome_labels(key)
+            totals[labels] = totals.get(labels, 0) + n
+        return totals
 
     def tenant_validation_counts(self, tenant_id: str) -> dict[str, int]:
         """Outcome code -> validations of this tenant's keys this process answered since it started."""
-        return {code: n for (tenant, code), n in self.tenant_outcomes.items() if tenant == tenant_id}
+        totals: dict[str, int] = {}
+        for (tenant, _, code), n in self._validations.counts.items():
+            if tenant == tenant_id:
+                totals[code] = totals.get(code, 0) + n
+        return totals
 
     # -- cache fills --------------------------------------------------------------------------
 

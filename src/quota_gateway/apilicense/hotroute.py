@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from .. import directanswer
 from ..abuse.failures import ACCESS_TOKEN, API_KEY
+from ..answers import INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, optional
 from ..errors import ApiError
+from ..fastpath import WINDOW_NAMES
 from ..jsonio import refuse_duplicate_members, too_large
 from ..logs import ThrottledWarning
 from ..openapi import ERROR_SCHEMA
@@ -57,8 +60,9 @@ async def validate_endpoint(services: Services, scope: Scope, receive: Receive, 
     headers = _JSON_HEADERS + [(b"content-length", str(len(body)).encode())]
     if extra:
         headers += extra
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    if not directanswer.write(send, status, headers, body):  # every field above is ours: no checks needed
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
     services.metrics.observe_request(ROUTE_LABEL, "POST", status, time.perf_counter() - started)
 
 
@@ -139,17 +143,24 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-# A refused validation is an answer, not an error: {isValid: false, errorCode, errorMessage, ...}.
-# 403 and 429 may also be the {error, message} of a token lacking 'verify' or a token over its
-# failed-lookup limit.
-DENIAL_SCHEMA = _DENIAL = {"type": "object", "required": ["isValid", "errorCode", "errorMessage"], "properties": {
-    "isValid": {"const": False}, "errorCode": {"enum": list(ERROR_CODES)}, "errorMessage": {"type": "string"},
-    "quota": {"type": "object"}, "rateLimits": {"type": "array"},
-    "retryAfterSeconds": {"type": "integer", "minimum": 0}}}
+# The answers (fastpath.render_validation). A refused validation is an answer, not an error:
+# {isValid: false, errorCode, errorMessage, ...}. 403 and 429 may also be the {error, message} of a
+# token lacking 'verify' or a token over its failed-lookup limit.
+QUOTA_SCHEMA = component("Quota", answer(limit=nullable(INTEGER), used=INTEGER, remaining=nullable(INTEGER)))
+RATE_LIMITS_SCHEMA = component("RateLimits", {
+    "type": "object", "propertyNames": {"enum": list(WINDOW_NAMES)}, "description": "only the windows the product limits",
+    "additionalProperties": answer(limit=INTEGER, used=INTEGER, remaining=INTEGER, resetsAt=TIMESTAMP)})
+VALID_SCHEMA = component("ApiKeyValid", answer(
+    isValid={"const": True}, unitsConsumed=INTEGER, quota=QUOTA_SCHEMA, rateLimits=RATE_LIMITS_SCHEMA,
+    features=array(STRING), expiresAt=nullable(TIMESTAMP)))
+DENIAL_SCHEMA = _DENIAL = component("ApiKeyDenial", answer(
+    isValid={"const": False}, errorCode={"enum": list(ERROR_CODES)}, errorMessage=STRING,
+    quota=optional(QUOTA_SCHEMA), rateLimits=optional(RATE_LIMITS_SCHEMA),
+    retryAfterSeconds=optional({"type": "integer", "minimum": 0})))
 DENIAL_OR_ERROR_SCHEMA = _DENIAL_OR_ERROR = {"anyOf": [_DENIAL, ERROR_SCHEMA]}
 hot_routes = {("POST", PATH): validate_endpoint}
 hot_specs = [EndpointSpec("POST", PATH, "Validate an API key and consume units (the hot path)", "verify",
-                          body=VALIDATE_BODY, errors=ERROR_CODES, tag="apilicense",
+                          body=VALIDATE_BODY, errors=ERROR_CODES, tag="apilicense", returns=VALID_SCHEMA,
                           responses={200: "valid", 404: "not_found", 403: "revoked or expired",
                                      429: "quota_exhausted or rate_limit_*; carries Retry-After and RateLimit fields",
                                      503: "quota store unavailable"},

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, one_of, page
 from ..formats import times
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
 from ..routing import Call, endpoint
 from ..schema import UNSET, Email, Int, List, Query, Str, obj
 from . import service
-from .hotroute import DENIAL_OR_ERROR_SCHEMA, DENIAL_SCHEMA, ERROR_CODES, MAX_UNITS
+from .hotroute import (
+    DENIAL_OR_ERROR_SCHEMA,
+    DENIAL_SCHEMA,
+    ERROR_CODES,
+    MAX_UNITS,
+    QUOTA_SCHEMA,
+    RATE_LIMITS_SCHEMA,
+    VALID_SCHEMA,
+)
 
 _CREATE = obj(
     productId=Int(required=True, minimum=1),
@@ -42,6 +51,18 @@ _LIST = Query({**PAGE_FIELDS, "productId": Int(minimum=1), "status": Str(choices
                "clientIdentifier": Str(max_len=200)})
 _CHECK = Query({"units": Int(minimum=1, maximum=MAX_UNITS, default=1)})
 _RESET = Query({"periodType": Str(choices=("all", "lifetime", *service.PERIODS), default="all")})
+
+# Answers. service.license_json: a key as listed and shown (masked).
+_LICENSE = component("ApiLicense", answer(
+    id=INTEGER, apiKey=STRING, productId=INTEGER, productName=STRING, email=STRING, clientName=STRING,
+    clientIdentifier=STRING, maxApiCalls=nullable(INTEGER), expirationDate=nullable(TIMESTAMP),
+    status=one_of("active", "revoked", "expired"), createdAt=TIMESTAMP, revokedAt=nullable(TIMESTAMP), imported=BOOLEAN))
+_CREATED = answer(id=INTEGER, apiKey=STRING, expirationDate=nullable(TIMESTAMP), maxApiCalls=nullable(INTEGER),
+                  productId=INTEGER, productName=STRING, clientName=STRING, clientIdentifier=STRING, email=STRING)
+_IMPORTED = answer(imported=INTEGER, productId=INTEGER, productName=STRING, items=array(answer(
+    id=INTEGER, apiKey=STRING, expirationDate=nullable(TIMESTAMP), maxApiCalls=nullable(INTEGER), usedApiCalls=INTEGER)))
+_USAGE = answer(apiKey=STRING, quota=QUOTA_SCHEMA, rateLimits=RATE_LIMITS_SCHEMA,
+                history=array(answer(date={"type": "string", "format": "date"}, units=INTEGER)))
 
 
 async def create(call: Call) -> JSONResponse:
@@ -126,21 +147,23 @@ routes = [
     endpoint("GET", "/api/apilicense/validate/{api_key}", check, scope="verify", query=_CHECK, tag="apilicense",
              errors=ERROR_CODES, responses={200: "valid", 404: "not_found", 403: "revoked or expired",
                                             429: "would exceed a limit"},
-             bodies={403: DENIAL_OR_ERROR_SCHEMA, 404: DENIAL_SCHEMA, 429: DENIAL_OR_ERROR_SCHEMA}),
+             bodies={403: DENIAL_OR_ERROR_SCHEMA, 404: DENIAL_SCHEMA, 429: DENIAL_OR_ERROR_SCHEMA}, returns=VALID_SCHEMA),
     endpoint("POST", "/api/apilicense", create, scope="manage", body=_CREATE, tag="apilicense",
-             errors=("product_not_found",), responses={201: "created; the key is shown once", 404: "no such product"}),
+             errors=("product_not_found",), responses={201: "created; the key is shown once", 404: "no such product"},
+             returns=_CREATED),
     endpoint("POST", "/api/apilicense/import", import_keys, scope="manage", body=_IMPORT, tag="apilicense",
              errors=("invalid_key_format", "duplicate_key", "product_not_found", "key_exists"),
-             responses={201: "imported", 404: "no such product", 409: "a key is already registered"}),
-    endpoint("GET", "/api/apilicense", listing, scope="manage", query=_LIST, tag="apilicense"),
+             responses={201: "imported", 404: "no such product", 409: "a key is already registered"}, returns=_IMPORTED),
+    endpoint("GET", "/api/apilicense", listing, scope="manage", query=_LIST, tag="apilicense", returns=page(_LICENSE)),
     endpoint("GET", "/api/apilicense/{api_key}", show, scope="manage", tag="apilicense", errors=("not_found",),
-             responses={200: "the key", 404: "no such key"}),
+             responses={200: "the key", 404: "no such key"}, returns=_LICENSE),
     endpoint("PATCH", "/api/apilicense/{api_key}", update, scope="manage", body=_UPDATE, tag="apilicense",
-             errors=("not_found",), responses={200: "updated", 404: "no such key"}),
+             errors=("not_found",), responses={200: "updated", 404: "no such key"}, returns=_LICENSE),
     endpoint("DELETE", "/api/apilicense/{api_key}", revoke, scope="manage", tag="apilicense", errors=("not_found",),
-             responses={200: "revoked", 404: "no such key"}),
+             responses={200: "revoked", 404: "no such key"}, returns=answer(revoked=BOOLEAN, apiKey=STRING)),
     endpoint("GET", "/api/apilicense/{api_key}/usage", usage, scope="manage", tag="apilicense", errors=("not_found",),
-             responses={200: "usage", 404: "no such key"}),
+             responses={200: "usage", 404: "no such key"}, returns=_USAGE),
     endpoint("POST", "/api/apilicense/{api_key}/reset", reset, scope="manage", query=_RESET, tag="apilicense",
-             errors=("not_found",), responses={200: "reset", 404: "no such key"}),
+             errors=("not_found",), responses={200: "reset", 404: "no such key"},
+             returns=answer(apiKey=STRING, reset=_RESET.params["periodType"])),
 ]

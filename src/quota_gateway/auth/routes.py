@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, items, nullable
 from ..errors import ApiError
 from ..formats import times
 from ..jsonio import JSONResponse
@@ -14,6 +15,11 @@ _CREATE = obj(
     scopes=List(required=True, item=Str(choices=SCOPES), max_items=len(SCOPES)),
     expiresAt=Str(max_len=40, description="ISO-8601 UTC; omitted = never expires"),
 )
+
+_TOKEN_FIELDS = dict(id=INTEGER, publicId=STRING, token=STRING, name=STRING, scopes=array(STRING),
+                     createdAt=TIMESTAMP, expiresAt=nullable(TIMESTAMP))
+_NEW_TOKEN = answer(**_TOKEN_FIELDS)
+_TOKEN = answer(**_TOKEN_FIELDS, revokedAt=nullable(TIMESTAMP), lastUsedAt=nullable(TIMESTAMP))
 
 
 async def create(call: Call) -> JSONResponse:
@@ -44,7 +50,8 @@ async def revoke(call: Call) -> dict:
 
 routes = [
     endpoint("POST", "/api/tokens", create, scope="admin", body=_CREATE, errors=("invalid_scopes",), tag="tokens",
-             responses={201: "the new token, shown in full once"}),
-    endpoint("GET", "/api/tokens", listing, scope="admin", tag="tokens"),
-    endpoint("DELETE", "/api/tokens/{public_id}", revoke, scope="admin", errors=("not_found",), tag="tokens"),
+             responses={201: "the new token, shown in full once"}, returns=_NEW_TOKEN),
+    endpoint("GET", "/api/tokens", listing, scope="admin", tag="tokens", returns=items(_TOKEN)),
+    endpoint("DELETE", "/api/tokens/{public_id}", revoke, scope="admin", errors=("not_found",), tag="tokens",
+             returns=answer(publicId=STRING, revoked=BOOLEAN)),
 ]

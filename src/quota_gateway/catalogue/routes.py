@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, component, items, nullable
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import Int, Str, obj
@@ -22,6 +23,12 @@ _FEATURE = obj(
     name=Str(required=True, min_len=1, max_len=100),
     description=Str(max_len=1000, default=""),
 )
+
+PRODUCT = component("Product", answer(id=INTEGER, name=STRING, description=STRING, trialDays=INTEGER,
+                                      minimumRequiredVersion=nullable(STRING), deactivationCooldownHours=INTEGER,
+                                      createdAt=TIMESTAMP))
+FEATURE = component("Feature", answer(id=INTEGER, productId=INTEGER, code=INTEGER, name=STRING, description=STRING))
+_PRODUCT_WITH_FEATURES = {"allOf": [PRODUCT, answer(features=array(FEATURE))]}
 
 
 async def list_products(call: Call) -> dict:
@@ -79,17 +86,20 @@ async def delete_feature(call: Call) -> dict:
 
 
 routes = [
-    endpoint("GET", "/api/product", list_products, scope="manage", tag="catalogue"),
+    endpoint("GET", "/api/product", list_products, scope="manage", tag="catalogue", returns=items(PRODUCT)),
     endpoint("POST", "/api/product", save_product, scope="manage", body=_PRODUCT, tag="catalogue",
              errors=("product_not_found", "product_exists"),
-             responses={200: "updated", 201: "created", 404: "no product with that id to update"}),
+             responses={200: "updated", 201: "created", 404: "no product with that id to update"}, returns=PRODUCT),
     endpoint("GET", "/api/product/{product_id}", show_product, scope="manage", tag="catalogue",
-             errors=("product_not_found",), responses={200: "the product", 404: "no such product"}),
+             errors=("product_not_found",), responses={200: "the product", 404: "no such product"},
+             returns=_PRODUCT_WITH_FEATURES),
     endpoint("GET", "/api/product/{product_id}/features", list_features, scope="manage", tag="catalogue",
-             errors=("product_not_found",), responses={200: "the features", 404: "no such product"}),
+             errors=("product_not_found",), responses={200: "the features", 404: "no such product"},
+             returns=items(FEATURE)),
     endpoint("POST", "/api/product/{product_id}/features", add_feature, scope="manage", body=_FEATURE, tag="catalogue",
              errors=("product_not_found", "feature_exists", "feature_codes_exhausted", "invalid_feature"),
-             responses={201: "created", 404: "no such product", 409: "duplicate code or name"}),
+             responses={201: "created", 404: "no such product", 409: "duplicate code or name"}, returns=FEATURE),
     endpoint("DELETE", "/api/product/{product_id}/features/{feature_id}", delete_feature, scope="manage",
-             tag="catalogue", errors=("feature_not_found",), responses={200: "deleted", 404: "no such feature"}),
+             tag="catalogue", errors=("feature_not_found",), responses={200: "deleted", 404: "no such feature"},
+             returns=answer(deleted=BOOLEAN, id=INTEGER)),
 ]

@@ -22,6 +22,7 @@ import aiosmtplib
 import asyncpg
 
 from .. import crypto
+from ..config import Settings, portal_url
 from ..errors import ApiError
 from . import jobs, templates
 
@@ -139,13 +140,23 @@ def _recipients(to: str | list[str]) -> list[str]:
     return clean
 
 
-async def render_for(conn: asyncpg.Connection, tenant_id: str, template: str,
+async def customer_portal_url(conn: asyncpg.Connection, settings: Settings, tenant_id: str) -> str:
+    """{{CustomerPortalUrl}} of the tenant's e-mails: the address the tenant set, else this
+    gateway's portal of the tenant (`config.portal_url`)."""
+    row = await conn.fetchrow("SELECT t.slug, m.customer_portal_url FROM tenants t "
+                              "LEFT JOIN tenant_mail_settings m ON m.tenant_id = t.id WHERE t.id = $1", tenant_id)
+    if row is None:
+        return ""
+    return row["customer_portal_url"] or portal_url(settings, row["slug"])
+
+
+async def render_for(conn: asyncpg.Connection, settings: Settings, tenant_id: str, template: str,
                      context: dict[str, Any]) -> templates.Rendered:
     """Template `template` of the tenant rendered with `context` plus TenantName and CustomerPortalUrl."""
     chosen = await templates.load(conn, tenant_id, template)
-    settings = await mail_settings(conn, tenant_id)
     tenant_name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", tenant_id) or ""
-    full = {"TenantName": tenant_name, "CustomerPortalUrl": settings["customerPortalUrl"], **context}
+    full = {"TenantName": tenant_name, "CustomerPortalUrl": await customer_portal_url(conn, settings, tenant_id),
+            **context}
     return templates.render(chosen, full)
 
 
@@ -154,15 +165,15 @@ def new_message_id() -> str:
     return f"<{uuid.uuid4().hex}@quota-gateway>"
 
 
-async def queue_mail(conn: asyncpg.Connection, tenant_id: str, template: str, to: str | list[str],
-                     context: dict[str, Any], *, dedupe_key: str | None = None) -> int | None:
+async def queue_mail(conn: asyncpg.Connection, settings: Settings, tenant_id: str, template: str,
+                     to: str | list[str], context: dict[str, Any], *, dedupe_key: str | None = None) -> int | None:
     """Render the tenant's `template` with `context` and enqueue it for sending, in the caller's
     transaction. Returns the job id, or None when `dedupe_key` was queued before."""
     recipients = _recipients(to)
     templates.require_known(template)
     payload: dict[str, Any] = {"to": recipients, "messageId": new_message_id(), "template": template}
     try:
-        rendered = await render_for(conn, tenant_id, template, context)
+        rendered = await render_for(conn, settings, tenant_id, template, context)
     except Exception as exc:
         # The job records why and fails without retrying; the caller's transaction goes on.
         payload["renderError"] = f"{type(exc).__name__}: {exc}"
@@ -245,8 +256,8 @@ async def send_test(services: Any, tenant_id: str, to: str) -> dict[str, Any]:
 jobs.register(MAIL_JOB, _send_job)
 
 
-async def queue_license_delivery(conn: asyncpg.Connection, tenant_id: str, *, license_id: int, key: str, email: str,
-                                 product_name: str, expires_at: Any = None) -> int | None:
+async def queue_license_delivery(conn: asyncpg.Connection, settings: Settings, tenant_id: str, *, license_id: int,
+                                 key: str, email: str, product_name: str, expires_at: Any = None) -> int | None:
     """Mail a new license's key to `email` when the tenant enabled delivery (in the transaction
     that creates the license: the plain key exists only there). None when nothing is sent."""
     if not email or not (await mail_settings(conn, tenant_id))["deliverLicenses"]:
@@ -258,5 +269,5 @@ async def queue_license_delivery(conn: asyncpg.Connection, tenant_id: str, *, li
     except ApiError:  # an address SMTP cannot take must not fail the license's creation
         log.warning("license %s: not mailing the key to an unusable address", license_id)
         return None
-    return await queue_mail(conn, tenant_id, "license_delivery", email, context,
+    return await queue_mail(conn, settings, tenant_id, "license_delivery", email, context,
                             dedupe_key=f"license-delivery:{license_id}")

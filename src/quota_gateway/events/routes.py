@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
+from ..answers import (
+    ANY_OBJECT,
+    BOOLEAN,
+    INTEGER,
+    STRING,
+    TIMESTAMP,
+    answer,
+    array,
+    component,
+    nullable,
+    one_of,
+    optional,
+)
 from ..jsonio import JSONResponse
 from ..routing import Call, endpoint
 from ..schema import UNSET, Bool, Email, Int, List, Query, Str, obj
@@ -27,7 +42,8 @@ _TEMPLATE = obj(
 _MAIL_SETTINGS = obj(
     contactEmail=Email(description="where the tenant is told things (e.g. a disabled webhook endpoint)"),
     deliverLicenses=Bool(description="mail a new license's key to the e-mail address it was made for"),
-    customerPortalUrl=Str(max_len=2000, description="{{CustomerPortalUrl}} in templates"),
+    customerPortalUrl=Str(max_len=2000, description="{{CustomerPortalUrl}} in templates; empty: this gateway's "
+                                                    "portal, {QG_PUBLIC_URL}/portal/{tenant}/"),
 )
 
 
@@ -94,16 +110,23 @@ async def delete_template(call: Call) -> dict:
         return _template_json(await templates.reset(conn, call.tenant_id, call.path["name"]))
 
 
+async def _mail_settings_json(conn: asyncpg.Connection, call: Call, current: dict) -> dict:
+    # What {{CustomerPortalUrl}} is in fact: the tenant's address, else this gateway's portal.
+    effective = await mailer.customer_portal_url(conn, call.services.settings, call.tenant_id)
+    return {**current, "effectiveCustomerPortalUrl": effective}
+
+
 async def get_mail_settings(call: Call) -> dict:
-    """The tenant's contact address, license delivery switch and portal URL."""
+    """The tenant's contact address, license delivery switch and portal URL (blank: this gateway's
+    portal, `effectiveCustomerPortalUrl`)."""
     async with call.services.pool.acquire() as conn:
-        return await mailer.mail_settings(conn, call.tenant_id)
+        return await _mail_settings_json(conn, call, await mailer.mail_settings(conn, call.tenant_id))
 
 
 async def put_mail_settings(call: Call) -> dict:
     """Change the tenant's mail settings (members left out stay as they are)."""
     async with call.services.pool.acquire() as conn:
-        return await mailer.put_mail_settings(conn, call.tenant_id, call.body)
+        return await _mail_settings_json(conn, call, await mailer.put_mail_settings(conn, call.tenant_id, call.body))
 
 
 _WEBHOOK = obj(
@@ -127,6 +150,33 @@ _DELIVERIES = Query({
                      description="only deliveries of this event type"),
 })
 _WEBHOOK_ERRORS = ("webhook_not_found",)
+
+# Answers (events.webhooks, events.mailer, events.templates, events.scheduler).
+_ENDPOINT_FIELDS = dict(id=INTEGER, url=STRING, events=array(STRING), description=STRING, enabled=BOOLEAN,
+                        consecutiveFailures=INTEGER, disabledReason=nullable(STRING), disabledAt=nullable(TIMESTAMP),
+                        createdAt=TIMESTAMP, updatedAt=TIMESTAMP)
+_ENDPOINT = component("WebhookEndpoint", answer(**_ENDPOINT_FIELDS, secretHints=optional(array(STRING))))
+_ENDPOINT_SHOWN = answer(**_ENDPOINT_FIELDS, secretHints=array(STRING))
+_ENDPOINT_CREATED = answer(**_ENDPOINT_FIELDS, secretHints=array(STRING), secret=STRING)
+_ROTATED = answer(id=INTEGER, secret=STRING, previousSecretsExpireAt=TIMESTAMP, secretHints=array(STRING))
+_ATTEMPT = answer(attempt=INTEGER, manual=BOOLEAN, startedAt=TIMESTAMP, finishedAt=nullable(TIMESTAMP),
+                  outcome=one_of("sending", "succeeded", "failed", "interrupted"), statusCode=nullable(INTEGER),
+                  latencyMs=nullable(INTEGER), responseExcerpt=nullable(STRING), error=nullable(STRING),
+                  requestHeaders=nullable(ANY_OBJECT))
+_DELIVERY_LOG = answer(deliveries=array(answer(
+    id=INTEGER, eventId=STRING, eventType=STRING, state=one_of(*webhooks.DELIVERY_STATES), attempts=INTEGER,
+    createdAt=TIMESTAMP, lastAttemptAt=nullable(TIMESTAMP), log=array(_ATTEMPT))), nextBefore=nullable(INTEGER))
+_ATTEMPTED = answer(deliveryId=INTEGER, delivered=BOOLEAN, attempt=INTEGER, statusCode=nullable(INTEGER),
+                    latencyMs=nullable(INTEGER), error=nullable(STRING))
+_SMTP_FIELDS = {"source": nullable(STRING), "host": nullable(STRING), "port": nullable(INTEGER),
+                "security": nullable(one_of(*mailer.SECURITY)), "username": nullable(STRING),
+                "password": nullable(STRING), "from": nullable(STRING)}
+_SMTP_SHOWN = component("SmtpSettings", answer(**_SMTP_FIELDS))
+_TEMPLATE_SHOWN = component("EmailTemplate", answer(name=STRING, subject=STRING, text=STRING, html=STRING,
+                                                    isDefault=BOOLEAN, placeholders=array(STRING)))
+_TEMPLATES = answer(templates=array(answer(name=STRING, isDefault=BOOLEAN, updatedAt=nullable(TIMESTAMP))))
+_REMINDER_DAYS = answer(productId=INTEGER, days=array(INTEGER), isDefault=BOOLEAN)
+_MAIL_SETTINGS_SHOWN = answer(contactEmail=STRING, deliverLicenses=BOOLEAN, customerPortalUrl=STRING)
 
 
 def _endpoint_id(call: Call) -> int:
@@ -218,36 +268,45 @@ _W = "webhooks"
 _E = "email"
 routes = [
     endpoint("POST", "/api/webhooks", create_webhook, scope="manage", tag=_W, body=_WEBHOOK,
-             errors=("invalid_url", "url_not_allowed", "unknown_event_type"), responses={201: "created"}),
-    endpoint("GET", "/api/webhooks", list_webhooks, scope="manage", tag=_W),
-    endpoint("GET", "/api/webhooks/{id}", show_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS),
+             errors=("invalid_url", "url_not_allowed", "unknown_event_type"), responses={201: "created"},
+             returns=_ENDPOINT_CREATED),
+    endpoint("GET", "/api/webhooks", list_webhooks, scope="manage", tag=_W, returns=answer(webhooks=array(_ENDPOINT))),
+    endpoint("GET", "/api/webhooks/{id}", show_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS,
+             returns=_ENDPOINT_SHOWN),
     endpoint("PATCH", "/api/webhooks/{id}", update_webhook, scope="manage", tag=_W, body=_WEBHOOK_PATCH,
-             errors=(*_WEBHOOK_ERRORS, "invalid_url", "url_not_allowed", "unknown_event_type")),
-    endpoint("DELETE", "/api/webhooks/{id}", delete_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS),
+             errors=(*_WEBHOOK_ERRORS, "invalid_url", "url_not_allowed", "unknown_event_type"), returns=_ENDPOINT_SHOWN),
+    endpoint("DELETE", "/api/webhooks/{id}", delete_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS,
+             returns=answer(deleted=BOOLEAN)),
     endpoint("POST", "/api/webhooks/{id}/rotate-secret", rotate_webhook_secret, scope="manage", tag=_W, body=_ROTATE,
-             errors=_WEBHOOK_ERRORS),
+             errors=_WEBHOOK_ERRORS, returns=_ROTATED),
     endpoint("GET", "/api/webhooks/{id}/deliveries", webhook_deliveries, scope="manage", tag=_W, query=_DELIVERIES,
-             errors=_WEBHOOK_ERRORS),
+             errors=_WEBHOOK_ERRORS, returns=_DELIVERY_LOG),
     endpoint("POST", "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver", redeliver_webhook, scope="manage",
-             tag=_W, errors=(*_WEBHOOK_ERRORS, "delivery_not_found"), responses={202: "queued"}),
-    endpoint("POST", "/api/webhooks/{id}/ping", ping_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS),
+             tag=_W, errors=(*_WEBHOOK_ERRORS, "delivery_not_found"), responses={202: "queued"},
+             returns=answer(queued=BOOLEAN, deliveryId=INTEGER, jobId=INTEGER)),
+    endpoint("POST", "/api/webhooks/{id}/ping", ping_webhook, scope="manage", tag=_W, errors=_WEBHOOK_ERRORS,
+             returns=_ATTEMPTED),
 
-    endpoint("GET", "/api/smtp", get_smtp, scope="manage", tag=_E),
-    endpoint("PUT", "/api/smtp", put_smtp, scope="manage", tag=_E, body=_SMTP),
-    endpoint("DELETE", "/api/smtp", delete_smtp, scope="manage", tag=_E),
+    endpoint("GET", "/api/smtp", get_smtp, scope="manage", tag=_E, returns=_SMTP_SHOWN),
+    endpoint("PUT", "/api/smtp", put_smtp, scope="manage", tag=_E, body=_SMTP, returns=_SMTP_SHOWN),
+    endpoint("DELETE", "/api/smtp", delete_smtp, scope="manage", tag=_E,
+             returns=answer(deleted=BOOLEAN, **_SMTP_FIELDS)),
     endpoint("POST", "/api/smtp/test", test_smtp, scope="manage", tag=_E, body=_SMTP_TEST,
              errors=("smtp_not_configured", "smtp_failed"),
-             responses={200: "sent", 409: "no SMTP server configured", 502: "the SMTP server refused or failed"}),
-    endpoint("GET", "/api/email/templates", list_templates, scope="manage", tag=_E),
-    endpoint("GET", "/api/email/templates/{name}", get_template, scope="manage", tag=_E, errors=("unknown_template",)),
+             responses={200: "sent", 409: "no SMTP server configured", 502: "the SMTP server refused or failed"},
+             returns=answer(sent={"const": True}, messageId=STRING, source=STRING)),
+    endpoint("GET", "/api/email/templates", list_templates, scope="manage", tag=_E, returns=_TEMPLATES),
+    endpoint("GET", "/api/email/templates/{name}", get_template, scope="manage", tag=_E, errors=("unknown_template",),
+             returns=_TEMPLATE_SHOWN),
     endpoint("PUT", "/api/email/templates/{name}", put_template, scope="manage", tag=_E, body=_TEMPLATE,
-             errors=("unknown_template", "template_syntax")),
+             errors=("unknown_template", "template_syntax"), returns=_TEMPLATE_SHOWN),
     endpoint("DELETE", "/api/email/templates/{name}", delete_template, scope="manage", tag=_E,
-             errors=("unknown_template",)),
+             errors=("unknown_template",), returns=_TEMPLATE_SHOWN),
     endpoint("GET", "/api/email/reminders/{product_id}", get_reminders, scope="manage", tag=_E,
-             errors=("product_not_found",)),
+             errors=("product_not_found",), returns=_REMINDER_DAYS),
     endpoint("PUT", "/api/email/reminders/{product_id}", put_reminders, scope="manage", tag=_E, body=_REMINDERS,
-             errors=("product_not_found",)),
-    endpoint("GET", "/api/email/settings", get_mail_settings, scope="manage", tag=_E),
-    endpoint("PUT", "/api/email/settings", put_mail_settings, scope="manage", tag=_E, body=_MAIL_SETTINGS),
+             errors=("product_not_found",), returns=_REMINDER_DAYS),
+    endpoint("GET", "/api/email/settings", get_mail_settings, scope="manage", tag=_E, returns=_MAIL_SETTINGS_SHOWN),
+    endpoint("PUT", "/api/email/settings", put_mail_settings, scope="manage", tag=_E, body=_MAIL_SETTINGS,
+             returns=_MAIL_SETTINGS_SHOWN),
 ]

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from ..config import Settings
 from ..errors import ApiError
 from . import jobs, mailer, types
 from .outbox import emit
@@ -48,7 +49,7 @@ async def expire_licenses(conn: asyncpg.Connection, now: datetime) -> int:
     return len(rows)
 
 
-async def send_reminders(conn: asyncpg.Connection, now: datetime) -> int:
+async def send_reminders(conn: asyncpg.Connection, settings: Settings, now: datetime) -> int:
     """Queue each due renewal reminder once: for a license, the smallest reminder day whose point
     it has passed (a late scheduler sends one reminder, not every one it missed), and only points
     the license lived to see (a 3-day license gets no "expires in 7 days")."""
@@ -81,7 +82,7 @@ async def send_reminders(conn: asyncpg.Connection, now: datetime) -> int:
             context = {"LicenseKey": lic["key_hint"], "ProductName": lic["product_name"],
                        "ExpirationDate": lic["expires_at"].strftime("%Y-%m-%d"), "DaysLeft": days_left,
                        "CustomerEmail": lic["email"]}
-            await mailer.queue_mail(conn, tenant_id, "renewal_reminder", lic["email"], context,
+            await mailer.queue_mail(conn, settings, tenant_id, "renewal_reminder", lic["email"], context,
                                     dedupe_key=f"reminder:{lic['id']}:{due}")
             await emit(conn, tenant_id, types.LICENSE_EXPIRING,
                        {"licenseId": lic["id"], "activationKey": lic["key_hint"], "productId": lic["product_id"],
@@ -95,7 +96,7 @@ async def run(services: Any) -> int:
     """One scheduler pass (a periodic task of the job worker)."""
     now = services.clock.utcnow()
     async with services.pool.acquire() as conn:
-        return await expire_licenses(conn, now) + await send_reminders(conn, now)
+        return await expire_licenses(conn, now) + await send_reminders(conn, services.settings, now)
 
 
 def _iso(value: datetime) -> str:

@@ -419,7 +419,7 @@ async def _track_streak(conn: asyncpg.Connection, settings: Any, tenant_id: str,
                            "updated_at = $2 WHERE id = $1", endpoint_id, now, reason)
         contact = (await mailer.mail_settings(conn, tenant_id))["contactEmail"]
         if contact:
-            await mailer.queue_mail(conn, tenant_id, "endpoint_disabled", contact,
+            await mailer.queue_mail(conn, settings, tenant_id, "endpoint_disabled", contact,
                                     {"EndpointUrl": url, "EndpointId": endpoint_id,
                                      "FailureCount": row["consecutive_failures"], "LastError": error or ""},
                                     dedupe_key=f"endpoint-disabled:{endpoint_id}:{int(now.timestamp())}")

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from .. import crypto
 from ..abuse.clientlimit import note_failed_lookup
+from ..answers import BOOLEAN, INTEGER, STRING, TEXT, TIMESTAMP, answer, array, component, items, nullable, one_of
 from ..jsonio import JSONResponse
 from ..routing import Call, Handler, endpoint
 from ..schema import Int, List, Query, Str, obj
@@ -47,6 +48,25 @@ _FLOATING_KEY = obj(
 )
 _FAILED_LOOKUPS = frozenset(("KEY_INVALID", "LEASE_INVALID"))
 _ERRORS = ("KEY_INVALID", "KEY_EXPIRED", "LEASE_LIMIT_REACHED", "LEASE_INVALID", "LEASE_RELEASED", "LEASE_EXPIRED")
+
+# Answers: each member the ExaLicense README lists, null where it does not apply (leases.service).
+_ERROR_CODE = nullable(one_of(*_ERRORS))
+_VALID_FOR = component("LeaseValidFor", array(answer(
+    product=STRING, productDescription=STRING,
+    features=array(answer(feature=STRING, featureDescription=STRING)))))
+_KEY_VALIDATED = answer(isValid=BOOLEAN, errorCode=_ERROR_CODE, expiry=nullable(TIMESTAMP), leaseLimit=nullable(INTEGER),
+                        leasesUsed=nullable(INTEGER), validFor=_VALID_FOR)
+_OBTAINED = answer(success=BOOLEAN, errorCode=_ERROR_CODE, lease=nullable(STRING), expiry=nullable(TIMESTAMP),
+                   validFor=nullable(_VALID_FOR), leasesUsed=nullable(INTEGER), leaseLimit=nullable(INTEGER))
+_LEASE_VALIDATED = answer(isValid=BOOLEAN, errorCode=_ERROR_CODE, expiry=nullable(TIMESTAMP), validFor=nullable(_VALID_FOR))
+_RENEWED = answer(success=BOOLEAN, errorCode=_ERROR_CODE, expiry=nullable(TIMESTAMP), lease=nullable(STRING))
+_RELEASED = answer(success=BOOLEAN, errorCode=_ERROR_CODE)
+_CUSTOMER_SHOWN = answer(id=INTEGER, name=STRING, contact=STRING, createdAt=TIMESTAMP)
+_GRANTS = array(answer(productId=INTEGER, features=array(STRING)))
+_NEW_FLOATING_KEY = answer(id=INTEGER, key=STRING, customerId=INTEGER, leaseLimit=INTEGER, expiresAt=nullable(TIMESTAMP),
+                           products=_GRANTS)
+_FLOATING_KEY_SHOWN = answer(id=INTEGER, key=STRING, customerId=INTEGER, leaseLimit=INTEGER, expiresAt=nullable(TIMESTAMP),
+                       revokedAt=nullable(TIMESTAMP), products=_GRANTS)
 
 
 async def _organization(call: Call) -> str:
@@ -149,24 +169,29 @@ async def revoke_floating_key(call: Call) -> dict:
 _ORG = "/licensing/{org}"
 routes = [
     endpoint("GET", f"{_ORG}/key/validate", validate_key, scope=None, query=_KEY_QUERY, tag="floating",
-             errors=_ERRORS, responses={200: "isValid, leaseLimit, leasesUsed, validFor", 404: "no such organization"}),
+             errors=_ERRORS, responses={200: "isValid, leaseLimit, leasesUsed, validFor", 404: "no such organization"},
+             returns=_KEY_VALIDATED),
     endpoint("POST", f"{_ORG}/lease/obtain", obtain, scope=None, body=_OBTAIN, tag="floating", errors=_ERRORS,
-             responses={200: "success with a signed lease, or an errorCode", 404: "no such organization"}),
+             responses={200: "success with a signed lease, or an errorCode", 404: "no such organization"},
+             returns=_OBTAINED),
     endpoint("GET", f"{_ORG}/lease/validate", validate_lease, scope=None, query=_LEASE_QUERY, tag="floating",
-             errors=_ERRORS, responses={200: "isValid or an errorCode", 404: "no such organization"}),
+             errors=_ERRORS, responses={200: "isValid or an errorCode", 404: "no such organization"},
+             returns=_LEASE_VALIDATED),
     endpoint("POST", f"{_ORG}/lease/renew", renew, scope=None, body=_RENEW, tag="floating", errors=_ERRORS,
-             responses={200: "a new lease, or an errorCode", 404: "no such organization"}),
+             responses={200: "a new lease, or an errorCode", 404: "no such organization"}, returns=_RENEWED),
     endpoint("POST", f"{_ORG}/lease/release", release, scope=None, body=_RELEASE, tag="floating", errors=_ERRORS,
-             responses={200: "success", 404: "no such organization"}),
+             responses={200: "success", 404: "no such organization"}, returns=_RELEASED),
     endpoint("GET", f"{_ORG}/signature.pem", signature_pem, scope=None, tag="floating",
-             responses={200: "PEM", 404: "no such organization"}),
+             responses={200: "PEM", 404: "no such organization"}, media_type="application/x-pem-file", returns=TEXT),
     endpoint("POST", "/api/customers", create_customer, scope="manage", body=_CUSTOMER, tag="floating",
-             responses={201: "created"}),
-    endpoint("GET", "/api/customers", list_customers, scope="manage", tag="floating"),
+             responses={201: "created"}, returns=_CUSTOMER_SHOWN),
+    endpoint("GET", "/api/customers", list_customers, scope="manage", tag="floating", returns=items(_CUSTOMER_SHOWN)),
     endpoint("POST", "/api/floating/keys", create_floating_key, scope="manage", body=_FLOATING_KEY, tag="floating",
              errors=("customer_not_found", "product_not_found", "unknown_feature"),
-             responses={201: "created; the key is shown once", 404: "no such customer or product"}),
-    endpoint("GET", "/api/floating/keys", list_floating_keys, scope="manage", tag="floating"),
+             responses={201: "created; the key is shown once", 404: "no such customer or product"},
+             returns=_NEW_FLOATING_KEY),
+    endpoint("GET", "/api/floating/keys", list_floating_keys, scope="manage", tag="floating",
+             returns=items(_FLOATING_KEY_SHOWN)),
     endpoint("DELETE", "/api/floating/keys/{key}", revoke_floating_key, scope="manage", tag="floating",
-             errors=("not_found",), responses={200: "revoked", 404: "no such key"}),
+             errors=("not_found",), responses={200: "revoked", 404: "no such key"}, returns=answer(revoked=BOOLEAN)),
 ]

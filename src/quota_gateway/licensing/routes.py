@@ -6,6 +6,22 @@ from starlette.responses import PlainTextResponse, Response
 
 from .. import crypto, geo
 from ..abuse.failures import ACTIVATION_KEY
+from ..answers import (
+    ANY_OBJECT,
+    BOOLEAN,
+    INTEGER,
+    STRING,
+    TEXT,
+    TIMESTAMP,
+    answer,
+    array,
+    component,
+    items,
+    nullable,
+    one_of,
+    optional,
+    page,
+)
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
@@ -38,6 +54,32 @@ _OFFLINE = obj(activationKey=_KEY, hardwareId=_HARDWARE, version=_VERSION)
 _ENCRYPTED = obj(payload=Str(required=True, min_len=1, max_len=60_000, strip=False))
 _PAGE = Query(PAGE_FIELDS)
 _LIST = Query({**PAGE_FIELDS, "productId": Int(minimum=1), "kind": Str(choices=("standard", "corporate"))})
+
+# Answers (licensing.service, licensing.envelope, crypto).
+_KIND = one_of("standard", "corporate")
+_LICENSE_FIELDS = dict(id=INTEGER, activationKey=STRING, productId=INTEGER, productName=STRING, planId=nullable(INTEGER),
+                       licenseType=_KIND, maxSeats=nullable(INTEGER), email=STRING,
+                       features=nullable(array(STRING)), expirationDate=nullable(TIMESTAMP),
+                       revokedAt=nullable(TIMESTAMP), createdAt=TIMESTAMP)
+_LICENSE = component("License", answer(**_LICENSE_FIELDS, seatsUsed=INTEGER))
+_NEW_LICENSE = answer(**_LICENSE_FIELDS)
+_LICENSE_SHOWN = {"allOf": [_LICENSE, answer(activations=array(answer(hardwareId=STRING, activatedAt=TIMESTAMP,
+                                                                     offline=BOOLEAN)))]}
+_VERSIONS = dict(serverVersion=STRING, minimumRequiredVersion=nullable(STRING))
+_VALIDATION = component("LicenseValidation", answer(
+    isValid=BOOLEAN, status=one_of("licensed", "not_activated", "expired", "revoked", "invalid", "version_outdated",
+                                   "trial", "trial_expired"),
+    expirationDate=nullable(TIMESTAMP), features=array(STRING), licenseType=optional(_KIND), **_VERSIONS))
+_ACTIVATED = answer(success={"const": True}, licenseType=_KIND, expirationDate=nullable(TIMESTAMP),
+                    features=array(STRING), seatsUsed=INTEGER, maxSeats=nullable(INTEGER), **_VERSIONS)
+_ENCRYPTED_ANSWER = {"anyOf": [answer(payload=STRING), answer(payload=STRING, signature=STRING, kid=STRING,
+                                                              alg={"const": "RS256"})]}
+_PLAN_SHOWN = component("Plan", answer(id=INTEGER, name=STRING, durationDays=nullable(INTEGER), isActive=BOOLEAN))
+_PUBLIC_KEY = answer(kid=STRING, publicKey=STRING, active=BOOLEAN, createdAt=TIMESTAMP)
+_HISTORY_ENTRY = answer(action=STRING, at=TIMESTAMP, activationKey=nullable(STRING), productName=nullable(STRING),
+                        details=nullable(ANY_OBJECT))
+_SEATS = answer(currentSeats=INTEGER, maxSeats=nullable(INTEGER), hasCapacity=BOOLEAN, isUnlimited=BOOLEAN)
+_PEM = "application/x-pem-file"
 
 
 def _now(call: Call):
@@ -76,7 +118,7 @@ async def deactivate(call: Call) -> dict:
 async def generate(call: Call) -> PlainTextResponse:
     """Generate a standard activation key; the body is the key as plain text."""
     async with call.services.pool.acquire() as conn:
-        return PlainTextResponse(await service.generate(conn, call.tenant_id, _now(call), call.body))
+        return PlainTextResponse(await service.generate(conn, call.services.settings, call.tenant_id, _now(call), call.body))
 
 
 async def create_license(call: Call) -> JSONResponse:
@@ -85,7 +127,7 @@ async def create_license(call: Call) -> JSONResponse:
     if b["kind"] == "standard" and b["maxSeats"] not in (None, 1):
         raise ApiError(400, "invalid_field", "maxSeats: a standard key has exactly one seat", field="maxSeats")
     async with call.services.pool.acquire() as conn:
-        _, made = await service.create_license(conn, call.tenant_id, _now(call), product_id=b["productId"],
+        _, made = await service.create_license(conn, call.services.settings, call.tenant_id, _now(call), product_id=b["productId"],
                                                email=b["email"], kind=b["kind"], max_seats=b["maxSeats"],
                                                plan_id=b["planId"], validity_days=b["validityDays"],
                                                features=b["features"])
@@ -197,42 +239,49 @@ routes = [
                      "already_activated", "seat_limit_reached", "version_outdated"),
              responses={200: "activated", 400: "product_not_found / product_mismatch", 403: "revoked or expired",
                         404: "unknown key",
-                        409: "already_activated / seat_limit_reached", 426: "version_outdated"}),
+                        409: "already_activated / seat_limit_reached", 426: "version_outdated"}, returns=_ACTIVATED),
     endpoint("POST", "/api/license/validate", validate, scope="verify", body=_VALIDATE, tag="licensing",
-             responses={200: "always, with isValid and status"}),
+             responses={200: "always, with isValid and status"}, returns=_VALIDATION),
     endpoint("POST", "/api/license/validate-encrypted", validate_encrypted, scope="verify", body=_ENCRYPTED,
              tag="licensing", errors=("invalid_payload", "decryption_failed"),
-             responses={200: "the answer: sealed (hybrid envelope) or signed (one RSA-OAEP block)"}),
+             responses={200: "the answer: sealed (hybrid envelope) or signed (one RSA-OAEP block)"},
+             returns=_ENCRYPTED_ANSWER),
     endpoint("POST", "/api/license/deactivate", deactivate, scope=ANY_TOKEN, body=_DEACTIVATE, tag="licensing",
              errors=("invalid_key", "product_mismatch", "not_activated", "deactivation_cooldown"),
-             responses={200: "deactivated", 404: "unknown key or not activated here", 429: "deactivation_cooldown"}),
+             responses={200: "deactivated", 404: "unknown key or not activated here", 429: "deactivation_cooldown"},
+             returns=answer(success={"const": True})),
     endpoint("POST", "/api/activationkey/generate", generate, scope="generate", body=_GENERATE, tag="licensing",
-             errors=("product_not_found", "plan_not_found"), responses={200: "the key, text/plain", 404: "no product"}),
+             errors=("product_not_found", "plan_not_found"), responses={200: "the key, text/plain", 404: "no product"},
+             media_type="text/plain", returns=TEXT),
     endpoint("POST", "/api/license/features/set", features_set, scope="manage", body=_FEATURES_SET, tag="licensing",
-             errors=("invalid_key", "unknown_feature"), responses={200: "set", 404: "unknown key"}),
+             errors=("invalid_key", "unknown_feature"), responses={200: "set", 404: "unknown key"},
+             returns=answer(features=array(STRING))),
     endpoint("POST", "/api/license/features/csv", features_csv, scope="verify", body=_FEATURES_CSV, tag="licensing",
-             errors=("invalid_key",), responses={200: "features", 404: "unknown key"}),
+             errors=("invalid_key",), responses={200: "features", 404: "unknown key"},
+             returns=answer(features={"type": "string", "description": "comma-separated names"})),
     endpoint("POST", "/api/license/offline-code", make_offline_code, scope="manage", body=_OFFLINE, tag="licensing",
              errors=("invalid_key", "license_revoked", "license_expired", "already_activated", "seat_limit_reached"),
-             responses={200: "offline code", 403: "revoked or expired", 404: "unknown key", 409: "no free seat"}),
+             responses={200: "offline code", 403: "revoked or expired", 404: "unknown key", 409: "no free seat"},
+             returns=answer(offlineCode=STRING, expirationDate=TIMESTAMP, hardwareId=STRING)),
     endpoint("GET", "/api/license/device-history/{hardware_id}", device_history, scope="manage", query=_PAGE,
-             tag="licensing"),
+             tag="licensing", returns=page(_HISTORY_ENTRY)),
     endpoint("GET", "/api/license/{key}/usage", seat_usage, scope="verify", tag="licensing", errors=("not_corporate",),
-             responses={200: "seat usage", 404: "not a corporate key"}),
+             responses={200: "seat usage", 404: "not a corporate key"}, returns=_SEATS),
     endpoint("POST", "/api/licenses", create_license, scope="manage", body=_CREATE, tag="licensing",
              errors=("product_not_found", "plan_not_found", "unknown_feature"),
-             responses={201: "created; the key is shown once", 404: "no product or plan"}),
-    endpoint("GET", "/api/licenses", list_licenses, scope="manage", query=_LIST, tag="licensing"),
+             responses={201: "created; the key is shown once", 404: "no product or plan"}, returns=_NEW_LICENSE),
+    endpoint("GET", "/api/licenses", list_licenses, scope="manage", query=_LIST, tag="licensing", returns=page(_LICENSE)),
     endpoint("GET", "/api/licenses/{key}", show_license, scope="manage", tag="licensing", errors=("invalid_key",),
-             responses={200: "the license", 404: "unknown key"}),
+             responses={200: "the license", 404: "unknown key"}, returns=_LICENSE_SHOWN),
     endpoint("DELETE", "/api/licenses/{key}", revoke_license, scope="manage", tag="licensing", errors=("invalid_key",),
-             responses={200: "revoked", 404: "unknown key"}),
-    endpoint("GET", "/api/plan", list_plans, scope="manage", tag="plans"),
+             responses={200: "revoked", 404: "unknown key"}, returns=answer(revoked=BOOLEAN, activationKey=STRING)),
+    endpoint("GET", "/api/plan", list_plans, scope="manage", tag="plans", returns=items(_PLAN_SHOWN)),
     endpoint("POST", "/api/plan", save_plan, scope="manage", body=_PLAN, tag="plans",
              errors=("plan_not_found", "plan_exists"), responses={200: "updated", 201: "created", 404: "no plan",
-                                                                  409: "duplicate name"}),
+                                                                  409: "duplicate name"}, returns=_PLAN_SHOWN),
     endpoint("GET", "/api/crypto/keys/public", public_key, scope="verify", tag="crypto",
-             responses={200: "PEM", 404: "no key"}),
-    endpoint("GET", "/api/crypto/keys", list_keys, scope="manage", tag="crypto"),
-    endpoint("POST", "/api/crypto/keys/rotate", rotate_key, scope="admin", tag="crypto", responses={201: "rotated"}),
+             responses={200: "PEM", 404: "no key"}, media_type=_PEM, returns=TEXT),
+    endpoint("GET", "/api/crypto/keys", list_keys, scope="manage", tag="crypto", returns=items(_PUBLIC_KEY)),
+    endpoint("POST", "/api/crypto/keys/rotate", rotate_key, scope="admin", tag="crypto", responses={201: "rotated"},
+             returns=answer(kid=STRING, publicKey=STRING)),
 ]

@@ -23,6 +23,7 @@ import orjson
 
 from .. import catalogue, crypto, events, offline
 from ..clock import iso_utc
+from ..config import Settings
 from ..errors import ApiError
 from ..formats import times
 from ..formats.digests import sha256
@@ -92,7 +93,8 @@ async def _history(conn, tenant_id: str, hardware_id: str, action: str, now: dat
 
 # --- management ----------------------------------------------------------------------------------
 
-async def create_license(conn: asyncpg.Connection, tenant_id: str, now: datetime, *, product_id: int, email: str,
+async def create_license(conn: asyncpg.Connection, settings: Settings, tenant_id: str, now: datetime, *,
+                         product_id: int, email: str,
                          kind: str = "standard", max_seats: int | None = None, plan_id: int | None = None,
                          validity_days: int | None = None, features: list[str] | None = None) -> tuple[str, dict]:
     product = await catalogue.get_product(conn, tenant_id, product_id)
@@ -116,18 +118,18 @@ async def create_license(conn: asyncpg.Connection, tenant_id: str, now: datetime
             tenant_id, product_id, plan_id, keys.digest(key), keys.hint(key), kind, seats, email, features, expires, now)
         await events.emit(conn, tenant_id, events.LICENSE_CREATED,
                           {"licenseId": row["id"], "productId": product_id, "kind": kind, "email": email})
-        await events.mailer.queue_license_delivery(conn, tenant_id, license_id=row["id"], key=key, email=email,
-                                                   product_name=product["name"], expires_at=expires)
+        await events.mailer.queue_license_delivery(conn, settings, tenant_id, license_id=row["id"], key=key,
+                                                   email=email, product_name=product["name"], expires_at=expires)
     lic = await find_license(conn, tenant_id, key)
     return key, {**license_json(lic), "activationKey": key, "productName": product["name"]}
 
 
-async def generate(conn: asyncpg.Connection, tenant_id: str, now: datetime, body: dict) -> str:
+async def generate(conn: asyncpg.Connection, settings: Settings, tenant_id: str, now: datetime, body: dict) -> str:
     """A standard key for the product named in the body (the ExisOne generate call)."""
     product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"])
     if product is None:
         raise ApiError(404, "product_not_found", f"no product named '{body['productName']}'")
-    key, _ = await create_license(conn, tenant_id, now, product_id=product["id"], email=body["email"],
+    key, _ = await create_license(conn, settings, tenant_id, now, product_id=product["id"], email=body["email"],
                                   plan_id=body["planId"], validity_days=body["validityDays"])
     return key
 

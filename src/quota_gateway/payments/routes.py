@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import crypto, tenants
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, nullable, one_of, optional
 from ..errors import ApiError
 from ..jsonio import read_body
 from ..routing import ApiRoute, Call, Handler, endpoint
@@ -55,6 +56,19 @@ _STRIPE = obj(webhookSecret=OneOrMany(description="endpoint signing secret(s), w
 _PAYPAL = obj(webhookId=Str(min_len=1, max_len=100, description="the PayPal webhook's id; omit to keep the stored one"),
               mappings=List(required=True, item=_PAYPAL_MAPPING, max_items=200))
 _KEY_FIELDS = {"stripe": ("priceId", "stripeProductId"), "paypal": ("itemId",)}
+
+# Answers: the settings as stored (service.resolve_mappings), secrets masked; the receivers' receipt.
+_MAPPING_SHOWN = dict(productId=INTEGER, productName=STRING, planId=nullable(INTEGER), validityDays=nullable(INTEGER),
+                      periodDays=nullable(INTEGER), licenseKind=one_of("standard", "corporate"), seats=nullable(INTEGER),
+                      features=nullable(array(STRING)), onRefund=one_of(*_RULE), onCancel=one_of(*_RULE))
+_SETTINGS_SHOWN = dict(receiverUrl=STRING, updatedAt=TIMESTAMP)
+_SHOWN = {
+    "stripe": answer(provider={"const": "stripe"}, webhookSecret=array(STRING), **_SETTINGS_SHOWN, mappings=array(answer(
+        priceId=nullable(STRING), stripeProductId=nullable(STRING), **_MAPPING_SHOWN))),
+    "paypal": answer(provider={"const": "paypal"}, webhookId=STRING, **_SETTINGS_SHOWN, mappings=array(answer(
+        itemId=STRING, **_MAPPING_SHOWN))),
+}
+_RECEIVED = answer(received={"const": True}, handled=BOOLEAN, duplicate=optional(BOOLEAN))
 _TITLES = {"stripe": "Stripe", "paypal": "PayPal"}
 
 
@@ -112,12 +126,13 @@ def _settings_routes(provider: str, body: Object, shown: str, changed: str) -> l
     name, path = _TITLES[provider], f"/api/payments/{provider}"
     return [
         endpoint("GET", path, show, scope="admin", tag="payments", errors=("not_configured",),
-                 responses={404: "not configured"},
+                 responses={404: "not configured"}, returns=_SHOWN[provider],
                  summary=f"{name} settings: {shown} masked, mappings, this tenant's receiver URL."),
         endpoint("PUT", path, save, scope="admin", tag="payments", body=body, errors=_SETTINGS_ERRORS,
-                 summary=f"Set the {name} {changed} → license mappings."),
+                 returns=_SHOWN[provider], summary=f"Set the {name} {changed} → license mappings."),
         endpoint("DELETE", path, delete, scope="admin", tag="payments", errors=("not_configured",),
-                 responses={404: "not configured"}, summary=f"Remove the {name} settings; the receiver then answers 404."),
+                 responses={404: "not configured"}, returns=answer(deleted=BOOLEAN),
+                 summary=f"Remove the {name} settings; the receiver then answers 404."),
     ]
 
 
@@ -125,7 +140,8 @@ def _hook_route(provider: str, handler: Handler) -> ApiRoute:
     """POST /hooks/<provider>/{slug}: the provider's webhook receiver, reading the raw body itself."""
     route = endpoint("POST", f"/hooks/{provider}/{{slug}}", handler, scope=None, tag="payments", errors=_HOOK_ERRORS,
                      responses={200: "received (also for duplicates and event types not acted on)",
-                                400: "invalid signature or event", 404: f"no {_TITLES[provider]} receiver for this tenant"})
+                                400: "invalid signature or event", 404: f"no {_TITLES[provider]} receiver for this tenant"},
+                     returns=_RECEIVED)
     route.spec.raw_body = True
     return route
 

@@ -21,6 +21,7 @@ import orjson
 
 from .. import catalogue, crypto, tenants
 from ..clock import iso_utc
+from ..config import Settings
 from ..errors import ApiError
 from ..events import jobs, mailer
 from ..jsonio import json_object
@@ -221,7 +222,7 @@ def _utc(now: float) -> datetime:
 
 # --- processing (a job) -------------------------------------------------------------------------------
 
-async def process_event(pool: asyncpg.Pool, master_key: str | None, event_row_id: int, now: datetime) -> str:
+async def process_event(pool: asyncpg.Pool, settings: Settings, event_row_id: int, now: datetime) -> str:
     """Act on one recorded event; returns the outcome stored with it. Raising rolls everything back
     (licenses, mail, purchase row) and leaves the retry to the job queue."""
     async with pool.acquire() as conn, conn.transaction():
@@ -230,10 +231,10 @@ async def process_event(pool: asyncpg.Pool, master_key: str | None, event_row_id
         if row is None or row["processed_at"] is not None:
             return "already_processed"
         tenant_id = str(row["tenant_id"])
-        settings = await read_settings(conn, tenant_id, row["provider"], master_key)
-        mappings = settings[0]["mappings"] if settings is not None else []
+        provider_settings = await read_settings(conn, tenant_id, row["provider"], settings.master_key)
+        mappings = provider_settings[0]["mappings"] if provider_settings is not None else []
         handler = _STRIPE_HANDLERS if row["provider"] == "stripe" else _PAYPAL_HANDLERS
-        ctx = _Context(conn, tenant_id, row["provider"], row["event_id"], mappings, now)
+        ctx = _Context(conn, settings, tenant_id, row["provider"], row["event_id"], mappings, now)
         outcome = await handler[row["event_type"]](ctx, row["payload"])
         await conn.execute("UPDATE payment_events SET processed_at = $2, outcome = $3 WHERE id = $1",
                            event_row_id, now, outcome)
@@ -242,9 +243,10 @@ async def process_event(pool: asyncpg.Pool, master_key: str | None, event_row_id
 
 
 class _Context:
-    def __init__(self, conn: asyncpg.Connection, tenant_id: str, provider: str, event_id: str,
+    def __init__(self, conn: asyncpg.Connection, settings: Settings, tenant_id: str, provider: str, event_id: str,
                  mappings: list[dict], now: datetime) -> None:
         self.conn = conn
+        self.settings = settings
         self.tenant_id = tenant_id
         self.provider = provider
         self.event_id = event_id
@@ -277,7 +279,7 @@ async def _fulfil(ctx: _Context, purchase_ref: str, *, email: str, matches: list
         seats = mapping["seats"] * quantity if corporate and mapping["seats"] else None
         for _ in range(1 if corporate else quantity):
             key, made = await licensing.create_license(
-                ctx.conn, ctx.tenant_id, ctx.now, product_id=mapping["productId"], email=email,
+                ctx.conn, ctx.settings, ctx.tenant_id, ctx.now, product_id=mapping["productId"], email=email,
                 kind=mapping["licenseKind"], max_seats=seats, plan_id=mapping["planId"],
                 validity_days=mapping["validityDays"], features=mapping["features"])
             await ctx.conn.execute("INSERT INTO payment_licenses (purchase_id, license_id, period_days, on_refund, "
@@ -290,7 +292,7 @@ async def _fulfil(ctx: _Context, purchase_ref: str, *, email: str, matches: list
         # One message per key: the delivery template presents one key, and a buyer of several
         # forwards each to the person who will use it.
         for number, lic in enumerate(delivered):
-            await mailer.queue_mail(ctx.conn, ctx.tenant_id, "license_delivery", email,
+            await mailer.queue_mail(ctx.conn, ctx.settings, ctx.tenant_id, "license_delivery", email,
                                     {"LicenseKey": lic["activationKey"], "ProductName": lic["productName"],
                                      "ExpirationDate": lic["expirationDate"] or "", "CustomerEmail": email,
                                      "Quantity": len(delivered)},

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, one_of, optional, page
 from ..errors import ApiError
 from ..jsonio import JSONResponse
 from ..listing import PAGE_FIELDS
@@ -51,6 +52,30 @@ _SETTINGS = obj(instanceUrl=Str(required=True, min_len=1, max_len=300, descripti
                 clientId=Str(max_len=200, nullable=True),
                 clientSecret=Str(max_len=500, strip=False, nullable=True, description="kept when left out"),
                 table=Str(max_len=80, default="incident"), enabled=Bool(default=True))
+# Answers (support.service.ticket_json, support.sync._view).
+_PRIORITY_NAME = one_of(*service.PRIORITIES)
+_STATUS_NAME = one_of(*service.STATUSES)
+_TICKET_FIELDS = dict(
+    id=INTEGER, productName=STRING, productId=nullable(INTEGER), email=STRING, subject=STRING, priority=_PRIORITY_NAME,
+    status=_STATUS_NAME, activationKey=nullable(STRING), licenseId=nullable(INTEGER), hardwareId=nullable(STRING),
+    version=nullable(STRING), messageCount=INTEGER, createdAt=TIMESTAMP, updatedAt=TIMESTAMP,
+    resolvedAt=nullable(TIMESTAMP), reopenedAt=nullable(TIMESTAMP),
+    serviceNow=answer(state=one_of("none", "pending", "synced", "failed"), sysId=nullable(STRING),
+                      number=nullable(STRING), lastError=nullable(STRING), attempts=INTEGER,
+                      syncedAt=nullable(TIMESTAMP)))
+_TICKET_SHOWN = component("Ticket", answer(**_TICKET_FIELDS))
+_TICKET_THREAD = component("TicketWithThread", answer(**_TICKET_FIELDS, messages=array(answer(
+    id=INTEGER, author=one_of("customer", "staff"), authorEmail=nullable(STRING), message=STRING,
+    createdAt=TIMESTAMP))))
+_TICKET_CREATED = answer(success={"const": True}, ticketId=INTEGER, status=_STATUS_NAME, priority=_PRIORITY_NAME,
+                         createdAt=TIMESTAMP)
+_STATS = answer(open=INTEGER, resolved=INTEGER, critical=INTEGER, high=INTEGER, total=INTEGER)
+_SETTINGS_SHOWN = answer(instanceUrl=STRING, authType=one_of("basic", "oauth"), username=nullable(STRING),
+                         password=nullable(STRING), clientId=nullable(STRING), clientSecret=nullable(STRING),
+                         grantType=nullable(one_of("password", "client_credentials")), table=STRING, enabled=BOOLEAN,
+                         updatedAt=TIMESTAMP)
+_TESTED = answer(ok=BOOLEAN, instanceUrl=STRING, table=STRING, authType=optional(STRING), failure=optional(STRING),
+                 message=optional(STRING), remoteStatus=optional(nullable(INTEGER)))
 _T = "support"
 _SNOW = "servicenow"
 _MAX_ID = 2**63 - 1
@@ -104,7 +129,7 @@ async def get_ticket(call: Call) -> dict:
 async def reply(call: Call) -> JSONResponse:
     """Staff reply: added to the thread and e-mailed to the customer."""
     async with call.services.pool.acquire() as conn:
-        ticket = await service.add_staff_reply(conn, call.tenant_id, _ticket_id(call), call.body["message"], _now(call))
+        ticket = await service.add_staff_reply(conn, call.services.settings, call.tenant_id, _ticket_id(call), call.body["message"], _now(call))
     return JSONResponse(ticket, status_code=201)
 
 
@@ -160,30 +185,33 @@ routes = [
              errors=("subject_too_long", "message_too_long", "invalid_priority", "ticket_rate_limit_token",
                      "ticket_rate_limit_email", "unavailable"),
              responses={201: "created: ticketId", 429: "too many tickets from this token or address",
-                        503: "rate limiter unreachable"}),
+                        503: "rate limiter unreachable"}, returns=_TICKET_CREATED),
     endpoint("GET", "/api/support/tickets", list_tickets, scope="manage", query=_LIST, tag=_T,
-             errors=("invalid_priority",)),
-    endpoint("GET", "/api/support/tickets/stats", ticket_stats, scope="manage", tag=_T),
+             errors=("invalid_priority",), returns=page(_TICKET_SHOWN)),
+    endpoint("GET", "/api/support/tickets/stats", ticket_stats, scope="manage", tag=_T, returns=_STATS),
     endpoint("GET", "/api/support/tickets/{ticket_id}", get_ticket, scope="manage", tag=_T, errors=_TICKET_ERRORS,
-             responses={200: "the ticket and its messages", 404: "no such ticket"}),
+             responses={200: "the ticket and its messages", 404: "no such ticket"}, returns=_TICKET_THREAD),
     endpoint("POST", "/api/support/tickets/{ticket_id}/reply", reply, scope="manage", body=_REPLY, tag=_T,
              errors=(*_TICKET_ERRORS, "message_too_long"), responses={201: "replied; the ticket and its messages",
-                                                                     404: "no such ticket"}),
+                                                                     404: "no such ticket"},
+             returns=_TICKET_THREAD),
     endpoint("PUT", "/api/support/tickets/{ticket_id}/status", set_status, scope="manage", body=_STATUS, tag=_T,
-             errors=_TICKET_ERRORS, responses={200: "the ticket", 404: "no such ticket"}),
+             errors=_TICKET_ERRORS, responses={200: "the ticket", 404: "no such ticket"}, returns=_TICKET_SHOWN),
     endpoint("PUT", "/api/support/tickets/{ticket_id}/priority", set_priority, scope="manage", body=_PRIORITY_BODY,
-             tag=_T, errors=(*_TICKET_ERRORS, "invalid_priority"), responses={200: "the ticket", 404: "no such ticket"}),
+             tag=_T, errors=(*_TICKET_ERRORS, "invalid_priority"), responses={200: "the ticket", 404: "no such ticket"},
+             returns=_TICKET_SHOWN),
     endpoint("POST", "/api/support/tickets/{ticket_id}/sync", resync, scope="manage", tag=_T,
              errors=(*_TICKET_ERRORS, "servicenow_not_enabled"),
-             responses={200: "queued; the ticket", 404: "no such ticket", 409: "ServiceNow is off"}),
+             responses={200: "queued; the ticket", 404: "no such ticket", 409: "ServiceNow is off"},
+             returns=_TICKET_SHOWN),
     endpoint("GET", "/api/servicenow/settings", get_settings, scope="manage", tag=_SNOW, errors=_NOT_CONFIGURED,
-             responses={200: "the settings, secrets masked", 404: "not configured"}),
+             responses={200: "the settings, secrets masked", 404: "not configured"}, returns=_SETTINGS_SHOWN),
     endpoint("POST", "/api/servicenow/settings", save_settings, scope="manage", body=_SETTINGS, tag=_SNOW,
              errors=("invalid_instance_url", "invalid_table"),
-             responses={200: "replaced", 201: "created"}),
+             responses={200: "replaced", 201: "created"}, returns=_SETTINGS_SHOWN),
     endpoint("DELETE", "/api/servicenow/settings", delete_settings, scope="manage", tag=_SNOW, errors=_NOT_CONFIGURED,
-             responses={200: "deleted", 404: "not configured"}),
+             responses={200: "deleted", 404: "not configured"}, returns=answer(deleted=BOOLEAN)),
     endpoint("POST", "/api/servicenow/test", test_settings, scope="manage", tag=_SNOW, errors=_NOT_CONFIGURED,
              responses={200: "ok true, or ok false with `failure` (dns_failed, tls_failed, ...)",
-                        404: "not configured"}),
+                        404: "not configured"}, returns=_TESTED),
 ]

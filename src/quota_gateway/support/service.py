@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from .. import catalogue
+from ..config import Settings
 from ..errors import ApiError
 from ..events import jobs, mailer, outbox
 from ..events import types as event_types
@@ -167,13 +168,13 @@ async def _add_message(conn: asyncpg.Connection, tenant_id: str, ticket: Any, au
     return message_id
 
 
-async def add_staff_reply(conn: asyncpg.Connection, tenant_id: str, ticket_id: int, message: str,
+async def add_staff_reply(conn: asyncpg.Connection, settings: Settings, tenant_id: str, ticket_id: int, message: str,
                           now: datetime) -> dict[str, Any]:
     """A reply from the publisher's staff: stored, e-mailed to the customer (`ticket_reply`)."""
     async with conn.transaction():
         ticket = await _fetch(conn, tenant_id, ticket_id, lock=True)
         message_id = await _add_message(conn, tenant_id, ticket, "staff", "", message, now)
-        await mailer.queue_mail(conn, tenant_id, "ticket_reply", ticket["email"],
+        await mailer.queue_mail(conn, settings, tenant_id, "ticket_reply", ticket["email"],
                                 {"TicketSubject": ticket["subject"], "ReplyText": message, "TicketId": ticket["id"],
                                  "CustomerEmail": ticket["email"]},
                                 dedupe_key=f"ticket-reply:{message_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..answers import STRING, TIMESTAMP, answer
 from ..routing import Call, endpoint
 from . import service
 
@@ -12,4 +13,5 @@ async def current_tenant(call: Call) -> dict | None:
         return await service.get_tenant(conn, call.tenant_id)
 
 
-routes = [endpoint("GET", "/api/tenant", current_tenant, scope="verify", tag="tenants")]
+_TENANT = answer(id=STRING, slug=STRING, name=STRING, createdAt=TIMESTAMP)
+routes = [endpoint("GET", "/api/tenant", current_tenant, scope="verify", tag="tenants", returns=_TENANT)]

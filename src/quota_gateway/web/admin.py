@@ -166,7 +166,7 @@ async def create_license(ctx: PageContext) -> Response:
     seats = form_int(ctx, "max_seats", minimum=1, maximum=1_000_000, label="seats")
     async with ctx.pool.acquire() as conn:
         key, made = await licensing.create_license(
-            conn, ctx.tenant_id, ctx.now, product_id=product_id, email=email, kind=kind,
+            conn, ctx.services.settings, ctx.tenant_id, ctx.now, product_id=product_id, email=email, kind=kind,
             max_seats=seats if kind == "corporate" else None, plan_id=form_int(ctx, "plan_id", minimum=1),
             validity_days=form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"))
     return show_secret(ctx, "licenses", "License key created", "Activation key", key,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ..config import portal_url
 from ..errors import ApiError
 from ..events import mailer, templates
-from .login import public_base
 from .pages import PageContext, action, form_email, form_int, form_text, page
 
 _TEMPLATE_LIMITS = {"subject": 500, "text": 100_000, "html": 200_000}
@@ -22,10 +22,11 @@ async def email_page(ctx: PageContext) -> Response:
         smtp = mailer.smtp_view(await mailer.smtp_config(conn, ctx.services.settings, ctx.tenant_id))
         settings = await mailer.mail_settings(conn, ctx.tenant_id)
         changed = await templates.customised(conn, ctx.tenant_id)
+        effective_portal = await mailer.customer_portal_url(conn, ctx.services.settings, ctx.tenant_id)
     names = [{"name": name, "updatedAt": changed.get(name)} for name in templates.DEFAULTS]
     return ctx.render("admin/email.html", nav="email", smtp=smtp, mail=settings, templates=names,
-                      securities=mailer.SECURITY,
-                      own_portal=f"{public_base(ctx.services.settings)}/portal/{ctx.tenant['slug']}/")
+                      securities=mailer.SECURITY, own_portal=portal_url(ctx.services.settings, ctx.tenant["slug"]),
+                      effective_portal=effective_portal)
 
 
 @action("admin", back="/email")

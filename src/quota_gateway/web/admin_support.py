@@ -54,7 +54,7 @@ async def reply(ctx: PageContext) -> Response:
     ticket_id = int_param(ctx, "ticket_id")
     message = form_message(ctx, "message", max_len=support.MESSAGE_MAX)
     async with ctx.pool.acquire() as conn:
-        await support.add_staff_reply(conn, ctx.tenant_id, ticket_id, message, ctx.now)
+        await support.add_staff_reply(conn, ctx.services.settings, ctx.tenant_id, ticket_id, message, ctx.now)
     return ctx.redirect(f"{ctx.base}/tickets/{ticket_id}", "Reply sent; the customer gets it by e-mail.")
 
 

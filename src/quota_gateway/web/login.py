@@ -16,18 +16,9 @@ from urllib.parse import urlencode
 from starlette.responses import Response
 
 from ..abuse.clientlimit import note_failed_lookup
-from ..config import Settings
+from ..config import public_base
 from . import mail, service, sessions, signin
 from .pages import Endpoint, PageContext, action, page
-
-
-def public_base(settings: Settings) -> str:
-    """Where people reach the gateway; never taken from the request's Host header (a forged Host
-    would put an attacker's address into a victim's sign-in e-mail)."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    scheme = "https" if settings.tls_cert or settings.dev_tls else "http"
-    return f"{scheme}://{settings.host}:{settings.port}"
 
 
 async def _signed_in(ctx: PageContext, email: str, admin_user_id: int | None) -> Response:
@@ -73,10 +64,8 @@ def request_code(audience: str) -> Endpoint:
                                                       audience=audience, email=email, client=ctx.client)
                     link = (f"{public_base(ctx.services.settings)}{ctx.base}/login/code?"
                             + urlencode({"email": email, "code": code}))
-                    await mail.send_login_code(conn, ctx.tenant_id, email, code=code, link=link,
-                                               portal_url=f"{public_base(ctx.services.settings)}/portal/"
-                                                          f"{ctx.tenant['slug']}/",
-                                               minutes=int(signin.CODE_TTL.total_seconds() // 60))
+                    await mail.send_login_code(conn, ctx.services.settings, ctx.tenant_id, email, code=code,
+                                               link=link, minutes=int(signin.CODE_TTL.total_seconds() // 60))
                 else:
                     note_failed_lookup(ctx.request.scope)  # an address nobody signs in with
                     await signin.record_refused_request(conn, ctx.keys, ctx.now, tenant_id=ctx.tenant_id,

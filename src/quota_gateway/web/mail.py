@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncpg
 
+from ..config import Settings
 from ..events import mailer
 
 TEMPLATE = "portal_login_code"
 
 
-async def send_login_code(conn: asyncpg.Connection, tenant_id: str, to: str, *, code: str, link: str,
-                          portal_url: str, minutes: int) -> None:
-    """Queue the sign-in e-mail; {{CustomerPortalUrl}} points at this gateway's portal unless the
-    tenant set its own."""
+async def send_login_code(conn: asyncpg.Connection, settings: Settings, tenant_id: str, to: str, *, code: str,
+                          link: str, minutes: int) -> None:
+    """Queue the sign-in e-mail ({{CustomerPortalUrl}}: the mailer's rule, as in every e-mail)."""
     context = {"LoginCode": code, "ValidMinutes": minutes, "CustomerEmail": to, "LoginUrl": link}
-    if not (await mailer.mail_settings(conn, tenant_id)).get("customerPortalUrl"):
-        context["CustomerPortalUrl"] = portal_url
-    await mailer.queue_mail(conn, tenant_id, TEMPLATE, to, context)
+    await mailer.queue_mail(conn, settings, tenant_id, TEMPLATE, to, context)
