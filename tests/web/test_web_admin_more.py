@@ -3,6 +3,7 @@ API-key validations, through HTTP: the flows, CSRF on every new form, and tenant
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -221,3 +222,36 @@ async def test_portal_branding_display_name_colour_and_logo(client, settings, te
     assert "Acme Licensing" not in (await client.get(f"{other}/login")).text
     assert "#7c2d12" not in (await client.get(f"{other}/brand.css")).text
     assert (await client.get(f"{other}/logo")).status_code == 404
+
+
+async def test_api_key_page_usage_windows_units_by_day_reset_and_revoke(app, client, settings, tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    base = f"/admin/{tenant.slug}"
+    product = await make_product(client, tenant.headers, name="Weather API", features=("api:rate:minute:10",))
+    made = await client.post(f"{base}/api-keys", data={"csrf_token": form, "product_id": str(product),
+                                                       "client_name": "Acme Corp", "max_api_calls": "1000"})
+    api_key = secret_of(made.text)
+    key_url = f"{base}/api-keys/" + re.search(rf'href="{base}/api-keys/(\d+)"', made.text).group(1)
+    for _ in range(3):
+        r = await client.post("/api/apilicense/validate", json={"apiKey": api_key, "units": 2}, headers=tenant.headers)
+        assert r.status_code == 200 and r.json()["isValid"] is True, r.text
+    page = await client.get(key_url)
+    meters = re.findall(r'<span class="meter-label">([^<]+)</span>.*?<span class="meter-value">([^<]+)</span>',
+                        page.text, re.S)
+    assert meters == [("Lifetime quota", "6 / 1000 (1%)"),   # units against the quota, calls against the window
+                      ("calls minute", "3 / 10 (30%) · resets 2027-01-15 08:01 UTC")], meters
+    for _ in range(200):   # units by day: from the write-behind record, which may take them in parts
+        page = await client.get(key_url)
+        if re.search(r"<td>2027-01-15</td><td>6</td>", page.text):
+            break
+        await asyncio.sleep(0.05)
+    assert re.search(r"<td>2027-01-15</td><td>6</td>", page.text), page.text
+    await client.post(f"{key_url}/reset", data={"csrf_token": form, "period": "minute"})
+    page = await client.get(key_url)
+    assert "0 / 10 (0%)" in page.text and "6 / 1000 (1%)" in page.text   # the window only
+    r = await client.post(f"{key_url}/revoke", data={"csrf_token": form})
+    assert r.status_code == 303
+    page = await client.get(key_url)
+    assert "API key revoked." in page.text and 'badge revoked' in page.text and "Revoke API key" not in page.text
+    r = await client.post("/api/apilicense/validate", json={"apiKey": api_key, "units": 1}, headers=tenant.headers)
+    assert r.json()["isValid"] is False and r.json()["errorCode"] == "revoked", r.text

@@ -74,8 +74,19 @@ def browser():
 
 
 def shot(browser, name: str) -> None:
-    """A full-height screenshot at desktop width, and one at 360 px (phones)."""
+    """A full-height screenshot at desktop width, and one at 360 px (phones). Every page shot is
+    also checked: each form field has a label (or an aria name), and everything the page loaded came
+    from the gateway itself (no CDN)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    unlabelled = browser.execute_script(
+        "return [...document.querySelectorAll('input, select, textarea')].filter(e => e.type !== 'hidden'"
+        " && !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))"
+        " .map(e => e.outerHTML.slice(0, 160))")
+    assert not unlabelled, f"{name}: form fields without a label: {unlabelled}"
+    foreign = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(r => r.name)"
+        " .filter(u => !u.startsWith(location.origin + '/') && !u.startsWith('data:'))")
+    assert not foreign, f"{name} loaded from elsewhere: {foreign}"
     for width, suffix in ((1280, ""), (360, "-360")):
         browser.set_window_size(width, 900)
         height = browser.execute_script("return document.documentElement.scrollHeight")
@@ -498,3 +509,49 @@ async def test_first_start_link_lets_a_new_user_manage_products_keys_and_tokens(
         assert "first@example.com" in browser.page_source
     finally:
         await asyncio.to_thread(_stop, proc)
+
+
+async def test_tenants_stay_apart_in_a_browser(live, browser, tenant, other_tenant, clock, smtp_server):
+    """Two tenants with the same customer: acme's admin and acme's portal show acme's data only,
+    never globex's, and globex's pages and objects are out of reach of acme's sessions."""
+    server, mailing = live
+    async with running_app(mailing, clock) as (app, client):
+        made = {}
+        for t, name, address in ((tenant, "Acme Desk", "1.1.1.1"), (other_tenant, "Globex Desk", "133.1.1.1")):
+            product = (await client.post("/api/product", json={"name": name}, headers=t.headers)).json()["id"]
+            made[t.slug] = (await client.post("/api/licenses", json={"productId": product, "email": "same@example.com"},
+                                              headers=t.headers)).json()
+            await activate_from(app, t, made[t.slug]["activationKey"], f"HW-{t.slug.upper()}", address,
+                                "same@example.com", product=name)
+    theirs = made[other_tenant.slug]
+
+    browser.delete_all_cookies()
+    await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
+    admin = f"{server.url}/admin/{tenant.slug}"
+    for path in ("/", "/products", "/licenses", "/licenses?q=same%40example.com", "/analytics"):
+        browser.get(admin + path)
+        page = browser.page_source
+        assert "Globex" not in page and "HW-GLOBEX" not in page and "JP: " not in page, path
+    assert "AU: 1" in browser.page_source   # the map's countries: acme's activation only
+    browser.get(f"{admin}/licenses")
+    assert "Acme Desk" in browser.page_source and "same@example.com" in browser.page_source
+    browser.get(f"{admin}/licenses/{theirs['id']}")   # globex's key by number, through acme's pages
+    assert "There is no such license key." in browser.page_source
+    assert "Globex" not in browser.page_source and "HW-GLOBEX" not in browser.page_source
+    shot(browser, "admin-other-tenants-license")
+    browser.get(f"{server.url}/admin/{other_tenant.slug}/licenses")   # acme's session is no session there
+    assert browser.current_url.endswith(f"/admin/{other_tenant.slug}/login")
+
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/portal/{tenant.slug}/login")
+    fill(browser, "email", "same@example.com")
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    fill(browser, "code", await wait_for_mail(smtp_server, 1))
+    await asyncio.to_thread(submit, browser, "form button[type=submit]")
+    assert "Acme Desk" in browser.page_source and "Globex" not in browser.page_source
+    assert "HW-ACME" in browser.page_source and "HW-GLOBEX" not in browser.page_source
+    await asyncio.to_thread(submit, browser, "nav a[href$='/history']")
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert len(rows) == 1 and rows[0].endswith("AU"), rows   # not globex's activation from Japan
+    browser.get(f"{server.url}/portal/{other_tenant.slug}/")   # the same customer, another tenant: sign in again
+    assert browser.current_url.endswith(f"/portal/{other_tenant.slug}/login")

@@ -127,9 +127,15 @@ async def test_customer_portal(mail_app, tenant, clock, smtp_server):
     app, client = mail_app
     product = (await client.post("/api/product", json={"name": "Desk App", "deactivationCooldownHours": 24},
                                  headers=tenant.headers)).json()["id"]
-    key = (await client.post("/api/licenses", json={"productId": product, "email": "buyer@example.com",
-                                                    "kind": "corporate", "maxSeats": 3},
-                             headers=tenant.headers)).json()["activationKey"]
+    await client.post(f"/api/product/{product}/features", json={"name": "export"}, headers=tenant.headers)
+    made = (await client.post("/api/licenses", json={"productId": product, "email": "buyer@example.com",
+                                                     "kind": "corporate", "maxSeats": 3, "validityDays": 365,
+                                                     "features": ["export"]},
+                              headers=tenant.headers)).json()
+    key = made["activationKey"]
+    # A key of the same product for someone else, which this customer must not see.
+    await client.post("/api/licenses", json={"productId": product, "email": "someone@example.com"},
+                      headers=tenant.headers)
     # Two devices activate from addresses in Australia and Germany (the country is all that is kept).
     for hardware, address in (("DEVICE-ONE", "1.1.1.1"), ("DEVICE-TWO", "85.214.0.1")):
         await activate_from(app, tenant, key, hardware, address, "buyer@example.com")
@@ -148,6 +154,9 @@ async def test_customer_portal(mail_app, tenant, clock, smtp_server):
     assert r.status_code == 303
     home = await client.get(f"{base}/")
     assert "Desk App" in home.text and "2 of 3 in use" in home.text and "DEVICE-ONE" in home.text
+    # Each license with its product, type, seats, expiry and features; only this address's keys.
+    assert home.text.count('class="card license"') == 1 and "<dd>Corporate</dd>" in home.text
+    assert made["expirationDate"][:10] in home.text and '<span class="tag">export</span>' in home.text
     history = await client.get(f"{base}/history")
     countries = re.findall(r"<td>([A-Z]{2})</td></tr>", history.text)
     assert sorted(countries) == ["AU", "DE"]

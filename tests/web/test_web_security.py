@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+
 import asyncpg
 import pytest
-from conftest import make_tenant
-from web_helpers import KEYS, csrf_of, make_admin_link, sign_in_admin, sql_value, with_db
+from conftest import TEST_MASTER_KEY, make_tenant, running_app
+from web_helpers import KEYS, csrf_of, make_admin_link, portal_cookie, sign_in_admin, sql_value, with_db
 
 from quota_gateway.web import signin
 
@@ -207,3 +214,100 @@ async def test_admin_cli_creates_an_admin(settings, clock):
         assert await signin.find_admin(conn, other.id, "boss@initech.example")
     finally:
         await conn.close()
+
+
+def _cli(settings, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QG_")}
+    env.update(QG_DATABASE_URL=settings.database_url, QG_MASTER_KEY=TEST_MASTER_KEY,
+               QG_PUBLIC_URL="https://licenses.gateway.example")
+    done = subprocess.run([sys.executable, "-m", "quota_gateway.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_admin_cli_create_link_and_list(client, settings, tenant, clock):
+    """`quota-gateway admin create --tenant T --email E`, `admin link` and `admin list`, as run by
+    an operator: the admin it makes signs in with the link it prints."""
+    clock.set(time.time())   # the CLI, another process, dates the link by the real clock
+    made = await asyncio.to_thread(_cli, settings, "admin", "create", "--tenant", tenant.slug, "--email",
+                                   "Boss@Acme.example")
+    assert f"admin boss@acme.example of tenant {tenant.slug}" in made
+    assert f"https://licenses.gateway.example/admin/{tenant.slug}/login" in made
+    assert "boss@acme.example  last sign-in never" in await asyncio.to_thread(_cli, settings, "admin", "list",
+                                                                             "--tenant", tenant.slug)
+    printed = await asyncio.to_thread(_cli, settings, "admin", "link", "--tenant", tenant.slug, "--email",
+                                      "boss@acme.example")
+    link = printed.strip().rsplit(" ", 1)[1]
+    assert link.startswith(f"https://licenses.gateway.example/admin/{tenant.slug}/login/link?token=")
+    page = await client.get(link.removeprefix("https://licenses.gateway.example"))
+    token = link.split("token=", 1)[1]
+    r = await client.post(f"/admin/{tenant.slug}/login/link", data={"csrf_token": csrf_of(page.text), "token": token})
+    assert r.status_code == 303 and r.headers["location"] == f"/admin/{tenant.slug}/"
+    assert "boss@acme.example" in (await client.get(f"/admin/{tenant.slug}/")).text
+    listed = await asyncio.to_thread(_cli, settings, "admin", "list", "--tenant", tenant.slug)
+    assert "boss@acme.example  last sign-in never" not in listed
+
+
+def _post_paths() -> list[str]:
+    from starlette.routing import Route
+
+    from quota_gateway.web.routes import routes
+
+    paths = [r.path for r in routes if isinstance(r, Route) and "POST" in (r.methods or ())]
+    return sorted({re.sub(r"\{(?!tenant\})[a-z_]+\}", "1", p) for p in paths})
+
+
+@pytest.mark.parametrize("path", _post_paths())
+async def test_every_form_refuses_a_post_without_the_csrf_token(client, settings, tenant, clock, path):
+    """Every POST route of the admin UI and the portal (read from the route table, so a new form
+    is covered the day it is added), by a signed-in user: 403 without the form token, nothing done."""
+    path = path.replace("{tenant}", tenant.slug)
+    if path.startswith("/admin/"):
+        await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+        cookie = "qg_admin"
+    else:
+        cookie = "qg_portal"
+        client.cookies.set(cookie, await portal_cookie(settings.database_url, tenant.id, clock, "c@example.com"),
+                           path=f"/portal/{tenant.slug}")
+    before = client.cookies.get(cookie)
+    r = await client.post(path, data={"name": "Sneaky", "email": "c@example.com", "message": "x", "subject": "x"})
+    assert r.status_code == 403, (path, r.status_code)
+    assert client.cookies.get(cookie) == before   # no sign-in, no sign-out
+
+
+async def test_code_brute_force_is_stopped_through_http(settings, tenant, clock, smtp_server):
+    """The same bounds, as a guesser meets them: the mailed code stops working after MAX_TRIES wrong
+    guesses at the code form, and the address gets no more than CODES_PER_ADDRESS_HOUR codes an hour."""
+    from quota_gateway.events import jobs
+
+    mailing = settings.with_(smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none",
+                             smtp_from="licensing@acme.example")
+    async with running_app(mailing, clock) as (app, client):
+        product = (await client.post("/api/product", json={"name": "Desk"}, headers=tenant.headers)).json()["id"]
+        await client.post("/api/licenses", json={"productId": product, "email": "buyer@example.com"},
+                          headers=tenant.headers)
+        base = f"/portal/{tenant.slug}"
+        form = csrf_of((await client.get(f"{base}/login")).text)
+        await client.post(f"{base}/login", data={"csrf_token": form, "email": "buyer@example.com"})
+        await jobs.run_due(app.state.services)
+        [mail] = await smtp_server.wait_for(1)
+        code = re.search(r"\b(\d{6})\b", mail.subject).group(1)
+        for i in range(1, signin.MAX_TRIES + 1):
+            guess = f"{(int(code) + i) % 1_000_000:06d}"
+            r = await client.post(f"{base}/login/code", data={"csrf_token": form, "email": "buyer@example.com",
+                                                              "code": guess})
+            assert "qg_portal" not in r.cookies, guess
+        r = await client.post(f"{base}/login/code", data={"csrf_token": form, "email": "buyer@example.com",
+                                                          "code": code})
+        assert "qg_portal" not in r.cookies and (await client.get(f"{base}/")).status_code == 303   # spent
+        for _ in range(signin.CODES_PER_ADDRESS_HOUR - 1):
+            r = await client.post(f"{base}/login", data={"csrf_token": form, "email": "buyer@example.com"})
+            assert r.status_code == 200
+        r = await client.post(f"{base}/login", data={"csrf_token": form, "email": "buyer@example.com"})
+        assert r.status_code == 303 and r.headers["location"] == f"{base}/login"
+        assert "too many sign-in codes" in (await client.get(f"{base}/login")).text
+        await jobs.run_due(app.state.services)
+        await smtp_server.wait_for(signin.CODES_PER_ADDRESS_HOUR)
+        await jobs.run_due(app.state.services)
+        assert len(smtp_server.messages) == signin.CODES_PER_ADDRESS_HOUR   # the refused request mailed nothing

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-GRAINS = {"day": (30, timedelta(days=1)), "week": (26, timedelta(weeks=1)), "month": (12, timedelta(days=31))}
+GRAINS = {"day": 30, "week": 26, "month": 12}   # buckets shown at each grain, the current one last
 NEAR_LIMIT = 0.8
 
 
@@ -19,8 +19,16 @@ def _epoch(bucket: datetime) -> int:
 
 
 def _start(now: datetime, grain: str) -> datetime:
-    count, step = GRAINS[grain]
-    return now - step * (count - 1)
+    """The start of the first bucket (UTC), aligned to the grain: every bucket, the first one too,
+    counts a whole day, week (from Monday) or month, and a grain always shows GRAINS[grain] buckets."""
+    back = GRAINS[grain] - 1
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if grain == "day":
+        return day - timedelta(days=back)
+    if grain == "week":
+        return day - timedelta(days=day.weekday(), weeks=back)
+    months = day.year * 12 + day.month - 1 - back
+    return day.replace(year=months // 12, month=months % 12 + 1, day=1)
 
 
 async def activations_over_time(conn: asyncpg.Connection, tenant_id: str, now: datetime, grain: str) -> dict:
@@ -58,8 +66,8 @@ async def units_over_time(conn: asyncpg.Connection, tenant_id: str, now: datetim
     rows = await conn.fetch(
         """SELECT date_trunc($3, u.day::timestamp) AS bucket, p.name, sum(u.units)::bigint AS units
            FROM api_usage_daily u JOIN api_licenses l ON l.id = u.license_id JOIN products p ON p.id = l.product_id
-           WHERE u.tenant_id = $1 AND u.day >= $2::date GROUP BY 1, 2 ORDER BY 1""",
-        tenant_id, _start(now, grain), grain)
+           WHERE u.tenant_id = $1 AND u.day >= $2 GROUP BY 1, 2 ORDER BY 1""",
+        tenant_id, _start(now, grain).date(), grain)
     buckets = await conn.fetch(
         """SELECT b FROM generate_series(date_trunc($2, $1::timestamptz AT TIME ZONE 'UTC'),
                                          date_trunc($2, $3::timestamptz AT TIME ZONE 'UTC'), ('1 ' || $2)::interval) b""",
@@ -77,8 +85,8 @@ async def top_keys(conn: asyncpg.Connection, tenant_id: str, now: datetime, grai
     rows = await conn.fetch(
         """SELECT l.id, l.key_hint, l.client_name, p.name AS product_name, sum(u.units)::bigint AS units
            FROM api_usage_daily u JOIN api_licenses l ON l.id = u.license_id JOIN products p ON p.id = l.product_id
-           WHERE u.tenant_id = $1 AND u.day >= $2::date GROUP BY l.id, p.name ORDER BY units DESC LIMIT $3""",
-        tenant_id, _start(now, grain), limit)
+           WHERE u.tenant_id = $1 AND u.day >= $2 GROUP BY l.id, p.name ORDER BY units DESC LIMIT $3""",
+        tenant_id, _start(now, grain).date(), limit)
     return [dict(r) for r in rows]
 
 
