@@ -227,6 +227,9 @@ NODE_REST = 0.2
 NODE_TIMEOUT = 1.0
 # `replicated`: how long WAIT may wait for a replica's acknowledgement (milliseconds).
 REPLICA_ACK_TIMEOUT_MS = 200
+# `replicated`: a map listing no replica for a master is read again this often (seconds): CLUSTER
+# SLOTS leaves out a replica that has received nothing yet, or one added since.
+REPLICA_RECHECK_INTERVAL = 5.0
 
 
 def node_url(seed_url: str, host: str, port: int) -> str:
@@ -327,8 +330,14 @@ class ClusterAutoPipeline(ScriptRunner):
         """WAIT for one replica on each master holding `keys` that has one. It blocks that
         master's connection meanwhile: only for a runner that validations do not share (the
         write-behind's). A master whose replica does not answer has the map read again (a dead
-        replica leaves it once the cluster marks it failed)."""
-        nodes = {self._slot_nodes[key_slot(k.encode() if isinstance(k, str) else k)] for k in keys}
+        replica leaves it once the cluster marks it failed); so does, every few seconds, a master
+        the map lists without a replica (one may have joined, or received its first write)."""
+        slots = [key_slot(k.encode() if isinstance(k, str) else k) for k in keys]
+        nodes = {self._slot_nodes[slot] for slot in slots}
+        if not nodes <= self._with_replicas \
+                and asyncio.get_running_loop().time() - self._refreshed_at >= REPLICA_RECHECK_INTERVAL:
+            await self._refresh_quietly()
+            nodes = {self._slot_nodes[slot] for slot in slots}
         waiting = [node for node in nodes if node in self._with_replicas]
         acks = await asyncio.gather(*(node.execute("WAIT", 1, REPLICA_ACK_TIMEOUT_MS) for node in waiting),
                                     return_exceptions=True)
