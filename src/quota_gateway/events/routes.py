@@ -176,7 +176,8 @@ _TEMPLATE_SHOWN = component("EmailTemplate", answer(name=STRING, subject=STRING,
                                                     isDefault=BOOLEAN, placeholders=array(STRING)))
 _TEMPLATES = answer(templates=array(answer(name=STRING, isDefault=BOOLEAN, updatedAt=nullable(TIMESTAMP))))
 _REMINDER_DAYS = answer(productId=INTEGER, days=array(INTEGER), isDefault=BOOLEAN)
-_MAIL_SETTINGS_SHOWN = answer(contactEmail=STRING, deliverLicenses=BOOLEAN, customerPortalUrl=STRING)
+_MAIL_SETTINGS_SHOWN = answer(contactEmail=STRING, deliverLicenses=BOOLEAN, customerPortalUrl=STRING,
+                              effectiveCustomerPortalUrl=STRING)
 
 
 def _endpoint_id(call: Call) -> int:
