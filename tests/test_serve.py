@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -86,6 +89,18 @@ def _stop(proc: subprocess.Popen) -> set[int]:
     return {p for p in children if _alive(p)}
 
 
+def _send_head(port: int, head: bytes) -> tuple[int, dict]:
+    """Send a raw request head; the answer's status and JSON body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # the server may stop reading once it has answered
+            sock.sendall(head)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.split(b"\r\n\r\n", 1)[1])
+
+
 def test_serve_bootstraps_embedded_servers_and_stops_cleanly(tmp_path):
     proc, port, lines = _start_serve(tmp_path)
     try:
@@ -98,6 +113,11 @@ def test_serve_bootstraps_embedded_servers_and_stops_cleanly(tmp_path):
         r = httpx.get(f"{base}/api/tenant", headers={"Authorization": f"ExisOneApi {token.group(1)}"})
         assert r.status_code == 200 and r.json()["slug"] == "default"
         assert len(_descendants(proc.pid)) >= 2  # redis + postgres at least
+        # serve runs the bounded protocol (abuse/headers.py): a 1 MB header is refused before the app
+        status, body = _send_head(port, b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 1_000_000
+                                  + b"\r\n\r\n")
+        assert status == 431 and body["error"] == "headers_too_large", (status, body)
+        assert httpx.get(f"{base}/healthz").status_code == 200
 
         # The CLI finds the running gateway's embedded servers through the data dir.
         cli = [sys.executable, "-m", "quota_gateway.cli", "token"]

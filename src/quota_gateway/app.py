@@ -38,13 +38,13 @@ from . import (
     tenants,
     web,
 )
-from .abuse.clientlimit import ClientLimitMiddleware
+from .abuse.clientlimit import ClientLimitMiddleware, ClientWindows
 from .abuse.failures import FailedLookups
 from .auth.cache import TokenCache
 from .clock import Clock
 from .config import Settings
 from .errors import EXCEPTION_HANDLERS
-from .jsonio import JSONResponse
+from .jsonio import dumps
 from .metrics import Metrics
 from .metricsserver import MetricsListener
 from .middleware.logging import AccessLogMiddleware
@@ -86,6 +86,7 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
     if not redis_url or not database_url:
         raise ValueError("create_app needs QG_REDIS_URL and QG_DATABASE_URL (the `serve` command starts embedded servers)")
     clock = clock or Clock()
+    metrics_operator_digest = metrics.operator_digest(settings.metrics_token)  # a short token fails here
     hot_routes: dict[tuple[str, str], HotHandler] = {}
     hot_specs: list[EndpointSpec] = []
     routes: list[Route] = []
@@ -94,9 +95,10 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         hot_routes.update(getattr(domain, "hot_routes", {}))
         hot_specs.extend(getattr(domain, "hot_specs", ()))
     spec = openapi.build(hot_specs + [r.spec for r in [*routes, metrics.public_route] if isinstance(r, ApiRoute)])
+    spec_bytes = dumps(spec)  # once: the document is ~160 KB and the route needs no token
 
     async def openapi_json(request: Request) -> Response:
-        return JSONResponse(spec)
+        return Response(spec_bytes, media_type="application/json")
 
     routes += [Route("/openapi.json", openapi_json, methods=["GET"]), metrics.public_route]
 
@@ -115,6 +117,8 @@ def create_app(settings: Settings, clock: Clock | None = None, domains: tuple[Mo
         tokens = TokenCache(pool, pubsub_redis, clock, ttl=settings.token_cache_ttl)
         services = Services(settings, clock, pool, redis, runner, tokens, Metrics(settings.metrics_dir))
         services.failed_lookups = FailedLookups(services.metrics, clock, settings.token_failures_per_minute)
+        services.client_windows = ClientWindows(settings)
+        services.metrics_operator_digest = metrics_operator_digest
         app.state.services = services
         tokens.start()
         services.metrics.start_sharing()

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from . import __version__, config, db
+from .abuse import negative
 from .auth.service import SCOPES, create_token, list_tokens, revoke_token
 from .config import Settings
 from .embedded import PostgresServer, RedisServer
@@ -197,9 +198,21 @@ def tenant(args: argparse.Namespace) -> int:
         return await list_tenants(conn)
 
     settings = _ensure_master_key(Settings.from_env())
-    for row in _run_db(settings, work):
+    rows = _run_db(settings, work)
+    for row in rows:
         print(f"{row['id']}  {row['slug']}  {row['name']}")
+    if args.action == "create":
+        _forget_unknown(settings, [negative.tenant(rows[0]["slug"]), negative.tenant(rows[0]["id"])])
     return 0
+
+
+def _forget_unknown(settings: Settings, entries: list[str]) -> None:
+    """Drop negative-cache entries in running gateways' Redis (a name they may have looked up
+    before it existed), so nothing answers "unknown" after the creation."""
+    url = settings.redis_url or _running_embedded(settings).get("redis_url")
+    if not negative.forget_now(url, entries, cluster=settings.redis_cluster):
+        print(f"note: Redis unreachable; gateways may answer 'unknown' for up to {negative.NEGATIVE_TTL} s",
+              file=sys.stderr)
 
 
 async def _tenant(conn: asyncpg.Connection, tenant: str) -> dict:
@@ -260,6 +273,8 @@ def admin(args: argparse.Namespace) -> int:
 
     async def work(conn):
         found = await _tenant(conn, args.tenant)
+        if args.action in ("create", "link"):  # both make the address an admin
+            forget.append(negative.sign_in(found["id"], "admin", args.email))
         if args.action == "create":
             made = await signin.create_admin(conn, found["id"], args.email, Clock().utcnow())
             return f"admin {made['email']} of tenant {found['slug']}: sign in at {public}/admin/{found['slug']}/login"
@@ -272,7 +287,9 @@ def admin(args: argparse.Namespace) -> int:
 
     settings = _ensure_master_key(Settings.from_env())
     public = config.public_base(settings)
+    forget: list[str] = []
     print(_run_db(settings, work))
+    _forget_unknown(settings, forget)
     return 0
 
 

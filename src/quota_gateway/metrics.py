@@ -14,6 +14,8 @@ stay: counters never go backwards while the server runs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 from bisect import bisect_left
@@ -27,6 +29,7 @@ from starlette.responses import Response
 
 from .answers import TEXT
 from .background import cancel_and_wait
+from .errors import ApiError
 from .routing import Call, endpoint
 
 log = logging.getLogger("quota_gateway.metrics")
@@ -189,11 +192,40 @@ class Metrics:
         return snapshots
 
 
+METRICS_SECURITY = "MetricsOperator"  # the openapi security scheme of the operator credential
+_MIN_TOKEN = 16
+
+
+def operator_digest(token: str) -> bytes | None:
+    """The digest the public /metrics compares a presented credential with; None when unset.
+    Comparing digests keeps the comparison's time independent of the secret's length too."""
+    if not token:
+        return None
+    if len(token) < _MIN_TOKEN:
+        raise ValueError(f"QG_METRICS_TOKEN: at least {_MIN_TOKEN} characters")
+    return hashlib.sha256(token.encode()).digest()
+
+
 async def metrics_endpoint(call: Call) -> Response:
-    """Prometheus metrics of the whole server (needs the 'metrics' permission here; the metrics
-    listener, QG_METRICS_BIND, serves them without a token)."""
+    """Prometheus metrics of the whole server, for the operator (`Authorization: Bearer
+    <QG_METRICS_TOKEN>`); tenant access tokens never read them, as the series name every tenant's
+    products. The metrics listener (QG_METRICS_BIND) serves them without a credential."""
+    expected = call.services.metrics_operator_digest
+    if expected is None:
+        raise ApiError(403, "metrics_disabled", "the public listener serves no metrics: QG_METRICS_TOKEN is not set "
+                                                "(scrape the metrics listener, QG_METRICS_BIND)")
+    scheme, _, presented = (call.request.headers.get("authorization") or "").partition(" ")
+    given = hashlib.sha256(presented.strip().encode("utf-8", "surrogateescape")).digest()
+    if not (hmac.compare_digest(given, expected) and scheme.lower() == "bearer"):
+        raise ApiError(401, "unauthorized", "/metrics takes the operator's credential only: Authorization: Bearer "
+                                            "<QG_METRICS_TOKEN> (tenant access tokens never read server metrics)",
+                       headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return Response(call.services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-public_route = endpoint("GET", "/metrics", metrics_endpoint, scope="metrics", tag="ops",
-                        responses={200: "Prometheus text format"}, media_type="text/plain", returns=TEXT)
+public_route = endpoint("GET", "/metrics", metrics_endpoint, scope=None, tag="ops", security=METRICS_SECURITY,
+                        responses={200: "Prometheus text format",
+                                   401: "missing or wrong operator credential (QG_METRICS_TOKEN); code unauthorized",
+                                   403: "QG_METRICS_TOKEN is not set: the public listener serves no metrics; "
+                                        "code metrics_disabled"},
+                        media_type="text/plain", returns=TEXT)

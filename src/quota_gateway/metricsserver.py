@@ -1,5 +1,6 @@
 """The metrics listener (QG_METRICS_BIND, loopback by default): GET /metrics without a token,
-on its own socket, so the public listener never serves metrics without one.
+on its own socket, so the public listener never serves metrics without the operator's credential
+(QG_METRICS_TOKEN; metrics.metrics_endpoint).
 
 Every worker of `serve --workers N` binds the same address with SO_REUSEPORT; whichever worker a
 scrape reaches answers for the whole server (metrics.py shares the numbers through

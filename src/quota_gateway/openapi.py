@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 from . import __version__
-from .abuse.clientlimit import UNAUTHENTICATED_PREFIXES
+from .abuse.clientlimit import client_limited
 from .answers import COMPONENTS
 from .principal import ANY_TOKEN
 from .routing import EndpointSpec
@@ -21,6 +21,10 @@ _HEAD_TOO_LARGE = {"description": "request headers too large or too many (QG_MAX
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
                                 "schema": {"type": "integer", "minimum": 0}}}
 _CLIENT_LIMITED = {"description": "too many requests or failed lookups from this address; carries Retry-After",
+                   "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
+_FAILED_LOOKUPS = {"description": "too_many_failed_lookups: wrong access tokens from this address (a token this "
+                                  "process never verified is refused), or, on a route that looks a key up, this "
+                                  "token's failed lookups (QG_TOKEN_FAILURES_PER_MINUTE); carries Retry-After",
                    "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
 _UNAVAILABLE = {"description": "Redis or PostgreSQL is briefly unreachable (error `unavailable`); carries Retry-After",
                 "headers": _RETRY_AFTER, "content": {"application/json": {"schema": _ERROR}}}
@@ -59,6 +63,8 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             else:
                 responses["403"] = {"description": f"token lacks the '{spec.scope}' permission", **error}
                 op["security"] = [{"ExisOneApi": [spec.scope]}]
+        if spec.security is not None:
+            op["security"] = [{spec.security: []}]
         if spec.errors:
             op["x-error-codes"] = list(spec.errors)
         for code, text in spec.responses.items():
@@ -69,8 +75,10 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
             # a path value may be malformed (400) or name nothing (404)
             for code, text in ((400, "invalid path value"), (404, "not found")):
                 responses.setdefault(str(code), {"description": text, **error})
-        if spec.scope is None and spec.path.startswith(UNAUTHENTICATED_PREFIXES):
+        if spec.scope is None and client_limited(spec.path):
             responses.setdefault("429", _CLIENT_LIMITED)
+        elif spec.scope is not None:
+            responses.setdefault("429", _FAILED_LOOKUPS)
         if touches_stores(spec):
             if "503" in responses and 503 not in spec.bodies:  # declared: its own words, the usual body and header
                 responses["503"] = {**_UNAVAILABLE, "description": responses["503"]["description"]}
@@ -83,7 +91,9 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
         "info": {"title": "quota_gateway", "version": __version__},
         "components": {"securitySchemes": {"ExisOneApi": {
             "type": "apiKey", "in": "header", "name": "Authorization",
-            "description": "`ExisOneApi exo_at_<public>_<secret>`"}},
+            "description": "`ExisOneApi exo_at_<public>_<secret>`"},
+            "MetricsOperator": {"type": "http", "scheme": "bearer",
+                                "description": "the operator's QG_METRICS_TOKEN (GET /metrics only)"}},
             "schemas": dict(sorted(COMPONENTS.items()))},
         "paths": paths,
     }
@@ -92,7 +102,7 @@ def build(specs: Iterable[EndpointSpec]) -> dict:
 def touches_stores(spec: EndpointSpec) -> bool:
     """Whether answering may need Redis or PostgreSQL, and so may be a 503: a token is looked up in
     PostgreSQL (when not cached), and the routes open to anyone count the address in Redis."""
-    return spec.scope is not None or spec.path.startswith(UNAUTHENTICATED_PREFIXES)
+    return spec.scope is not None or client_limited(spec.path)
 
 
 def _op_name(path: str) -> str:

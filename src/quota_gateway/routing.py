@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 
+from .abuse.clientlimit import resolve_token
 from .abuse.failures import ACCESS_TOKEN, ACTIVATION_KEY
 from .errors import ApiError
 from .jsonio import JSONResponse, content_type_is_json, parse_json, read_body
@@ -67,6 +69,8 @@ class EndpointSpec:
     raw_body: bool = False  # handler reads the body itself (e.g. non-JSON)
     bodies: dict[int, dict] = field(default_factory=dict)  # status -> JSON schema, when not {error, message}
     tag: str = "api"
+    security: str | None = None  # an openapi security scheme other than ExisOneApi (scope None)
+    key_lookup: bool = False  # looks up a key for the token: under the per-token failure limit (abuse.failures)
     returns: dict | None = None  # JSON Schema of the success (2xx) body; per status in `bodies` when they differ
     media_type: str = "application/json"  # of the success body
 
@@ -85,7 +89,9 @@ class ApiRoute(Route):
                 raise ApiError(400, "invalid_field", f"{name}: not a valid value", field=name)
         principal = None
         if spec.scope is not None:
-            principal = await authenticate(services, request.headers.get("authorization"), spec.scope)
+            principal = await authenticate(services, request.scope, request.headers.get("authorization"), spec.scope)
+            if spec.key_lookup and services.failed_lookups.limit:
+                services.failed_lookups.check(principal)
         body = None
         if spec.body is not None:
             if not content_type_is_json(request.headers.get("content-type")):
@@ -104,11 +110,12 @@ class ApiRoute(Route):
         return JSONResponse(result)
 
 
-async def authenticate(services: Services, header: str | None, scope: str) -> Principal:
-    """The caller's principal, or 401 (no usable token) / 403 (token lacks `scope`)."""
+async def authenticate(services: Services, asgi_scope: Scope, header: str | None, scope: str) -> Principal:
+    """The caller's principal, or 401 (no usable token) / 403 (token lacks `scope`); 429 when the
+    client's address made too many failed lookups (abuse.clientlimit.resolve_token)."""
     if not header:
         raise ApiError(401, "unauthorized", "missing Authorization header (expected: ExisOneApi <token>)")
-    principal = await services.tokens.resolve(header)
+    principal = await resolve_token(services, asgi_scope, header)
     if principal is None:
         services.failed_lookups.record(None, ACCESS_TOKEN)
         raise ApiError(401, "unauthorized", "access token is malformed, unknown, expired or revoked")
@@ -121,10 +128,13 @@ def endpoint(method: str, path: str, handler: Handler, *, scope: str | None, sum
              body: Object | None = None, query: Query | None = None, errors: tuple[str, ...] = (),
              responses: dict[int, str] | None = None, tag: str = "api",
              bodies: dict[int, dict] | None = None, returns: dict | None = None,
-             media_type: str = "application/json") -> ApiRoute:
+             media_type: str = "application/json", security: str | None = None,
+             key_lookup: bool = False) -> ApiRoute:
     """`returns`: the success body's JSON Schema (schema.answer, schema.page, ...); `bodies`: the
-    body of a status whose shape differs (a 2xx of another shape, an error that is not {error, message})."""
+    body of a status whose shape differs (a 2xx of another shape, an error that is not {error, message});
+    `security`: an openapi security scheme other than ExisOneApi (scope None); `key_lookup`: the route
+    looks up a key for the token (implied by an `invalid_key` error)."""
     spec = EndpointSpec(method, path, summary or (handler.__doc__ or "").strip().split("\n")[0], scope,
                         body, query, errors, responses or {}, tag=tag, bodies=bodies or {}, returns=returns,
-                        media_type=media_type)
+                        media_type=media_type, security=security, key_lookup=key_lookup or "invalid_key" in errors)
     return ApiRoute(spec, handler)

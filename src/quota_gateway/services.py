@@ -21,11 +21,13 @@ from .scripts import ScriptRunner
 if TYPE_CHECKING:  # domain types, for annotations only: domains import this module, not the reverse
     import httpx
 
+    from .abuse.clientlimit import ClientWindows
     from .abuse.failures import FailedLookups
     from .apilicense.engine import QuotaEngine
     from .apilicense.writebehind import UsageFlusher
     from .auth.cache import TokenCache
     from .events.jobs import JobWorker
+    from .health import Readiness
     from .leases.history import HistoryDrainer
     from .leases.pool import LeasePools
     from .metricsserver import MetricsListener
@@ -42,7 +44,10 @@ class Services:
     tokens: TokenCache
     metrics: Metrics
     failed_lookups: FailedLookups = field(init=False, repr=False)  # failed key/token lookups (abuse.failures)
+    client_windows: ClientWindows = field(init=False, repr=False)  # per-address windows (abuse.clientlimit)
     metrics_listener: MetricsListener | None = field(default=None, repr=False)  # QG_METRICS_BIND's socket
+    metrics_operator_digest: bytes | None = field(default=None, repr=False)  # QG_METRICS_TOKEN's digest
+    readiness: Readiness = field(init=False, repr=False)  # health: /readyz's cached check
 
     # -- domain state, set by each domain's start() --------------------------------------------
     quota: QuotaEngine = field(init=False, repr=False)  # apilicense: the validate hot call

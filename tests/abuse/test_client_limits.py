@@ -4,12 +4,16 @@ organization reaches Postgres once per window, scoped to the organization asking
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from conftest import db_connection, running_app
+import httpx
+import pytest
+import redis as redis_sync
+
+from conftest import METRICS_HEADERS, db_connection, running_app
 from leases.test_leases import _floating_key
 from quota_gateway.abuse import negative
-from quota_gateway.abuse.clientaddr import ClientAddresses
+from quota_gateway.abuse.clientaddr import ClientAddresses, limit_key
 from quota_gateway.licensing import keys as key_format
 
 
@@ -36,6 +40,7 @@ async def test_failed_lookups_per_address_get_429_until_the_window_ends(settings
     limited = settings.with_(client_failures_per_minute=3, trusted_proxies="127.0.0.1/32")
     async with running_app(limited, clock) as (_, client):
         clock.set(1_800_000_000 - 1_800_000_000 % 60 + 10)  # 50 s left in this window
+        assert (await client.get("/api/customers", headers=tenant.headers)).status_code == 200  # verified once
         url = f"/licensing/{tenant.id}/key/validate"
         for _ in range(3):
             r = await client.get(url, params={"key": key_format.generate()})
@@ -49,7 +54,7 @@ async def test_failed_lookups_per_address_get_429_until_the_window_ends(settings
         # another client behind the trusted proxy is its own address
         other = {"X-Forwarded-For": "203.0.113.9"}
         assert (await client.get(url, params={"key": key_format.generate()}, headers=other)).status_code == 200
-        # authenticated routes are not limited per address
+        # authenticated routes are not limited per address (a token verified before is never refused)
         assert (await client.get("/api/customers", headers=tenant.headers)).status_code == 200
         clock.advance(50)
         r = await client.get(url, params={"key": key_format.generate()})
@@ -123,3 +128,81 @@ async def test_negative_answers_are_scoped_to_the_organization_asking(client, ap
 async def test_an_unknown_organization_is_remembered(client, app):
     assert (await client.get("/licensing/nobody-here/signature.pem")).status_code == 404
     assert await negative.is_missing(app.state.services.redis, negative.entry("org", "", "nobody-here"))
+
+
+async def test_the_document_and_metrics_are_limited_the_probes_are_not(settings, clock, redis_server):
+    async with running_app(settings.with_(client_requests_per_minute=3), clock) as (_, client):
+        statuses = [(await client.get("/openapi.json")).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        r = await client.get("/openapi.json")
+        assert r.status_code == 429 and r.json()["error"] == "too_many_requests" and "retry-after" in r.headers
+        r = await client.get("/metrics", headers=METRICS_HEADERS)  # the same address's window
+        assert r.status_code == 429
+        # the probes: no I/O (/healthz) or a check shared by every probe within a second (/readyz)
+        for _ in range(10):
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+        clock.advance(60)
+        r = await client.get("/metrics", headers=METRICS_HEADERS)
+        assert r.status_code == 200 and "qg_http_requests_total" in r.text
+
+
+async def test_wrong_metrics_credentials_count_as_failed_lookups(settings, clock):
+    async with running_app(settings.with_(client_failures_per_minute=2), clock) as (_, client):
+        for _ in range(2):
+            assert (await client.get("/metrics", headers={"Authorization": "Bearer guess"})).status_code == 401
+        assert (await client.get("/metrics", headers=METRICS_HEADERS)).status_code == 429
+
+
+def _pings(redis_server) -> int:
+    stats = redis_sync.Redis.from_url(redis_server.url).info("commandstats")
+    return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+
+async def test_readiness_is_checked_at_most_once_a_second(client, clock, redis_server):
+    before = _pings(redis_server)
+    answers = await asyncio.gather(*[client.get("/readyz") for _ in range(20)])
+    assert {r.status_code for r in answers} == {200}
+    assert answers[0].json() == {"status": "ready", "checks": {"redis": "ok", "postgres": "ok"}}
+    assert _pings(redis_server) - before == 1
+    clock.advance(0.5)
+    assert (await client.get("/readyz")).status_code == 200
+    assert _pings(redis_server) - before == 1
+    clock.advance(0.6)
+    assert (await client.get("/readyz")).status_code == 200
+    assert _pings(redis_server) - before == 2
+
+
+async def test_the_document_is_served_from_bytes_made_once(app, client):
+    from quota_gateway.jsonio import dumps
+
+    first, second = await client.get("/openapi.json"), await client.get("/openapi.json")
+    assert first.status_code == 200 and first.headers["content-type"] == "application/json"
+    assert first.content == second.content
+    spec = first.json()
+    assert dumps(spec) == first.content and spec["paths"]["/metrics"]["get"]["responses"]["429"]
+
+
+def test_ipv6_addresses_count_by_their_64():
+    assert limit_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64"
+    assert limit_key("2001:0db8:0001:0002::1") == "2001:db8:1:2::/64"
+    assert limit_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert limit_key("::ffff:198.51.100.7") == "198.51.100.7"  # IPv4-mapped: the IPv4 address
+    assert limit_key("198.51.100.7") == "198.51.100.7"
+    assert limit_key("") == ""
+
+
+async def test_one_ipv6_subnet_shares_one_window(settings, tenant, clock):
+    async with running_app(settings.with_(client_requests_per_minute=2), clock) as (app, _):
+        url = f"/licensing/{tenant.id}/signature.pem"
+
+        async def get_from(address: str) -> int:
+            transport = httpx.ASGITransport(app=app, client=(address, 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                return (await client.get(url)).status_code
+
+        # every address of one /64 is one client: new interface ids get no new windows
+        statuses = [await get_from(f"2001:db8:1:2::{i:x}") for i in range(1, 4)]
+        assert statuses == [200, 200, 429]
+        assert await get_from("2001:db8:1:2:ffff:ffff:ffff:ffff") == 429
+        assert await get_from("2001:db8:1:3::1") == 200  # the next /64 is another client

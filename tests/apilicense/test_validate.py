@@ -7,7 +7,7 @@ import calendar
 
 import pytest
 
-from conftest import make_api_key, make_product
+from conftest import METRICS_HEADERS, make_api_key, make_product
 from quota_gateway import _fastpath_py
 
 VALIDATE = "/api/apilicense/validate"
@@ -411,7 +411,7 @@ async def test_metrics_count_outcomes_and_near_limit(client, tenant):
     key = await make_api_key(client, tenant.headers, product, maxApiCalls=5)
     for _ in range(6):
         await _validate(client, tenant.headers, key)
-    text = (await client.get("/metrics", headers=tenant.headers)).text  # an admin token has 'metrics' too
+    text = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     assert 'qg_apilicense_validations_total{code="ok",product="Metered",result="allowed"} 5.0' in text
     assert 'qg_apilicense_validations_total{code="quota_exhausted",product="Metered",result="denied"} 1.0' in text
     assert 'qg_apilicense_near_limit_total{product="Metered"}' in text

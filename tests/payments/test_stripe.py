@@ -203,7 +203,7 @@ async def test_two_events_of_one_session_processed_at_once_fulfil_once(shop, ten
     async with db_connection(settings.database_url) as conn:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM payment_events ORDER BY id")]
     services = app.state.services
-    outcomes = await asyncio.gather(*[service.process_event(services.pool, services.settings, i,
+    outcomes = await asyncio.gather(*[service.process_event(services.pool, services.settings, services.redis, i,
                                                             clock.utcnow()) for i in ids])
     assert sorted(outcomes) == ["already_fulfilled", "already_fulfilled", "fulfilled:1"]
     assert len(await _licenses(settings.database_url, tenant.id)) == 1

@@ -13,6 +13,22 @@ from starlette.types import Scope
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@lru_cache(maxsize=4096)
+def limit_key(address: str) -> str:
+    """What per-address limits count under: an IPv4 address as it is, an IPv6 address by its /64
+    (`2001:db8:1:2::/64`). One subscriber (a home, a VM) is routinely given a whole /64, so keying by
+    the full address would hand one client 2**64 windows; an IPv4-mapped address is its IPv4 one."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return address
+
+
 def parse_networks(text: str) -> tuple[Network, ...]:
     """CIDRs (or single addresses), comma-separated; ValueError names a bad one."""
     networks = []

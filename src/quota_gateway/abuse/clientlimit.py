@@ -1,7 +1,8 @@
 """Per-client-address limits on the routes anyone may call without an access token.
 
-Two fixed one-minute windows per address, kept in Redis by one script call per request (so every
-worker and every gateway shares them): requests (QG_CLIENT_REQUESTS_PER_MINUTE) and failed
+Two fixed one-minute windows per address (an IPv6 address counts by its /64: clientaddr.limit_key),
+kept in Redis (so every worker and every gateway shares them) by one script call per request,
+plus one more after a failed lookup: requests (QG_CLIENT_REQUESTS_PER_MINUTE) and failed
 lookups (QG_CLIENT_FAILURES_PER_MINUTE). A failed lookup is an answer of 401/403/404, or one a
 route marked with `note_failed_lookup` (an unknown floating key answers 200 with KEY_INVALID,
 a wrong sign-in code re-renders the form). Past either limit the address gets 429 with
@@ -15,26 +16,42 @@ checks matters more than throttling during an outage.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
+from ..errors import ApiError
 from ..formats import rediskeys
 from ..middleware.observing import StatusRecorder
 from ..scripts import LuaScript, reply_text
-from .clientaddr import ClientAddresses
+from .clientaddr import ClientAddresses, limit_key
+
+if TYPE_CHECKING:
+    from ..principal import Principal
+    from ..services import Services
 
 log = logging.getLogger("quota_gateway.abuse")
 
 WINDOW = LuaScript("abuse_client_window")
 WINDOW_SECONDS = 60
 # Routes reachable without an access token: floating-license clients, the portal and admin UI
-# (sign-in pages; signed-in pages carry a cookie anyone can forge a guess of), payment receivers.
+# (sign-in pages; signed-in pages carry a cookie anyone can forge a guess of), payment receivers,
+# the API document and the operator's /metrics (whose credential is guessed like a key).
+# Not limited, on purpose: the probes. /healthz does no I/O; /readyz answers from a check made at
+# most once a second (health.py), so neither costs more than the limiter's own script call would,
+# and a 429 on readiness would take the instance out of rotation because of its neighbours'
+# traffic (orchestrators and load balancers probe from one address, often shared through SNAT).
 UNAUTHENTICATED_PREFIXES = ("/licensing/", "/portal", "/admin", "/hooks/")
+UNAUTHENTICATED_PATHS = frozenset(("/openapi.json", "/metrics"))
+
+
+def client_limited(path: str) -> bool:
+    """Whether requests to `path` count in the per-address windows."""
+    return path.startswith(UNAUTHENTICATED_PREFIXES) or path in UNAUTHENTICATED_PATHS
 _FAILED = "qg.failed_lookup"
-CLIENT_ADDRESS = "qg.client_address"  # scope key: the address the limits were counted under
+CLIENT_ADDRESS = "qg.client_address"  # scope key: what the limits were counted under (IPv6: the /64)
 _FAILED_STATUSES = frozenset((401, 403, 404))
 _MESSAGES = {"requests": ("too_many_requests", "too many requests from this address; retry after Retry-After seconds"),
              "failures": ("too_many_failed_lookups",
@@ -69,42 +86,80 @@ def window_verdict(reply: list) -> WindowVerdict:
     return WindowVerdict(False, int(reply[1]), reply_text(reply[2]))
 
 
-class ClientLimitMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+class ClientWindows:
+    """The two windows of each client address (one Redis script), read by the middleware on the
+    unauthenticated routes and by `resolve_token` on a token the in-process cache cannot answer."""
+
+    def __init__(self, settings: Settings) -> None:
         self.addresses = ClientAddresses(settings.trusted_proxies)
         self.request_limit = settings.client_requests_per_minute
         self.failure_limit = settings.client_failures_per_minute
-        self.enabled = self.request_limit > 0 or self.failure_limit > 0
+
+    def address(self, scope: Scope) -> str:
+        address = scope.get(CLIENT_ADDRESS)
+        if address is None:
+            address = scope[CLIENT_ADDRESS] = limit_key(self.addresses.of(scope))
+        return address
+
+    async def run(self, services: Services, scope: Scope, mode: str, request_limit: int) -> WindowVerdict:
+        """"check" (counting the request when `request_limit` is set) or "fail"; fails open when
+        Redis cannot be reached (see the module docstring)."""
+        now = int(services.clock.now())
+        window_start = now - now % WINDOW_SECONDS
+        keys = window_keys(self.address(scope), window_start)
+        try:
+            reply = await services.runner.run(WINDOW, keys, [mode, request_limit, self.failure_limit,
+                                                             window_start + WINDOW_SECONDS - now])
+        except Exception as exc:
+            log.warning("client limit %s failed: %s: %s", mode, type(exc).__name__, exc)
+            services.metrics.redis_errors.inc(("client_limit",))
+            return ALLOWED
+        return window_verdict(reply) if mode == "check" else ALLOWED
+
+
+class ClientLimitMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.enabled = settings.client_requests_per_minute > 0 or settings.client_failures_per_minute > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http" or not scope["path"].startswith(UNAUTHENTICATED_PREFIXES):
+        if not self.enabled or scope["type"] != "http" or not client_limited(scope["path"]):
             await self.app(scope, receive, send)
             return
         services = scope["app"].state.services
-        now = int(services.clock.now())
-        window_start = now - now % WINDOW_SECONDS
-        address = scope[CLIENT_ADDRESS] = self.addresses.of(scope)
-        keys = window_keys(address, window_start)
-        left = window_start + WINDOW_SECONDS - now
-        try:
-            verdict = window_verdict(await services.runner.run(WINDOW, keys, ["check", self.request_limit,
-                                                                              self.failure_limit, left]))
-        except Exception as exc:  # fail open: see the module docstring
-            log.warning("client limit check failed: %s: %s", type(exc).__name__, exc)
-            services.metrics.redis_errors.inc(("client_limit",))
-            verdict = ALLOWED
+        windows: ClientWindows = services.client_windows
+        verdict = await windows.run(services, scope, "check", windows.request_limit)
         if not verdict.allowed:
             await _refuse(send, *_MESSAGES[verdict.reason], max(verdict.retry_after, 1))
             return
         recorder = StatusRecorder(send)
         await self.app(scope, receive, recorder)
-        if self.failure_limit > 0 and (recorder.status in _FAILED_STATUSES or scope.get(_FAILED)):
-            try:
-                await services.runner.run(WINDOW, keys, ["fail", self.request_limit, self.failure_limit, left])
-            except Exception as exc:
-                log.warning("client failure count failed: %s: %s", type(exc).__name__, exc)
-                services.metrics.redis_errors.inc(("client_limit",))
+        if windows.failure_limit > 0 and (recorder.status in _FAILED_STATUSES or scope.get(_FAILED)):
+            await windows.run(services, scope, "fail", windows.request_limit)
+
+
+async def resolve_token(services: Services, scope: Scope, header: str | None) -> Principal | None:
+    """The caller's token through the in-process cache; on a miss, looked up in PostgreSQL unless
+    the client's address used up its failed lookups this minute (429 too_many_failed_lookups), and
+    a token that matched nothing counts as one of them. A token whose public id was verified
+    before (its re-check after the cache's TTL) is never refused this way, so a client sharing an
+    address with a guesser keeps its token."""
+    tokens = services.tokens
+    hit, principal = tokens.lookup(header)
+    if hit:  # cached, or malformed: no I/O to guard
+        return principal
+    windows: ClientWindows = services.client_windows
+    guarded = windows.failure_limit > 0 and not tokens.verified_before(header)
+    if guarded:
+        verdict = await windows.run(services, scope, "check", 0)
+        if not verdict.allowed:
+            retry_after = max(verdict.retry_after, 1)
+            raise ApiError(429, _MESSAGES["failures"][0], _MESSAGES["failures"][1],
+                           headers={"Retry-After": str(retry_after)}, retryAfter=retry_after)
+    principal = await tokens.resolve(header)
+    if principal is None and guarded:
+        await windows.run(services, scope, "fail", 0)
+    return principal
 
 
 async def _refuse(send: Send, code: str, message: str, retry_after: int) -> None:

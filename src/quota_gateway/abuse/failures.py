@@ -8,7 +8,9 @@ The per-token limit (QG_TOKEN_FAILURES_PER_MINUTE) is off by default, on purpose
 backend calls validate with its own users' keys through one token, so a limit on that token's
 failures is a switch any of those users (or anyone attacking the publisher's API) can flip to
 deny the publisher's good traffic. Publishers whose tokens only ever carry their own keys may
-turn it on. It is kept per worker process (a fixed one-minute window in memory), again to keep
+turn it on. It guards every route that looks a key up for the token (the hot route, and the
+routes declared with `key_lookup`, which an `invalid_key` error implies): past the limit those
+answer 429 before the lookup; the token's other routes are untouched. It is kept per worker process (a fixed one-minute window in memory), again to keep
 Redis off the hot path: with N workers a token may fail up to N times the limit.
 """
 

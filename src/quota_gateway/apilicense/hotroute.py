@@ -15,6 +15,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from .. import directanswer
+from ..abuse.clientlimit import resolve_token
 from ..abuse.failures import ACCESS_TOKEN, API_KEY
 from ..answers import INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, optional
 from ..errors import ApiError
@@ -75,8 +76,8 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
             idempotency_key = value.decode("latin-1")
     tokens = services.tokens
     hit, principal = tokens.lookup(authorization)
-    if not hit:
-        principal = await tokens.resolve(authorization)
+    if not hit:  # a token this process has not verified, or a wrong one: guarded per address
+        principal = await resolve_token(services, scope, authorization)
     failures = services.failed_lookups
     if principal is None:
         failures.record(None, ACCESS_TOKEN)

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from .. import catalogue, events, fastpath
+from ..abuse import negative
 from ..clock import iso_utc
 from ..errors import ApiError
 from ..formats.digests import sha256
@@ -90,6 +91,8 @@ async def create_key(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: s
     key = fastpath.generate_api_key(secrets.token_bytes(16))
     expires = now + timedelta(days=validity_days) if validity_days else None
     product = await catalogue.get_product(conn, tenant_id, product_id)
+    if email:  # a new portal customer: no stale negative sign-in entry (abuse.negative)
+        await negative.forget(engine.services.redis, negative.sign_in(tenant_id, "portal", email))
     async with conn.transaction():
         row = await conn.fetchrow(
             """INSERT INTO api_licenses (tenant_id, product_id, key_digest, bucket, key_hint, email, client_name,
@@ -123,6 +126,8 @@ async def import_keys(conn: asyncpg.Connection, engine: QuotaEngine, tenant_id: 
         seen.add(key)
         rows.append((key, item))
     product = await catalogue.get_product(conn, tenant_id, product_id)
+    for email in {item["email"] for _, item in rows if item["email"]}:  # new portal customers (abuse.negative)
+        await negative.forget(engine.services.redis, negative.sign_in(tenant_id, "portal", email))
     made = []
     async with conn.transaction():
         taken = await conn.fetchval("SELECT count(*) FROM api_licenses WHERE key_digest = ANY($1::bytea[])",

@@ -1,6 +1,7 @@
 """In-process token cache with cross-process invalidation over Redis pub/sub.
 
-The hot path resolves a token with one dict lookup and one constant-time compare. A revoke
+The hot path resolves a token with one dict lookup and one constant-time compare; a wrong secret
+for a public id verified within the TTL is refused the same way (one public id has one secret). A revoke
 publishes the token's public id; every process evicts it on receipt (well under 2 s). If the
 subscription drops, the whole cache is cleared on reconnect so nothing stale survives the gap.
 An entry past its TTL is re-checked against PostgreSQL; while PostgreSQL is unreachable it keeps
@@ -50,7 +51,9 @@ class TokenCache:
             return True, None
         now = self._clock.now()
         entry = self._valid.get(parsed[0])
-        if entry is not None and entry[2] >= now and hmac.compare_digest(entry[0], parsed[1]):
+        if entry is not None and entry[2] >= now:
+            if not hmac.compare_digest(entry[0], parsed[1]):
+                return True, None  # a public id has one secret: its fresh entry answers for any other
             principal = entry[1]
             if principal.expires_at is not None and principal.expires_at <= now:
                 return True, None
@@ -59,6 +62,11 @@ class TokenCache:
         if until is not None and until >= now:
             return True, None
         return False, None
+
+    def verified_before(self, header: str | None) -> bool:
+        """Whether this token's public id was verified in this process (its entry may be past the TTL)."""
+        parsed = parse_authorization(header)
+        return parsed is not None and parsed[0] in self._valid
 
     async def resolve(self, header: str | None) -> Principal | None:
         hit, principal = self.lookup(header)

@@ -28,13 +28,8 @@ async def organization(pool: asyncpg.Pool, redis: Any, known: dict[str, str], or
     (remembered in the negative cache: a guessed organization reaches Postgres once per window)."""
     tenant_id = known.get(org)
     if tenant_id is None:
-        missing = negative.entry("org", "", org)
-        if await negative.is_missing(redis, missing):
-            raise ApiError(404, "organization_not_found", "no such organization")
-        async with pool.acquire() as conn:
-            found = await tenants.get_tenant(conn, org)
+        found = await tenants.find(pool, redis, org)
         if found is None:
-            await negative.remember_missing(redis, missing)
             raise ApiError(404, "organization_not_found", "no such organization")
         tenant_id = known[org] = found["id"]
     return tenant_id

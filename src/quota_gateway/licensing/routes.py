@@ -118,7 +118,7 @@ async def deactivate(call: Call) -> dict:
 async def generate(call: Call) -> PlainTextResponse:
     """Generate a standard activation key; the body is the key as plain text."""
     async with call.services.pool.acquire() as conn:
-        return PlainTextResponse(await service.generate(conn, call.services.settings, call.tenant_id, _now(call), call.body))
+        return PlainTextResponse(await service.generate(conn, call.services.settings, call.services.redis, call.tenant_id, _now(call), call.body))
 
 
 async def create_license(call: Call) -> JSONResponse:
@@ -127,7 +127,7 @@ async def create_license(call: Call) -> JSONResponse:
     if b["kind"] == "standard" and b["maxSeats"] not in (None, 1):
         raise ApiError(400, "invalid_field", "maxSeats: a standard key has exactly one seat", field="maxSeats")
     async with call.services.pool.acquire() as conn:
-        _, made = await service.create_license(conn, call.services.settings, call.tenant_id, _now(call), product_id=b["productId"],
+        _, made = await service.create_license(conn, call.services.settings, call.services.redis, call.tenant_id, _now(call), product_id=b["productId"],
                                                email=b["email"], kind=b["kind"], max_seats=b["maxSeats"],
                                                plan_id=b["planId"], validity_days=b["validityDays"],
                                                features=b["features"])
@@ -241,9 +241,9 @@ routes = [
                         404: "unknown key",
                         409: "already_activated / seat_limit_reached", 426: "version_outdated"}, returns=_ACTIVATED),
     endpoint("POST", "/api/license/validate", validate, scope="verify", body=_VALIDATE, tag="licensing",
-             responses={200: "always, with isValid and status"}, returns=_VALIDATION),
+             key_lookup=True, responses={200: "always, with isValid and status"}, returns=_VALIDATION),
     endpoint("POST", "/api/license/validate-encrypted", validate_encrypted, scope="verify", body=_ENCRYPTED,
-             tag="licensing", errors=("invalid_payload", "decryption_failed"),
+             tag="licensing", errors=("invalid_payload", "decryption_failed"), key_lookup=True,
              responses={200: "the answer: sealed (hybrid envelope) or signed (one RSA-OAEP block)"},
              returns=_ENCRYPTED_ANSWER),
     endpoint("POST", "/api/license/deactivate", deactivate, scope=ANY_TOKEN, body=_DEACTIVATE, tag="licensing",

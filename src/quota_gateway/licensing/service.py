@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 
 from .. import catalogue, crypto, events, offline
+from ..abuse import negative
 from ..clock import iso_utc
 from ..config import Settings
 from ..errors import ApiError
@@ -93,10 +94,12 @@ async def _history(conn, tenant_id: str, hardware_id: str, action: str, now: dat
 
 # --- management ----------------------------------------------------------------------------------
 
-async def create_license(conn: asyncpg.Connection, settings: Settings, tenant_id: str, now: datetime, *,
+async def create_license(conn: asyncpg.Connection, settings: Settings, redis: Any, tenant_id: str, now: datetime, *,
                          product_id: int, email: str,
                          kind: str = "standard", max_seats: int | None = None, plan_id: int | None = None,
                          validity_days: int | None = None, features: list[str] | None = None) -> tuple[str, dict]:
+    """`redis`: the key's e-mail address becomes a portal customer, so its negative sign-in entry
+    is dropped (before the insert: abuse.negative explains why that is exact)."""
     product = await catalogue.get_product(conn, tenant_id, product_id)
     if plan_id is not None:
         plan = await conn.fetchrow("SELECT duration_days, is_active FROM plans WHERE id = $1 AND tenant_id = $2",
@@ -110,6 +113,8 @@ async def create_license(conn: asyncpg.Connection, settings: Settings, tenant_id
     seats = 1 if kind == "standard" else max_seats
     expires = now + timedelta(days=validity_days) if validity_days else None
     key = keys.generate()
+    if email:
+        await negative.forget(redis, negative.sign_in(tenant_id, "portal", email))
     async with conn.transaction():
         row = await conn.fetchrow(
             """INSERT INTO licenses (tenant_id, product_id, plan_id, key_digest, key_hint, kind, max_seats, email,
@@ -124,12 +129,12 @@ async def create_license(conn: asyncpg.Connection, settings: Settings, tenant_id
     return key, {**license_json(lic), "activationKey": key, "productName": product["name"]}
 
 
-async def generate(conn: asyncpg.Connection, settings: Settings, tenant_id: str, now: datetime, body: dict) -> str:
+async def generate(conn: asyncpg.Connection, settings: Settings, redis: Any, tenant_id: str, now: datetime, body: dict) -> str:
     """A standard key for the product named in the body (the ExisOne generate call)."""
     product = await catalogue.find_product_by_name(conn, tenant_id, body["productName"])
     if product is None:
         raise ApiError(404, "product_not_found", f"no product named '{body['productName']}'")
-    key, _ = await create_license(conn, settings, tenant_id, now, product_id=product["id"], email=body["email"],
+    key, _ = await create_license(conn, settings, redis, tenant_id, now, product_id=product["id"], email=body["email"],
                                   plan_id=body["planId"], validity_days=body["validityDays"])
     return key
 

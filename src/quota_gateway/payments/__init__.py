@@ -12,7 +12,7 @@ __all__ = ["routes", "start"]
 
 
 async def _process(services: Any, job: Any) -> None:
-    await service.process_event(services.pool, services.settings, int(job.payload["paymentEventId"]),
+    await service.process_event(services.pool, services.settings, services.redis, int(job.payload["paymentEventId"]),
                                 services.clock.utcnow())
 
 

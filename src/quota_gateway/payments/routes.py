@@ -150,7 +150,7 @@ async def stripe_hook(call: Call) -> dict:
     """Stripe webhook receiver: the Stripe-Signature is the credential (no access token)."""
     raw = await read_body(call.request, service.MAX_HOOK_BYTES)
     s = call.services
-    return await service.receive_stripe(s.pool, s.settings.master_key, call.path["slug"], raw, call.request.headers,
+    return await service.receive_stripe(s.pool, s.redis, s.settings.master_key, call.path["slug"], raw, call.request.headers,
                                         s.clock.now())
 
 
@@ -158,7 +158,7 @@ async def paypal_hook(call: Call) -> dict:
     """PayPal webhook receiver: verified offline with PayPal's certificate (no access token)."""
     raw = await read_body(call.request, service.MAX_HOOK_BYTES)
     s = call.services
-    return await service.receive_paypal(s.pool, s.settings.master_key, call.path["slug"], raw, call.request.headers,
+    return await service.receive_paypal(s.pool, s.redis, s.settings.master_key, call.path["slug"], raw, call.request.headers,
                                         s.clock.now(), allowed_hosts=s.settings.paypal_cert_hosts,
                                         ca_file=s.settings.paypal_ca_file)
 

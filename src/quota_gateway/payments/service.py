@@ -149,11 +149,14 @@ async def delete_settings(conn: asyncpg.Connection, tenant_id: str, provider: st
 
 # --- receipt ----------------------------------------------------------------------------------------
 
-async def _receiving_tenant(conn: asyncpg.Connection, slug: str, provider: str, master_key: str | None,
+async def _receiving_tenant(pool: asyncpg.Pool, redis: Any, slug: str, provider: str, master_key: str | None,
                             ) -> tuple[str, dict, dict]:
-    tenant = await tenants.get_tenant(conn, slug)
+    tenant = await tenants.find(pool, redis, slug)  # an unknown slug is negative-cached
     # An unknown tenant and an unconfigured provider answer alike: the URL reveals nothing.
-    row = await _load(conn, tenant["id"], provider) if tenant is not None and tenant["slug"] == slug else None
+    row = None
+    if tenant is not None and tenant["slug"] == slug:
+        async with pool.acquire() as conn:
+            row = await _load(conn, tenant["id"], provider)
     if tenant is None or row is None:
         raise ApiError(404, "not_configured", f"no {provider} receiver at this address")
     return tenant["id"], row["settings"], _secrets(master_key, tenant["id"], provider, row)
@@ -184,25 +187,24 @@ async def _record(conn: asyncpg.Connection, tenant_id: str, provider: str, event
     return True
 
 
-async def receive_stripe(pool: asyncpg.Pool, master_key: str | None, slug: str, raw: bytes,
+async def receive_stripe(pool: asyncpg.Pool, redis: Any, master_key: str | None, slug: str, raw: bytes,
                          headers: Mapping[str, str], now: float) -> dict:
+    tenant_id, _, secrets = await _receiving_tenant(pool, redis, slug, "stripe", master_key)
+    try:
+        stripe.verify(raw, headers.get("stripe-signature"), secrets.get("webhookSecrets", []), now)
+    except stripe.SignatureError as exc:
+        raise ApiError(400, "invalid_signature", str(exc)) from None
+    event, event_id, event_type = _parse_event(raw, "type", "a Stripe event needs an id and a type")
+    if event_type not in STRIPE_EVENTS:
+        return {"received": True, "handled": False}
     async with pool.acquire() as conn:
-        tenant_id, _, secrets = await _receiving_tenant(conn, slug, "stripe", master_key)
-        try:
-            stripe.verify(raw, headers.get("stripe-signature"), secrets.get("webhookSecrets", []), now)
-        except stripe.SignatureError as exc:
-            raise ApiError(400, "invalid_signature", str(exc)) from None
-        event, event_id, event_type = _parse_event(raw, "type", "a Stripe event needs an id and a type")
-        if event_type not in STRIPE_EVENTS:
-            return {"received": True, "handled": False}
         recorded = await _record(conn, tenant_id, "stripe", event_id, event_type, event, _utc(now))
     return {"received": True, "handled": True, "duplicate": not recorded}
 
 
-async def receive_paypal(pool: asyncpg.Pool, master_key: str | None, slug: str, raw: bytes,
+async def receive_paypal(pool: asyncpg.Pool, redis: Any, master_key: str | None, slug: str, raw: bytes,
                          headers: Mapping[str, str], now: float, *, allowed_hosts: str, ca_file: str | None) -> dict:
-    async with pool.acquire() as conn:
-        tenant_id, _, secrets = await _receiving_tenant(conn, slug, "paypal", master_key)
+    tenant_id, _, secrets = await _receiving_tenant(pool, redis, slug, "paypal", master_key)
     try:
         await paypal.verify(raw, headers, secrets.get("webhookId", ""), now=_utc(now), allowed_hosts=allowed_hosts,
                             ca_file=ca_file)
@@ -222,7 +224,7 @@ def _utc(now: float) -> datetime:
 
 # --- processing (a job) -------------------------------------------------------------------------------
 
-async def process_event(pool: asyncpg.Pool, settings: Settings, event_row_id: int, now: datetime) -> str:
+async def process_event(pool: asyncpg.Pool, settings: Settings, redis: Any, event_row_id: int, now: datetime) -> str:
     """Act on one recorded event; returns the outcome stored with it. Raising rolls everything back
     (licenses, mail, purchase row) and leaves the retry to the job queue."""
     async with pool.acquire() as conn, conn.transaction():
@@ -234,7 +236,7 @@ async def process_event(pool: asyncpg.Pool, settings: Settings, event_row_id: in
         provider_settings = await read_settings(conn, tenant_id, row["provider"], settings.master_key)
         mappings = provider_settings[0]["mappings"] if provider_settings is not None else []
         handler = _STRIPE_HANDLERS if row["provider"] == "stripe" else _PAYPAL_HANDLERS
-        ctx = _Context(conn, settings, tenant_id, row["provider"], row["event_id"], mappings, now)
+        ctx = _Context(conn, settings, redis, tenant_id, row["provider"], row["event_id"], mappings, now)
         outcome = await handler[row["event_type"]](ctx, row["payload"])
         await conn.execute("UPDATE payment_events SET processed_at = $2, outcome = $3 WHERE id = $1",
                            event_row_id, now, outcome)
@@ -243,10 +245,11 @@ async def process_event(pool: asyncpg.Pool, settings: Settings, event_row_id: in
 
 
 class _Context:
-    def __init__(self, conn: asyncpg.Connection, settings: Settings, tenant_id: str, provider: str, event_id: str,
+    def __init__(self, conn: asyncpg.Connection, settings: Settings, redis: Any, tenant_id: str, provider: str, event_id: str,
                  mappings: list[dict], now: datetime) -> None:
         self.conn = conn
         self.settings = settings
+        self.redis = redis
         self.tenant_id = tenant_id
         self.provider = provider
         self.event_id = event_id
@@ -279,7 +282,7 @@ async def _fulfil(ctx: _Context, purchase_ref: str, *, email: str, matches: list
         seats = mapping["seats"] * quantity if corporate and mapping["seats"] else None
         for _ in range(1 if corporate else quantity):
             key, made = await licensing.create_license(
-                ctx.conn, ctx.settings, ctx.tenant_id, ctx.now, product_id=mapping["productId"], email=email,
+                ctx.conn, ctx.settings, ctx.redis, ctx.tenant_id, ctx.now, product_id=mapping["productId"], email=email,
                 kind=mapping["licenseKind"], max_seats=seats, plan_id=mapping["planId"],
                 validity_days=mapping["validityDays"], features=mapping["features"])
             await ctx.conn.execute("INSERT INTO payment_licenses (purchase_id, license_id, period_days, on_refund, "

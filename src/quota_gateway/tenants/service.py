@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import asyncpg
 
 from .. import crypto
+from ..abuse import negative
 from ..errors import ApiError
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -30,6 +32,19 @@ async def get_tenant(conn: asyncpg.Connection, tenant: str) -> dict | None:
     """By id or slug."""
     row = await conn.fetchrow("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1 OR id::text = $1", tenant)
     return _tenant(row) if row else None
+
+
+async def find(pool: asyncpg.Pool, redis: Any, name: str) -> dict | None:
+    """By id or slug, through the negative cache: a name no tenant has reaches PostgreSQL once per
+    window (abuse.negative); `create_tenant`'s callers drop the entry (`negative.tenant`)."""
+    missing = negative.tenant(name)
+    if await negative.is_missing(redis, missing):
+        return None
+    async with pool.acquire() as conn:
+        found = await get_tenant(conn, name)
+    if found is None:
+        await negative.remember_missing(redis, missing)
+    return found
 
 
 async def slug_of(conn: asyncpg.Connection, tenant_id: str) -> str:

@@ -12,6 +12,7 @@ import asyncpg
 from starlette.responses import Response
 
 from .. import catalogue, crypto
+from ..abuse import negative
 from ..apilicense import service as apilicense
 from ..apilicense.engine import QuotaEngine
 from ..auth.service import SCOPES, create_token, list_tokens, revoke_token
@@ -166,7 +167,7 @@ async def create_license(ctx: PageContext) -> Response:
     seats = form_int(ctx, "max_seats", minimum=1, maximum=1_000_000, label="seats")
     async with ctx.pool.acquire() as conn:
         key, made = await licensing.create_license(
-            conn, ctx.services.settings, ctx.tenant_id, ctx.now, product_id=product_id, email=email, kind=kind,
+            conn, ctx.services.settings, ctx.services.redis, ctx.tenant_id, ctx.now, product_id=product_id, email=email, kind=kind,
             max_seats=seats if kind == "corporate" else None, plan_id=form_int(ctx, "plan_id", minimum=1),
             validity_days=form_int(ctx, "validity_days", minimum=1, maximum=36500, label="validity"))
     return show_secret(ctx, "licenses", "License key created", "Activation key", key,
@@ -335,6 +336,7 @@ async def settings_page(ctx: PageContext) -> Response:
 async def add_admin(ctx: PageContext) -> Response:
     async with ctx.pool.acquire() as conn:
         made = await signin.create_admin(conn, ctx.tenant_id, ctx.value("email"), ctx.now)
+    await negative.forget(ctx.services.redis, negative.sign_in(ctx.tenant_id, "admin", made["email"]))
     return ctx.redirect(f"{ctx.base}/settings", f"{made['email']} can now sign in.")
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
+from ..abuse import negative
 from ..abuse.clientlimit import note_failed_lookup
 from ..config import public_base
 from . import mail, service, sessions, signin
@@ -53,6 +54,11 @@ def request_code(audience: str) -> Endpoint:
         if not signin.plausible_email(email):
             return ctx.render("login.html", 400, email=email,
                               error="Enter the e-mail address you use with us.")
+        redis, missing = ctx.services.redis, negative.sign_in(ctx.tenant_id, audience, email)
+        if await negative.is_missing(redis, missing):
+            # Asked again within the window: already recorded against this client, nothing to look up.
+            note_failed_lookup(ctx.request.scope)
+            return ctx.render("code.html", email=email, sent=True)
         async with ctx.pool.acquire() as conn:
             if audience == "admin":
                 allowed = await signin.find_admin(conn, ctx.tenant_id, email) is not None
@@ -70,6 +76,8 @@ def request_code(audience: str) -> Endpoint:
                     note_failed_lookup(ctx.request.scope)  # an address nobody signs in with
                     await signin.record_refused_request(conn, ctx.keys, ctx.now, tenant_id=ctx.tenant_id,
                                                         audience=audience, email=email, client=ctx.client)
+        if not allowed:
+            await negative.remember_missing(redis, missing)
         return ctx.render("code.html", email=email, sent=True)
     return ask_for_code
 

@@ -164,11 +164,12 @@ def render(request: Request, keys: WebKeys, template: str, status_code: int = 20
     return response
 
 
-async def _tenant(request: Request, conn: asyncpg.Connection) -> dict | None:
+async def _tenant(request: Request) -> dict | None:
     slug = request.path_params.get("tenant", "")
     if not isinstance(slug, str) or len(slug) > 63:
         return None
-    found = await tenants.get_tenant(conn, slug)
+    services = request.app.state.services
+    found = await tenants.find(services.pool, services.redis, slug)  # an unknown slug: negative-cached
     # By slug only: the id form would let one tenant's pages answer under two addresses.
     return found if found is not None and found["slug"] == slug else None
 
@@ -180,12 +181,12 @@ def not_found(request: Request, keys: WebKeys, message: str = "There is no such 
 async def _context(request: Request, audience: str, signed_in: bool) -> PageContext | Response:
     services = request.app.state.services
     keys = web_keys(services)
-    async with services.pool.acquire() as conn:
-        tenant = await _tenant(request, conn)
-        if tenant is None:
-            return not_found(request, keys)
-        ctx = PageContext(request, services, keys, audience, tenant)
-        if signed_in:
+    tenant = await _tenant(request)
+    if tenant is None:
+        return not_found(request, keys)
+    ctx = PageContext(request, services, keys, audience, tenant)
+    if signed_in:
+        async with services.pool.acquire() as conn:
             ctx.session = await sessions.load(conn, keys, ctx.now, request.cookies.get(sessions.COOKIES[audience]),
                                               tenant_id=ctx.tenant_id, audience=audience)
             if ctx.session is None:
