@@ -2,7 +2,9 @@
 
 The keys are bulk-loaded into PostgreSQL with COPY (creating them through the API would take
 hours), never touched in Redis, so the first request of each is a cold fill. Printed:
-- cold: first touches only (every connection walks its own share of never-seen keys);
+- cold: first touches only (every connection walks its own share of never-seen keys), in slices
+  of ~10,000 keys (4 to 20), each slice followed by a warm turn over the keys touched so far, so
+  cold and warm meet the same load from the rest of the machine ("cold / warm, paired turns");
 - warm over N: the same keys again, uniformly, once every key was touched;
 - warm over 1,000 keys created through the API, in alternating turns with the N-key run;
 - Redis bytes per warm key (INFO memory's used_memory after warming minus before, over N) and
@@ -173,6 +175,12 @@ def _each_once(port: int, bodies: list[bytes], headers: dict[str, str]) -> tuple
     return len(bodies) / (time.perf_counter() - started), ok
 
 
+def cold_slices(keys: int, rounds: int) -> int:
+    """How many slices the first touches go in: ~10,000 keys each (a few seconds of load), at least
+    `rounds`, at most 20 (each slice adds a warm turn)."""
+    return max(1, min(keys, max(rounds, min(20, keys // 10_000))))
+
+
 def run(keys: int, duration: float = 5.0, rounds: int = 4) -> dict:
     with load.embedded_servers() as (redis, pg, env):
         env["QG_METRICS_BIND"] = ""
@@ -188,7 +196,20 @@ def run(keys: int, duration: float = 5.0, rounds: int = 4) -> dict:
             _each_once(port, small, headers)  # the 1k keys warm
             rss_before, (memory_before, keys_before) = _rss_mb(gateway.pid), _redis_memory(redis.url)
             meter = _CpuMeter(gateway.pid, redis.url)
-            cold_rps, cold_ok = meter.measure("cold", lambda: _each_once(port, bodies, headers))  # first touches
+            # First touches, in slices, each followed by a warm turn over the keys touched so far:
+            # cold and warm take turns under the same load from the rest of the machine.
+            slices = cold_slices(keys, rounds)
+            share = -(-keys // slices)
+            cold_seconds, cold_ok, paired = 0.0, 0, []
+            for start in range(0, keys, share):
+                part = bodies[start:start + share]
+                rps, ok = meter.measure("cold", lambda p=part: _each_once(port, p, headers))
+                cold_seconds, cold_ok = cold_seconds + len(part) / rps, cold_ok + ok
+                touched = bodies[:start + share]
+                paired.append(meter.measure("warm paired", lambda t=touched: loadgen.run(
+                    "127.0.0.1", port, load.PATH, random.sample(t, len(t)), headers, connections=CONNECTIONS,
+                    duration=duration, warmup=0)))
+            cold_rps = keys / cold_seconds
             (memory_after, keys_after), rss_after = _redis_memory(redis.url), _rss_mb(gateway.pid)
             by_kind = _bytes_by_kind(redis.url)
             random.shuffle(bodies)
@@ -201,7 +222,9 @@ def run(keys: int, duration: float = 5.0, rounds: int = 4) -> dict:
             rss_end = _rss_mb(gateway.pid)
         served = {name: sum(t["requests"] for t in runs) for name, runs in turns.items()}
         served["cold"] = keys
+        served["warm paired"] = sum(t["requests"] for t in paired)
         return {"keys": keys, "load_seconds": load_seconds, "cold_rps": cold_rps, "cold_ok": cold_ok,
+                "slices": slices, "paired_rps": load._throughput(paired),
                 "warm_rps": load._throughput(turns["many"]), "small_rps": load._throughput(turns["1k"]),
                 "cpu_us": {name: meter.per_request_us(name, served[name]) for name in served},
                 "bytes_per_key": (memory_after - memory_before) / keys, "bytes_by_kind": by_kind,
@@ -216,8 +239,11 @@ def report(r: dict) -> str:
         f"warm over 1,000 keys rps     {r['small_rps']:,.0f}",
         f"warm N / 1k                  {r['warm_rps'] / r['small_rps']:.2f}x",
         f"cold / warm N                {r['cold_rps'] / r['warm_rps']:.2f}x",
-        "CPU us/request (gateway, Redis)  cold {:.0f}, {:.0f}; warm N {:.0f}, {:.0f}; warm 1k {:.0f}, {:.0f}".format(
-            *r["cpu_us"]["cold"], *r["cpu_us"]["many"], *r["cpu_us"]["1k"]),
+        f"cold / warm, paired turns    {r['cold_rps'] / r['paired_rps']:.2f}x  (the first touches in {r['slices']} "
+        f"slices, each followed by a warm turn over the keys touched so far: {r['paired_rps']:,.0f} rps)",
+        "CPU us/request (gateway, Redis)  cold {:.0f}, {:.0f}; warm paired {:.0f}, {:.0f}; warm N {:.0f}, {:.0f}; "
+        "warm 1k {:.0f}, {:.0f}".format(*r["cpu_us"]["cold"], *r["cpu_us"]["warm paired"], *r["cpu_us"]["many"],
+                                        *r["cpu_us"]["1k"]),
         f"cold / warm N by gateway CPU  {r['cpu_us']['many'][0] / r['cpu_us']['cold'][0]:.2f}x",
         f"Redis bytes per warm key     {r['bytes_per_key']:.0f}  (INFO used_memory after the cold pass minus "
         f"before, over N; Redis keys {r['redis_keys'][0]:,} -> {r['redis_keys'][1]:,})",

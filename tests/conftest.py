@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
+import doc_conformance
 from doc_conformance import DocumentCheck
 from quota_gateway import db
 from quota_gateway.app import create_app
@@ -47,6 +48,14 @@ def pytest_configure(config):
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
         config.option.basetemp = tempfile.mkdtemp(prefix="qg-pytest-")
         config._qg_basetemp = config.option.basetemp
+
+
+def pytest_terminal_summary(terminalreporter):
+    if doc_conformance.OPERATIONS:
+        unchecked = sorted(doc_conformance.OPERATIONS - doc_conformance.SUCCESSES_CHECKED)
+        terminalreporter.write_line(
+            f"/openapi.json: {len(doc_conformance.OPERATIONS) - len(unchecked)} of {len(doc_conformance.OPERATIONS)} "
+            f"operations' success bodies met a real answer (doc_conformance); not: {', '.join(unchecked) or 'none'}")
 
 
 def pytest_unconfigure(config):

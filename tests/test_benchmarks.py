@@ -39,5 +39,13 @@ def test_scale_harness_bulk_loads_and_reports():
     results = scale.run(300, duration=0.5, rounds=2)
     assert results["cold_ok"] == 300  # every bulk-loaded key validates on its first touch
     assert results["warm_rps"] > 0 and results["small_rps"] > 0 and results["bytes_per_key"] > 0
+    assert results["slices"] == 2 and results["paired_rps"] > 0  # cold slices taking turns with warm ones
     text = scale.report(results)
-    assert "Redis bytes per warm key" in text and "cold / warm N" in text
+    assert "Redis bytes per warm key" in text and "cold / warm N" in text and "cold / warm, paired turns" in text
+
+
+def test_cold_slices_are_about_ten_thousand_keys_between_rounds_and_twenty():
+    from benchmarks import scale
+
+    assert [scale.cold_slices(n, 4) for n in (300, 20_000, 200_000, 1_000_000)] == [4, 4, 20, 20]
+    assert scale.cold_slices(50_000, 4) == 5 and scale.cold_slices(2, 4) == 2

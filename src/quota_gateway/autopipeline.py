@@ -257,6 +257,8 @@ class ClusterAutoPipeline(ScriptRunner):
     replica is promoted and the map shows it. A refused address rests NODE_REST seconds, so the
     calls for a dead master's slots fail at once instead of each dialling it."""
 
+    spans_buckets = False
+
     def __init__(self, url: str) -> None:
         self._seed_url = url
         self._slot_nodes: list[AutoPipeline | None] = [None] * SLOTS

@@ -7,15 +7,18 @@ from collections.abc import Iterable
 
 from . import __version__
 from .abuse.clientlimit import client_limited
-from .answers import COMPONENTS
+from .answers import COMPONENTS, component
 from .principal import ANY_TOKEN
 from .routing import EndpointSpec
 
-ERROR_SCHEMA = _ERROR = {
+ERROR_SCHEMA = _ERROR = component("Error", {
     "type": "object",
     "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-}
+    "properties": {"error": {"type": "string", "description": "a stable code (x-error-codes lists an operation's own)"},
+                   "message": {"type": "string"},
+                   "field": {"type": "string", "description": "the member or parameter that was wrong (400)"}},
+    "additionalProperties": True,  # a code may add members (retryAfter, maxLength, serverVersion, ...)
+})
 _HEAD_TOO_LARGE = {"description": "request headers too large or too many (QG_MAX_HEADER_BYTES / QG_MAX_HEADER_COUNT)",
                    "content": {"application/json": {"schema": _ERROR}}}
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",

@@ -44,6 +44,10 @@ class ScriptRunner:
     replies in the same order (a transport may send them together; by default they are concurrent
     calls). The first error, if any, is raised once every call has answered."""
 
+    # Whether one script call may touch keys of different hash tags (buckets): a single Redis lets
+    # it; a cluster refuses keys of two slots in one call.
+    spans_buckets = True
+
     async def run(self, script: LuaScript, keys: list, args: list) -> Any:
         raise NotImplementedError
 
@@ -90,6 +94,7 @@ class RedisPyRunner(ScriptRunner):
 
     def __init__(self, url: str, *, cluster: bool = False, max_connections: int = 128) -> None:
         self.client: aioredis.Redis | RedisCluster
+        self.spans_buckets = not cluster
         if cluster:
             self.client = RedisCluster.from_url(url, max_connections=max_connections)
         else:

@@ -1,5 +1,5 @@
 """Cold keys: every metadata miss of one loop tick is filled by one Postgres query and one script
-call per bucket (metadata and counters together), with the counters rebuilt exactly."""
+call (one per bucket on a cluster; metadata and counters together), with the counters rebuilt exactly."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from conftest import db_connection, make_product, running_app
 from quota_gateway import fastpath
 from quota_gateway.apilicense import keyspace, missfill
 from quota_gateway.apilicense.service import mask
+from quota_gateway.autopipeline import AutoPipeline, ClusterAutoPipeline
 from quota_gateway.formats.digests import sha256
 
 VALIDATE = "/api/apilicense/validate"
@@ -39,24 +40,45 @@ async def test_misses_of_one_tick_share_one_fill(app, client, tenant, settings):
     assert all(r.json()["quota"]["used"] == 1 for r in answers)
 
 
-async def test_a_first_touch_makes_its_miss_and_a_share_of_one_fill_call(tenant, settings, clock):
-    """The fill script validates the waiting requests itself: no second validate call per key."""
+async def test_a_batch_of_misses_makes_one_query_and_one_script_call(tenant, settings, clock):
+    """On a single Redis, the misses of a batch, whatever their buckets, are filled and validated by
+    one script call: a first touch costs its miss call and a share of that one call (no second
+    validate call per key, no fill call per bucket)."""
     async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (app, client):
         product = await make_product(client, tenant.headers)
         keys = await _bulk_keys(settings, tenant, product, 40)
+        assert len({fastpath.api_key_bucket(k) for k in keys}) > 30  # the batch spans many buckets
+        misses = app.state.services.quota.misses
+        before = misses.batches
         r_sync = redis_sync.Redis.from_url(settings.redis_url)
         r_sync.config_resetstat()
         answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
                                          for k in keys))
         assert [r.status_code for r in answers] == [200] * 40
+        batches = misses.batches - before
+        assert 1 <= batches <= 10  # one per tick the misses arrived in (a few here), not one per key
         calls = r_sync.info("commandstats")["cmdstat_evalsha"]["calls"]
-        buckets = len({fastpath.api_key_bucket(k) for k in keys})
-        # 40 misses, then one fill call per bucket of each batch (at most one per key: each key is in
-        # one batch); a second validate call per key would make it 3 x 40
-        assert 40 + buckets <= calls <= 80
+        assert calls == 40 + batches  # 40 misses, then one fill call per batch
         answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
                                          for k in keys))
         assert all(r.json()["quota"]["used"] == 2 for r in answers)
+
+
+def test_a_batch_is_cut_into_calls_of_bounded_size(settings):
+    """A wave of misses bigger than FILL_CALL_KEYS goes in several calls (a Lua call holds Redis
+    alone); a cluster takes one call per bucket, since a script may touch one hash tag only."""
+    keys = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(600)]
+    by_bucket: dict[int, list] = {}
+    for k in keys:
+        by_bucket.setdefault(fastpath.api_key_bucket(k), []).append(k)
+    groups = list(by_bucket.values())
+    single = missfill.MissBatcher(None, AutoPipeline(settings.redis_url))  # type: ignore[arg-type]
+    calls = single._calls(groups)
+    assert [k for call in calls for group in call for k in group] == [k for group in groups for k in group]
+    assert all(sum(map(len, call)) <= missfill.FILL_CALL_KEYS for call in calls)
+    assert 3 <= len(calls) <= 4  # 600 keys, packed bucket by bucket
+    clustered = missfill.MissBatcher(None, ClusterAutoPipeline(settings.redis_url))  # type: ignore[arg-type]
+    assert clustered._calls(groups) == [[group] for group in groups]
 
 
 async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, tenant, settings):
@@ -136,8 +158,43 @@ async def test_a_fill_that_read_a_product_before_it_changed_is_refused(app, clie
     r_sync.hdel(ref.entry, "m")
     # ... lands after it: its product metadata is older than the change's version, so refused
     runner = app.state.services.runner
-    await runner.run(keyspace.FILL_BATCH, *keyspace.fill_batch_call([(ref, "0", rows[0], [])], {}))
+    await runner.run(keyspace.FILL_BATCH, *keyspace.fill_batch_call([[(ref, "0", rows[0], [])]], {}))
     assert r_sync.hget(product_hash, "m") is None
     r = await client.post(VALIDATE, json={"apiKey": key}, headers=tenant.headers)  # refilled: the new rule holds
     assert r.status_code == 429 and r.json()["errorCode"] == "rate_limit_minute"
     assert r_sync.ttl(product_hash) == -1
+
+
+async def test_metadata_packed_by_the_gateway_is_what_the_script_would_pack(settings):
+    """The fill sends each key's and product's metadata packed (one argument, not one per field):
+    byte for byte what Redis's cmsgpack.pack makes of the same values, the smallest encoding of
+    each (so a warm key's bytes stay as they were)."""
+    r_sync = redis_sync.Redis.from_url(settings.redis_url)
+    samples = [["6", "1", "123", "7", "0", 0, -1, 0, ""],
+               ["6", "1", "99999", "12", "1", 1893456000, 10**12, 2**40, "2030-01-01T00:00:00Z"],
+               ["6", "0"],
+               ["6", "tenant-" + "x" * 40, "é" * 200, '["api:rate:minute:100"]' * 4000, 100, 0, 70000, 2**31, 0, 0,
+                -33, -129]]
+    for values in samples:
+        ints = [i + 1 for i, v in enumerate(values) if isinstance(v, int)]
+        lua = ("local v = {} for i = 1, #ARGV do v[i] = ARGV[i] end "
+               "for _, i in ipairs(cjson.decode(KEYS[1])) do v[i] = tonumber(v[i]) end "
+               "return cmsgpack.pack(unpack(v))")
+        expected = r_sync.eval(lua, 1, str(ints) if ints else "{}", *values)
+        assert keyspace.packed_values(values) == expected
+    for value in (0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**53, -1, -32, -33, -128, -129,
+                  -32768, -32769, -2**31, -2**31 - 1, -2**53):
+        assert keyspace.packed_values([value]) == r_sync.eval("return cmsgpack.pack(tonumber(ARGV[1]))", 0, value)
+
+
+def test_a_keys_metadata_packed_by_the_written_out_packer_is_the_generic_packing():
+    from datetime import UTC, datetime
+
+    base = {"id": 123, "product_id": 7, "revoked_at": None, "expires_at": None, "max_api_calls": None,
+            "used_offset": 0}
+    rows = [base, {**base, "id": 10**12, "product_id": 2**31, "revoked_at": datetime.now(UTC),
+                   "expires_at": datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC), "max_api_calls": 10**12,
+                   "used_offset": 2**40},
+            {**base, "max_api_calls": 0, "used_offset": 127}, {**base, "max_api_calls": 5, "used_offset": 128}]
+    for row in rows:
+        assert keyspace.packed_key(row) == keyspace.packed_values(keyspace.key_fields(row))

@@ -24,11 +24,11 @@ _FEATURE = obj(
     description=Str(max_len=1000, default=""),
 )
 
-PRODUCT = component("Product", answer(id=INTEGER, name=STRING, description=STRING, trialDays=INTEGER,
-                                      minimumRequiredVersion=nullable(STRING), deactivationCooldownHours=INTEGER,
-                                      createdAt=TIMESTAMP))
+_PRODUCT_FIELDS = dict(id=INTEGER, name=STRING, description=STRING, trialDays=INTEGER,
+                       minimumRequiredVersion=nullable(STRING), deactivationCooldownHours=INTEGER, createdAt=TIMESTAMP)
+PRODUCT = component("Product", answer(**_PRODUCT_FIELDS))
 FEATURE = component("Feature", answer(id=INTEGER, productId=INTEGER, code=INTEGER, name=STRING, description=STRING))
-_PRODUCT_WITH_FEATURES = {"allOf": [PRODUCT, answer(features=array(FEATURE))]}
+_PRODUCT_WITH_FEATURES = answer(**_PRODUCT_FIELDS, features=array(FEATURE))
 
 
 async def list_products(call: Call) -> dict:

@@ -177,7 +177,7 @@ _TEMPLATE_SHOWN = component("EmailTemplate", answer(name=STRING, subject=STRING,
 _TEMPLATES = answer(templates=array(answer(name=STRING, isDefault=BOOLEAN, updatedAt=nullable(TIMESTAMP))))
 _REMINDER_DAYS = answer(productId=INTEGER, days=array(INTEGER), isDefault=BOOLEAN)
 _MAIL_SETTINGS_SHOWN = answer(contactEmail=STRING, deliverLicenses=BOOLEAN, customerPortalUrl=STRING,
-                              effectiveCustomerPortalUrl=STRING)
+                              effectiveCustomerPortalUrl=STRING)  # {{CustomerPortalUrl}} as mails get it
 
 
 def _endpoint_id(call: Call) -> int:

@@ -63,8 +63,8 @@ _LICENSE_FIELDS = dict(id=INTEGER, activationKey=STRING, productId=INTEGER, prod
                        revokedAt=nullable(TIMESTAMP), createdAt=TIMESTAMP)
 _LICENSE = component("License", answer(**_LICENSE_FIELDS, seatsUsed=INTEGER))
 _NEW_LICENSE = answer(**_LICENSE_FIELDS)
-_LICENSE_SHOWN = {"allOf": [_LICENSE, answer(activations=array(answer(hardwareId=STRING, activatedAt=TIMESTAMP,
-                                                                     offline=BOOLEAN)))]}
+_LICENSE_SHOWN = answer(**_LICENSE_FIELDS, seatsUsed=INTEGER,
+                        activations=array(answer(hardwareId=STRING, activatedAt=TIMESTAMP, offline=BOOLEAN)))
 _VERSIONS = dict(serverVersion=STRING, minimumRequiredVersion=nullable(STRING))
 _VALIDATION = component("LicenseValidation", answer(
     isValid=BOOLEAN, status=one_of("licensed", "not_activated", "expired", "revoked", "invalid", "version_outdated",
