@@ -93,6 +93,9 @@ async def test_every_mail_links_to_the_gateway_portal_by_default(quiet, tenant, 
     r = await client.get("/api/email/settings", headers=tenant.headers)
     assert r.json()["customerPortalUrl"] == ""
     assert r.json()["effectiveCustomerPortalUrl"] == f"{PUBLIC}/portal/{tenant.slug}/"
+    document = (await client.get("/openapi.json")).json()
+    shown = document["paths"]["/api/email/settings"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert "effectiveCustomerPortalUrl" in shown["schema"]["properties"]
 
 
 async def test_the_tenants_own_address_wins(quiet, tenant, other_tenant, smtp_server, clock):
