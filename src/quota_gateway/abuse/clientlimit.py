@@ -50,6 +50,8 @@ UNAUTHENTICATED_PATHS = frozenset(("/openapi.json", "/metrics"))
 def client_limited(path: str) -> bool:
     """Whether requests to `path` count in the per-address windows."""
     return path.startswith(UNAUTHENTICATED_PREFIXES) or path in UNAUTHENTICATED_PATHS
+
+
 _FAILED = "qg.failed_lookup"
 CLIENT_ADDRESS = "qg.client_address"  # scope key: what the limits were counted under (IPv6: the /64)
 _FAILED_STATUSES = frozenset((401, 403, 404))
