@@ -56,6 +56,17 @@ class CountsByLabels:
         counts = self.counts
         counts[label_values] = counts.get(label_values, 0) + 1
 
+    def folded(self, counts: dict[tuple[str, ...], int] | None = None) -> dict[tuple[str, ...], int]:
+        """`counts` (this process's own by default) keyed by label values, as /metrics shows them."""
+        counts = self.counts if counts is None else counts
+        if self.exposed is None:
+            return dict(counts)
+        totals: dict[tuple[str, ...], int] = {}
+        for key, count in counts.items():
+            label_values = self.exposed(key)
+            totals[label_values] = totals.get(label_values, 0) + count
+        return totals
+
     def snapshot(self) -> list:
         return [[list(label_values), count] for label_values, count in self.counts.items()]
 
@@ -65,12 +76,7 @@ class CountsByLabels:
             for label_values, count in peer:
                 key = tuple(label_values)
                 totals[key] = totals.get(key, 0) + count
-        if self.exposed is not None:
-            folded: dict[tuple[str, ...], int] = {}
-            for key, count in totals.items():
-                label_values = self.exposed(key)
-                folded[label_values] = folded.get(label_values, 0) + count
-            totals = folded
+        totals = self.folded(totals)
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for label_values, count in totals.items():
             family.add_metric(label_values, count)

@@ -33,15 +33,15 @@ DENIAL_STATUS = {
 }
 _NOT_FOUND_BODY = orjson.dumps({"isValid": False, "errorCode": "not_found", "errorMessage": "no such API key"})
 _REF_CACHE_SIZE = 65536
+# First replies of idempotent consumes written behind (restored with the counters after Redis lost them).
+_KEPT_REPLIES = """SELECT idem, reply, GREATEST(1, 86400 - extract(epoch FROM now() - created_at))::int AS ttl
+                   FROM api_idempotency WHERE license_id = $1 AND created_at > now() - interval '1 day'"""
 
 
 def _outcome_labels(key: tuple[str, ...]) -> tuple[str, ...]:
     """(tenant id, product name, code) as counted -> (product, result, code) as /metrics shows it."""
     _, product, code = key
     return product, "allowed" if code == "ok" else "denied", code
-# First replies of idempotent consumes written behind (restored with the counters after Redis lost them).
-_KEPT_REPLIES = """SELECT idem, reply, GREATEST(1, 86400 - extract(epoch FROM now() - created_at))::int AS ttl
-                   FROM api_idempotency WHERE license_id = $1 AND created_at > now() - interval '1 day'"""
 
 
 log = logging.getLogger("quota_gateway.apilicense")
@@ -145,17 +145,11 @@ class QuotaEngine:
         return cached
 
     def _count(self, tenant_id: str, product: str, code: str) -> None:
-        counts = self._validations.counts
-        key = (tenant_id, product, code)
-        counts[key] = counts.get(key, 0) + 1
+        self._validations.inc((tenant_id, product, code))
 
     def validation_counts(self) -> dict[tuple[str, ...], int]:
         """(product name, result, code) -> validations this process answered since it started."""
-        totals: dict[tuple[str, ...], int] = {}
-        for key, n in self._validations.counts.items():
-            labels = _outcome_labels(key)
-            totals[labels] = totals.get(labels, 0) + n
-        return totals
+        return self._validations.folded()
 
     def tenant_validation_counts(self, tenant_id: str) -> dict[str, int]:
         """Outcome code -> validations of this tenant's keys this process answered since it started."""
