@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -37,7 +37,8 @@ MAX_HOOK_BYTES = 1024 * 1024  # providers' payloads are far smaller; this only b
 STRIPE_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded",
                            "invoice.paid", "charge.refunded", "customer.subscription.deleted"})
 PAYPAL_EVENTS = frozenset({"CHECKOUT.ORDER.APPROVED", "CHECKOUT.ORDER.COMPLETED", "PAYMENT.CAPTURE.COMPLETED",
-                           "PAYMENT.CAPTURE.REFUNDED"})
+                           "PAYMENT.CAPTURE.REFUNDED", "BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED",
+                           "BILLING.SUBSCRIPTION.CANCELLED", "BILLING.SUBSCRIPTION.EXPIRED"})
 
 
 class NotYet(Exception):
@@ -473,7 +474,7 @@ async def _stripe_subscription_deleted(ctx: _Context, event: dict) -> str:
 
 # rule -> (the Checkout Session field naming the reference, the purchase column holding it, the
 # column set when the purchase ends, the outcome's word, the outcome when no purchase has it)
-_STRIPE_ENDINGS = {
+_ENDINGS = {
     "on_refund": ("payment_intent", "payment_ref", "refunded_at", "refunded", "unknown_payment"),
     "on_cancel": ("subscription", "subscription_ref", "cancelled_at", "cancelled", "unknown_subscription"),
 }
@@ -482,12 +483,20 @@ _STRIPE_ENDINGS = {
 async def _end_stripe_purchases(ctx: _Context, rule: str, ref: str | None) -> str:
     """End the live purchases a refunded PaymentIntent or a deleted subscription paid for and apply
     `rule` to their licenses; NotYet while the checkout naming `ref` is received but not processed."""
-    session_field, ref_column, ended_column, done, unknown = _STRIPE_ENDINGS[rule]
+    session_field = _ENDINGS[rule][0]
     # Asked before looking for the purchase: a fulfilment committing in between is then seen.
     pending = bool(ref) and await _purchase_pending(ctx, session_field, ref or "")
-    purchases = await ctx.conn.fetch(f"SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = 'stripe' "
-                                     f"AND {ref_column} = $2 AND {ended_column} IS NULL", ctx.tenant_id, ref) \
-        if ref else []
+    return await _end_purchases(ctx, rule, ref, pending)
+
+
+async def _end_purchases(ctx: _Context, rule: str, ref: str | None, pending: bool) -> str:
+    """End this provider's live purchases that `ref` (a payment or a subscription, per `rule`)
+    names and apply `rule` to their licenses; NotYet when none is found but the purchase is
+    `pending` (received, not processed yet)."""
+    _, ref_column, ended_column, done, unknown = _ENDINGS[rule]
+    purchases = await ctx.conn.fetch(f"SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = $3 "
+                                     f"AND {ref_column} = $2 AND {ended_column} IS NULL", ctx.tenant_id, ref,
+                                     ctx.provider) if ref else []
     ended = 0
     for purchase in purchases:
         await ctx.conn.execute(f"UPDATE payment_purchases SET {ended_column} = $2 WHERE id = $1", purchase["id"],
@@ -600,7 +609,81 @@ async def _paypal_refunded(ctx: _Context, event: dict) -> str:
     return f"refunded:{await _end_licenses(ctx, purchase['id'], 'on_refund')}"
 
 
+# --- PayPal subscriptions -----------------------------------------------------------------------------
+# BILLING.SUBSCRIPTION.ACTIVATED fulfils (mapped by the plan id), each PAYMENT.SALE.COMPLETED of the
+# subscription (its billing_agreement_id) pays one more period, CANCELLED / EXPIRED apply onCancel.
+
+async def _paypal_subscription_activated(ctx: _Context, event: dict) -> str:
+    subscription = event.get("resource") or {}
+    if not isinstance(subscription, dict) or not subscription.get("id"):
+        return "invalid"
+    matches = []
+    for keys, quantity in paypal.subscription_items(subscription):
+        mapping = next((m for key in keys for m in ctx.mappings if m.get("itemId") == key), None)
+        if mapping is not None:
+            matches.append((mapping, quantity))
+    last_payment = ((subscription.get("billing_info") or {}).get("last_payment") or {}).get("amount") or {}
+    amount = last_payment.get("value") if isinstance(last_payment, dict) else None
+    ref = str(subscription["id"])
+    return await _fulfil(ctx, ref, email=paypal.subscription_email(subscription), matches=matches,
+                         subscription_ref=ref, amount=str(amount) if amount is not None else None)
+
+
+async def _paypal_sale_completed(ctx: _Context, event: dict) -> str:
+    sale = event.get("resource") or {}
+    if not isinstance(sale, dict) or not sale.get("id"):
+        return "invalid"
+    subscription = sale.get("billing_agreement_id")
+    if not subscription:
+        return "not_subscription"  # a one-time sale of the older APIs: not a renewal
+    if sale.get("state") not in (None, "completed"):
+        return "not_completed"
+    purchase = await ctx.conn.fetchrow("SELECT id, cancelled_at, refunded_at FROM payment_purchases WHERE tenant_id = $1 "
+                                       "AND provider = 'paypal' AND subscription_ref = $2 ORDER BY id LIMIT 1",
+                                       ctx.tenant_id, str(subscription))
+    if purchase is None:  # PayPal does not keep order: the activation may still come
+        raise NotYet(f"no purchase for subscription {subscription} yet")
+    if purchase["cancelled_at"] is not None or purchase["refunded_at"] is not None:
+        return "ended"
+    applied = await ctx.conn.fetchval(
+        "INSERT INTO payment_renewals (tenant_id, provider, invoice_ref, purchase_id, created_at) "
+        "VALUES ($1, 'paypal', $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+        ctx.tenant_id, str(sale["id"]), purchase["id"], ctx.now)
+    if applied is None:
+        return "already_renewed"
+    # The sale pays the period that starts with it: the license runs at least to sale time +
+    # period. The first sale (at activation) is the period the activation already granted.
+    paid_at = paypal.parse_time(sale.get("create_time")) or ctx.now
+    renewed = 0
+    for lic in await _purchase_licenses(ctx, purchase["id"]):
+        if lic["period_days"]:
+            before = await ctx.conn.fetchval("SELECT expires_at FROM licenses WHERE id = $1", lic["license_id"])
+            after = await licensing.cover_until(ctx.conn, ctx.tenant_id, lic["license_id"],
+                                                paid_at + timedelta(days=lic["period_days"]))
+            renewed += after is not None and after != before
+    return f"renewed:{renewed}"
+
+
+async def _paypal_activation_pending(ctx: _Context, subscription: str) -> bool:
+    return bool(await ctx.conn.fetchval(
+        "SELECT 1 FROM payment_events WHERE tenant_id = $1 AND provider = 'paypal' AND processed_at IS NULL "
+        "AND event_type = 'BILLING.SUBSCRIPTION.ACTIVATED' AND payload->'resource'->>'id' = $2 LIMIT 1",
+        ctx.tenant_id, subscription))
+
+
+async def _paypal_subscription_ended(ctx: _Context, event: dict) -> str:
+    subscription = event.get("resource") or {}
+    ref = str(subscription["id"]) if isinstance(subscription, dict) and subscription.get("id") else None
+    # Asked before looking for the purchase: an activation committing in between is then seen.
+    pending = bool(ref) and await _paypal_activation_pending(ctx, ref or "")
+    return await _end_purchases(ctx, "on_cancel", ref, pending)
+
+
 _PAYPAL_HANDLERS = {"CHECKOUT.ORDER.APPROVED": _paypal_order,
                     "CHECKOUT.ORDER.COMPLETED": _paypal_order,
                     "PAYMENT.CAPTURE.COMPLETED": _paypal_capture_completed,
-                    "PAYMENT.CAPTURE.REFUNDED": _paypal_refunded}
+                    "PAYMENT.CAPTURE.REFUNDED": _paypal_refunded,
+                    "BILLING.SUBSCRIPTION.ACTIVATED": _paypal_subscription_activated,
+                    "PAYMENT.SALE.COMPLETED": _paypal_sale_completed,
+                    "BILLING.SUBSCRIPTION.CANCELLED": _paypal_subscription_ended,
+                    "BILLING.SUBSCRIPTION.EXPIRED": _paypal_subscription_ended}
