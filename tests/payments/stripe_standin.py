@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from quota_gateway.embedded import free_port
+from loopback import LoopbackServer
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -103,27 +102,19 @@ class StripeApi:
 
 
 class StripeApiServer:
-    """The stand-in under uvicorn on 127.0.0.1 (a free port), in a thread with its own loop."""
+    """The stand-in on loopback (tests/loopback.py); `reset()` gives it an empty account."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.api = StripeApi()
         app = Starlette(routes=[Route("/v1/checkout/sessions/{session_id}/line_items", self._line_items)])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, name="stripe-standin", daemon=True)
+        self.loopback = LoopbackServer(app, "Stripe API stand-in")
+        self.url = self.loopback.url
 
     async def _line_items(self, request: Request) -> Response:
         return await self.api.line_items(request)  # the current state, replaced by reset()
 
     def start(self) -> StripeApiServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the Stripe API stand-in did not start")
-            time.sleep(0.01)
+        self.loopback.start()
         return self
 
     def reset(self) -> StripeApi:
@@ -131,5 +122,4 @@ class StripeApiServer:
         return self.api
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.loopback.stop()

@@ -287,7 +287,7 @@ async def test_subscription_events_out_of_order_and_revoke_on_expiry(paypal_shop
     clock.advance(5 * 60)
     await jobs.run_due(services)
     [(kind, expires, revoked)] = await _expiries(settings.database_url, tenant.id)
-    assert kind == "corporate" and not revoked
+    assert kind == "corporate" and expires is not None and not revoked
     seats = await _rows(settings.database_url, "SELECT max_seats FROM licenses WHERE tenant_id = $1", tenant.id)
     assert seats[0]["max_seats"] == 15
     # EXPIRED (the plan's cycles ran out) applies onCancel, "revoke" for this plan.

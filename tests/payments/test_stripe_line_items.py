@@ -189,7 +189,7 @@ def test_the_stripe_library_reads_the_standins_answers(stripe_api_server, stripe
         client = stripe_library.StripeClient(api_key, base_addresses={"api": stripe_api_server.url})
         return getattr(client, "v1", client).checkout.sessions.line_items  # v1: the library's namespace from 2025
 
-    listed = line_items(API_KEY).sessions.line_items.list("cs_test_lib", params={"limit": 2})
+    listed = line_items(API_KEY).list("cs_test_lib", params={"limit": 2})
     assert [item.price.id for item in listed.auto_paging_iter()] == ["price_desktop"] * 3
     assert listed.data[0].quantity == 1 and listed.has_more is True
     with pytest.raises(stripe_library.InvalidRequestError) as missing:

@@ -39,13 +39,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from quota_gateway.embedded import free_port
+from loopback import LoopbackServer
 
 JOURNAL_FIELDS = ("work_notes", "comments")
 
@@ -307,29 +306,20 @@ def _data_policy(table: str, record: dict[str, str], values: dict[str, Any]) -> 
 
 
 class StandinServer:
-    """The stand-in under uvicorn on 127.0.0.1 (a free port), in a thread with its own loop."""
+    """The stand-in on loopback (tests/loopback.py); `reset()` gives it an empty instance."""
 
     def __init__(self, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
-        self.port = free_port()
-        scheme = "https" if ssl_certfile else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.loopback = LoopbackServer(self._app, "ServiceNow stand-in", ssl_certfile=ssl_certfile,
+                                       ssl_keyfile=ssl_keyfile)
+        self.port, self.url = self.loopback.port, self.loopback.url
         self.instance = Instance(url=self.url)
         self._asgi = self.instance.app()
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3",
-                                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="servicenow-standin", daemon=True)
 
     async def _app(self, scope: Any, receive: Any, send: Any) -> None:
         await self._asgi(scope, receive, send)
 
     def start(self) -> StandinServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the ServiceNow stand-in did not start")
-            time.sleep(0.01)
+        self.loopback.start()
         return self
 
     def reset(self) -> Instance:
@@ -338,5 +328,4 @@ class StandinServer:
         return self.instance
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.loopback.stop()
