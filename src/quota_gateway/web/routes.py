@@ -111,6 +111,7 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/servicenow", admin_support.save_servicenow, methods=["POST"]),
     Route(f"{_A}/servicenow/delete", admin_support.delete_servicenow, methods=["POST"]),
     Route(f"{_A}/servicenow/test", admin_support.test_servicenow, methods=["POST"]),
+    Route(f"{_A}/servicenow/inbound-token", admin_support.issue_servicenow_token, methods=["POST"]),
     Route(f"{_A}/settings", admin.settings_page, methods=["GET"]),
     Route(f"{_A}/settings/admins", admin.add_admin, methods=["POST"]),
     Route(f"{_A}/settings/branding", admin.save_branding, methods=["POST"]),
