@@ -16,17 +16,17 @@ from typing import Self
 import httpx
 import pytest
 import uvicorn
-from conftest import running_app
 from web_helpers import activate_from, make_admin_link, portal_cookie
 
+from conftest import running_app
 from quota_gateway.app import create_app
 from quota_gateway.embedded import free_port
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.wait import WebDriverWait
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -447,6 +447,57 @@ async def test_servicenow_round_trip_in_a_browser(live, browser, tenant, clock):
         shot(browser, "admin-ticket-servicenow")
     finally:
         standin.stop()
+
+
+async def test_admin_payments_in_a_browser(live, browser, tenant, clock):
+    """A Stripe purchase of a price nobody mapped shows as `unmapped`; the admin maps it (API) and
+    presses "Process again": the key is made."""
+    from payments.payhelpers import checkout_session, stripe_event, stripe_headers
+
+    server, mailing = live
+    secret = "whsec_test_Browser5WbX5kEWLlfzsGNjH64I8"
+
+    async def outcomes(api) -> list[str | None]:
+        r = await api.get("/api/payments/events", headers=tenant.headers)
+        return [e["outcome"] for e in r.json()["items"]]
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+        product = (await api.post("/api/product", json={"name": "Desk App"}, headers=tenant.headers)).json()["id"]
+        mapping = {"priceId": "price_pro", "productId": product, "validityDays": 365}
+        r = await api.put("/api/payments/stripe", headers=tenant.headers,
+                          json={"webhookSecret": secret, "mappings": [mapping]})
+        assert r.status_code == 200, r.text
+        body = stripe_event("checkout.session.completed",
+                            checkout_session("cs_test_browser", email="ada@example.com", price_id="price_team"),
+                            event_id="evt_browser", created=int(clock.now()))
+        r = await api.post(f"/hooks/stripe/{tenant.slug}", content=body,
+                           headers=stripe_headers(body, secret, int(clock.now())))
+        assert r.status_code == 200, r.text
+        for _ in range(200):   # the gateway's job worker processes it
+            if await outcomes(api) == ["unmapped"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await outcomes(api) == ["unmapped"]
+        await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
+        browser.get(f"{server.url}/admin/{tenant.slug}/payments")
+        row = browser.find_element(By.CSS_SELECTOR, "tr[id^=payment-event-]")
+        assert "unmapped" in row.text.lower() and "evt_browser" in row.text   # badges are upper-cased by CSS
+        assert "price_pro" in browser.page_source and secret not in browser.page_source
+        shot(browser, "admin-payments")
+        r = await api.put("/api/payments/stripe", headers=tenant.headers, json={"mappings": [
+            mapping, {"priceId": "price_team", "productId": product, "licenseKind": "corporate", "seats": 5}]})
+        assert r.status_code == 200, r.text
+        await asyncio.to_thread(submit, browser, "tr[id^=payment-event-] form button[type=submit]")
+        assert "queued to be processed again" in browser.page_source
+        for _ in range(200):
+            if await outcomes(api) == ["fulfilled:1"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await outcomes(api) == ["fulfilled:1"]
+        browser.refresh()
+        assert "fulfilled:1" in browser.find_element(By.CSS_SELECTOR, "tr[id^=payment-event-]").text.lower()
+        licenses = (await api.get("/api/licenses", headers=tenant.headers)).json()["items"]
+        assert [(lic["licenseType"], lic["maxSeats"]) for lic in licenses] == [("corporate", 5)]
 
 
 async def test_admin_webhooks_in_a_browser(live, browser, tenant, other_tenant, clock, webhook_receiver):
