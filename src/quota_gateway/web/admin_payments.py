@@ -15,7 +15,7 @@ from starlette.responses import Response
 from .. import crypto
 from ..config import public_base
 from ..payments import service as payments
-from .pages import PageContext, action, int_param, page
+from .pages import PageContext, action, int_param, page, page_number
 
 EVENTS_PAGE = 50
 OUTCOMES = ("pending", "fulfilled", "renewed", "unmapped", "no_line_items", "line_items_refused", "already_fulfilled",
@@ -38,13 +38,11 @@ def _provider_view(ctx: PageContext, provider: str, found: tuple[dict, dict, Any
 async def payments_page(ctx: PageContext) -> Response:
     outcome = ctx.request.query_params.get("outcome", "")
     outcome_filter = outcome if outcome in OUTCOMES else None
-    number = ctx.request.query_params.get("page", "1")
-    page_number = int(number) if number.isascii() and number.isdigit() and 0 < len(number) <= 6 else 1
     master_key = ctx.services.settings.master_key
     async with ctx.pool.acquire() as conn:
         providers = [_provider_view(ctx, p, await payments.read_settings(conn, ctx.tenant_id, p, master_key))
                      for p in payments.PROVIDERS]
-        events = await payments.list_events(conn, ctx.tenant_id, page=page_number, page_size=EVENTS_PAGE,
+        events = await payments.list_events(conn, ctx.tenant_id, page=page_number(ctx), page_size=EVENTS_PAGE,
                                             provider=None, outcome=outcome_filter)
     return ctx.render("admin/payments.html", nav="payments", providers=providers, events=events,
                       outcome=outcome_filter or "", outcomes=OUTCOMES)
