@@ -75,7 +75,7 @@ async def test_server_wide_default(settings, clock, tenant, smtp_server):
         assert str(mail.message["From"]) == "noreply@gateway.example"
 
 
-async def test_templates_crud(client, tenant, other_tenant):
+async def test_templates_crud(client, tenant, other_tenant, clock):
     listing = (await client.get("/api/email/templates", headers=tenant.headers)).json()["templates"]
     assert [t["name"] for t in listing] == ["license_delivery", "renewal_reminder", "ticket_reply",
                                             "portal_login_code", "endpoint_disabled"]
@@ -86,6 +86,8 @@ async def test_templates_crud(client, tenant, other_tenant):
                          json={"subject": "Key for {{ProductName}}", "text": "Key: {{LicenseKey}}",
                                "html": "<p>{{LicenseKey}}</p>"})
     assert r.status_code == 200 and r.json()["isDefault"] is False
+    listing = (await client.get("/api/email/templates", headers=tenant.headers)).json()["templates"]
+    assert listing[0]["updatedAt"] == "2027-01-15T08:00:00Z"   # the injectable clock, not the database's
     assert (await client.get("/api/email/templates/license_delivery",
                              headers=other_tenant.headers)).json()["isDefault"] is True
     r = await client.put("/api/email/templates/license_delivery", headers=tenant.headers,

@@ -100,7 +100,8 @@ async def put_template(call: Call) -> dict:
     """Replace a template (Jinja2, sandboxed; the HTML part is autoescaped)."""
     b = call.body
     async with call.services.pool.acquire() as conn:
-        saved = await templates.save(conn, call.tenant_id, call.path["name"], b["subject"], b["text"], b["html"])
+        saved = await templates.save(conn, call.tenant_id, call.path["name"], b["subject"], b["text"], b["html"],
+                                     call.services.clock.utcnow())
     return _template_json(saved)
 
 

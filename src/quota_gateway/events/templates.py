@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -143,14 +144,15 @@ async def load(conn: asyncpg.Connection, tenant_id: str, name: str) -> Template:
     return Template(name, row["subject"], row["text_body"], row["html_body"], is_default=False)
 
 
-async def save(conn: asyncpg.Connection, tenant_id: str, name: str, subject: str, text: str, html: str) -> Template:
+async def save(conn: asyncpg.Connection, tenant_id: str, name: str, subject: str, text: str, html: str,
+               now: datetime) -> Template:
     require_known(name)
     check(subject, text, html)
     await conn.execute(
         """INSERT INTO email_templates (tenant_id, name, subject, text_body, html_body, updated_at)
-           VALUES ($1, $2, $3, $4, $5, now())
-           ON CONFLICT (tenant_id, name) DO UPDATE SET subject = $3, text_body = $4, html_body = $5, updated_at = now()""",
-        tenant_id, name, subject, text, html)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (tenant_id, name) DO UPDATE SET subject = $3, text_body = $4, html_body = $5, updated_at = $6""",
+        tenant_id, name, subject, text, html, now)
     return Template(name, subject, text, html, is_default=False)
 
 

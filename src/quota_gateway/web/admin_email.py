@@ -106,7 +106,8 @@ async def save_template(ctx: PageContext) -> Response:
     if not parts["subject"].strip() or not parts["text"].strip():
         raise ApiError(400, "missing_field", "a template needs a subject and a plain-text body")
     async with ctx.pool.acquire() as conn:
-        await templates.save(conn, ctx.tenant_id, name, parts["subject"].strip(), parts["text"], parts["html"])
+        await templates.save(conn, ctx.tenant_id, name, parts["subject"].strip(), parts["text"], parts["html"],
+                             ctx.now)
     return ctx.redirect(f"{ctx.base}/email/templates/{name}", f"Template {name} saved.")
 
 
