@@ -78,7 +78,7 @@ async def test_server_wide_default(settings, clock, tenant, smtp_server):
 async def test_templates_crud(client, tenant, other_tenant, clock):
     listing = (await client.get("/api/email/templates", headers=tenant.headers)).json()["templates"]
     assert [t["name"] for t in listing] == ["license_delivery", "renewal_reminder", "ticket_reply",
-                                            "portal_login_code", "endpoint_disabled"]
+                                            "portal_login_code", "endpoint_disabled", "payment_unfulfilled"]
     assert all(t["isDefault"] for t in listing)
     default = (await client.get("/api/email/templates/license_delivery", headers=tenant.headers)).json()
     assert "{{LicenseKey}}" in default["text"] and "CustomerPortalUrl" in default["placeholders"]

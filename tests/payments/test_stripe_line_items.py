@@ -88,12 +88,28 @@ async def _set_api_key(client, tenant, api_key: str) -> dict:
 async def test_without_an_api_key_the_event_is_recorded_no_line_items_then_reprocessed(shop, tenant, clock,
                                                                                         stripe_api, smtp_server):
     app, client = shop
+    await client.put("/api/email/settings", json={"contactEmail": "ops@acme.example"}, headers=tenant.headers)
     stripe_api.sessions["cs_test_bare"] = [line_item(1, "price_desktop", "prod_desktop", quantity=2)]
     await _post(client, clock, tenant, _bare_session("cs_test_bare"), "evt_bare")
     await jobs.run_due(app.state.services)
     [event] = await _events(client, tenant)
     assert (event["eventId"], event["outcome"], event["reprocessable"]) == ("evt_bare", "no_line_items", True)
     assert await _licenses(client, tenant) == [] and stripe_api.requests == []
+    # The publisher hears of it: `payment.unfulfilled` for webhooks, and an e-mail to the contact address.
+    async with app.state.services.pool.acquire() as conn:
+        [raised] = await conn.fetch("SELECT data FROM events WHERE tenant_id = $1 AND type = 'payment.unfulfilled'",
+                                    tenant.id)
+    assert raised["data"] == {"paymentEventId": event["id"], "provider": "stripe", "eventId": "evt_bare",
+                              "eventType": "checkout.session.completed", "outcome": "no_line_items",
+                              "buyerEmail": "ada@example.com"}
+    await jobs.run_due(app.state.services)
+    [notice] = await smtp_server.wait_for(1)
+    assert notice.rcpt_tos == ["ops@acme.example"]
+    assert str(notice.message["Subject"]) == "A Stripe payment delivered no license (no_line_items)"
+    body = notice.message.get_body(("plain",)).get_content()
+    assert "paid by ada@example.com" in body and "Checkout Sessions: Read" in body
+    assert f"/api/payments/events/{event['id']}/reprocess" in body
+    smtp_server.reset()
     # The tenant adds a restricted key (the webhook secret is kept), then reprocesses the event.
     shown = await _set_api_key(client, tenant, API_KEY)
     assert shown["apiKey"] == "rk_****0000" and shown["webhookSecret"] == ["whsec_****64I8"]
@@ -107,7 +123,7 @@ async def test_without_an_api_key_the_event_is_recorded_no_line_items_then_repro
     assert path == "/v1/checkout/sessions/cs_test_bare/line_items" and query == {"limit": "100"}
     assert headers["authorization"] == f"Bearer {API_KEY}"
     assert len(await _licenses(client, tenant)) == 2
-    await smtp_server.wait_for(2)
+    assert {m.rcpt_tos[0] for m in await smtp_server.wait_for(2)} == {"ada@example.com"}
     # Fulfilled: processing it again is refused, and so is an event of another tenant (404).
     r = await client.post(f"/api/payments/events/{event['id']}/reprocess", headers=tenant.headers)
     assert (r.status_code, r.json()["error"]) == (409, "not_reprocessable")

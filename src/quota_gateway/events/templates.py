@@ -90,6 +90,17 @@ DEFAULTS: dict[str, Template] = {t.name: t for t in (
         "<p>Hello,</p><p>the webhook endpoint <code>{{EndpointUrl}}</code> failed {{FailureCount}} delivery "
         "attempts in a row and has been disabled.</p><p>Last error: {{LastError}}</p>"
         "<p>Fix the receiver, then enable the endpoint again and redeliver what it missed.</p>" + _FOOTER_HTML),
+    Template(
+        "payment_unfulfilled",
+        "A {{Provider}} payment delivered no license ({{Outcome}})",
+        "Hello,\n\na {{Provider}} event {{EventType}} ({{EventId}}) was paid{% if BuyerEmail %} by {{BuyerEmail}}"
+        "{% endif %} but delivered no license: {{Outcome}}.\n\n{{Advice}}\n\nThen press \"Process again\" on the "
+        "Payments page of the admin UI (or POST /api/payments/events/{{PaymentEventId}}/reprocess); the buyer "
+        "gets the key then.\n" + _FOOTER_TEXT,
+        "<p>Hello,</p><p>a {{Provider}} event <code>{{EventType}}</code> ({{EventId}}) was paid{% if BuyerEmail %} "
+        "by {{BuyerEmail}}{% endif %} but delivered no license: <b>{{Outcome}}</b>.</p><p>{{Advice}}</p>"
+        "<p>Then press “Process again” on the Payments page of the admin UI; the buyer gets the key then.</p>"
+        + _FOOTER_HTML),
 )}
 
 # Placeholders each template is given (beyond TenantName and CustomerPortalUrl, which all get).
@@ -99,6 +110,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "ticket_reply": ("TicketSubject", "ReplyText", "TicketId", "CustomerEmail"),
     "portal_login_code": ("LoginCode", "ValidMinutes", "CustomerEmail", "LoginUrl"),
     "endpoint_disabled": ("EndpointUrl", "EndpointId", "FailureCount", "LastError"),
+    "payment_unfulfilled": ("Provider", "EventType", "EventId", "PaymentEventId", "Outcome", "BuyerEmail", "Advice"),
 }
 COMMON_PLACEHOLDERS = ("TenantName", "CustomerPortalUrl")
 

@@ -23,7 +23,8 @@ from .. import catalogue, crypto, listing, tenants
 from ..clock import iso_utc
 from ..config import Settings
 from ..errors import ApiError
-from ..events import jobs, mailer
+from ..events import jobs, mailer, outbox
+from ..events import types as event_types
 from ..jsonio import json_object
 from ..licensing import service as licensing
 from . import paypal, stripe
@@ -302,8 +303,44 @@ async def process_event(pool: asyncpg.Pool, settings: Settings, redis: Any, even
         outcome = await handler[row["event_type"]](ctx, row["payload"])
         await conn.execute("UPDATE payment_events SET processed_at = $2, outcome = $3 WHERE id = $1",
                            event_row_id, now, outcome)
+        if _reprocessable(outcome):
+            await _tell_unfulfilled(ctx, event_row_id, row["event_type"], row["payload"], outcome)
     log.info("payment event %s %s: %s", row["provider"], row["event_id"], outcome)
     return outcome
+
+
+_ADVICE = {
+    "unmapped": "Nothing it sold is named by a mapping: add one for its price, product or item id.",
+    "no_line_items": "Its webhook payload names no price and no Stripe API key is set to ask for the line items: "
+                     "set one (a restricted key with Checkout Sessions: Read), or put priceId in the session's "
+                     "metadata.",
+    "line_items_refused": "Stripe refused to give its line items: check the API key (and its Checkout Sessions: "
+                          "Read permission) or the session.",
+}
+
+
+def _buyer_email(provider: str, payload: dict) -> str:
+    if provider == "stripe":
+        return stripe.session_email(_data_object(payload))
+    resource = payload.get("resource") or {}
+    return paypal.order_email(resource) or paypal.subscription_email(resource) if isinstance(resource, dict) else ""
+
+
+async def _tell_unfulfilled(ctx: _Context, event_row_id: int, event_type: str, payload: dict, outcome: str) -> None:
+    """A paid purchase delivered nothing: `payment.unfulfilled` to webhooks, and the tenant's
+    contact address gets the `payment_unfulfilled` e-mail, in the transaction that records it."""
+    buyer = _buyer_email(ctx.provider, payload)
+    data = {"paymentEventId": event_row_id, "provider": ctx.provider, "eventId": ctx.event_id, "eventType": event_type,
+            "outcome": outcome, "buyerEmail": buyer}
+    await outbox.emit(ctx.conn, ctx.tenant_id, event_types.PAYMENT_UNFULFILLED, data, at=ctx.now)
+    contact = (await mailer.mail_settings(ctx.conn, ctx.tenant_id))["contactEmail"]
+    if contact:
+        await mailer.queue_mail(ctx.conn, ctx.settings, ctx.tenant_id, "payment_unfulfilled", contact,
+                                {"Provider": "Stripe" if ctx.provider == "stripe" else "PayPal",
+                                 "EventType": event_type, "EventId": ctx.event_id, "PaymentEventId": event_row_id,
+                                 "Outcome": outcome, "BuyerEmail": buyer,
+                                 "Advice": _ADVICE[outcome.split(":", 1)[0]]},
+                                dedupe_key=f"payment-unfulfilled:{event_row_id}:{ctx.now.timestamp():.6f}")
 
 
 class _Context:
