@@ -304,3 +304,37 @@ async def test_subscription_events_out_of_order_and_revoke_on_expiry(paypal_shop
         settings.database_url, "SELECT event_id, outcome FROM payment_events")}
     assert outcomes == {"WH-T-SALE": "renewed:0", "WH-T-ACT": "fulfilled:1", "WH-T-EXP": "cancelled:1",
                         "WH-ONE-TIME": "not_subscription", "WH-UNMAPPED": "unmapped"}
+
+
+async def test_refunds_of_subscription_sales(paypal_shop, tenant, settings, clock):
+    services = paypal_shop["app"].state.services
+    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.ACTIVATED",
+                _subscription("I-REFUND000001", TEAM_PLAN, email="it@globex.example"), "WH-R-ACT")
+    await jobs.run_due(services)
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED",
+                _sale("7SA36458CX221341X", "I-REFUND000001", "2027-01-15T08:00:00Z"), "WH-R-SALE")
+    await jobs.run_due(services)
+
+    def refund(refund_id: str, total: str) -> dict:
+        """A sale refund as PAYMENT.SALE.REFUNDED carries it (v1 payments: it names its sale)."""
+        return {"id": refund_id, "state": "completed", "amount": {"total": total, "currency": "USD"},
+                "sale_id": "7SA36458CX221341X", "parent_payment": "PAY-5YK922393D847794YKER7MUI",
+                "create_time": "2027-01-20T10:00:00Z",
+                "links": [{"href": f"https://api.sandbox.paypal.com/v1/payments/refund/{refund_id}", "rel": "self",
+                           "method": "GET"},
+                          {"href": "https://api.sandbox.paypal.com/v1/payments/sale/7SA36458CX221341X",
+                           "rel": "sale", "method": "GET"}]}
+
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.REFUNDED", refund("1L2345678A9012345", "-2.00"), "WH-R-PART")
+    await jobs.run_due(services)
+    assert [r[2] for r in await _expiries(settings.database_url, tenant.id)] == [False]
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.REFUNDED", refund("2L2345678A9012345", "-9.00"), "WH-R-FULL")
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.REFUNDED", {**refund("3L2345678A9012345", "9.00"),
+                                                               "sale_id": "0UNKNOWN0000000X"}, "WH-R-OTHER")
+    await jobs.run_due(services)
+    outcomes = {r["event_id"]: r["outcome"] for r in await _rows(
+        settings.database_url, "SELECT event_id, outcome FROM payment_events WHERE event_id LIKE 'WH-R-%'")}
+    assert outcomes == {"WH-R-ACT": "fulfilled:1", "WH-R-SALE": "renewed:0", "WH-R-PART": "partial_refund",
+                        "WH-R-FULL": "refunded:1", "WH-R-OTHER": "unknown_payment"}
+    # onRefund "revoke" (the default) for the team plan's key
+    assert [r[2] for r in await _expiries(settings.database_url, tenant.id)] == [True]

@@ -366,3 +366,54 @@ async def test_payments_of_one_tenant_never_touch_another(shop, tenant, other_te
     await jobs.run_due(app.state.services)
     assert (await _licenses(settings.database_url, tenant.id))[0]["revoked_at"] is None
     assert (await _licenses(settings.database_url, other_tenant.id))[0]["revoked_at"] is not None
+
+
+async def test_refunds_of_subscription_payments_find_their_purchase(shop, tenant, clock, settings):
+    """A subscription's payments are its invoices' PaymentIntents (the Checkout Session has none):
+    a full refund of the first payment or of a renewal applies onRefund, a partial one nothing."""
+    app, client, _ = shop
+    services = app.state.services
+    team = {**checkout_session("cs_test_team_refund", email="it@corp.example", price_id="price_team",
+                               mode="subscription", subscription="sub_team_refund", payment_intent=None),
+            "metadata": {"productId": "prod_team"}}
+    monthly = checkout_session("cs_test_monthly_refund", email="sub@example.com", price_id="price_desktop_monthly",
+                               mode="subscription", subscription="sub_monthly_refund", payment_intent=None)
+    await _post(client, clock, tenant, "checkout.session.completed", team, "evt_team_start")
+    await _post(client, clock, tenant, "checkout.session.completed", monthly, "evt_monthly_start")
+    await jobs.run_due(services)
+    # The team's first invoice: API version 2025-03-31 and later name the PaymentIntent in `payments`.
+    first = {"id": "in_team_first", "object": "invoice", "billing_reason": "subscription_create", "status": "paid",
+             "parent": {"type": "subscription_details", "subscription_details": {"subscription": "sub_team_refund"}},
+             "payments": {"object": "list", "data": [{"id": "inpay_1", "object": "invoice_payment",
+                                                      "payment": {"type": "payment_intent",
+                                                                  "payment_intent": "pi_team_first"}}]}}
+    # The monthly renewal: older API versions name it in `payment_intent`, and the charge its invoice.
+    renewal = {"id": "in_monthly_second", "object": "invoice", "billing_reason": "subscription_cycle",
+               "status": "paid", "subscription": "sub_monthly_refund", "payment_intent": "pi_monthly_second"}
+    await _post(client, clock, tenant, "invoice.paid", first, "evt_team_inv")
+    await _post(client, clock, tenant, "invoice.paid", renewal, "evt_monthly_inv")
+    await jobs.run_due(services)
+    partial = {"id": "ch_team_partial", "object": "charge", "payment_intent": "pi_team_first", "refunded": False,
+               "amount": 24500, "amount_refunded": 4900}
+    await _post(client, clock, tenant, "charge.refunded", partial, "evt_team_partial")
+    full_team = {**partial, "id": "ch_team_full", "refunded": True, "amount_refunded": 24500}
+    full_monthly = {"id": "ch_monthly", "object": "charge", "payment_intent": None, "invoice": "in_monthly_second",
+                    "refunded": True, "amount": 4900, "amount_refunded": 4900}
+    stranger = {"id": "ch_other", "object": "charge", "payment_intent": "pi_unknown", "refunded": True}
+    for charge, event_id in ((full_team, "evt_team_full"), (full_monthly, "evt_monthly_full"),
+                             (stranger, "evt_other_refund")):
+        await _post(client, clock, tenant, "charge.refunded", charge, event_id)
+    await jobs.run_due(services)
+    outcomes = dict(await _event_outcomes(settings.database_url))
+    assert outcomes["evt_team_inv"] == "first_period" and outcomes["evt_monthly_inv"] == "renewed:1"
+    assert outcomes["evt_team_partial"] == "partial_refund" and outcomes["evt_other_refund"] == "unknown_payment"
+    assert outcomes["evt_team_full"] == "refunded:1" and outcomes["evt_monthly_full"] == "refunded:1"
+    licenses = {lic["email"]: lic for lic in await _licenses(settings.database_url, tenant.id)}
+    # team: onRefund "expire" (ends now); monthly: onRefund "revoke" (the default)
+    assert licenses["it@corp.example"]["expires_at"] == clock.utcnow() and licenses["it@corp.example"]["revoked_at"] is None
+    assert licenses["sub@example.com"]["revoked_at"] is not None
+
+
+async def _event_outcomes(database_url: str) -> list[tuple[str, str]]:
+    async with db_connection(database_url) as conn:
+        return [(r["event_id"], r["outcome"]) for r in await conn.fetch("SELECT event_id, outcome FROM payment_events")]

@@ -39,7 +39,7 @@ STRIPE_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async
                            "invoice.paid", "charge.refunded", "customer.subscription.deleted"})
 PAYPAL_EVENTS = frozenset({"CHECKOUT.ORDER.APPROVED", "CHECKOUT.ORDER.COMPLETED", "PAYMENT.CAPTURE.COMPLETED",
                            "PAYMENT.CAPTURE.REFUNDED", "BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED",
-                           "BILLING.SUBSCRIPTION.CANCELLED", "BILLING.SUBSCRIPTION.EXPIRED"})
+                           "BILLING.SUBSCRIPTION.CANCELLED", "BILLING.SUBSCRIPTION.EXPIRED", "PAYMENT.SALE.REFUNDED"})
 
 
 class NotYet(Exception):
@@ -474,22 +474,23 @@ async def _stripe_invoice_paid(ctx: _Context, event: dict) -> str:
     subscription = stripe.subscription(invoice)
     if not subscription:
         return "not_subscription"
-    if invoice.get("billing_reason") == "subscription_create":
-        return "first_period"  # the Checkout Session's licenses already cover the first period
+    # The first invoice is the period the Checkout Session's licenses already cover; it is still
+    # recorded (when its purchase is known) so that a refund of that payment finds the purchase.
+    first = invoice.get("billing_reason") == "subscription_create"
     purchase = await ctx.conn.fetchrow("SELECT id, cancelled_at, refunded_at FROM payment_purchases WHERE tenant_id = $1 "
                                        "AND provider = 'stripe' AND subscription_ref = $2 ORDER BY id LIMIT 1",
                                        ctx.tenant_id, subscription)
     if purchase is None:
+        if first and not await _purchase_pending(ctx, "subscription", subscription):
+            return "first_period"
         raise NotYet(f"no purchase for subscription {subscription} yet")
     if purchase["cancelled_at"] is not None or purchase["refunded_at"] is not None:
         return "ended"
-    invoice_id = stripe.object_id(invoice) or ctx.event_id
-    applied = await ctx.conn.fetchval(
-        "INSERT INTO payment_renewals (tenant_id, provider, invoice_ref, purchase_id, created_at) "
-        "VALUES ($1, 'stripe', $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
-        ctx.tenant_id, invoice_id, purchase["id"], ctx.now)
-    if applied is None:
+    if not await _record_renewal(ctx, stripe.object_id(invoice) or ctx.event_id, purchase["id"],
+                                 stripe.invoice_payment_intent(invoice), None):
         return "already_renewed"
+    if first:
+        return "first_period"
     renewed = 0
     for lic in await _purchase_licenses(ctx, purchase["id"]):
         if lic["period_days"] and await licensing.extend_by_id(ctx.conn, ctx.tenant_id, lic["license_id"], ctx.now,
@@ -502,7 +503,39 @@ async def _stripe_refunded(ctx: _Context, event: dict) -> str:
     charge = _data_object(event)
     if charge.get("refunded") is not True:
         return "partial_refund"  # only a full refund takes the licenses back
-    return await _end_stripe_purchases(ctx, "on_refund", stripe.payment_intent(charge))
+    payment = stripe.payment_intent(charge)
+    outcome = await _end_stripe_purchases(ctx, "on_refund", payment)
+    if outcome != "unknown_payment":
+        return outcome
+    # A subscription's payment: its invoice's PaymentIntent (or the invoice) names the renewal.
+    return await _refund_renewal(ctx, payment_ref=payment, invoice_ref=stripe.charge_invoice(charge))
+
+
+async def _record_renewal(ctx: _Context, invoice_ref: str, purchase_id: int, payment_ref: str | None,
+                          amount: str | None) -> bool:
+    """One subscription payment of a purchase, once (False: seen before)."""
+    return bool(await ctx.conn.fetchval(
+        "INSERT INTO payment_renewals (tenant_id, provider, invoice_ref, purchase_id, created_at, payment_ref, amount) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1",
+        ctx.tenant_id, ctx.provider, invoice_ref, purchase_id, ctx.now, payment_ref, amount))
+
+
+async def _refund_renewal(ctx: _Context, *, payment_ref: str | None, invoice_ref: str | None,
+                          refunded: Decimal | None = None) -> str:
+    """A full refund of one subscription payment: the purchase's `onRefund` rule, as for the
+    purchase's own payment (a partial refund, less than the payment, changes nothing)."""
+    renewal = await ctx.conn.fetchrow(
+        "SELECT r.purchase_id, r.amount FROM payment_renewals r JOIN payment_purchases p ON p.id = r.purchase_id "
+        "WHERE r.tenant_id = $1 AND r.provider = $2 AND (r.payment_ref = $3 OR r.invoice_ref = $4) "
+        "AND p.refunded_at IS NULL LIMIT 1", ctx.tenant_id, ctx.provider, payment_ref, invoice_ref)
+    if renewal is None:
+        return "unknown_payment"
+    paid = _decimal(renewal["amount"])
+    if refunded is not None and paid is not None and refunded < paid:
+        return "partial_refund"
+    await ctx.conn.execute("UPDATE payment_purchases SET refunded_at = $2 WHERE id = $1", renewal["purchase_id"],
+                           ctx.now)
+    return f"refunded:{await _end_licenses(ctx, renewal['purchase_id'], 'on_refund')}"
 
 
 async def _stripe_subscription_deleted(ctx: _Context, event: dict) -> str:
@@ -682,11 +715,9 @@ async def _paypal_sale_completed(ctx: _Context, event: dict) -> str:
         raise NotYet(f"no purchase for subscription {subscription} yet")
     if purchase["cancelled_at"] is not None or purchase["refunded_at"] is not None:
         return "ended"
-    applied = await ctx.conn.fetchval(
-        "INSERT INTO payment_renewals (tenant_id, provider, invoice_ref, purchase_id, created_at) "
-        "VALUES ($1, 'paypal', $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
-        ctx.tenant_id, str(sale["id"]), purchase["id"], ctx.now)
-    if applied is None:
+    total = (sale.get("amount") or {}).get("total") if isinstance(sale.get("amount"), dict) else None
+    if not await _record_renewal(ctx, str(sale["id"]), purchase["id"], str(sale["id"]),
+                                 str(total) if total is not None else None):
         return "already_renewed"
     # The sale pays the period that starts with it: the license runs at least to sale time +
     # period. The first sale (at activation) is the period the activation already granted.
@@ -699,6 +730,17 @@ async def _paypal_sale_completed(ctx: _Context, event: dict) -> str:
                                                 paid_at + timedelta(days=lic["period_days"]))
             renewed += after is not None and after != before
     return f"renewed:{renewed}"
+
+
+async def _paypal_sale_refunded(ctx: _Context, event: dict) -> str:
+    refund = event.get("resource") or {}
+    sale_id = refund.get("sale_id") if isinstance(refund, dict) else None
+    if not sale_id:
+        return "unknown_payment"
+    amount = refund.get("amount") or {}
+    refunded = _decimal(amount.get("total")) if isinstance(amount, dict) else None
+    return await _refund_renewal(ctx, payment_ref=str(sale_id), invoice_ref=str(sale_id),
+                                 refunded=abs(refunded) if refunded is not None else None)
 
 
 async def _paypal_activation_pending(ctx: _Context, subscription: str) -> bool:
@@ -723,4 +765,5 @@ _PAYPAL_HANDLERS = {"CHECKOUT.ORDER.APPROVED": _paypal_order,
                     "BILLING.SUBSCRIPTION.ACTIVATED": _paypal_subscription_activated,
                     "PAYMENT.SALE.COMPLETED": _paypal_sale_completed,
                     "BILLING.SUBSCRIPTION.CANCELLED": _paypal_subscription_ended,
-                    "BILLING.SUBSCRIPTION.EXPIRED": _paypal_subscription_ended}
+                    "BILLING.SUBSCRIPTION.EXPIRED": _paypal_subscription_ended,
+                    "PAYMENT.SALE.REFUNDED": _paypal_sale_refunded}

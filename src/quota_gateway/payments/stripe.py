@@ -190,6 +190,26 @@ def subscription(obj: dict) -> str | None:
     return _id(details.get("subscription")) if isinstance(details, dict) else None
 
 
+def invoice_payment_intent(invoice: dict) -> str | None:
+    """The PaymentIntent that paid an invoice: `payment_intent` (API versions before 2025-03-31) or
+    the first `payments.data[].payment.payment_intent` (later ones)."""
+    found = _id(invoice.get("payment_intent"))
+    if found:
+        return found
+    payments = invoice.get("payments")
+    for entry in payments.get("data") or [] if isinstance(payments, dict) else []:
+        payment = entry.get("payment") if isinstance(entry, dict) else None
+        found = _id(payment.get("payment_intent")) if isinstance(payment, dict) else None
+        if found:
+            return found
+    return None
+
+
+def charge_invoice(charge: dict) -> str | None:
+    """The invoice a charge paid (charges of API versions before 2025-03-31 name it)."""
+    return _id(charge.get("invoice"))
+
+
 def payment_intent(obj: dict) -> str | None:
     """The PaymentIntent of a Checkout Session or a charge: what a refund names."""
     return _id(obj.get("payment_intent"))
