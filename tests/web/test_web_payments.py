@@ -74,6 +74,21 @@ async def test_payments_page_shows_settings_and_events_and_reprocesses(quiet, se
     again = await client.post(f"{base}/payments/events/{event_id}/reprocess", data={"csrf_token": form})
     assert "only an event that delivered nothing" in (await client.get(again.headers["location"])).text
 
+    # The Stripe API key is set from the page (sealed, shown masked), refused when publishable, removed.
+    r = await client.post(f"{base}/payments/stripe/api-key", data={"csrf_token": form, "api_key": "pk_live_nope"})
+    assert "a secret (sk_...) or restricted (rk_...) key" in (await client.get(r.headers["location"])).text
+    assert (await client.post(f"{base}/payments/stripe/api-key", data={"api_key": "rk_x"})).status_code == 403
+    r = await client.post(f"{base}/payments/stripe/api-key", data={"csrf_token": form,
+                                                                  "api_key": "rk_live_51PageKey0000AbCd"})
+    page = await client.get(r.headers["location"])
+    assert "Stripe API key saved" in page.text and "rk_****AbCd" in page.text and "rk_live_51PageKey" not in page.text
+    shown = (await client.get("/api/payments/stripe", headers=tenant.headers)).json()
+    assert shown["apiKey"] == "rk_****AbCd" and shown["webhookSecret"] == ["whsec_****64I8"]
+    assert [m["priceId"] for m in shown["mappings"]] == ["price_known", "price_new"]   # kept
+    r = await client.post(f"{base}/payments/stripe/api-key", data={"csrf_token": form, "remove": "1"})
+    assert "Stripe API key removed." in (await client.get(r.headers["location"])).text
+    assert (await client.get("/api/payments/stripe", headers=tenant.headers)).json()["apiKey"] is None
+
     # Another tenant's admin sees none of it, and cannot reprocess this tenant's event.
     client.cookies.clear()
     other_form = await sign_in_admin(client, settings.database_url, other_tenant.id, other_tenant.slug, clock)
@@ -82,3 +97,6 @@ async def test_payments_page_shows_settings_and_events_and_reprocesses(quiet, se
     r = await client.post(f"/admin/{other_tenant.slug}/payments/events/{event_id}/reprocess",
                           data={"csrf_token": other_form})
     assert "no payment event" in (await client.get(r.headers["location"])).text
+    r = await client.post(f"/admin/{other_tenant.slug}/payments/stripe/api-key",
+                          data={"csrf_token": other_form, "api_key": "rk_live_51Other"})
+    assert "stripe is not configured" in (await client.get(r.headers["location"])).text

@@ -12,7 +12,7 @@ from ..jsonio import read_body
 from ..listing import PAGE_FIELDS
 from ..routing import ApiRoute, Call, Handler, endpoint
 from ..schema import Field, Int, List, Object, Query, Str, obj
-from . import service
+from . import service, stripe
 
 
 @dataclass
@@ -53,7 +53,7 @@ _PAYPAL_MAPPING = obj(itemId=Str(required=True, min_len=1, max_len=255,
                                  description="item sku, or purchase unit reference_id / custom_id"),
                       **_MAPPING_FIELDS)
 _STRIPE = obj(webhookSecret=OneOrMany(description="endpoint signing secret(s), whsec_...; omit to keep the stored ones"),
-              apiKey=Str(max_len=255, pattern=r"^((sk|rk)_[A-Za-z0-9_]+)?$",
+              apiKey=Str(max_len=255, pattern=f"({stripe.API_KEY_PATTERN})?",
                          description="secret (sk_...) or restricted (rk_..., Checkout Sessions: read) key, used only to "
                                      "read a session's line items when its payload names none; omit to keep, \"\" to remove"),
               mappings=List(required=True, item=_STRIPE_MAPPING, max_items=200))

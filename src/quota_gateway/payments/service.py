@@ -11,6 +11,7 @@ many events, deliveries or workers carry the same payment.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -149,6 +150,17 @@ async def read_settings(conn: asyncpg.Connection, tenant_id: str, provider: str,
     if row is None:
         return None
     return row["settings"], _secrets(master_key, tenant_id, provider, row), row["updated_at"]
+
+
+async def set_stripe_api_key(conn: asyncpg.Connection, tenant_id: str, master_key: str | None, api_key: str,
+                             now: datetime) -> None:
+    """Set (or, with "", remove) the Stripe API key, keeping the mappings and signing secrets."""
+    if api_key and not re.fullmatch(stripe.API_KEY_PATTERN, api_key):
+        raise ApiError(400, "invalid_field", "apiKey: a secret (sk_...) or restricted (rk_...) key", field="apiKey")
+    found = await read_settings(conn, tenant_id, "stripe", master_key)
+    if found is None:
+        raise ApiError(404, "not_configured", "stripe is not configured")
+    await save_settings(conn, tenant_id, "stripe", master_key, found[0], {"apiKey": api_key or None}, now)
 
 
 async def delete_settings(conn: asyncpg.Connection, tenant_id: str, provider: str) -> bool:

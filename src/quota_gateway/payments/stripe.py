@@ -115,6 +115,7 @@ def session_items(session: dict) -> list[Item] | None:
 # --- Stripe's API: a Checkout Session's line items ------------------------------------------------------
 
 API_BASE = "https://api.stripe.com"
+API_KEY_PATTERN = r"(sk|rk)_[A-Za-z0-9_]{1,240}"  # a secret or restricted key; never a publishable pk_
 API_TIMEOUT_SECONDS = 10.0
 _PAGE = 100  # Stripe's largest page
 _MAX_PAGES = 10  # a session has at most a few hundred line items; this only bounds a runaway answer

@@ -2,8 +2,8 @@
 (masked) and mappings, and the events received with what came of each; an event that delivered
 nothing (no mapping, no line items) can be processed again once the settings are fixed.
 
-Reads and writes are calls to the payments domain's service; settings are changed through
-`PUT /api/payments/{provider}` (the README's worked example), not here.
+Reads and writes are calls to the payments domain's service; the Stripe API key can be set here,
+the rest of the settings through `PUT /api/payments/{provider}` (the README's worked example).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.responses import Response
 from .. import crypto
 from ..config import public_base
 from ..payments import service as payments
-from .pages import PageContext, action, int_param, page, page_number
+from .pages import PageContext, action, form_text, int_param, page, page_number
 
 EVENTS_PAGE = 50
 OUTCOMES = ("pending", "fulfilled", "renewed", "unmapped", "no_line_items", "line_items_refused", "already_fulfilled",
@@ -54,3 +54,13 @@ async def reprocess_event(ctx: PageContext) -> Response:
     async with ctx.pool.acquire() as conn:
         shown = await payments.reprocess_event(conn, ctx.tenant_id, event_id, ctx.now)
     return ctx.redirect(f"{ctx.base}/payments", f"Event {shown['eventId']} is queued to be processed again.")
+
+
+@action("admin", back="/payments")
+async def set_stripe_api_key(ctx: PageContext) -> Response:
+    remove = bool(ctx.value("remove"))
+    api_key = "" if remove else form_text(ctx, "api_key", max_len=255, label="API key", required=True)
+    async with ctx.pool.acquire() as conn:
+        await payments.set_stripe_api_key(conn, ctx.tenant_id, ctx.services.settings.master_key, api_key, ctx.now)
+    return ctx.redirect(f"{ctx.base}/payments", "Stripe API key removed." if remove else
+                        "Stripe API key saved: sessions whose payload names no price are read from Stripe.")

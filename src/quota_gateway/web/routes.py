@@ -93,6 +93,7 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/crypto/rotate", admin.rotate_crypto_key, methods=["POST"]),
     Route(f"{_A}/payments", admin_payments.payments_page, methods=["GET"]),
     Route(f"{_A}/payments/events/{{event_id}}/reprocess", admin_payments.reprocess_event, methods=["POST"]),
+    Route(f"{_A}/payments/stripe/api-key", admin_payments.set_stripe_api_key, methods=["POST"]),
     Route(f"{_A}/webhooks", admin_webhooks.endpoints, methods=["GET"]),
     Route(f"{_A}/webhooks", admin_webhooks.create_endpoint, methods=["POST"]),
     # the log's paths first: "deliveries" is not an endpoint id
