@@ -239,16 +239,22 @@ async def _expiries(database_url: str, tenant_id: str) -> list[tuple[str, dt.dat
     return [(r["kind"], r["expires_at"], r["revoked"]) for r in rows]
 
 
+async def _subscribe(shop, tenant, subscription_id: str, plan_id: str, email: str, sale_id: str, prefix: str) -> None:
+    """The subscription is activated, then its first sale (at activation) arrives; each processed."""
+    services = shop["app"].state.services
+    await _post(shop, tenant, "BILLING.SUBSCRIPTION.ACTIVATED", _subscription(subscription_id, plan_id, email=email),
+                f"{prefix}-ACT")
+    await jobs.run_due(services)
+    await _post(shop, tenant, "PAYMENT.SALE.COMPLETED", _sale(sale_id, subscription_id, "2027-01-15T08:00:00Z"),
+                f"{prefix}-SALE-1")
+    await jobs.run_due(services)
+
+
 async def test_subscription_activation_renewals_and_cancellation(paypal_shop, tenant, settings, smtp_server, clock):
     services = paypal_shop["app"].state.services
     start = clock.utcnow()
-    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.ACTIVATED",
-                _subscription("I-BW452GLLEP1G", MONTHLY_PLAN, email="ada@example.com"), "WH-SUB-ACT")
-    await jobs.run_due(services)
     # The first sale is the activation's own period: nothing changes.
-    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED",
-                _sale("80021663DE681814L", "I-BW452GLLEP1G", "2027-01-15T08:00:00Z"), "WH-SALE-1")
-    await jobs.run_due(services)
+    await _subscribe(paypal_shop, tenant, "I-BW452GLLEP1G", MONTHLY_PLAN, "ada@example.com", "80021663DE681814L", "WH")
     assert await _expiries(settings.database_url, tenant.id) == [("standard", start + dt.timedelta(days=30), False)]
     [mail] = await smtp_server.wait_for(1)
     assert mail.rcpt_tos == ["ada@example.com"]
@@ -308,12 +314,8 @@ async def test_subscription_events_out_of_order_and_revoke_on_expiry(paypal_shop
 
 async def test_refunds_of_subscription_sales(paypal_shop, tenant, settings, clock):
     services = paypal_shop["app"].state.services
-    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.ACTIVATED",
-                _subscription("I-REFUND000001", TEAM_PLAN, email="it@globex.example"), "WH-R-ACT")
-    await jobs.run_due(services)
-    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED",
-                _sale("7SA36458CX221341X", "I-REFUND000001", "2027-01-15T08:00:00Z"), "WH-R-SALE")
-    await jobs.run_due(services)
+    await _subscribe(paypal_shop, tenant, "I-REFUND000001", TEAM_PLAN, "it@globex.example", "7SA36458CX221341X",
+                     "WH-R")
 
     def refund(refund_id: str, total: str) -> dict:
         """A sale refund as PAYMENT.SALE.REFUNDED carries it (v1 payments: it names its sale)."""
@@ -334,7 +336,7 @@ async def test_refunds_of_subscription_sales(paypal_shop, tenant, settings, cloc
     await jobs.run_due(services)
     outcomes = {r["event_id"]: r["outcome"] for r in await _rows(
         settings.database_url, "SELECT event_id, outcome FROM payment_events WHERE event_id LIKE 'WH-R-%'")}
-    assert outcomes == {"WH-R-ACT": "fulfilled:1", "WH-R-SALE": "renewed:0", "WH-R-PART": "partial_refund",
+    assert outcomes == {"WH-R-ACT": "fulfilled:1", "WH-R-SALE-1": "renewed:0", "WH-R-PART": "partial_refund",
                         "WH-R-FULL": "refunded:1", "WH-R-OTHER": "unknown_payment"}
     # onRefund "revoke" (the default) for the team plan's key
     assert [r[2] for r in await _expiries(settings.database_url, tenant.id)] == [True]
