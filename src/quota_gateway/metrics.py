@@ -183,6 +183,11 @@ class Metrics:
                 log.warning("could not share metrics: %s", exc)
             await asyncio.sleep(_SHARE_EVERY)
 
+    def peer_counts(self, name: str) -> list[tuple[tuple[str, ...], int]]:
+        """The other workers' latest entries of the counter family `name`, keyed as counted (before
+        folding into labels): how an in-process view adds up every worker of the server."""
+        return [(tuple(key), count) for snapshot in self._peer_snapshots() for key, count in snapshot.get(name, [])]
+
     def _peer_snapshots(self) -> list[dict]:
         if self._shared_dir is None:
             return []

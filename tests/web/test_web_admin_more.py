@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 
 import pytest
 from conftest import make_api_key, make_product, running_app
@@ -201,6 +202,30 @@ async def test_analytics_counts_each_tenants_api_key_validations_by_outcome(clie
     page = (await client.get(f"/admin/{tenant.slug}/analytics")).text
     counts = dict(re.findall(r'aria-label="(\w+): (\d+)"', page))
     assert counts == {"ok": "3", "not_found": "1"}, counts
+
+
+async def test_analytics_adds_up_every_worker_process(settings, tenant, other_tenant, clock, tmp_path):
+    """With `serve --workers N` each worker counts its own validations and shares a snapshot: the
+    analytics page shows the sum. The other worker here is a second process writing its snapshot
+    with the gateway's own metrics code."""
+    shared = tmp_path / "metrics"
+    async with running_app(settings.with_(metrics_dir=str(shared)), clock) as (_app, client):
+        key = await make_api_key(client, tenant.headers, await make_product(client, tenant.headers), maxApiCalls=100)
+        for _ in range(2):
+            await client.post("/api/apilicense/validate", json={"apiKey": key}, headers=tenant.headers)
+        other_worker = (
+            "from quota_gateway.metrics import Metrics\n"
+            f"family = (m := Metrics({str(shared)!r})).counts('qg_apilicense_validations', 'v', ('p', 'r', 'c'))\n"
+            f"for key, n in ((({tenant.id!r}, 'Weather API', 'ok'), 5), (({tenant.id!r}, 'Weather API', "
+            f"'quota_exhausted'), 1), (({other_tenant.id!r}, 'Weather API', 'ok'), 7)):\n"
+            "    [family.inc(key) for _ in range(n)]\n"
+            "m.write_snapshot()\n")
+        done = await asyncio.create_subprocess_exec(sys.executable, "-c", other_worker)
+        assert await done.wait() == 0
+        await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+        page = (await client.get(f"/admin/{tenant.slug}/analytics")).text
+        counts = dict(re.findall(r'aria-label="(\w+): (\d+)"', page))
+        assert counts == {"ok": "7", "quota_exhausted": "1"}, counts
 
 
 async def test_portal_branding_display_name_colour_and_logo(client, settings, tenant, other_tenant, clock):

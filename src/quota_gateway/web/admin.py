@@ -44,7 +44,8 @@ async def analytics_page(ctx: PageContext) -> Response:
     if grain not in analytics.GRAINS:
         grain = "day"
     async with ctx.pool.acquire() as conn:
-        data = await analytics.overview(conn, ctx.tenant_id, ctx.now, grain, _engine(ctx).tenant_validation_counts(ctx.tenant_id))
+        data = await analytics.overview(conn, ctx.tenant_id, ctx.now, grain,
+                                        analytics.validation_counts(ctx.services, _engine(ctx), ctx.tenant_id))
     charts = {"activations": data["activations"], "countries": data["countries"], "units": data["units"]}
     return ctx.render("admin/analytics.html", nav="analytics", grain=grain, grains=list(analytics.GRAINS), data=data,
                       charts=charts)

@@ -102,6 +102,20 @@ async def keys_near_limits(conn: asyncpg.Connection, tenant_id: str, now: dateti
     return [{**dict(r), "percent": round(100 * r["used"] / r["max_api_calls"])} for r in rows]
 
 
+VALIDATIONS_FAMILY = "qg_apilicense_validations"  # counted as (tenant, product, outcome code) by the engine
+
+
+def validation_counts(services: Any, engine: Any, tenant_id: str) -> dict[str, int]:
+    """Outcome code -> this tenant's API-key validations answered by every worker process of this
+    server since each started: this process's own counts plus the other workers' latest shared
+    snapshots (`serve --workers N`, as /metrics adds them)."""
+    totals = dict(engine.tenant_validation_counts(tenant_id))
+    for key, count in services.metrics.peer_counts(VALIDATIONS_FAMILY):
+        if len(key) == 3 and key[0] == tenant_id:
+            totals[key[2]] = totals.get(key[2], 0) + count
+    return totals
+
+
 async def overview(conn: asyncpg.Connection, tenant_id: str, now: datetime, grain: str,
                    api_counts: dict[str, int]) -> dict[str, Any]:
     return {"activations": await activations_over_time(conn, tenant_id, now, grain),
