@@ -36,6 +36,7 @@ import orjson
 
 from .. import crypto
 from ..errors import ApiError
+from ..formats import urls
 from . import jobs, mailer, outbox, types
 
 DELIVER_JOB = "webhook.deliver"
@@ -119,17 +120,10 @@ async def resolve(host: str, port: int, allow_private: bool) -> str:
 
 def check_url(url: str, allow_private: bool) -> str:
     """400 unless `url` is an absolute http(s) URL whose host is not a forbidden literal address."""
+    urls.check_http_url(url)
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(400, "invalid_url", "url: must be an absolute http:// or https:// URL", field="url")
-    if parts.username or parts.password:
-        raise ApiError(400, "invalid_url", "url: must not contain credentials", field="url")
-    try:
-        _ = parts.port  # urllib raises on an invalid or out-of-range port only when asked
-    except ValueError:
-        raise ApiError(400, "invalid_url", "url: invalid port", field="url") from None
     if not allow_private:
-        host = parts.hostname
+        host = parts.hostname or ""  # check_http_url made sure there is one
         literal = None
         try:
             literal = ipaddress.ip_address(host)
