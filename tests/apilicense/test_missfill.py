@@ -15,6 +15,7 @@ from quota_gateway.apilicense import keyspace, missfill
 from quota_gateway.apilicense.service import mask
 from quota_gateway.autopipeline import AutoPipeline, ClusterAutoPipeline
 from quota_gateway.formats.digests import sha256
+from tcp_cut import postgres_behind_forwarder
 
 VALIDATE = "/api/apilicense/validate"
 
@@ -64,6 +65,67 @@ async def test_a_batch_of_misses_makes_one_query_and_one_script_call(tenant, set
         assert all(r.json()["quota"]["used"] == 2 for r in answers)
 
 
+class _HeldFills:
+    """The real runner, with each fill call held until released: a batch caught filling Redis."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.spans_buckets = inner.spans_buckets
+        self.fills = 0
+        self.filling = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, script, keys, args):
+        return await self.inner.run(script, keys, args)
+
+    async def run_many(self, script, calls):
+        if script is keyspace.FILL_BATCH:
+            self.fills += 1
+            self.filling.set()
+            await self.release.wait()
+        return await self.inner.run_many(script, calls)
+
+
+async def test_the_next_batch_reads_postgres_while_one_fills_redis(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers)
+    first, second = await _bulk_keys(settings, tenant, product, 10), await _bulk_keys(settings, tenant, product, 10)
+    misses = app.state.services.quota.misses
+    held = misses._runner = _HeldFills(misses._runner)
+    try:
+        early = [asyncio.create_task(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers))
+                 for k in first]
+        await asyncio.wait_for(held.filling.wait(), 10)
+        before = misses.batches
+        late = [asyncio.create_task(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers))
+                for k in second]
+        for _ in range(500):  # the second batch reads and reaches its fill while the first is held
+            if held.fills >= 2 or all(t.done() for t in early):
+                break
+            await asyncio.sleep(0.01)
+        assert misses.batches > before and held.fills >= 2
+        assert not any(t.done() for t in early)
+        held.release.set()
+        answers = await asyncio.gather(*early, *late)
+    finally:
+        misses._runner = held.inner
+    assert [r.status_code for r in answers] == [200] * 20
+    assert all(r.json()["quota"]["used"] == 1 for r in answers)
+
+
+async def test_a_failed_read_does_not_stall_later_misses(settings, tenant, clock):
+    async with postgres_behind_forwarder(settings) as (through, forwarder), running_app(through, clock) as (_, client):
+        product = await make_product(client, tenant.headers)
+        keys = await _bulk_keys(settings, tenant, product, 6)
+        await forwarder.cut()
+        down = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                      for k in keys[:3]))
+        assert [r.status_code for r in down] == [503] * 3
+        await forwarder.restore()
+        up = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                    for k in keys))
+        assert [r.status_code for r in up] == [200] * 6
+
+
 def test_a_batch_is_cut_into_calls_of_bounded_size(settings):
     """A wave of misses bigger than FILL_CALL_KEYS goes in several calls (a Lua call holds Redis
     alone); a cluster takes one call per bucket, since a script may touch one hash tag only."""
@@ -94,6 +156,27 @@ async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, 
     assert r.status_code == 429 and r.json()["errorCode"] == "quota_exhausted"
     r = await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)
     assert r.status_code == 200 and r.json()["quota"]["used"] == 10
+
+
+async def test_unflushed_usage_is_found_in_a_large_pending_hash(tenant, settings, clock):
+    """The rebuild sums the license's own pending fields (every day of them) however large the
+    bucket's pending hash has grown (a backlog: many scan pages), and nobody else's."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (_, client):
+        product = await make_product(client, tenant.headers)
+        [key] = await _bulk_keys(settings, tenant, product, 1, used_total=7)
+        r = await client.post(VALIDATE, json={"apiKey": key, "units": 5}, headers=tenant.headers)
+        assert r.status_code == 200 and r.json()["quota"]["used"] == 12
+        async with db_connection(settings.database_url) as conn:
+            license_id = await conn.fetchval("SELECT id FROM api_licenses WHERE key_digest = $1", sha256(key))
+        ref = keyspace.LicenseRef(key)
+        r_sync = redis_sync.Redis.from_url(settings.redis_url)
+        others = {f"{license_id}{n}:20261207": 1000 for n in range(3000)}  # ids sharing its digits, other licenses
+        r_sync.hset(ref.validate_keys[1], mapping={**others, f"{license_id}:20261207": 4})
+        assert r_sync.object("encoding", ref.validate_keys[1]) == b"hashtable"
+        r_sync.hdel(ref.entry, "c", "m")  # the counters lost, the pending usage kept
+        r = await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)
+        assert r.status_code == 200 and r.json()["quota"]["used"] == 7 + 5 + 4 + 1
+        r_sync.hdel(ref.validate_keys[1], *others)
 
 
 async def test_unknown_and_other_tenants_keys_in_one_batch(client, tenant, other_tenant, settings):
