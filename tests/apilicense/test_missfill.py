@@ -112,6 +112,26 @@ async def test_the_next_batch_reads_postgres_while_one_fills_redis(app, client, 
     assert all(r.json()["quota"]["used"] == 1 for r in answers)
 
 
+async def test_a_long_cold_wave_gives_every_connection_back(tenant, settings, clock):
+    """Batches read two at a time and hand their connection to the batch forming behind them: when
+    the wave is over, none is kept or lost."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (app, client):
+        product = await make_product(client, tenant.headers)
+        keys = await _bulk_keys(settings, tenant, product, 400)
+        misses, pool = app.state.services.quota.misses, app.state.services.pool
+        before = misses.batches
+
+        async def walk(share: list[str]) -> list[int]:
+            return [(await client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)).status_code
+                    for k in share]
+
+        statuses = await asyncio.gather(*(walk(keys[c::40]) for c in range(40)))
+        assert [s for share in statuses for s in share] == [200] * 400
+        assert misses.batches - before > 10  # many batches, some reading side by side
+        assert misses._held is None and not misses._reading and not misses._batches
+        assert pool.get_idle_size() == pool.get_size()
+
+
 async def test_a_failed_read_does_not_stall_later_misses(settings, tenant, clock):
     async with postgres_behind_forwarder(settings) as (through, forwarder), running_app(through, clock) as (_, client):
         product = await make_product(client, tenant.headers)
