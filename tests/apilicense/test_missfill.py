@@ -146,21 +146,37 @@ async def test_a_failed_read_does_not_stall_later_misses(settings, tenant, clock
         assert [r.status_code for r in up] == [200] * 6
 
 
-def test_a_batch_is_cut_into_calls_of_bounded_size(settings):
-    """A wave of misses bigger than FILL_CALL_KEYS goes in several calls (a Lua call holds Redis
-    alone); a cluster takes one call per bucket, since a script may touch one hash tag only."""
-    keys = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(600)]
+def test_a_batch_is_one_call_on_a_single_redis_and_one_per_bucket_on_a_cluster(settings):
+    keys = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(40)]
     by_bucket: dict[int, list] = {}
     for k in keys:
         by_bucket.setdefault(fastpath.api_key_bucket(k), []).append(k)
     groups = list(by_bucket.values())
     single = missfill.MissBatcher(None, AutoPipeline(settings.redis_url))  # type: ignore[arg-type]
-    calls = single._calls(groups)
-    assert [k for call in calls for group in call for k in group] == [k for group in groups for k in group]
-    assert all(sum(map(len, call)) <= missfill.FILL_CALL_KEYS for call in calls)
-    assert 3 <= len(calls) <= 4  # 600 keys, packed bucket by bucket
+    assert single._calls(groups) == [groups]
     clustered = missfill.MissBatcher(None, ClusterAutoPipeline(settings.redis_url))  # type: ignore[arg-type]
     assert clustered._calls(groups) == [[group] for group in groups]
+
+
+async def test_a_wave_of_misses_goes_in_batches_of_bounded_size(tenant, settings, clock):
+    """A hundred misses at once make batches of at most BATCH_KEYS keys (the longest waiting
+    first), READS_AT_ONCE reading PostgreSQL side by side, not one batch of a hundred."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (app, client):
+        product = await make_product(client, tenant.headers)
+        keys = await _bulk_keys(settings, tenant, product, 100)
+        misses = app.state.services.quota.misses
+        sizes: list[int] = []
+        run = misses._run
+
+        async def counted(batch):
+            sizes.append(len(batch))
+            await run(batch)
+
+        misses._run = counted
+        answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                         for k in keys))
+        assert [r.status_code for r in answers] == [200] * 100
+        assert sum(sizes) == 100 and max(sizes) <= missfill.BATCH_KEYS and len(sizes) >= 100 // missfill.BATCH_KEYS
 
 
 async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, tenant, settings):

@@ -7,13 +7,14 @@ own validate call (the miss) and a share of the batch, instead of a metadata rea
 fill, a counter read, a counter fill and a second validation.
 
 After a Redis restart, a cold start or a burst of never-seen keys, the misses of one tick (one
-pipeline reply wakes them together), and those arriving while a batch reads PostgreSQL, share one
-round trip to each store; a batch fills Redis while the next one reads.
+pipeline reply wakes them together), and those arriving while batches read PostgreSQL, share one
+round trip to each store, up to BATCH_KEYS keys a batch; a batch fills Redis while others read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from . import keyspace
@@ -40,12 +41,15 @@ FROM api_licenses l JOIN products p ON p.id = l.product_id
 WHERE l.key_digest = ANY($1::bytea[])"""
 
 
-# Keys per fill call on a single Redis: a call runs alone there, so a wave of thousands of misses
-# is cut into calls other clients' commands can pass between.
-FILL_CALL_KEYS = 256
-# Batches reading PostgreSQL at once. Two: a batch forming while another reads starts at once
-# instead of waiting for that read (measured at 64 connections, same machine state: ~15 % more
-# first touches a second than one read at a time; three or four gained nothing more).
+# A cold wave goes in batches of at most BATCH_KEYS keys, READS_AT_ONCE of them reading PostgreSQL
+# at once; a batch whose read is back fills Redis while others read. Measured at 64 connections
+# (cold first touches a second, same machine state, two turns each): batches as large as the
+# misses waiting (~30-50 keys, one read at a time) 4,800-5,400; two reads at once 5,600-5,800;
+# two reads of at most 16 keys 6,400-7,900 (12 and 24 keys alike; 8 keys 4,400-5,000, the query's
+# own cost then dominating; three reads no better). Large batches make a convoy: all their
+# validations are answered together, their clients' next requests miss together, and the server,
+# Redis and PostgreSQL take turns idling while one of them works through a whole batch.
+BATCH_KEYS = 16
 READS_AT_ONCE = 2
 
 
@@ -81,19 +85,20 @@ class MissBatcher:
             await self._pool.release(held)
 
     def _start(self) -> None:
-        """Run the waiting misses as one batch, unless READS_AT_ONCE batches are reading
-        PostgreSQL: misses arriving meanwhile wait for a read to end and then go together, so a
-        cold wave makes few large batches (one query and one script call for many keys) rather
-        than many small ones. A batch whose read is back fills Redis while others read: when a
-        batch waited for the one before to fill Redis as well, the cold wave became a convoy
-        (Redis, PostgreSQL and the server each idle while another worked)."""
-        if len(self._reading) >= READS_AT_ONCE or not self._waiting:
-            return
-        batch, self._waiting = self._waiting, {}
-        task = asyncio.get_running_loop().create_task(self._run(list(batch.values())))
-        self._reading.add(task)
-        self._batches.add(task)
-        task.add_done_callback(self._ended)
+        """Run the waiting misses in batches (BATCH_KEYS keys at most), while fewer than
+        READS_AT_ONCE batches read PostgreSQL: misses arriving meanwhile wait for a read to end
+        and then go together, so a cold wave makes few batches (one query and one script call for
+        many keys) rather than one per key."""
+        loop = asyncio.get_running_loop()
+        while self._waiting and len(self._reading) < READS_AT_ONCE:
+            if len(self._waiting) <= BATCH_KEYS:
+                batch, self._waiting = list(self._waiting.values()), {}
+            else:  # the longest waiting first (a dict keeps the order they came in)
+                batch = [self._waiting.pop(key) for key in list(itertools.islice(self._waiting, BATCH_KEYS))]
+            task = loop.create_task(self._run(batch))
+            self._reading.add(task)
+            self._batches.add(task)
+            task.add_done_callback(self._ended)
 
     def _read_done(self, task: asyncio.Task) -> None:
         """That batch's PostgreSQL read is back (or failed): another batch may read."""
@@ -147,15 +152,7 @@ class MissBatcher:
 
     def _calls(self, groups: list[list]) -> list[list[list]]:
         """The batch's bucket groups as the fill calls take them: all in one call where a script
-        may span buckets (a single Redis), up to FILL_CALL_KEYS keys a call; else one per bucket."""
+        may span buckets (a single Redis); else one call per bucket."""
         if not self._runner.spans_buckets:
             return [[items] for items in groups]
-        calls: list[list[list]] = [[]]
-        keys = 0
-        for items in groups:
-            if keys + len(items) > FILL_CALL_KEYS and calls[-1]:
-                calls.append([])
-                keys = 0
-            calls[-1].append(items)
-            keys += len(items)
-        return calls
+        return [groups]
