@@ -9,6 +9,8 @@ is tested against that contract rather than against its own client:
   (`field=value` terms joined by `^`), `sysparm_fields` and `sysparm_limit`;
 - `PATCH /api/now/table/{table}/{sys_id}` updates fields; the journal fields `work_notes` and
   `comments` append an entry instead (and read back empty, as journal fields do);
+- setting an incident's `state` to 6 (Resolved) or 7 (Closed) without `close_code` and
+  `close_notes` is `403` "Operation Failed" (the incident data policy);
 - an unknown table is `400 {"error": {"message": "Invalid table <name>", "detail": null},
   "status": "failure"}`; an unknown record `404` ("No Record found"); no or bad credentials
   `401` ("User Not Authenticated"); a user without rights `403` ("User Not Authorized");
@@ -246,7 +248,11 @@ class Instance:
             return failure(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
         if method == "GET":
             return _json({"result": self._fields(record, fields)})
-        self._write(record, orjson.loads(body))
+        values = orjson.loads(body)
+        refused = _data_policy(name, record, values)
+        if refused is not None:
+            return refused
+        self._write(record, values)
         record["sys_mod_count"] = str(int(record["sys_mod_count"]) + 1)
         return _json({"result": self._fields(record, fields)})
 
@@ -256,6 +262,19 @@ class Instance:
             Route("/api/now/table/{table}", self.table, methods=["GET", "POST"]),
             Route("/api/now/table/{table}/{sys_id}", self.table, methods=["GET", "PATCH", "PUT"]),
         ])
+
+
+def _data_policy(table: str, record: dict[str, str], values: dict[str, Any]) -> Response | None:
+    """The incident data policy of current releases: Resolved (6) and Closed (7) need a resolution
+    code and resolution notes, in the update or already on the record; ServiceNow refuses the
+    update with 403 "Operation Failed" otherwise."""
+    if table != "incident" or str(values.get("state", "")) not in ("6", "7"):
+        return None
+    merged = {**record, **{k: str(v) for k, v in values.items()}}
+    if merged.get("close_code") and merged.get("close_notes"):
+        return None
+    return failure(403, "Operation Failed",
+                   "Data Policy Exception: \n The following fields are mandatory: Resolution code, Resolution notes")
 
 
 class StandinServer:

@@ -272,3 +272,68 @@ async def test_tenants_sharing_an_instance_keep_their_own_incidents(quiet, tenan
     assert (await _show(client, tenant.headers, mine))["serviceNow"]["state"] == "synced"
     failed = (await _show(client, other_tenant.headers, theirs))["serviceNow"]
     assert failed["state"] == "failed" and failed["lastError"].startswith("table_not_found")
+
+
+async def test_resolve_and_reopen_move_the_incident_state(quiet, tenant, servicenow):
+    app, client = quiet
+    await _configure(client, tenant.headers, servicenow.url)
+    ticket_id = await _ticket(client, tenant.headers)
+    await jobs.run_due(app.state.services)
+    [incident] = servicenow.records()
+    assert incident["state"] == "1"  # New, as the create left it: an open ticket writes no state
+    await client.post(f"/api/support/tickets/{ticket_id}/reply", json={"message": "Fixed in 2.1."},
+                      headers=tenant.headers)
+    r = await client.put(f"/api/support/tickets/{ticket_id}/status", json={"status": "resolved"},
+                         headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    assert (await _show(client, tenant.headers, ticket_id))["serviceNow"]["state"] == "pending"
+    await jobs.run_due(app.state.services)
+    [incident] = servicenow.records()
+    # Resolving needs a close code and notes in ServiceNow's incident model; the last reply is a
+    # work note before the state changes.
+    assert (incident["state"], incident["close_code"]) == ("6", "Solved (Permanently)")
+    assert incident["close_notes"] == f"Resolved in quota_gateway (ticket {ticket_id})."
+    patches = [p.json for p in servicenow.table_requests("PATCH")]
+    assert patches == [{"work_notes": "Support staff replied:\n\nFixed in 2.1."},
+                       {"state": "6", "close_code": "Solved (Permanently)",
+                        "close_notes": f"Resolved in quota_gateway (ticket {ticket_id})."}]
+    await jobs.run_due(app.state.services)
+    assert len(servicenow.table_requests("PATCH")) == 2  # written once
+    # The customer answers from the portal: the ticket reopens, the note lands, then In Progress.
+    async with app.state.services.pool.acquire() as conn:
+        await service.add_customer_reply(conn, tenant.id, ticket_id, TICKET["email"], "Still crashes.")
+    await jobs.run_due(app.state.services)
+    [incident] = servicenow.records()
+    assert incident["state"] == "2"
+    assert [p.json for p in servicenow.table_requests("PATCH")][2:] == [
+        {"work_notes": "Customer jane@customer.example replied:\n\nStill crashes."}, {"state": "2"}]
+    # Resolved again by staff, then reopened by staff: each change reaches the incident.
+    for status, state in (("resolved", "6"), ("open", "2")):
+        await client.put(f"/api/support/tickets/{ticket_id}/status", json={"status": status}, headers=tenant.headers)
+        await jobs.run_due(app.state.services)
+        assert servicenow.records()[0]["state"] == state
+    assert (await _show(client, tenant.headers, ticket_id))["serviceNow"]["state"] == "synced"
+
+
+async def test_a_ticket_resolved_before_its_incident_exists_makes_a_resolved_incident(quiet, tenant, servicenow,
+                                                                                      clock):
+    app, client = quiet
+    await _configure(client, tenant.headers, servicenow.url)
+    servicenow.fail("POST", status=503, times=1)
+    ticket_id = await _ticket(client, tenant.headers)
+    await jobs.run_due(app.state.services)  # ServiceNow down: no incident yet
+    await client.put(f"/api/support/tickets/{ticket_id}/status", json={"status": "resolved"}, headers=tenant.headers)
+    clock.advance(5 * 60)
+    await jobs.run_due(app.state.services)
+    [incident] = servicenow.records()
+    assert incident["state"] == "6" and incident["close_code"] == "Solved (Permanently)"
+    # A failed state write is retried like any other part of the sync.
+    await client.put(f"/api/support/tickets/{ticket_id}/status", json={"status": "open"}, headers=tenant.headers)
+    servicenow.fail("PATCH", status=500, times=1)
+    await jobs.run_due(app.state.services)
+    sync = (await _show(client, tenant.headers, ticket_id))["serviceNow"]
+    assert sync["state"] == "failed" and servicenow.records()[0]["state"] == "6"
+    clock.advance(5 * 60)
+    await jobs.run_due(app.state.services)
+    assert servicenow.records()[0]["state"] == "2"
+    assert (await _show(client, tenant.headers, ticket_id))["serviceNow"]["state"] == "synced"

@@ -44,9 +44,16 @@ async def test_floating_keys_customers_and_live_leases(app, client, settings, te
     detail = await client.get(key_url)
     assert detail.text.count('class="lease"') == 2
     assert "workstation-7" in detail.text and "laptop-3" in detail.text and "render" in detail.text
+    # Created and revoked on the injectable clock (2027-01-15 08:00 UTC here), not the database's.
+    assert "<dt>Created</dt><dd>2027-01-15 08:00 UTC</dd>" in detail.text
 
+    clock.advance(60)
     r = await client.post(f"{key_url}/revoke", data={"csrf_token": form})
     assert r.status_code == 303
+    revoked_at = await sql_value(settings, "SELECT revoked_at FROM floating_keys WHERE tenant_id = $1", tenant.id)
+    assert revoked_at.timestamp() == clock.now()
+    customer_at = await sql_value(settings, "SELECT created_at FROM customers WHERE tenant_id = $1", tenant.id)
+    assert customer_at.timestamp() == clock.now() - 60
     detail = await client.get(key_url)
     assert "revoked" in detail.text and "No live leases" in detail.text
     r = await client.post(f"/licensing/{tenant.id}/lease/obtain", json={"key": key})

@@ -136,7 +136,8 @@ async def signature_pem(call: Call) -> Response:
 async def create_customer(call: Call) -> JSONResponse:
     """Add a customer (who holds floating keys)."""
     async with call.services.pool.acquire() as conn:
-        made = await service.create_customer(conn, call.tenant_id, call.body["name"], call.body["contact"])
+        made = await service.create_customer(conn, call.tenant_id, call.body["name"], call.body["contact"],
+                                              call.services.clock.utcnow())
     return JSONResponse(made, status_code=201)
 
 
@@ -163,7 +164,7 @@ async def list_floating_keys(call: Call) -> dict:
 async def revoke_floating_key(call: Call) -> dict:
     """Revoke a floating key: no new leases, live ones stop validating."""
     return await service.revoke_floating_key(call.services.pool, call.services.lease_pools, call.tenant_id,
-                                             call.path["key"])
+                                             call.path["key"], call.services.clock.utcnow())
 
 
 _ORG = "/licensing/{org}"

@@ -268,9 +268,9 @@ def _customer_json(row: Any) -> dict:
     return {"id": row["id"], "name": row["name"], "contact": row["contact"], "createdAt": row["created_at"]}
 
 
-async def create_customer(conn: asyncpg.Connection, tenant_id: str, name: str, contact: str) -> dict:
-    row = await conn.fetchrow("INSERT INTO customers (tenant_id, name, contact) VALUES ($1, $2, $3) "
-                              "RETURNING id, name, contact, created_at", tenant_id, name, contact)
+async def create_customer(conn: asyncpg.Connection, tenant_id: str, name: str, contact: str, now: datetime) -> dict:
+    row = await conn.fetchrow("INSERT INTO customers (tenant_id, name, contact, created_at) VALUES ($1, $2, $3, $4) "
+                              "RETURNING id, name, contact, created_at", tenant_id, name, contact, now)
     return _customer_json(row)
 
 
@@ -297,10 +297,11 @@ async def create_floating_key(pool: asyncpg.Pool, redis: Any, pools: LeasePools,
         key = key_format.generate()
         expires = now + timedelta(days=body["validityDays"]) if body["validityDays"] else None
         row = await conn.fetchrow(
-            """INSERT INTO floating_keys (tenant_id, customer_id, key_digest, key_hint, lease_limit, products, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, lease_limit, expires_at, products, created_at""",
+            """INSERT INTO floating_keys (tenant_id, customer_id, key_digest, key_hint, lease_limit, products, expires_at,
+                                         created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, lease_limit, expires_at, products, created_at""",
             tenant_id, body["customerId"], key_format.digest(key), key_format.hint(key), body["leaseLimit"],
-            body["products"], expires)
+            body["products"], expires, now)
     await pools.invalidate(PoolRef(key_format.digest(key).hex()))
     await negative.forget(redis, _missing_key(tenant_id, key_format.digest(key)))
     return {"id": row["id"], "key": key, "customerId": body["customerId"], "leaseLimit": row["lease_limit"],
@@ -314,14 +315,15 @@ async def list_floating_keys(conn: asyncpg.Connection, tenant_id: str) -> list[d
              "expiresAt": r["expires_at"], "revokedAt": r["revoked_at"], "products": r["products"]} for r in rows]
 
 
-async def revoke_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, raw_key: str) -> dict:
+async def revoke_floating_key(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, raw_key: str,
+                              now: datetime) -> dict:
     """No new leases, and live ones stop validating; 404 when the tenant has no such key."""
     found = pool_ref(raw_key)
     if found is None:
         raise ApiError(404, "not_found", "no such floating key")
     async with pool.acquire() as conn:
-        status = await conn.execute("UPDATE floating_keys SET revoked_at = COALESCE(revoked_at, now()) "
-                                    "WHERE key_digest = $1 AND tenant_id = $2", found[1], tenant_id)
+        status = await conn.execute("UPDATE floating_keys SET revoked_at = COALESCE(revoked_at, $3) "
+                                    "WHERE key_digest = $1 AND tenant_id = $2", found[1], tenant_id, now)
     if not status.endswith(" 1"):
         raise ApiError(404, "not_found", "no such floating key")
     await pools.invalidate(found[0])
@@ -371,11 +373,12 @@ async def floating_key_with_leases(conn: asyncpg.Connection, pools: LeasePools, 
                         "since": obtained.get(lease.lease_id, ("", None))[1]} for lease in leases]}
 
 
-async def revoke_floating_key_by_id(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, key_id: int) -> None:
+async def revoke_floating_key_by_id(pool: asyncpg.Pool, pools: LeasePools, tenant_id: str, key_id: int,
+                                    now: datetime) -> None:
     """As revoke_floating_key, by the key's id (the admin pages never hold the key itself)."""
     async with pool.acquire() as conn:
-        digest = await conn.fetchval("UPDATE floating_keys SET revoked_at = COALESCE(revoked_at, now()) "
-                                     "WHERE id = $1 AND tenant_id = $2 RETURNING key_digest", key_id, tenant_id)
+        digest = await conn.fetchval("UPDATE floating_keys SET revoked_at = COALESCE(revoked_at, $3) "
+                                     "WHERE id = $1 AND tenant_id = $2 RETURNING key_digest", key_id, tenant_id, now)
     if digest is None:
         raise ApiError(404, "not_found", "There is no such floating key.")
     await pools.invalidate(PoolRef(bytes(digest).hex()))

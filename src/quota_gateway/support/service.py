@@ -217,6 +217,8 @@ async def set_status(conn: asyncpg.Connection, tenant_id: str, ticket_id: int, s
             else:
                 await conn.execute("UPDATE support_tickets SET status = 'open', resolved_at = NULL, reopened_at = $3, "
                                    "updated_at = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, ticket_id, now)
+            if await _servicenow_enabled(conn, tenant_id):
+                await _queue_sync(conn, tenant_id, ticket_id, now)  # the incident's state follows
     return ticket_json(await _fetch(conn, tenant_id, ticket_id))
 
 

@@ -7,6 +7,9 @@ brings one ticket's incident up to date, whatever happened before:
   its answer lost (a timeout), first look the incident up by our `correlation_id`, so a retry
   never makes a second one;
 - the incident's urgency differs from the ticket's priority: `PATCH` it;
+- the ticket was resolved or reopened since the incident's state was last written: `PATCH`
+  `state` 6 (Resolved, with the `close_code` and `close_notes` ServiceNow requires) or 2 (In
+  Progress);
 - replies not yet noted: one `PATCH` with `work_notes` each, oldest first.
 A failure marks the ticket `failed` with the error and raises, so the job queue retries on its
 schedule; ServiceNow being down never fails or delays the ticket itself. One worker at a time
@@ -38,6 +41,9 @@ log = logging.getLogger("quota_gateway.support")
 PASSWORD_PURPOSE = "servicenow.password"
 CLIENT_SECRET_PURPOSE = "servicenow.client_secret"
 URGENCY = {"Critical": "1", "High": "2", "Medium": "3", "Low": "3"}
+# ServiceNow incident states (the post-Helsinki model): 2 In Progress, 6 Resolved.
+STATE_IN_PROGRESS, STATE_RESOLVED = "2", "6"
+CLOSE_CODE = "Solved (Permanently)"
 TABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,79}")
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _ERROR_CHARS = 500
@@ -206,6 +212,18 @@ def _lock_key(ticket_id: int) -> int:
     return int.from_bytes(sha256(f"qg servicenow ticket {ticket_id}")[:8], "big", signed=True)
 
 
+def incident_state_change(status: str, written: str | None, ticket_id: int) -> dict[str, str] | None:
+    """The PATCH that brings the incident's state to the ticket's status, or None when it is there:
+    a resolved ticket resolves the incident; a ticket reopened after that puts it In Progress. An
+    open ticket whose incident was never resolved by us leaves the state to ServiceNow's people."""
+    if status == "resolved" and written != STATE_RESOLVED:
+        return {"state": STATE_RESOLVED, "close_code": CLOSE_CODE,
+                "close_notes": f"Resolved in quota_gateway (ticket {ticket_id})."}
+    if status != "resolved" and written == STATE_RESOLVED:
+        return {"state": STATE_IN_PROGRESS}
+    return None
+
+
 def work_note(message: Any) -> str:
     who = "Support staff" if message["author"] == "staff" else f"Customer {message['author_email']}"
     return f"{who} replied:\n\n{message['body']}"
@@ -248,6 +266,15 @@ async def _sync(services: Services, conn: asyncpg.Connection, tenant_id: str, ti
             await client.update_record(instance, sys_id, {"work_notes": work_note(message)})
             await conn.execute("UPDATE support_messages SET snow_pending = false, snow_noted_at = $2 WHERE id = $1",
                                message["id"], now)
+        # After the notes: a reopening reply is noted before the incident leaves Resolved, and a
+        # resolve comes after the last reply. Read again: a resolve or reopen may have committed
+        # while the notes were posted (its own job then finds the ticket busy and defers).
+        current = await conn.fetchrow("SELECT status, snow_incident_state FROM support_tickets WHERE id = $1", ticket_id)
+        change = incident_state_change(current["status"], current["snow_incident_state"], ticket_id)
+        if change is not None:
+            await client.update_record(instance, sys_id, change)
+            await conn.execute("UPDATE support_tickets SET snow_incident_state = $2 WHERE id = $1",
+                               ticket_id, change["state"])
     except ServiceNowError as exc:
         await conn.execute("UPDATE support_tickets SET snow_state = 'failed', snow_last_error = $2 WHERE id = $1",
                            ticket_id, f"{exc.code}: {exc.message}"[:_ERROR_CHARS])

@@ -50,7 +50,7 @@ async def floating_keys(ctx: PageContext) -> Response:
 async def create_customer(ctx: PageContext) -> Response:
     name = form_text(ctx, "name", max_len=200, label="customer name", required=True)
     async with ctx.pool.acquire() as conn:
-        made = await leases.create_customer(conn, ctx.tenant_id, name, ctx.value("contact")[:500])
+        made = await leases.create_customer(conn, ctx.tenant_id, name, ctx.value("contact")[:500], ctx.now)
     return ctx.redirect(f"{ctx.base}/floating", f"Customer “{made['name']}” added.")
 
 
@@ -89,6 +89,6 @@ async def floating_key(ctx: PageContext) -> Response:
 @action("admin", back="/floating/{key_id}")
 async def revoke_floating_key(ctx: PageContext) -> Response:
     key_id = int_param(ctx, "key_id")
-    await leases.revoke_floating_key_by_id(ctx.pool, _pools(ctx), ctx.tenant_id, key_id)
+    await leases.revoke_floating_key_by_id(ctx.pool, _pools(ctx), ctx.tenant_id, key_id, ctx.now)
     return ctx.redirect(f"{ctx.base}/floating/{key_id}", "Floating key revoked: no new leases, and live leases "
                                                           "stop validating.")
