@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from conftest import TEST_MASTER_KEY, db_connection, make_product
+from conftest import TEST_MASTER_KEY, db_connection, make_product, running_app
 from pg_reads import table_reads
 from quota_gateway import cli
 from quota_gateway.abuse import negative
@@ -132,3 +132,33 @@ async def test_a_creation_racing_a_lookup_leaves_no_stale_entry(app):
     fresh = negative.tenant("never-made")
     await negative.remember_missing(redis, fresh)
     assert await negative.is_missing(redis, fresh)
+
+
+async def test_an_unconfigured_receiver_of_a_known_tenant_reaches_postgres_once(client, settings, clock, tenant,
+                                                                               other_tenant):
+    """A known tenant without Stripe or PayPal: its receiver reads payment_settings once per window,
+    and configuring the provider through another gateway process answers at once everywhere."""
+    stripe_hook, unsigned = f"/hooks/stripe/{tenant.slug}", {"stripe-signature": "t=1,v1=00"}
+    before = await table_reads(settings.database_url, "payment_settings")
+    r = await client.post(stripe_hook, content=b"{}", headers=unsigned)
+    assert r.status_code == 404 and r.json()["error"] == "not_configured"
+    first = await table_reads(settings.database_url, "payment_settings", above=before)
+    assert first == before + 1
+    for _ in range(4):
+        r = await client.post(stripe_hook, content=b"{}", headers=unsigned)
+        assert r.status_code == 404 and r.json()["error"] == "not_configured"
+    assert await table_reads(settings.database_url, "payment_settings") == first
+    # PayPal of this tenant and Stripe of another are entries of their own
+    for hook in (f"/hooks/paypal/{tenant.slug}", f"/hooks/stripe/{other_tenant.slug}"):
+        r = await client.post(hook, content=b"{}", headers=unsigned)
+        assert r.status_code == 404 and r.json()["error"] == "not_configured"
+    assert await table_reads(settings.database_url, "payment_settings", above=first) == first + 2
+
+    async with running_app(settings, clock) as (_, elsewhere):
+        r = await elsewhere.put("/api/payments/stripe", headers=tenant.headers,
+                                json={"webhookSecret": "whsec_test_5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH", "mappings": []})
+        assert r.status_code == 200, r.text
+    r = await client.post(stripe_hook, content=b"{}", headers=unsigned)  # configured: the signature is checked
+    assert r.status_code == 400 and r.json()["error"] == "invalid_signature"
+    r = await client.post(f"/hooks/stripe/{other_tenant.slug}", content=b"{}", headers=unsigned)
+    assert r.status_code == 404 and r.json()["error"] == "not_configured"

@@ -100,7 +100,7 @@ async def _save(call: Call, provider: str) -> dict:
         secrets = {"webhookId": body["webhookId"]} if body["webhookId"] is not None else None
     async with call.services.pool.acquire() as conn:
         mappings = await service.resolve_mappings(conn, call.tenant_id, body["mappings"], _KEY_FIELDS[provider])
-        await service.save_settings(conn, call.tenant_id, provider, call.services.settings.master_key,
+        await service.save_settings(conn, call.services.redis, call.tenant_id, provider, call.services.settings.master_key,
                                     {"mappings": mappings}, secrets, call.services.clock.utcnow())
     return await _show(call, provider)
 
