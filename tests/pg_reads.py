@@ -9,6 +9,7 @@ import asyncio
 from conftest import db_connection
 
 _STATS_PUBLISHED = 1.3  # seconds: a backend's pending statistics are flushed within 1 s of idling
+_SETTLED = 0.5  # seconds the count must hold still to be taken as final
 
 
 async def _scans(database_url: str, tables: tuple[str, ...]) -> int:
@@ -19,13 +20,16 @@ async def _scans(database_url: str, tables: tuple[str, ...]) -> int:
 
 
 async def table_reads(database_url: str, *tables: str, above: int | None = None) -> int:
-    """Scans (sequential and index) of `tables` so far, once every backend published its own;
-    with `above`, waits (up to 10 s, a loaded machine delays the publishing) until they pass it."""
+    """Scans (sequential and index) of `tables` so far, once every backend published its own: the
+    count must hold still over one more interval (a loaded machine delays the publishing); with
+    `above`, waits (up to about 10 s) until it passes it."""
     await asyncio.sleep(_STATS_PUBLISHED)
     count = await _scans(database_url, tables)
     for _ in range(40):
-        if above is None or count > above:
+        waiting = above is not None and count <= above
+        await asyncio.sleep(0.25 if waiting else _SETTLED)
+        again = await _scans(database_url, tables)
+        if again == count and not waiting:
             break
-        await asyncio.sleep(0.25)
-        count = await _scans(database_url, tables)
+        count = again
     return count
