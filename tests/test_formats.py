@@ -50,7 +50,8 @@ def test_times_are_read_as_utc(text, expected):
     assert times.parse_iso_utc(text) == expected
 
 
-@pytest.mark.parametrize("text", ["tomorrow", "2027-01-15T08:00:00", "9999-12-31T23:59:59-10:00"])
+@pytest.mark.parametrize("text", ["tomorrow", "2027-01-15T08:00:00", "9999-12-31T23:59:59-10:00",
+                                  "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"])
 def test_times_outside_the_format_are_a_400_naming_the_field(text):
     with pytest.raises(ApiError) as refused:
         times.parse_field(text, "expiresAt")

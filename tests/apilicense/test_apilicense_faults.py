@@ -11,7 +11,10 @@ import redis.asyncio as aioredis
 from conftest import make_api_key, make_product, running_app
 from tcp_cut import postgres_behind_forwarder
 
-EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"]
+# Beyond the calendar once in UTC, or its very first and last instants (which PostgreSQL would keep
+# as -infinity and infinity, read back as naive datetimes: every listing of the tenant's keys failed).
+EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00", "0001-01-01T00:00:00Z",
+         "9999-12-31T23:59:59.999999Z"]
 
 
 @pytest.mark.parametrize("when", EDGES)
@@ -20,6 +23,10 @@ async def test_expiration_beyond_the_calendar_is_400(client, tenant, when):
     r = await client.patch(f"/api/apilicense/{key}", json={"expirationDate": when}, headers=tenant.headers)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "invalid_field" and r.json()["field"] == "expirationDate"
+    assert (await client.get("/api/apilicense", headers=tenant.headers)).status_code == 200
+    imported = await client.post("/api/apilicense/import", headers=tenant.headers, json={
+        "productId": 1, "keys": [{"apiKey": "legacy-key-0001", "expirationDate": when}]})
+    assert imported.status_code == 400 and imported.json()["error"] == "invalid_field", imported.text
 
 
 async def _consume(client, headers, key, units=1):

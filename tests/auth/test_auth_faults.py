@@ -9,7 +9,10 @@ import pytest
 from conftest import db_connection, make_api_key, make_product, running_app
 from tcp_cut import postgres_behind_forwarder
 
-EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00"]
+# Beyond the calendar once in UTC, or its very first and last instants (which PostgreSQL would keep
+# as -infinity and infinity, read back as naive datetimes).
+EDGES = ["9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00", "0001-01-01T00:00:00Z",
+         "9999-12-31T23:59:59.999999Z"]
 
 
 @pytest.mark.parametrize("when", EDGES)

@@ -30,6 +30,8 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, name: str, *, maste
 
 async def get_tenant(conn: asyncpg.Connection, tenant: str) -> dict | None:
     """By id or slug."""
+    if "\x00" in tenant:  # no tenant has one, and PostgreSQL refuses it in text
+        return None
     row = await conn.fetchrow("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1 OR id::text = $1", tenant)
     return _tenant(row) if row else None
 

@@ -19,17 +19,12 @@ from ..auth.service import SCOPES, create_token, list_tokens, revoke_token
 from ..errors import ApiError
 from ..licensing import service as licensing
 from . import analytics, service, signin
-from .pages import PageContext, action, form_email, form_int, form_text, int_param, page, show_secret
+from .pages import PageContext, action, form_email, form_int, form_text, int_param, page, page_number, show_secret
 
 
 def _engine(ctx: PageContext) -> QuotaEngine:
     engine: QuotaEngine = ctx.services.quota
     return engine
-
-
-def _page_number(ctx: PageContext) -> int:
-    text = ctx.request.query_params.get("page", "1")
-    return min(int(text), 10_000) if text.isdigit() and text != "0" else 1
 
 
 # --- dashboard -----------------------------------------------------------------------------------
@@ -148,7 +143,7 @@ async def licenses(ctx: PageContext) -> Response:
     search, status = q.get("q", "")[:100], q.get("status", "")
     async with ctx.pool.acquire() as conn:
         found = await service.licenses(conn, ctx.tenant_id, ctx.now, search=search, status=status,
-                                       page=_page_number(ctx))
+                                       page=page_number(ctx))
         items = await service.products(conn, ctx.tenant_id)
         plans = await service.plans(conn, ctx.tenant_id)
     return ctx.render("admin/licenses.html", nav="licenses", found=found, search=search, status=status,
@@ -222,7 +217,7 @@ async def offline_code(ctx: PageContext) -> Response:
 async def api_keys(ctx: PageContext) -> Response:
     search = ctx.request.query_params.get("q", "")[:100]
     async with ctx.pool.acquire() as conn:
-        found = await service.api_keys(conn, ctx.tenant_id, ctx.now, search=search, page=_page_number(ctx))
+        found = await service.api_keys(conn, ctx.tenant_id, ctx.now, search=search, page=page_number(ctx))
         items = await service.products(conn, ctx.tenant_id)
     return ctx.render("admin/api_keys.html", nav="api_keys", found=found, search=search, products=items)
 

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from ..errors import ApiError
 from ..support import service as support
 from ..support import sync
-from .pages import PageContext, action, form_message, int_param, page
+from .pages import PageContext, action, form_message, int_param, page, page_number
 
 PAGE_SIZE = 25
 
@@ -28,15 +28,14 @@ async def tickets(ctx: PageContext) -> Response:
     status = status if status in support.STATUSES else ""
     priority = q.get("priority", "")
     priority = priority if priority in support.PRIORITIES else ""
-    page_text = q.get("page", "1")
-    page_number = min(int(page_text), 10_000) if page_text.isdigit() and page_text != "0" else 1
+    number = page_number(ctx)
     async with ctx.pool.acquire() as conn:
         counts = await support.stats(conn, ctx.tenant_id)
-        found = await support.list_tickets(conn, ctx.tenant_id, page=page_number, page_size=PAGE_SIZE,
+        found = await support.list_tickets(conn, ctx.tenant_id, page=number, page_size=PAGE_SIZE,
                                            status=status or None, priority=priority or None)
     pages = max(1, found["totalPages"])
     return ctx.render("admin/tickets.html", nav="tickets", stats=counts, found=found, status=status,
-                      priority=priority, priorities=support.PRIORITIES, page=page_number, pages=pages)
+                      priority=priority, priorities=support.PRIORITIES, page=number, pages=pages)
 
 
 @page("admin")

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.responses import Response
 
 from ..events import types, webhooks
-from .pages import PageContext, action, form_int, form_text, int_param, page, show_secret
+from .pages import PageContext, action, form_int, form_text, int_param, page, show_secret, whole_number
 
 LOG_PAGE = 50
 # How long a rotated-away secret keeps signing, offered on the endpoint page (seconds, label).
@@ -28,8 +28,7 @@ def _state_filter(ctx: PageContext) -> str | None:
 
 
 def _before(ctx: PageContext) -> int | None:
-    text = ctx.request.query_params.get("before", "")
-    return int(text) if text.isdigit() and 0 < len(text) <= 18 else None
+    return whole_number(ctx.request.query_params.get("before", "")) or None
 
 
 def _endpoint_form(ctx: PageContext) -> dict[str, Any]:

@@ -9,7 +9,7 @@ handler runs, and turns an ApiError into a flash message on the page the form ca
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -194,6 +194,15 @@ async def _context(request: Request, audience: str, signed_in: bool) -> PageCont
     return ctx
 
 
+def refuse_nul(values: Iterable[tuple[str, Any]]) -> None:
+    """400 invalid_field for a form or query value holding NUL, which PostgreSQL text cannot store
+    (the API's schema refuses it the same way)."""
+    for name, value in values:
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+            label = name if "\x00" not in name else "a field"
+            raise ApiError(400, "invalid_field", f"{label}: must not contain NUL characters", field=label)
+
+
 Handler = Callable[[PageContext], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -208,6 +217,7 @@ def page(audience: str, *, signed_in: bool = True) -> Callable[[Handler], Endpoi
             if isinstance(ctx, Response):
                 return ctx
             try:
+                refuse_nul(request.query_params.multi_items())
                 return await handler(ctx)
             except Redirect as moved:
                 return RedirectResponse(moved.url, status_code=303)
@@ -243,6 +253,7 @@ def action(audience: str, *, signed_in: bool = True,
                 return ctx
             ctx.form = form
             try:
+                refuse_nul(form.multi_items())
                 return await handler(ctx)
             except Redirect as moved:
                 return RedirectResponse(moved.url, status_code=303)
@@ -254,11 +265,25 @@ def action(audience: str, *, signed_in: bool = True,
     return wrap
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a number when it is 1 to 18 ASCII digits, else None. (str.isdigit() also takes '²',
+    which int() refuses, and '١', which int() reads as 1; int() refuses more than 4300 digits.)"""
+    if 0 < len(text) <= 18 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def int_param(ctx: PageContext, name: str) -> int:
-    text = str(ctx.request.path_params.get(name, ""))
-    if not text.isdigit() or len(text) > 18:
+    number = whole_number(str(ctx.request.path_params.get(name, "")))
+    if number is None:
         raise ApiError(404, "not_found", "There is no such page.")
-    return int(text)
+    return number
+
+
+def page_number(ctx: PageContext) -> int:
+    """The `page` of a paged list (1 to 10000); anything else is the first page."""
+    number = whole_number(ctx.request.query_params.get("page", ""))
+    return min(number, 10_000) if number else 1
 
 
 def form_int(ctx: PageContext, name: str, *, minimum: int = 0, maximum: int = 2**53 - 1,
@@ -267,10 +292,11 @@ def form_int(ctx: PageContext, name: str, *, minimum: int = 0, maximum: int = 2*
     text = ctx.value(name)
     if not text:
         return None
-    if not text.isdigit() or not minimum <= int(text) <= maximum:
+    number = whole_number(text)
+    if number is None or not minimum <= number <= maximum:
         raise ApiError(400, "invalid_field", f"{label or name}: a whole number from {minimum} to {maximum}",
                        field=name)
-    return int(text)
+    return number
 
 
 def form_text(ctx: PageContext, name: str, *, max_len: int, label: str = "", required: bool = False) -> str:

@@ -1,0 +1,81 @@
+"""The web pages fed what a careless or hostile browser sends: digits of other scripts, numbers too
+long for int(), NUL characters (PostgreSQL text refuses them). Every one is a 404 page, a 400 page
+or a flash message on the form's page; never a 500, never a row written."""
+
+from __future__ import annotations
+
+import pytest
+from web_helpers import csrf_of, sign_in_admin, sql_value
+
+# '²' passes str.isdigit() but int() refuses it; '١' (Arabic-Indic one) int() reads as 1; int()
+# refuses more than 4300 digits.
+ODD_DIGITS = ["%C2%B2", "%D9%A1", "9" * 5000]
+
+
+@pytest.mark.parametrize("path", ["products", "licenses", "api-keys", "floating", "tickets", "webhooks",
+                                  "webhooks/deliveries"])
+@pytest.mark.parametrize("odd", ODD_DIGITS)
+async def test_an_id_that_is_not_ascii_digits_is_not_found(client, settings, tenant, clock, path, odd):
+    await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.get(f"/admin/{tenant.slug}/{path}/{odd}")
+    assert r.status_code == 404, r.text[:300]
+
+
+@pytest.mark.parametrize("listing", ["licenses?page=", "api-keys?page=", "tickets?page=",
+                                     "webhooks/deliveries?before="])
+@pytest.mark.parametrize("odd", ODD_DIGITS)
+async def test_odd_page_numbers_show_the_first_page(client, settings, tenant, clock, listing, odd):
+    await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.get(f"/admin/{tenant.slug}/{listing}{odd}")
+    assert r.status_code == 200, r.text[:300]
+
+
+async def _flash_after(client, response) -> str:
+    assert response.status_code == 303, response.text[:300]
+    return (await client.get(response.headers["location"])).text
+
+
+@pytest.mark.parametrize("odd", ["²", "١", "9" * 5000])
+async def test_a_form_number_that_is_not_ascii_digits_is_a_flash_error(client, settings, tenant, clock, odd):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.post(f"/admin/{tenant.slug}/products", data={"csrf_token": form, "name": "Desk",
+                                                                  "trial_days": odd})
+    assert "trial days: a whole number from 0 to 3650" in await _flash_after(client, r)
+    assert await sql_value(settings, "SELECT count(*) FROM products") == 0
+
+
+@pytest.mark.parametrize("path, fields", [
+    ("products", {"name": "Desk\x00App"}),
+    ("products", {"name": "Desk", "description": "a\x00b"}),
+    ("plans", {"name": "Year\x00"}),
+    ("floating/customers", {"name": "Cust\x00"}),
+    ("settings/branding", {"display_name": "Acme\x00"}),
+])
+async def test_nul_in_a_form_field_is_a_flash_error(client, settings, tenant, clock, path, fields):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.post(f"/admin/{tenant.slug}/{path}", data={"csrf_token": form, **fields})
+    assert "must not contain NUL characters" in await _flash_after(client, r)
+    for table in ("products", "plans", "customers", "tenant_branding"):
+        assert await sql_value(settings, f"SELECT count(*) FROM {table}") == 0
+
+
+@pytest.mark.parametrize("audience", ["admin", "portal"])
+async def test_nul_in_the_sign_in_forms_is_a_flash_error(client, tenant, audience):
+    page = await client.get(f"/{audience}/{tenant.slug}/login")
+    form = csrf_of(page.text)
+    for path, fields in (("login", {"email": "a\x00@example.com"}),
+                         ("login/code", {"email": "a\x00@example.com", "code": "123456"})):
+        r = await client.post(f"/{audience}/{tenant.slug}/{path}", data={"csrf_token": form, **fields})
+        assert "must not contain NUL characters" in await _flash_after(client, r)
+
+
+async def test_nul_in_a_search_is_a_400_page(client, settings, tenant, clock):
+    await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    for listing in ("licenses", "api-keys"):
+        r = await client.get(f"/admin/{tenant.slug}/{listing}", params={"q": "a\x00b"})
+        assert r.status_code == 400 and "must not contain NUL characters" in r.text, r.text[:300]
+
+
+@pytest.mark.parametrize("path", ["/admin/a%00b/login", "/portal/a%00b/login", "/portal/a%00b/brand.css"])
+async def test_a_tenant_name_with_nul_is_not_found(client, path):
+    assert (await client.get(path)).status_code == 404
