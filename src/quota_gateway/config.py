@@ -66,6 +66,7 @@ class Settings:
     support_tickets_per_email: int = field(default=5, metadata={"env": "QG_SUPPORT_TICKETS_PER_EMAIL", "doc": "support tickets one e-mail address may create per window"})
     support_ticket_window: int = field(default=3600, metadata={"env": "QG_SUPPORT_TICKET_WINDOW", "doc": "seconds of the support-ticket creation window"})
     servicenow_timeout: float = field(default=10.0, metadata={"env": "QG_SERVICENOW_TIMEOUT", "doc": "seconds a ServiceNow instance has to connect and to answer each read"})
+    stripe_api_base: str = field(default="https://api.stripe.com", metadata={"env": "QG_STRIPE_API_BASE", "doc": "Stripe's API, asked for a Checkout Session's line items when its webhook payload names none (tests point it at a loopback stand-in)"})
     paypal_cert_hosts: str = field(default=".paypal.com", metadata={"env": "QG_PAYPAL_CERT_HOSTS", "doc": "where PayPal webhook certificates may be fetched from (comma-separated: `host`, `.domain-suffix`, or `http://host:port` to allow plain HTTP); HTTPS otherwise"})
     paypal_ca_file: str | None = field(default=None, metadata={"env": "QG_PAYPAL_CA_FILE", "doc": "PEM trust anchors for PayPal webhook certificate chains (default: the system CAs)"})
 

@@ -17,6 +17,8 @@ from quota_gateway.events import jobs
 from quota_gateway.payments import paypal
 
 WEBHOOK_ID = "8PT597110X687430LKGECATA"
+MONTHLY_PLAN = "P-5ML4271244454362WXNWU5NQ"  # PayPal subscription plan ids
+TEAM_PLAN = "P-2UF78835G6983425GLSM44MA"
 
 
 @pytest.fixture
@@ -37,7 +39,10 @@ async def paypal_shop(settings, clock, tenant, smtp_server, tmp_path):
                 "webhookId": WEBHOOK_ID,
                 "mappings": [{"itemId": "PHOTO-PRO", "productName": "Photo Tool", "validityDays": 365},
                              {"itemId": "photo-site", "productName": "Photo Tool", "licenseKind": "corporate",
-                              "seats": 10, "onRefund": "expire"}]})
+                              "seats": 10, "onRefund": "expire"},
+                             {"itemId": MONTHLY_PLAN, "productName": "Photo Tool", "validityDays": 30},
+                             {"itemId": TEAM_PLAN, "productName": "Photo Tool", "licenseKind": "corporate",
+                              "seats": 5, "validityDays": 365, "onCancel": "revoke"}]})
             assert r.status_code == 200, r.text
             yield {"app": app, "client": client, "signer": PayPalSigner(key, url, WEBHOOK_ID), "ca": ca,
                    "certs": certs}
@@ -77,10 +82,14 @@ def _refund(refund_id: str, capture_id: str, value: str = "29.00", total: str | 
                        "method": "GET"}]}
 
 
+_RESOURCE_TYPES = {"PAYMENT.CAPTURE": "capture", "CHECKOUT.ORDER": "checkout-order", "PAYMENT.SALE": "sale",
+                   "BILLING.SUBSCRIPTION": "subscription"}
+
+
 async def _post(shop, tenant, event_type: str, resource: dict, event_id: str, *, tamper: bool = False,
                 signer: PayPalSigner | None = None):
     body = orjson.dumps({"id": event_id, "event_version": "1.0", "create_time": "2027-01-15T08:00:01.000Z",
-                         "resource_type": "capture" if event_type.startswith("PAYMENT") else "checkout-order",
+                         "resource_type": _RESOURCE_TYPES[event_type.split(".")[0] + "." + event_type.split(".")[1]],
                          "resource_version": "2.0", "event_type": event_type, "summary": event_type,
                          "resource": resource})
     headers = (signer or shop["signer"]).headers(body)
@@ -98,7 +107,7 @@ async def test_paypal_settings_masked(paypal_shop, tenant, other_tenant, setting
     client = paypal_shop["client"]
     body = (await client.get("/api/payments/paypal", headers=tenant.headers)).json()
     assert body["webhookId"] == "****CATA" and body["receiverUrl"].endswith("/hooks/paypal/acme")
-    assert [m["itemId"] for m in body["mappings"]] == ["PHOTO-PRO", "photo-site"]
+    assert [m["itemId"] for m in body["mappings"]] == ["PHOTO-PRO", "photo-site", MONTHLY_PLAN, TEAM_PLAN]
     [row] = await _rows(settings.database_url, "SELECT secrets_enc FROM payment_settings")
     assert WEBHOOK_ID.encode() not in bytes(row["secrets_enc"])
     assert (await client.get("/api/payments/paypal", headers=other_tenant.headers)).status_code == 404
@@ -191,3 +200,107 @@ async def test_refused_deliveries_leave_no_trace(paypal_shop, tenant, settings, 
     r = await _post(paypal_shop, tenant, "CHECKOUT.ORDER.COMPLETED", order, "WH-LATE")
     assert r.status_code == 400
     clock.set(dt.datetime(2027, 1, 15, 8, 0, tzinfo=dt.UTC))
+
+
+# --- subscriptions -------------------------------------------------------------------------------
+
+def _subscription(subscription_id: str, plan_id: str, *, email: str, quantity: int = 1,
+                  status: str = "ACTIVE") -> dict:
+    """A Subscriptions v1 subscription as BILLING.SUBSCRIPTION.* events carry it."""
+    return {"id": subscription_id, "plan_id": plan_id, "start_time": "2027-01-15T07:59:00Z", "quantity": str(quantity),
+            "subscriber": {"name": {"given_name": "Ada", "surname": "Buyer"}, "email_address": email,
+                           "payer_id": "2J6QB8YJQSJRJ"},
+            "billing_info": {"outstanding_balance": {"currency_code": "USD", "value": "0.00"},
+                             "last_payment": {"amount": {"currency_code": "USD", "value": "9.00"},
+                                              "time": "2027-01-15T08:00:00Z"},
+                             "next_billing_time": "2027-02-14T10:00:00Z", "failed_payments_count": 0},
+            "create_time": "2027-01-15T07:59:00Z", "update_time": "2027-01-15T08:00:00Z", "status": status,
+            "links": [{"href": f"https://api.sandbox.paypal.com/v1/billing/subscriptions/{subscription_id}",
+                       "rel": "self", "method": "GET"}]}
+
+
+def _sale(sale_id: str, subscription_id: str | None, create_time: str) -> dict:
+    """A sale as PAYMENT.SALE.COMPLETED carries it: a subscription's payment names it in billing_agreement_id."""
+    sale = {"id": sale_id, "state": "completed", "amount": {"total": "9.00", "currency": "USD",
+                                                           "details": {"subtotal": "9.00"}},
+            "payment_mode": "INSTANT_TRANSFER", "protection_eligibility": "ELIGIBLE",
+            "transaction_fee": {"value": "0.56", "currency": "USD"}, "create_time": create_time,
+            "update_time": create_time,
+            "links": [{"href": f"https://api.sandbox.paypal.com/v1/payments/sale/{sale_id}", "rel": "self",
+                       "method": "GET"}]}
+    if subscription_id:
+        sale["billing_agreement_id"] = subscription_id
+    return sale
+
+
+async def _expiries(database_url: str, tenant_id: str) -> list[tuple[str, dt.datetime | None, bool]]:
+    rows = await _rows(database_url, "SELECT kind, expires_at, revoked_at IS NOT NULL AS revoked FROM licenses "
+                                     "WHERE tenant_id = $1 ORDER BY id", tenant_id)
+    return [(r["kind"], r["expires_at"], r["revoked"]) for r in rows]
+
+
+async def test_subscription_activation_renewals_and_cancellation(paypal_shop, tenant, settings, smtp_server, clock):
+    services = paypal_shop["app"].state.services
+    start = clock.utcnow()
+    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.ACTIVATED",
+                _subscription("I-BW452GLLEP1G", MONTHLY_PLAN, email="ada@example.com"), "WH-SUB-ACT")
+    await jobs.run_due(services)
+    # The first sale is the activation's own period: nothing changes.
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED",
+                _sale("80021663DE681814L", "I-BW452GLLEP1G", "2027-01-15T08:00:00Z"), "WH-SALE-1")
+    await jobs.run_due(services)
+    assert await _expiries(settings.database_url, tenant.id) == [("standard", start + dt.timedelta(days=30), False)]
+    [mail] = await smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["ada@example.com"]
+    # A month later the renewal pays the next period; PayPal sending it twice changes nothing more.
+    clock.advance(30 * 86400)
+    renewal = _sale("1DK54437RN742530K", "I-BW452GLLEP1G", "2027-02-14T10:00:00Z")
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED", renewal, "WH-SALE-2")
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED", renewal, "WH-SALE-2-AGAIN")
+    await jobs.run_due(services)
+    paid_until = dt.datetime(2027, 2, 14, 10, tzinfo=dt.UTC) + dt.timedelta(days=30)
+    assert await _expiries(settings.database_url, tenant.id) == [("standard", paid_until, False)]
+    # Cancelled: onCancel "expire" lets the paid period run out; a later sale extends nothing.
+    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.CANCELLED",
+                _subscription("I-BW452GLLEP1G", MONTHLY_PLAN, email="ada@example.com", status="CANCELLED"),
+                "WH-SUB-CANCEL")
+    await jobs.run_due(services)
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED",
+                _sale("9TL62815ND3408207", "I-BW452GLLEP1G", "2027-03-16T10:00:00Z"), "WH-SALE-3")
+    await jobs.run_due(services)
+    assert await _expiries(settings.database_url, tenant.id) == [("standard", paid_until, False)]
+    outcomes = [r["outcome"] for r in await _rows(settings.database_url,
+                                                  "SELECT outcome FROM payment_events ORDER BY id")]
+    assert outcomes == ["fulfilled:1", "renewed:0", "renewed:1", "already_renewed", "cancelled:1", "ended"]
+
+
+async def test_subscription_events_out_of_order_and_revoke_on_expiry(paypal_shop, tenant, settings, clock):
+    services = paypal_shop["app"].state.services
+    # The renewal's sale arrives before the activation it belongs to: retried until it is there.
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED",
+                _sale("2RV50321AB123456C", "I-TEAM0000001", "2027-01-15T08:00:00Z"), "WH-T-SALE")
+    await jobs.run_due(services)
+    assert await _expiries(settings.database_url, tenant.id) == []
+    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.ACTIVATED",
+                _subscription("I-TEAM0000001", TEAM_PLAN, email="it@globex.example", quantity=3), "WH-T-ACT")
+    await jobs.run_due(services)
+    clock.advance(5 * 60)
+    await jobs.run_due(services)
+    [(kind, expires, revoked)] = await _expiries(settings.database_url, tenant.id)
+    assert kind == "corporate" and expires is not None and not revoked
+    seats = await _rows(settings.database_url, "SELECT max_seats FROM licenses WHERE tenant_id = $1", tenant.id)
+    assert seats[0]["max_seats"] == 15
+    # EXPIRED (the plan's cycles ran out) applies onCancel, "revoke" for this plan.
+    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.EXPIRED",
+                _subscription("I-TEAM0000001", TEAM_PLAN, email="it@globex.example", status="EXPIRED"), "WH-T-EXP")
+    # A one-time sale (no billing agreement) and an unmapped plan deliver nothing.
+    await _post(paypal_shop, tenant, "PAYMENT.SALE.COMPLETED", _sale("5AB12345CD678901E", None,
+                                                                     "2027-01-15T08:06:00Z"), "WH-ONE-TIME")
+    await _post(paypal_shop, tenant, "BILLING.SUBSCRIPTION.ACTIVATED",
+                _subscription("I-OTHER000001", "P-UNMAPPED0000000000000000", email="bo@example.com"), "WH-UNMAPPED")
+    await jobs.run_due(services)
+    assert [r[2] for r in await _expiries(settings.database_url, tenant.id)] == [True]
+    outcomes = {r["event_id"]: r["outcome"] for r in await _rows(
+        settings.database_url, "SELECT event_id, outcome FROM payment_events")}
+    assert outcomes == {"WH-T-SALE": "renewed:0", "WH-T-ACT": "fulfilled:1", "WH-T-EXP": "cancelled:1",
+                        "WH-ONE-TIME": "not_subscription", "WH-UNMAPPED": "unmapped"}

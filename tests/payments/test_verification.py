@@ -66,7 +66,7 @@ def test_stripe_tolerance_edge():
 
 def test_stripe_session_items_from_metadata_and_line_items():
     assert stripe.session_items({"metadata": {"price_id": "price_1", "quantity": "3"}}) == [("price_1", None, 3)]
-    assert stripe.session_items({"metadata": {}}) == []
+    assert stripe.session_items({"metadata": {}}) is None  # the payload does not say: ask Stripe
     expanded = {"line_items": {"object": "list", "data": [
         {"id": "li_1", "object": "item", "quantity": 2, "price": {"id": "price_2", "product": "prod_2"}}]}}
     assert stripe.session_items(expanded) == [("price_2", "prod_2", 2)]

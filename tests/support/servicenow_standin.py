@@ -19,6 +19,9 @@ is tested against that contract rather than against its own client:
   "scope": "useraccount", "token_type": "Bearer", "expires_in": 1799}`; a refusal is
   `401 {"error_description": "access_denied", "error": "server_error"}`.
 
+An agent's change (`agent_update`) and every update through the API run the business rule the
+README shows: its would-be post to the gateway is kept in `rule_posts` for the test to send.
+
 Faults on command (`fail`): a status with ServiceNow's failure body, a delay longer than the
 client waits (optionally after the request took effect: the "answer lost" case), or dropping
 the connection. Every request is recorded for the tests to check.
@@ -36,13 +39,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from quota_gateway.embedded import free_port
+from loopback import LoopbackServer
 
 JOURNAL_FIELDS = ("work_notes", "comments")
 
@@ -98,6 +100,9 @@ class Instance:
     clients: dict[str, str] = field(default_factory=lambda: {"client-abc": "client-secret-0123456789"})
     tokens: dict[str, str] = field(default_factory=dict)  # access token -> user (or client id)
     token_requests: int = 0
+    # The README's business rule ("after update" on incidents whose correlation_display is
+    # quota_gateway): the body it would post to the gateway, collected here for the test to send.
+    rule_posts: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     counter: int = 10000
@@ -252,9 +257,32 @@ class Instance:
         refused = _data_policy(name, record, values)
         if refused is not None:
             return refused
+        self._update(record, values, who)
+        return _json({"result": self._fields(record, fields)})
+
+    def _update(self, record: dict[str, str], values: dict[str, Any], user: str) -> None:
         self._write(record, values)
         record["sys_mod_count"] = str(int(record["sys_mod_count"]) + 1)
-        return _json({"result": self._fields(record, fields)})
+        record["sys_updated_by"] = user
+        self._business_rule(record, values, user)
+
+    def agent_update(self, sys_id: str, values: dict[str, Any], agent: str = "Jane Agent") -> None:
+        """An agent changes the incident in ServiceNow (a comment, the state): the write, then the rule."""
+        record = self.tables["incident"][sys_id]
+        refused = _data_policy("incident", record, values)
+        if refused is not None:
+            raise AssertionError("the data policy refuses this update")
+        self._update(record, values, agent)
+
+    def _business_rule(self, record: dict[str, str], values: dict[str, Any], user: str) -> None:
+        if record.get("correlation_display") != "quota_gateway":
+            return
+        body = {"sys_id": record["sys_id"], "number": record["number"], "correlation_id": record.get("correlation_id", ""),
+                "state": record["state"], "sys_mod_count": record["sys_mod_count"]}
+        if values.get("comments"):  # current.comments.changes(): then getJournalEntry(1), as ServiceNow renders it
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+            body["comments"] = f"{stamp} - {user} (Additional comments)\n{values['comments']}\n\n"
+        self.rule_posts.append(body)
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -278,29 +306,20 @@ def _data_policy(table: str, record: dict[str, str], values: dict[str, Any]) -> 
 
 
 class StandinServer:
-    """The stand-in under uvicorn on 127.0.0.1 (a free port), in a thread with its own loop."""
+    """The stand-in on loopback (tests/loopback.py); `reset()` gives it an empty instance."""
 
     def __init__(self, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
-        self.port = free_port()
-        scheme = "https" if ssl_certfile else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.loopback = LoopbackServer(self._app, "ServiceNow stand-in", ssl_certfile=ssl_certfile,
+                                       ssl_keyfile=ssl_keyfile)
+        self.port, self.url = self.loopback.port, self.loopback.url
         self.instance = Instance(url=self.url)
         self._asgi = self.instance.app()
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3",
-                                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="servicenow-standin", daemon=True)
 
     async def _app(self, scope: Any, receive: Any, send: Any) -> None:
         await self._asgi(scope, receive, send)
 
     def start(self) -> StandinServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the ServiceNow stand-in did not start")
-            time.sleep(0.01)
+        self.loopback.start()
         return self
 
     def reset(self) -> Instance:
@@ -309,5 +328,4 @@ class StandinServer:
         return self.instance
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.loopback.stop()

@@ -51,7 +51,8 @@ async def test_settings_are_encrypted_masked_and_per_tenant(quiet, tenant, other
     assert r.status_code == 201, r.text
     assert r.json() == {"instanceUrl": servicenow.url, "authType": "basic", "username": "integration",
                         "password": "****w0rd", "clientId": None, "clientSecret": None, "grantType": None,
-                        "table": "incident", "enabled": True, "updatedAt": "2027-01-15T08:00:00Z"}
+                        "table": "incident", "enabled": True, "updatedAt": "2027-01-15T08:00:00Z",
+                        "inboundTokenSet": False}
     assert (await client.get("/api/servicenow/settings", headers=tenant.headers)).json()["password"] == "****w0rd"
     async with db_connection(settings.database_url) as conn:
         stored = bytes(await conn.fetchval("SELECT password_enc FROM servicenow_settings"))

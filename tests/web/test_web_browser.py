@@ -401,6 +401,104 @@ async def test_support_tickets_in_a_browser(live, browser, tenant, clock, smtp_s
     shot(browser, "admin-ticket")
 
 
+async def test_servicenow_round_trip_in_a_browser(live, browser, tenant, clock):
+    """The admin connects ServiceNow and issues the inbound token in the browser; a ticket becomes
+    an incident, an agent answers in ServiceNow, and the answer shows on the ticket's page."""
+    from support.servicenow_standin import StandinServer
+
+    server, mailing = live
+    standin = StandinServer().start()
+    try:
+        await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
+        base = f"{server.url}/admin/{tenant.slug}"
+        await send_form(browser, f"{base}/servicenow", {"instance_url": standin.url, "username": "integration",
+                                                         "password": "s3cret-Passw0rd"},
+                        "form[action$='/servicenow']")
+        assert "ServiceNow settings saved." in browser.page_source
+        assert "No inbound token yet" in browser.page_source
+        await asyncio.to_thread(submit, browser, "form[action$='/servicenow/inbound-token'] button[type=submit]")
+        token = browser.find_element(By.ID, "secret").get_attribute("value")
+        assert token.startswith("qgsn_") and f"/hooks/servicenow/{tenant.slug}" in browser.page_source
+        browser.get(f"{base}/servicenow")
+        assert "An inbound token is set" in browser.page_source and token not in browser.page_source
+        shot(browser, "admin-servicenow")
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+            r = await api.post("/api/support/ticket", headers=tenant.headers, json={
+                "productName": "Desk App", "email": "buyer@example.com", "subject": "Sync stops at 99 %",
+                "message": "The sync never finishes."})
+            ticket_id = r.json()["ticketId"]
+            for _ in range(200):   # the gateway's job worker makes the incident
+                if standin.instance.records():
+                    break
+                await asyncio.sleep(0.05)
+            [incident] = standin.instance.records()
+            standin.instance.agent_update(incident["sys_id"], {"comments": "A fix ships in 2.2 <tomorrow>."})
+            for post in standin.instance.rule_posts:   # what the business rule posts
+                r = await api.post(f"/hooks/servicenow/{tenant.slug}", json=post,
+                                   headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 200 and r.json()["applied"] == ["comment"], r.text
+        browser.get(f"{base}/tickets/{ticket_id}")
+        messages = browser.find_elements(By.CSS_SELECTOR, ".thread .message")
+        assert len(messages) == 2 and "Staff (in ServiceNow)" in messages[1].text
+        assert "A fix ships in 2.2 <tomorrow>." in messages[1].text   # shown as text
+        assert incident["number"] in browser.page_source
+        shot(browser, "admin-ticket-servicenow")
+    finally:
+        standin.stop()
+
+
+async def test_admin_payments_in_a_browser(live, browser, tenant, clock):
+    """A Stripe purchase of a price nobody mapped shows as `unmapped`; the admin maps it (API) and
+    presses "Process again": the key is made."""
+    from payments.payhelpers import checkout_session, stripe_event, stripe_headers
+
+    server, mailing = live
+    secret = "whsec_test_Browser5WbX5kEWLlfzsGNjH64I8"
+
+    async def outcomes(api) -> list[str | None]:
+        r = await api.get("/api/payments/events", headers=tenant.headers)
+        return [e["outcome"] for e in r.json()["items"]]
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+        product = (await api.post("/api/product", json={"name": "Desk App"}, headers=tenant.headers)).json()["id"]
+        mapping = {"priceId": "price_pro", "productId": product, "validityDays": 365}
+        r = await api.put("/api/payments/stripe", headers=tenant.headers,
+                          json={"webhookSecret": secret, "mappings": [mapping]})
+        assert r.status_code == 200, r.text
+        body = stripe_event("checkout.session.completed",
+                            checkout_session("cs_test_browser", email="ada@example.com", price_id="price_team"),
+                            event_id="evt_browser", created=int(clock.now()))
+        r = await api.post(f"/hooks/stripe/{tenant.slug}", content=body,
+                           headers=stripe_headers(body, secret, int(clock.now())))
+        assert r.status_code == 200, r.text
+        for _ in range(200):   # the gateway's job worker processes it
+            if await outcomes(api) == ["unmapped"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await outcomes(api) == ["unmapped"]
+        await sign_in_in_browser(browser, server.url, mailing.database_url, tenant, clock)
+        browser.get(f"{server.url}/admin/{tenant.slug}/payments")
+        row = browser.find_element(By.CSS_SELECTOR, "tr[id^=payment-event-]")
+        assert "unmapped" in row.text.lower() and "evt_browser" in row.text   # badges are upper-cased by CSS
+        assert "price_pro" in browser.page_source and secret not in browser.page_source
+        shot(browser, "admin-payments")
+        r = await api.put("/api/payments/stripe", headers=tenant.headers, json={"mappings": [
+            mapping, {"priceId": "price_team", "productId": product, "licenseKind": "corporate", "seats": 5}]})
+        assert r.status_code == 200, r.text
+        await asyncio.to_thread(submit, browser, "tr[id^=payment-event-] form button[type=submit]")
+        assert "queued to be processed again" in browser.page_source
+        for _ in range(200):
+            if await outcomes(api) == ["fulfilled:1"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await outcomes(api) == ["fulfilled:1"]
+        browser.refresh()
+        assert "fulfilled:1" in browser.find_element(By.CSS_SELECTOR, "tr[id^=payment-event-]").text.lower()
+        licenses = (await api.get("/api/licenses", headers=tenant.headers)).json()["items"]
+        assert [(lic["licenseType"], lic["maxSeats"]) for lic in licenses] == [("corporate", 5)]
+
+
 async def test_admin_webhooks_in_a_browser(live, browser, tenant, other_tenant, clock, webhook_receiver):
     server, mailing = live
     async with httpx.AsyncClient(base_url=server.url) as api:   # globex's endpoint, which acme must not see

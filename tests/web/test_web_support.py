@@ -92,12 +92,18 @@ async def test_servicenow_settings_page(client, settings, tenant, clock):
         "username": "integration", "password": "", "table": "incident"})
     page = await client.get(f"{base}/servicenow")
     assert "****word" in page.text and "switched off" in page.text
+    # The inbound token: shown once on its own page, stored as a digest, then only "set".
+    assert "No inbound token yet" in page.text and f"/hooks/servicenow/{tenant.slug}" in page.text
+    shown = await client.post(f"{base}/servicenow/inbound-token", data={"csrf_token": form})
+    token = re.search(r"qgsn_[A-Za-z0-9_-]+", shown.text).group(0)
+    page = await client.get(f"{base}/servicenow")
+    assert "An inbound token is set" in page.text and token not in page.text
     await client.post(f"{base}/servicenow/delete", data={"csrf_token": form})
     assert await sql_value(settings, "SELECT count(*) FROM servicenow_settings") == 0
 
 
 _ADMIN_FORMS = ["/tickets/1/reply", "/tickets/1/status", "/tickets/1/priority", "/tickets/1/resync", "/servicenow",
-                "/servicenow/delete", "/servicenow/test"]
+                "/servicenow/delete", "/servicenow/test", "/servicenow/inbound-token"]
 
 
 @pytest.mark.parametrize("path", _ADMIN_FORMS)

@@ -197,6 +197,15 @@ async def extend_by_id(conn: asyncpg.Connection, tenant_id: str, license_id: int
         license_id, tenant_id, now, days)
 
 
+async def cover_until(conn: asyncpg.Connection, tenant_id: str, license_id: int, until: datetime) -> datetime | None:
+    """Make a license run at least until `until` (the end of a period paid for); never shortens
+    it, and a perpetual license stays perpetual. Returns the new expiry."""
+    return await conn.fetchval(
+        "UPDATE licenses SET expires_at = GREATEST(expires_at, $3) "
+        "WHERE id = $1 AND tenant_id = $2 AND expires_at IS NOT NULL RETURNING expires_at",
+        license_id, tenant_id, until)
+
+
 async def list_licenses(conn: asyncpg.Connection, tenant_id: str, q: dict) -> dict:
     """License keys (masked) with their live seat counts, newest first, filtered by product or kind."""
     where = Where("l.tenant_id", tenant_id)

@@ -244,3 +244,30 @@ def refund_capture_id(refund: dict) -> str | None:
         if isinstance(link, dict) and link.get("rel") == "up" and "/captures/" in str(link.get("href", "")):
             return str(link["href"]).rstrip("/").rsplit("/", 1)[-1]
     return None
+
+
+def subscription_email(subscription: dict) -> str:
+    subscriber = subscription.get("subscriber") or {}
+    return str(subscriber.get("email_address") or "") if isinstance(subscriber, dict) else ""
+
+
+def subscription_items(subscription: dict) -> list[tuple[list[str], int]]:
+    """([candidate mapping keys], quantity) of a subscription: its plan id (`P-...`), else its
+    custom_id; the quantity PayPal bills (a string, "1" when the plan has none)."""
+    keys = [str(subscription[k]) for k in ("plan_id", "custom_id") if subscription.get(k)]
+    try:
+        quantity = min(max(int(subscription.get("quantity") or 1), 1), 1000)
+    except (TypeError, ValueError):
+        quantity = 1
+    return [(keys, quantity)] if keys else []
+
+
+def parse_time(value: object) -> datetime | None:
+    """PayPal's RFC 3339 times (`2027-01-15T08:00:00Z`), None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

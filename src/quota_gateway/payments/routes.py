@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import crypto, tenants
-from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, nullable, one_of, optional
+from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, nullable, one_of, optional, page
 from ..errors import ApiError
 from ..jsonio import read_body
+from ..listing import PAGE_FIELDS
 from ..routing import ApiRoute, Call, Handler, endpoint
-from ..schema import Field, Int, List, Object, Str, obj
+from ..schema import Field, Int, List, Object, Query, Str, obj
 from . import service
 
 
@@ -52,6 +53,9 @@ _PAYPAL_MAPPING = obj(itemId=Str(required=True, min_len=1, max_len=255,
                                  description="item sku, or purchase unit reference_id / custom_id"),
                       **_MAPPING_FIELDS)
 _STRIPE = obj(webhookSecret=OneOrMany(description="endpoint signing secret(s), whsec_...; omit to keep the stored ones"),
+              apiKey=Str(max_len=255, pattern=r"^((sk|rk)_[A-Za-z0-9_]+)?$",
+                         description="secret (sk_...) or restricted (rk_..., Checkout Sessions: read) key, used only to "
+                                     "read a session's line items when its payload names none; omit to keep, \"\" to remove"),
               mappings=List(required=True, item=_STRIPE_MAPPING, max_items=200))
 _PAYPAL = obj(webhookId=Str(min_len=1, max_len=100, description="the PayPal webhook's id; omit to keep the stored one"),
               mappings=List(required=True, item=_PAYPAL_MAPPING, max_items=200))
@@ -63,7 +67,8 @@ _MAPPING_SHOWN = dict(productId=INTEGER, productName=STRING, planId=nullable(INT
                       features=nullable(array(STRING)), onRefund=one_of(*_RULE), onCancel=one_of(*_RULE))
 _SETTINGS_SHOWN = dict(receiverUrl=STRING, updatedAt=TIMESTAMP)
 _SHOWN = {
-    "stripe": answer(provider={"const": "stripe"}, webhookSecret=array(STRING), **_SETTINGS_SHOWN, mappings=array(answer(
+    "stripe": answer(provider={"const": "stripe"}, webhookSecret=array(STRING), apiKey=nullable(STRING),
+                     **_SETTINGS_SHOWN, mappings=array(answer(
         priceId=nullable(STRING), stripeProductId=nullable(STRING), **_MAPPING_SHOWN))),
     "paypal": answer(provider={"const": "paypal"}, webhookId=STRING, **_SETTINGS_SHOWN, mappings=array(answer(
         itemId=STRING, **_MAPPING_SHOWN))),
@@ -85,7 +90,8 @@ async def _show(call: Call, provider: str) -> dict:
     settings, secrets, updated_at = found
     masked: dict[str, Any]
     if provider == "stripe":
-        masked = {"webhookSecret": [crypto.mask_secret(s) for s in secrets.get("webhookSecrets", [])]}
+        masked = {"webhookSecret": [crypto.mask_secret(s) for s in secrets.get("webhookSecrets", [])],
+                  "apiKey": crypto.mask_secret(secrets["apiKey"]) if secrets.get("apiKey") else None}
     else:
         masked = {"webhookId": crypto.mask_secret(secrets.get("webhookId", ""))}
     return {"provider": provider, **masked, "mappings": settings["mappings"],
@@ -94,14 +100,20 @@ async def _show(call: Call, provider: str) -> dict:
 
 async def _save(call: Call, provider: str) -> dict:
     body = call.body
+    # Omitted: kept as stored. A Stripe apiKey of "" removes the stored one.
+    changes: dict[str, Any] = {}
     if provider == "stripe":
-        secrets = {"webhookSecrets": body["webhookSecret"]} if body["webhookSecret"] is not None else None
-    else:
-        secrets = {"webhookId": body["webhookId"]} if body["webhookId"] is not None else None
+        if body["webhookSecret"] is not None:
+            changes["webhookSecrets"] = body["webhookSecret"]
+        if body["apiKey"] is not None:
+            changes["apiKey"] = body["apiKey"] or None
+    elif body["webhookId"] is not None:
+        changes["webhookId"] = body["webhookId"]
     async with call.services.pool.acquire() as conn:
         mappings = await service.resolve_mappings(conn, call.tenant_id, body["mappings"], _KEY_FIELDS[provider])
-        await service.save_settings(conn, call.services.redis, call.tenant_id, provider, call.services.settings.master_key,
-                                    {"mappings": mappings}, secrets, call.services.clock.utcnow())
+        await service.save_settings(conn, call.services.redis, call.tenant_id, provider,
+                                    call.services.settings.master_key, {"mappings": mappings}, changes,
+                                    call.services.clock.utcnow())
     return await _show(call, provider)
 
 
@@ -163,12 +175,40 @@ async def paypal_hook(call: Call) -> dict:
                                         ca_file=s.settings.paypal_ca_file)
 
 
+async def list_events(call: Call) -> dict:
+    """The provider events received for this tenant, newest first, with what came of each."""
+    q = call.query
+    async with call.services.pool.acquire() as conn:
+        return await service.list_events(conn, call.tenant_id, page=q["page"], page_size=q["pageSize"],
+                                         provider=q["provider"], outcome=q["outcome"])
+
+
+async def reprocess_event(call: Call) -> dict:
+    """Process again an event that delivered nothing, once its mapping or API key is fixed."""
+    async with call.services.pool.acquire() as conn:
+        return await service.reprocess_event(conn, call.tenant_id, call.int_path("event_id"),
+                                             call.services.clock.utcnow())
+
+
+_EVENTS_QUERY = Query({**PAGE_FIELDS, "provider": Str(choices=service.PROVIDERS),
+                       "outcome": Str(max_len=40, description="an outcome's first word (fulfilled, unmapped, "
+                                                              "no_line_items, ...), or pending")})
+_EVENT_SHOWN = answer(id=INTEGER, provider=one_of(*service.PROVIDERS), eventId=STRING, eventType=STRING,
+                      receivedAt=TIMESTAMP, processedAt=nullable(TIMESTAMP), outcome=nullable(STRING),
+                      reprocessable=BOOLEAN)
+
 _SETTINGS_ERRORS = ("not_configured", "product_not_found", "plan_not_found", "unknown_feature", "duplicate_mapping")
 _HOOK_ERRORS = ("invalid_signature", "invalid_event", "not_configured", "body_too_large")
 
 routes = [
     *_settings_routes("stripe", _STRIPE, "secrets", "webhook secret(s) and the price/product"),
     *_settings_routes("paypal", _PAYPAL, "webhook id", "webhook id and the item"),
+    endpoint("GET", "/api/payments/events", list_events, scope="admin", tag="payments", query=_EVENTS_QUERY,
+             returns=page(_EVENT_SHOWN)),
+    endpoint("POST", "/api/payments/events/{event_id}/reprocess", reprocess_event, scope="admin", tag="payments",
+             errors=("event_not_found", "not_reprocessable", "invalid_field"),
+             responses={200: "queued again; the event", 404: "no such event", 409: "it delivered something, or "
+                        "is still pending"}, returns=_EVENT_SHOWN),
     _hook_route("stripe", stripe_hook),
     _hook_route("paypal", paypal_hook),
 ]

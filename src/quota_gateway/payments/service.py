@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import asyncpg
 import orjson
 
-from .. import catalogue, crypto, tenants
+from .. import catalogue, crypto, listing, tenants
 from ..abuse import negative
 from ..clock import iso_utc
 from ..config import Settings
@@ -38,7 +38,8 @@ MAX_HOOK_BYTES = 1024 * 1024  # providers' payloads are far smaller; this only b
 STRIPE_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded",
                            "invoice.paid", "charge.refunded", "customer.subscription.deleted"})
 PAYPAL_EVENTS = frozenset({"CHECKOUT.ORDER.APPROVED", "CHECKOUT.ORDER.COMPLETED", "PAYMENT.CAPTURE.COMPLETED",
-                           "PAYMENT.CAPTURE.REFUNDED"})
+                           "PAYMENT.CAPTURE.REFUNDED", "BILLING.SUBSCRIPTION.ACTIVATED", "PAYMENT.SALE.COMPLETED",
+                           "BILLING.SUBSCRIPTION.CANCELLED", "BILLING.SUBSCRIPTION.EXPIRED"})
 
 
 class NotYet(Exception):
@@ -112,21 +113,29 @@ async def resolve_mappings(conn: asyncpg.Connection, tenant_id: str, mappings: l
     return resolved
 
 
+# The secret each provider cannot work without, and the request field that carries it.
+_REQUIRED_SECRET = {"stripe": ("webhookSecrets", "webhookSecret"), "paypal": ("webhookId", "webhookId")}
+
+
 async def save_settings(conn: asyncpg.Connection, redis: Any, tenant_id: str, provider: str, master_key: str | None,
-                        settings: dict, secrets: dict | None, now: datetime) -> None:
-    """Replace a provider's settings; `secrets` None keeps the stored ones (a PUT that omits them).
-    The receiver's "not configured" entry is dropped first, so it answers the new settings at once."""
+                        settings: dict, secret_changes: dict, now: datetime) -> None:
+    """Replace a provider's settings. `secret_changes` edits the stored secrets: a name absent keeps
+    its value (a PUT that omits it), None removes it. The receiver's "not configured" entry is
+    dropped first, so it answers the new settings at once."""
     await negative.forget(redis, negative.payment_receiver(tenant_id, provider))
     async with conn.transaction():
         existing = await conn.fetchrow("SELECT secrets_enc FROM payment_settings WHERE tenant_id = $1 AND provider = $2 "
                                        "FOR UPDATE", tenant_id, provider)
-        if secrets is None:
-            if existing is None or existing["secrets_enc"] is None:
-                raise ApiError(400, "missing_field", "the provider's secret is required the first time",
-                               field="webhookSecret" if provider == "stripe" else "webhookId")
-            blob = bytes(existing["secrets_enc"])
-        else:
-            blob = crypto.seal(master_key or "", tenant_id, f"payments:{provider}", orjson.dumps(secrets))
+        secrets = _secrets(master_key, tenant_id, provider, existing) if existing is not None else {}
+        for name, value in secret_changes.items():
+            if value is None:
+                secrets.pop(name, None)
+            else:
+                secrets[name] = value
+        required, field = _REQUIRED_SECRET[provider]
+        if not secrets.get(required):
+            raise ApiError(400, "missing_field", "the provider's secret is required the first time", field=field)
+        blob = crypto.seal(master_key or "", tenant_id, f"payments:{provider}", orjson.dumps(secrets))
         await conn.execute(
             """INSERT INTO payment_settings (tenant_id, provider, settings, secrets_enc, updated_at)
                VALUES ($1, $2, $3, $4, $5)
@@ -225,6 +234,58 @@ async def receive_paypal(pool: asyncpg.Pool, redis: Any, master_key: str | None,
     return {"received": True, "handled": True, "duplicate": not recorded}
 
 
+# --- the events as the tenant sees them --------------------------------------------------------------
+
+# Outcomes after which nothing was delivered and a change of settings (a mapping, the Stripe API
+# key) can make a second run deliver: those events may be processed again on request.
+REPROCESSABLE = ("unmapped", "no_line_items", "line_items_refused")
+
+
+def _event_json(row: Any) -> dict:
+    outcome = row["outcome"]
+    return {"id": row["id"], "provider": row["provider"], "eventId": row["event_id"], "eventType": row["event_type"],
+            "receivedAt": row["received_at"], "processedAt": row["processed_at"], "outcome": outcome,
+            "reprocessable": _reprocessable(outcome)}
+
+
+def _reprocessable(outcome: str | None) -> bool:
+    return outcome is not None and outcome.split(":", 1)[0] in REPROCESSABLE
+
+
+async def list_events(conn: asyncpg.Connection, tenant_id: str, *, page: int, page_size: int, provider: str | None,
+                      outcome: str | None) -> dict:
+    """The provider events received for this tenant, newest first, each with what came of it."""
+    where = listing.Where("tenant_id", tenant_id)
+    where.equals("provider", provider)
+    if outcome == "pending":
+        where.add("processed_at IS NULL")
+    elif outcome is not None:
+        where.add(f"split_part(outcome, ':', 1) = {where.param(outcome)}")
+    return await listing.fetch_page(
+        conn, count_from="SELECT count(*) FROM payment_events",
+        select_from="SELECT id, provider, event_id, event_type, received_at, processed_at, outcome FROM payment_events",
+        where=where, order_by="id DESC", page=page, page_size=page_size, item=_event_json)
+
+
+async def reprocess_event(conn: asyncpg.Connection, tenant_id: str, row_id: int, now: datetime) -> dict:
+    """Run an event that delivered nothing (REPROCESSABLE) again, after its settings were fixed;
+    the purchase's unique key still makes fulfilment happen at most once."""
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT id, provider, event_id, event_type, received_at, processed_at, outcome "
+                                  "FROM payment_events WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant_id, row_id)
+        if row is None:
+            raise ApiError(404, "event_not_found", f"no payment event {row_id}")
+        if not _reprocessable(row["outcome"]):
+            raise ApiError(409, "not_reprocessable", "only an event that delivered nothing (outcome "
+                           f"{', '.join(REPROCESSABLE)}) can be processed again", outcome=row["outcome"])
+        row = await conn.fetchrow("UPDATE payment_events SET processed_at = NULL, outcome = NULL WHERE id = $1 "
+                                  "RETURNING id, provider, event_id, event_type, received_at, processed_at, outcome",
+                                  row_id)
+        await jobs.enqueue(conn, tenant_id, JOB_KIND, {"paymentEventId": row_id},
+                           dedupe_key=f"payments:{row['provider']}:{row['event_id']}:again:{now.timestamp():.6f}")
+    return _event_json(row)
+
+
 def _utc(now: float) -> datetime:
     return datetime.fromtimestamp(now, tz=UTC)
 
@@ -242,8 +303,9 @@ async def process_event(pool: asyncpg.Pool, settings: Settings, redis: Any, even
         tenant_id = str(row["tenant_id"])
         provider_settings = await read_settings(conn, tenant_id, row["provider"], settings.master_key)
         mappings = provider_settings[0]["mappings"] if provider_settings is not None else []
+        secrets = provider_settings[1] if provider_settings is not None else {}
         handler = _STRIPE_HANDLERS if row["provider"] == "stripe" else _PAYPAL_HANDLERS
-        ctx = _Context(conn, settings, redis, tenant_id, row["provider"], row["event_id"], mappings, now)
+        ctx = _Context(conn, settings, redis, tenant_id, row["provider"], row["event_id"], mappings, secrets, now)
         outcome = await handler[row["event_type"]](ctx, row["payload"])
         await conn.execute("UPDATE payment_events SET processed_at = $2, outcome = $3 WHERE id = $1",
                            event_row_id, now, outcome)
@@ -253,7 +315,7 @@ async def process_event(pool: asyncpg.Pool, settings: Settings, redis: Any, even
 
 class _Context:
     def __init__(self, conn: asyncpg.Connection, settings: Settings, redis: Any, tenant_id: str, provider: str, event_id: str,
-                 mappings: list[dict], now: datetime) -> None:
+                 mappings: list[dict], secrets: dict, now: datetime) -> None:
         self.conn = conn
         self.settings = settings
         self.redis = redis
@@ -261,6 +323,7 @@ class _Context:
         self.provider = provider
         self.event_id = event_id
         self.mappings = mappings
+        self.secrets = secrets
         self.now = now
 
 
@@ -348,9 +411,32 @@ async def _stripe_checkout(ctx: _Context, event: dict) -> str:
     session_id = stripe.object_id(session)
     if not session_id:
         return "invalid"
+    items = stripe.session_items(session)
+    if items is None:
+        items_or_outcome = await _stripe_line_items(ctx, session_id)
+        if isinstance(items_or_outcome, str):
+            return items_or_outcome
+        items = items_or_outcome
     return await _fulfil(ctx, session_id, email=stripe.session_email(session),
-                         matches=_stripe_matches(ctx.mappings, stripe.session_items(session)),
+                         matches=_stripe_matches(ctx.mappings, items),
                          payment_ref=stripe.payment_intent(session), subscription_ref=stripe.subscription(session))
+
+
+async def _stripe_line_items(ctx: _Context, session_id: str) -> list[stripe.Item] | str:
+    """A session's line items from Stripe's API (webhook payloads leave them out), or the outcome
+    recorded when they cannot be had: `no_line_items` (no API key configured to ask with),
+    `line_items_refused` (the key is wrong or lacks the right, or Stripe knows no such session:
+    a retry will not help). A passing failure (timeout, 429, 5xx) raises NotYet: retried."""
+    api_key = ctx.secrets.get("apiKey")
+    if not api_key:
+        return "no_line_items"
+    try:
+        return await stripe.fetch_line_items(session_id, api_key, api_base=ctx.settings.stripe_api_base)
+    except stripe.ApiError as exc:
+        if exc.lasting:
+            log.warning("Stripe line items of %s for tenant %s: %s", session_id, ctx.tenant_id, exc)
+            return f"line_items_refused:{exc.status}" if exc.status else "line_items_refused"
+        raise NotYet(str(exc)) from None
 
 
 async def _stripe_invoice_paid(ctx: _Context, event: dict) -> str:
@@ -395,7 +481,7 @@ async def _stripe_subscription_deleted(ctx: _Context, event: dict) -> str:
 
 # rule -> (the Checkout Session field naming the reference, the purchase column holding it, the
 # column set when the purchase ends, the outcome's word, the outcome when no purchase has it)
-_STRIPE_ENDINGS = {
+_ENDINGS = {
     "on_refund": ("payment_intent", "payment_ref", "refunded_at", "refunded", "unknown_payment"),
     "on_cancel": ("subscription", "subscription_ref", "cancelled_at", "cancelled", "unknown_subscription"),
 }
@@ -404,12 +490,20 @@ _STRIPE_ENDINGS = {
 async def _end_stripe_purchases(ctx: _Context, rule: str, ref: str | None) -> str:
     """End the live purchases a refunded PaymentIntent or a deleted subscription paid for and apply
     `rule` to their licenses; NotYet while the checkout naming `ref` is received but not processed."""
-    session_field, ref_column, ended_column, done, unknown = _STRIPE_ENDINGS[rule]
+    session_field = _ENDINGS[rule][0]
     # Asked before looking for the purchase: a fulfilment committing in between is then seen.
     pending = bool(ref) and await _purchase_pending(ctx, session_field, ref or "")
-    purchases = await ctx.conn.fetch(f"SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = 'stripe' "
-                                     f"AND {ref_column} = $2 AND {ended_column} IS NULL", ctx.tenant_id, ref) \
-        if ref else []
+    return await _end_purchases(ctx, rule, ref, pending)
+
+
+async def _end_purchases(ctx: _Context, rule: str, ref: str | None, pending: bool) -> str:
+    """End this provider's live purchases that `ref` (a payment or a subscription, per `rule`)
+    names and apply `rule` to their licenses; NotYet when none is found but the purchase is
+    `pending` (received, not processed yet)."""
+    _, ref_column, ended_column, done, unknown = _ENDINGS[rule]
+    purchases = await ctx.conn.fetch(f"SELECT id FROM payment_purchases WHERE tenant_id = $1 AND provider = $3 "
+                                     f"AND {ref_column} = $2 AND {ended_column} IS NULL", ctx.tenant_id, ref,
+                                     ctx.provider) if ref else []
     ended = 0
     for purchase in purchases:
         await ctx.conn.execute(f"UPDATE payment_purchases SET {ended_column} = $2 WHERE id = $1", purchase["id"],
@@ -522,7 +616,81 @@ async def _paypal_refunded(ctx: _Context, event: dict) -> str:
     return f"refunded:{await _end_licenses(ctx, purchase['id'], 'on_refund')}"
 
 
+# --- PayPal subscriptions -----------------------------------------------------------------------------
+# BILLING.SUBSCRIPTION.ACTIVATED fulfils (mapped by the plan id), each PAYMENT.SALE.COMPLETED of the
+# subscription (its billing_agreement_id) pays one more period, CANCELLED / EXPIRED apply onCancel.
+
+async def _paypal_subscription_activated(ctx: _Context, event: dict) -> str:
+    subscription = event.get("resource") or {}
+    if not isinstance(subscription, dict) or not subscription.get("id"):
+        return "invalid"
+    matches = []
+    for keys, quantity in paypal.subscription_items(subscription):
+        mapping = next((m for key in keys for m in ctx.mappings if m.get("itemId") == key), None)
+        if mapping is not None:
+            matches.append((mapping, quantity))
+    last_payment = ((subscription.get("billing_info") or {}).get("last_payment") or {}).get("amount") or {}
+    amount = last_payment.get("value") if isinstance(last_payment, dict) else None
+    ref = str(subscription["id"])
+    return await _fulfil(ctx, ref, email=paypal.subscription_email(subscription), matches=matches,
+                         subscription_ref=ref, amount=str(amount) if amount is not None else None)
+
+
+async def _paypal_sale_completed(ctx: _Context, event: dict) -> str:
+    sale = event.get("resource") or {}
+    if not isinstance(sale, dict) or not sale.get("id"):
+        return "invalid"
+    subscription = sale.get("billing_agreement_id")
+    if not subscription:
+        return "not_subscription"  # a one-time sale of the older APIs: not a renewal
+    if sale.get("state") not in (None, "completed"):
+        return "not_completed"
+    purchase = await ctx.conn.fetchrow("SELECT id, cancelled_at, refunded_at FROM payment_purchases WHERE tenant_id = $1 "
+                                       "AND provider = 'paypal' AND subscription_ref = $2 ORDER BY id LIMIT 1",
+                                       ctx.tenant_id, str(subscription))
+    if purchase is None:  # PayPal does not keep order: the activation may still come
+        raise NotYet(f"no purchase for subscription {subscription} yet")
+    if purchase["cancelled_at"] is not None or purchase["refunded_at"] is not None:
+        return "ended"
+    applied = await ctx.conn.fetchval(
+        "INSERT INTO payment_renewals (tenant_id, provider, invoice_ref, purchase_id, created_at) "
+        "VALUES ($1, 'paypal', $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+        ctx.tenant_id, str(sale["id"]), purchase["id"], ctx.now)
+    if applied is None:
+        return "already_renewed"
+    # The sale pays the period that starts with it: the license runs at least to sale time +
+    # period. The first sale (at activation) is the period the activation already granted.
+    paid_at = paypal.parse_time(sale.get("create_time")) or ctx.now
+    renewed = 0
+    for lic in await _purchase_licenses(ctx, purchase["id"]):
+        if lic["period_days"]:
+            before = await ctx.conn.fetchval("SELECT expires_at FROM licenses WHERE id = $1", lic["license_id"])
+            after = await licensing.cover_until(ctx.conn, ctx.tenant_id, lic["license_id"],
+                                                paid_at + timedelta(days=lic["period_days"]))
+            renewed += after is not None and after != before
+    return f"renewed:{renewed}"
+
+
+async def _paypal_activation_pending(ctx: _Context, subscription: str) -> bool:
+    return bool(await ctx.conn.fetchval(
+        "SELECT 1 FROM payment_events WHERE tenant_id = $1 AND provider = 'paypal' AND processed_at IS NULL "
+        "AND event_type = 'BILLING.SUBSCRIPTION.ACTIVATED' AND payload->'resource'->>'id' = $2 LIMIT 1",
+        ctx.tenant_id, subscription))
+
+
+async def _paypal_subscription_ended(ctx: _Context, event: dict) -> str:
+    subscription = event.get("resource") or {}
+    ref = str(subscription["id"]) if isinstance(subscription, dict) and subscription.get("id") else None
+    # Asked before looking for the purchase: an activation committing in between is then seen.
+    pending = bool(ref) and await _paypal_activation_pending(ctx, ref or "")
+    return await _end_purchases(ctx, "on_cancel", ref, pending)
+
+
 _PAYPAL_HANDLERS = {"CHECKOUT.ORDER.APPROVED": _paypal_order,
                     "CHECKOUT.ORDER.COMPLETED": _paypal_order,
                     "PAYMENT.CAPTURE.COMPLETED": _paypal_capture_completed,
-                    "PAYMENT.CAPTURE.REFUNDED": _paypal_refunded}
+                    "PAYMENT.CAPTURE.REFUNDED": _paypal_refunded,
+                    "BILLING.SUBSCRIPTION.ACTIVATED": _paypal_subscription_activated,
+                    "PAYMENT.SALE.COMPLETED": _paypal_sale_completed,
+                    "BILLING.SUBSCRIPTION.CANCELLED": _paypal_subscription_ended,
+                    "BILLING.SUBSCRIPTION.EXPIRED": _paypal_subscription_ended}

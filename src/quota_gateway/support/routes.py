@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .. import tenants
 from ..answers import BOOLEAN, INTEGER, STRING, TIMESTAMP, answer, array, component, nullable, one_of, optional, page
 from ..errors import ApiError
-from ..jsonio import JSONResponse
+from ..jsonio import JSONResponse, read_body
 from ..listing import PAGE_FIELDS
-from ..routing import Call, endpoint
+from ..routing import ApiRoute, Call, endpoint
 from ..schema import Bool, Email, Query, Str, obj
-from . import ratelimit, service, sync
+from . import inbound, ratelimit, service, sync
 
 
 @dataclass
@@ -66,14 +67,18 @@ _TICKET_FIELDS = dict(
 _TICKET_SHOWN = component("Ticket", answer(**_TICKET_FIELDS))
 _TICKET_THREAD = component("TicketWithThread", answer(**_TICKET_FIELDS, messages=array(answer(
     id=INTEGER, author=one_of("customer", "staff"), authorEmail=nullable(STRING), message=STRING,
-    createdAt=TIMESTAMP))))
+    createdAt=TIMESTAMP, fromServiceNow=BOOLEAN))))
 _TICKET_CREATED = answer(success={"const": True}, ticketId=INTEGER, status=_STATUS_NAME, priority=_PRIORITY_NAME,
                          createdAt=TIMESTAMP)
 _STATS = answer(open=INTEGER, resolved=INTEGER, critical=INTEGER, high=INTEGER, total=INTEGER)
 _SETTINGS_SHOWN = answer(instanceUrl=STRING, authType=one_of("basic", "oauth"), username=nullable(STRING),
                          password=nullable(STRING), clientId=nullable(STRING), clientSecret=nullable(STRING),
                          grantType=nullable(one_of("password", "client_credentials")), table=STRING, enabled=BOOLEAN,
-                         updatedAt=TIMESTAMP)
+                         updatedAt=TIMESTAMP, inboundTokenSet=BOOLEAN)
+_INBOUND_TOKEN = answer(token=STRING, inboundUrl=STRING)
+_INBOUND_RECEIVED = answer(received={"const": True}, ticketId=INTEGER, applied=array(one_of("comment", "resolved",
+                                                                                              "reopened")),
+                           stale=BOOLEAN)
 _TESTED = answer(ok=BOOLEAN, instanceUrl=STRING, table=STRING, authType=optional(STRING), failure=optional(STRING),
                  message=optional(STRING), remoteStatus=optional(nullable(INTEGER)))
 _T = "support"
@@ -177,8 +182,37 @@ async def test_settings(call: Call) -> dict:
     return await sync.test_connection(call.services, call.tenant_id)
 
 
+async def issue_inbound_token(call: Call) -> dict:
+    """A new token for ServiceNow's posts to this tenant's inbound URL (shown once; the old one stops)."""
+    async with call.services.pool.acquire() as conn:
+        token = await inbound.issue_token(conn, call.tenant_id)
+        slug = await tenants.slug_of(conn, call.tenant_id)
+    return {"token": token, "inboundUrl": f"{str(call.request.base_url).rstrip('/')}/hooks/servicenow/{slug}"}
+
+
+async def servicenow_hook(call: Call) -> dict:
+    """ServiceNow posts an incident's change: its bearer token is the credential (no access token)."""
+    raw = await read_body(call.request, _INBOUND_MAX_BYTES)
+    s = call.services
+    return await inbound.receive(s.pool, s.redis, s.settings, call.path["slug"], call.request.headers.get("authorization"),
+                                 raw, _now(call))
+
+
+_INBOUND_MAX_BYTES = 128 * 1024
 _TICKET_ERRORS = ("ticket_not_found",)
 _NOT_CONFIGURED = ("servicenow_not_configured",)
+
+def _inbound_route() -> ApiRoute:
+    route = endpoint("POST", "/hooks/servicenow/{slug}", servicenow_hook, scope=None, tag=_SNOW,
+                     errors=("unauthorized", "ticket_not_found", "invalid_body", "invalid_field", "missing_field",
+                             "message_too_long", "body_too_large"),
+                     responses={200: "received (`stale` true: not newer than the last applied post)",
+                                400: "not an incident post", 401: "not this tenant's inbound token",
+                                404: "no ticket has that incident"},
+                     returns=_INBOUND_RECEIVED)
+    route.spec.raw_body = True
+    return route
+
 
 routes = [
     endpoint("POST", "/api/support/ticket", create_ticket, scope="email", body=_TICKET, tag=_T,
@@ -211,6 +245,10 @@ routes = [
              responses={200: "replaced", 201: "created"}, returns=_SETTINGS_SHOWN),
     endpoint("DELETE", "/api/servicenow/settings", delete_settings, scope="manage", tag=_SNOW, errors=_NOT_CONFIGURED,
              responses={200: "deleted", 404: "not configured"}, returns=answer(deleted=BOOLEAN)),
+    endpoint("POST", "/api/servicenow/inbound-token", issue_inbound_token, scope="manage", tag=_SNOW,
+             errors=_NOT_CONFIGURED, responses={200: "the token (shown once) and the inbound URL",
+                                                404: "not configured"}, returns=_INBOUND_TOKEN),
+    _inbound_route(),
     endpoint("POST", "/api/servicenow/test", test_settings, scope="manage", tag=_SNOW, errors=_NOT_CONFIGURED,
              responses={200: "ok true, or ok false with `failure` (dns_failed, tls_failed, ...)",
                         404: "not configured"}, returns=_TESTED),

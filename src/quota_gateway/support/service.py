@@ -57,7 +57,7 @@ def ticket_json(row: Any) -> dict[str, Any]:
 
 def _message_json(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "author": row["author"], "authorEmail": row["author_email"] or None,
-            "message": row["body"], "createdAt": row["created_at"]}
+            "message": row["body"], "createdAt": row["created_at"], "fromServiceNow": row["from_servicenow"]}
 
 
 def _event_data(row: Any) -> dict[str, Any]:
@@ -134,7 +134,7 @@ async def list_tickets(conn: asyncpg.Connection, tenant_id: str, *, page: int, p
 async def get_ticket(conn: asyncpg.Connection, tenant_id: str, ticket_id: int) -> dict[str, Any]:
     """The ticket with its whole thread, oldest message first."""
     ticket = ticket_json(await _fetch(conn, tenant_id, ticket_id))
-    rows = await conn.fetch("SELECT id, author, author_email, body, created_at FROM support_messages "
+    rows = await conn.fetch("SELECT id, author, author_email, body, created_at, from_servicenow FROM support_messages "
                             "WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY id", tenant_id, ticket_id)
     ticket["messages"] = [_message_json(r) for r in rows]
     return ticket
@@ -154,11 +154,16 @@ async def stats(conn: asyncpg.Connection, tenant_id: str) -> dict[str, int]:
 
 
 async def _add_message(conn: asyncpg.Connection, tenant_id: str, ticket: Any, author: str, email: str, message: str,
-                       now: datetime) -> int:
-    snow = await _servicenow_enabled(conn, tenant_id)
+                       now: datetime, *, journal_key: str | None = None) -> int:
+    # A reply that came from ServiceNow (a journal entry) is on the incident already: not posted
+    # back as a work note.
+    from_servicenow = journal_key is not None
+    snow = not from_servicenow and await _servicenow_enabled(conn, tenant_id)
     message_id: int = await conn.fetchval(
-        "INSERT INTO support_messages (tenant_id, ticket_id, author, author_email, body, created_at, snow_pending) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id", tenant_id, ticket["id"], author, email, message, now, snow)
+        "INSERT INTO support_messages (tenant_id, ticket_id, author, author_email, body, created_at, snow_pending, "
+        "snow_noted_at, from_servicenow, snow_journal_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        tenant_id, ticket["id"], author, email, message, now, snow, now if from_servicenow else None, from_servicenow,
+        journal_key)
     await conn.execute("UPDATE support_tickets SET updated_at = $3 WHERE tenant_id = $1 AND id = $2",
                        tenant_id, ticket["id"], now)
     await outbox.emit(conn, tenant_id, event_types.TICKET_REPLIED,
@@ -169,11 +174,12 @@ async def _add_message(conn: asyncpg.Connection, tenant_id: str, ticket: Any, au
 
 
 async def add_staff_reply(conn: asyncpg.Connection, settings: Settings, tenant_id: str, ticket_id: int, message: str,
-                          now: datetime) -> dict[str, Any]:
-    """A reply from the publisher's staff: stored, e-mailed to the customer (`ticket_reply`)."""
+                          now: datetime, *, journal_key: str | None = None) -> dict[str, Any]:
+    """A reply from the publisher's staff (here, or an agent's comment on the incident: then
+    `journal_key` names its journal entry): stored, e-mailed to the customer (`ticket_reply`)."""
     async with conn.transaction():
         ticket = await _fetch(conn, tenant_id, ticket_id, lock=True)
-        message_id = await _add_message(conn, tenant_id, ticket, "staff", "", message, now)
+        message_id = await _add_message(conn, tenant_id, ticket, "staff", "", message, now, journal_key=journal_key)
         await mailer.queue_mail(conn, settings, tenant_id, "ticket_reply", ticket["email"],
                                 {"TicketSubject": ticket["subject"], "ReplyText": message, "TicketId": ticket["id"],
                                  "CustomerEmail": ticket["email"]},
@@ -196,8 +202,7 @@ async def add_customer_reply(conn: asyncpg.Connection, tenant_id: str, ticket_id
         if ticket["email"].lower() != email.strip().lower():
             raise ApiError(404, "ticket_not_found", f"no ticket {ticket_id}")
         if ticket["status"] == "resolved":
-            await conn.execute("UPDATE support_tickets SET status = 'open', resolved_at = NULL, reopened_at = $3 "
-                               "WHERE tenant_id = $1 AND id = $2", tenant_id, ticket_id, now)
+            await _reopen(conn, tenant_id, ticket_id, now)
         await _add_message(conn, tenant_id, ticket, "customer", ticket["email"], message, now)
     return await get_ticket(conn, tenant_id, ticket_id)
 
@@ -210,16 +215,47 @@ async def set_status(conn: asyncpg.Connection, tenant_id: str, ticket_id: int, s
         ticket = await _fetch(conn, tenant_id, ticket_id, lock=True)
         if ticket["status"] != status:
             if status == "resolved":
-                await conn.execute("UPDATE support_tickets SET status = 'resolved', resolved_at = $3, updated_at = $3 "
-                                   "WHERE tenant_id = $1 AND id = $2", tenant_id, ticket_id, now)
-                await outbox.emit(conn, tenant_id, event_types.TICKET_RESOLVED,
-                                  {**_event_data(ticket), "status": "resolved"}, at=now)
+                await _resolve(conn, tenant_id, ticket, now)
             else:
-                await conn.execute("UPDATE support_tickets SET status = 'open', resolved_at = NULL, reopened_at = $3, "
-                                   "updated_at = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, ticket_id, now)
+                await _reopen(conn, tenant_id, ticket_id, now)
             if await _servicenow_enabled(conn, tenant_id):
                 await _queue_sync(conn, tenant_id, ticket_id, now)  # the incident's state follows
     return ticket_json(await _fetch(conn, tenant_id, ticket_id))
+
+
+async def follow_incident_state(conn: asyncpg.Connection, tenant_id: str, ticket_id: int, resolved: bool,
+                                incident_state: str, now: datetime) -> str | None:
+    """The incident was resolved (or closed, cancelled) or reopened in ServiceNow: the ticket follows,
+    and the state is recorded as the incident's, so the sync job writes nothing back. Returns
+    "resolved" / "reopened", or None when the ticket already has that status, or when a resolve or
+    reopen made here is not written to the incident yet (the post shows the incident before it:
+    ours is the later change)."""
+    async with conn.transaction():
+        ticket = await _fetch(conn, tenant_id, ticket_id, lock=True)
+        written = await conn.fetchval("SELECT snow_incident_state FROM support_tickets WHERE id = $1", ticket_id)
+        if (ticket["status"] == "resolved") != (written == "6"):  # "6": Resolved, as sync.py writes it
+            return None
+        await conn.execute("UPDATE support_tickets SET snow_incident_state = $2 WHERE id = $1", ticket_id,
+                           incident_state)
+        if resolved and ticket["status"] != "resolved":
+            await _resolve(conn, tenant_id, ticket, now)
+            return "resolved"
+        if not resolved and ticket["status"] == "resolved":
+            await _reopen(conn, tenant_id, ticket_id, now)
+            return "reopened"
+    return None
+
+
+async def _resolve(conn: asyncpg.Connection, tenant_id: str, ticket: Any, now: datetime) -> None:
+    await conn.execute("UPDATE support_tickets SET status = 'resolved', resolved_at = $3, updated_at = $3 "
+                       "WHERE tenant_id = $1 AND id = $2", tenant_id, ticket["id"], now)
+    await outbox.emit(conn, tenant_id, event_types.TICKET_RESOLVED, {**_event_data(ticket), "status": "resolved"},
+                      at=now)
+
+
+async def _reopen(conn: asyncpg.Connection, tenant_id: str, ticket_id: int, now: datetime) -> None:
+    await conn.execute("UPDATE support_tickets SET status = 'open', resolved_at = NULL, reopened_at = $3, "
+                       "updated_at = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, ticket_id, now)
 
 
 async def set_priority(conn: asyncpg.Connection, tenant_id: str, ticket_id: int, priority: str,
@@ -245,6 +281,6 @@ async def request_sync(conn: asyncpg.Connection, tenant_id: str, ticket_id: int,
         # Replies written while ServiceNow was off become work notes too (the first message is the
         # incident's description, marked noted when the incident is made).
         await conn.execute("UPDATE support_messages SET snow_pending = true WHERE tenant_id = $1 AND ticket_id = $2 "
-                           "AND snow_noted_at IS NULL", tenant_id, ticket_id)
+                           "AND snow_noted_at IS NULL AND NOT from_servicenow", tenant_id, ticket_id)
         await _queue_sync(conn, tenant_id, ticket_id, now)
     return ticket_json(await _fetch(conn, tenant_id, ticket_id))

@@ -112,7 +112,8 @@ def _view(row: Any, master_key: str, tenant_id: str) -> dict[str, Any]:
         grant = "password" if row["username"] else "client_credentials"
     return {"instanceUrl": row["instance_url"], "authType": row["auth_type"], "username": row["username"],
             "password": crypto_mask(password), "clientId": row["client_id"], "clientSecret": crypto_mask(secret),
-            "grantType": grant, "table": row["table_name"], "enabled": row["enabled"], "updatedAt": row["updated_at"]}
+            "grantType": grant, "table": row["table_name"], "enabled": row["enabled"], "updatedAt": row["updated_at"],
+            "inboundTokenSet": row["inbound_token_digest"] is not None}
 
 
 def crypto_mask(secret: str | None) -> str | None:
@@ -259,11 +260,12 @@ async def _sync(services: Services, conn: asyncpg.Connection, tenant_id: str, ti
         if sys_id is None:
             sys_id, written_urgency = await _create_incident(conn, client, instance, tenant_id, ticket, urgency, now)
         if written_urgency != urgency:
-            await client.update_record(instance, sys_id, {"urgency": urgency})
+            await _written(conn, ticket_id, await client.update_record(instance, sys_id, {"urgency": urgency}))
             await conn.execute("UPDATE support_tickets SET snow_urgency = $2 WHERE id = $1", ticket_id, urgency)
         for message in await conn.fetch("SELECT id, author, author_email, body FROM support_messages "
                                         "WHERE ticket_id = $1 AND snow_pending ORDER BY id", ticket_id):
-            await client.update_record(instance, sys_id, {"work_notes": work_note(message)})
+            await _written(conn, ticket_id,
+                           await client.update_record(instance, sys_id, {"work_notes": work_note(message)}))
             await conn.execute("UPDATE support_messages SET snow_pending = false, snow_noted_at = $2 WHERE id = $1",
                                message["id"], now)
         # After the notes: a reopening reply is noted before the incident leaves Resolved, and a
@@ -272,7 +274,7 @@ async def _sync(services: Services, conn: asyncpg.Connection, tenant_id: str, ti
         current = await conn.fetchrow("SELECT status, snow_incident_state FROM support_tickets WHERE id = $1", ticket_id)
         change = incident_state_change(current["status"], current["snow_incident_state"], ticket_id)
         if change is not None:
-            await client.update_record(instance, sys_id, change)
+            await _written(conn, ticket_id, await client.update_record(instance, sys_id, change))
             await conn.execute("UPDATE support_tickets SET snow_incident_state = $2 WHERE id = $1",
                                ticket_id, change["state"])
     except ServiceNowError as exc:
@@ -284,6 +286,15 @@ async def _sync(services: Services, conn: asyncpg.Connection, tenant_id: str, ti
                snow_state = CASE WHEN EXISTS (SELECT 1 FROM support_messages WHERE ticket_id = $1 AND snow_pending)
                                  THEN 'pending' ELSE 'synced' END
            WHERE id = $1""", ticket_id, now)
+
+
+async def _written(conn: asyncpg.Connection, ticket_id: int, record: dict) -> None:
+    """Remember the incident's sys_mod_count after our write: ServiceNow's posts about it (the
+    business rule runs on our updates too) then carry no state to follow (inbound.py)."""
+    count = str(record.get("sys_mod_count") or "")
+    if count.isascii() and count.isdigit() and len(count) <= 9:
+        await conn.execute("UPDATE support_tickets SET snow_written_mod_count = GREATEST(snow_written_mod_count, $2) "
+                           "WHERE id = $1", ticket_id, int(count))
 
 
 async def _create_incident(conn: asyncpg.Connection, client: ServiceNowClient, instance: Instance, tenant_id: str,

@@ -1,5 +1,6 @@
 """Admin pages for support under /admin/{tenant}: tickets (stats, list, thread, reply, priority,
-status, ServiceNow resync) and the ServiceNow connection.
+status, ServiceNow resync) and the ServiceNow connection (with the token ServiceNow posts
+incident changes back with).
 
 Every write is a call to the support domain (support.service, support.sync). Messages are shown
 as text: Jinja2 autoescapes them, so HTML a customer typed is displayed, never run.
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ..config import public_base
 from ..errors import ApiError
+from ..support import inbound, sync
 from ..support import service as support
-from ..support import sync
-from .pages import PageContext, action, form_message, int_param, page, page_number
+from .pages import PageContext, action, form_message, int_param, page, page_number, show_secret
 
 PAGE_SIZE = 25
 
@@ -96,7 +98,20 @@ async def servicenow_page(ctx: PageContext) -> Response:
             if exc.code != "servicenow_not_configured":
                 raise
             current = None
-    return ctx.render("admin/servicenow.html", nav="tickets", snow=current)
+    return ctx.render("admin/servicenow.html", nav="tickets", snow=current, inbound_url=_inbound_url(ctx))
+
+
+def _inbound_url(ctx: PageContext) -> str:
+    return f"{public_base(ctx.services.settings)}/hooks/servicenow/{ctx.tenant['slug']}"
+
+
+@action("admin", back="/servicenow")
+async def issue_servicenow_token(ctx: PageContext) -> Response:
+    async with ctx.pool.acquire() as conn:
+        token = await inbound.issue_token(conn, ctx.tenant_id)
+    return show_secret(ctx, "tickets", "ServiceNow inbound token", "Inbound token", token, f"{ctx.base}/servicenow",
+                       f"ServiceNow's business rule posts to {_inbound_url(ctx)} with the header "
+                       "Authorization: Bearer and this token. Issuing another one replaces it.")
 
 
 @action("admin", back="/servicenow")

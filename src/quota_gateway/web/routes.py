@@ -15,7 +15,17 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import admin, admin_email, admin_floating, admin_support, admin_webhooks, login, portal, portal_support
+from . import (
+    admin,
+    admin_email,
+    admin_floating,
+    admin_payments,
+    admin_support,
+    admin_webhooks,
+    login,
+    portal,
+    portal_support,
+)
 from .pages import render, web_keys
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -81,6 +91,8 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/tokens/{{public_id}}/revoke", admin.revoke_access_token, methods=["POST"]),
     Route(f"{_A}/crypto", admin.crypto_keys, methods=["GET"]),
     Route(f"{_A}/crypto/rotate", admin.rotate_crypto_key, methods=["POST"]),
+    Route(f"{_A}/payments", admin_payments.payments_page, methods=["GET"]),
+    Route(f"{_A}/payments/events/{{event_id}}/reprocess", admin_payments.reprocess_event, methods=["POST"]),
     Route(f"{_A}/webhooks", admin_webhooks.endpoints, methods=["GET"]),
     Route(f"{_A}/webhooks", admin_webhooks.create_endpoint, methods=["POST"]),
     # the log's paths first: "deliveries" is not an endpoint id
@@ -111,6 +123,7 @@ routes: list[BaseRoute] = [
     Route(f"{_A}/servicenow", admin_support.save_servicenow, methods=["POST"]),
     Route(f"{_A}/servicenow/delete", admin_support.delete_servicenow, methods=["POST"]),
     Route(f"{_A}/servicenow/test", admin_support.test_servicenow, methods=["POST"]),
+    Route(f"{_A}/servicenow/inbound-token", admin_support.issue_servicenow_token, methods=["POST"]),
     Route(f"{_A}/settings", admin.settings_page, methods=["GET"]),
     Route(f"{_A}/settings/admins", admin.add_admin, methods=["POST"]),
     Route(f"{_A}/settings/branding", admin.save_branding, methods=["POST"]),
