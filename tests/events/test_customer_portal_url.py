@@ -153,3 +153,13 @@ async def test_tenant_name_is_the_display_name_the_portal_shows(quiet, tenant, o
     await jobs.run_due(app.state.services)
     *_, again = await smtp_server.wait_for(3)
     assert again.rcpt_tos == ["second@acme.example"] and f"--\r\nAcme · {PUBLIC}/portal/acme/" in again.text
+
+
+@pytest.mark.parametrize("address", ["javascript:alert(1)", "https://account.acme.example/\r\nBcc: all@example.com",
+                                     "account.acme.example/licenses", "https://user:pw@account.acme.example/"])
+async def test_the_tenants_address_must_be_an_http_url(client, tenant, address):
+    """It becomes a link in every customer e-mail: a script URL or a line break never gets there."""
+    r = await client.put("/api/email/settings", json={"customerPortalUrl": address}, headers=tenant.headers)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_url", r.text
+    assert r.json()["field"] == "customerPortalUrl"
+    assert (await client.get("/api/email/settings", headers=tenant.headers)).json()["customerPortalUrl"] == ""

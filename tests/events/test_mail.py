@@ -97,6 +97,38 @@ async def test_templates_crud(client, tenant, other_tenant):
     assert r.json()["isDefault"] is True and r.json()["subject"] == default["subject"]
 
 
+# Each could run unbounded: a loop (nested range()s: 10^10 turns), a repetition or a power, a width
+# from the template, a variable doubled by every {% set %}.
+UNBOUNDED = [
+    ("text", "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
+    ("text", "{{ 'x' * 1000000000 }}"),
+    ("text", "{{ 9 ** 9 ** 9 }}"),
+    ("text", "{{ '%s' % LicenseKey }}"),
+    ("html", "<p>{{ LicenseKey|center(1000000000) }}</p>"),
+    ("subject", "{% set a = LicenseKey ~ LicenseKey %}{% set b = a ~ a %}{{ b }}"),
+    ("text", "{{ LicenseKey.center(1000000000) }}"),
+    ("text", "{% macro m() %}x{% endmacro %}{{ m() }}"),
+]
+
+
+@pytest.mark.parametrize("part, source", UNBOUNDED)
+async def test_a_template_that_could_run_unbounded_is_refused(client, tenant, part, source):
+    """Templates render inside requests (a portal sign-in renders portal_login_code for anyone who
+    asks), on the event loop every tenant shares: a template that stalls stalls them all."""
+    body = {"subject": "Key", "text": "Key: {{LicenseKey}}", part: source}
+    r = await client.put("/api/email/templates/license_delivery", headers=tenant.headers, json=body)
+    assert r.status_code == 400 and r.json()["error"] == "template_syntax" and r.json()["field"] == part, r.text
+
+
+async def test_what_templates_may_use_still_renders(client, tenant):
+    source = ("{% if DaysLeft != 1 and ExpirationDate is defined %}{{ ProductName|upper }} {{ LicenseKey|e }} "
+              "{{ DaysLeft + 1 }} {{ CustomerEmail|default('you') }} {{ 'a' if TicketId else 'b' }}{% endif %}"
+              "{# a comment #}{% raw %}{{ kept }}{% endraw %}")
+    r = await client.put("/api/email/templates/renewal_reminder", headers=tenant.headers,
+                         json={"subject": "{{ProductName}} in {{DaysLeft}} days", "text": source, "html": source})
+    assert r.status_code == 200, r.text
+
+
 async def test_queue_mail_renders_both_parts_and_survives_a_refusal(quiet, tenant, smtp_server, clock):
     app, client = quiet
     services = app.state.services
@@ -141,18 +173,24 @@ async def test_a_crash_after_sending_resends_with_the_same_message_id(quiet, ten
     assert (first.subject, first.text, first.html) == (second.subject, second.text, second.html)
 
 
-async def test_sandbox_refuses_internals(quiet, tenant, smtp_server):
+@pytest.mark.parametrize("source", ["{{ ReplyText.__class__.__mro__[1].__subclasses__() }}",
+                                    "{% for i in range(3) %}{{ ReplyText }}{% endfor %}"])
+async def test_sandbox_refuses_internals(quiet, tenant, smtp_server, source):
     app, client = quiet
     await client.put("/api/smtp", json=_smtp_body(smtp_server), headers=tenant.headers)
     r = await client.put("/api/email/templates/ticket_reply", headers=tenant.headers,
-                         json={"subject": "x", "text": "{{ ReplyText.__class__.__mro__[1].__subclasses__() }}"})
-    assert r.status_code == 200  # valid syntax; what it may touch is decided when rendering
+                         json={"subject": "x", "text": source})
+    assert r.status_code == 400 and r.json()["error"] == "template_syntax"  # refused when saved
+    # One stored before the rule (straight into the table): rendering refuses it too, the mail's job
+    # records why, and the change that queued it goes through.
     async with app.state.services.pool.acquire() as conn:
+        await conn.execute("INSERT INTO email_templates (tenant_id, name, subject, text_body, html_body, updated_at) "
+                           "VALUES ($1, 'ticket_reply', 'x', $2, '', now())", tenant.id, source)
         job_id = await mailer.queue_mail(conn, app.state.services.settings, tenant.id, "ticket_reply",
                                          "buyer@example.com", {"ReplyText": "hi"})
         await jobs.run_due(app.state.services)
         row = await conn.fetchrow("SELECT state, last_error FROM jobs WHERE id = $1", job_id)
-    assert row["state"] == "failed" and "unsafe" in row["last_error"]
+    assert row["state"] == "failed" and "not allowed in e-mail templates" in row["last_error"]
     assert smtp_server.messages == []
 
 

@@ -74,6 +74,9 @@ async def test_management_and_secret_shown_once(client, tenant, other_tenant, we
 @pytest.mark.parametrize("body,code", [
     ({"url": "ftp://example.com/x", "events": ["*"]}, "invalid_url"),
     ({"url": "https://user:pw@example.com/x", "events": ["*"]}, "invalid_url"),
+    # urlsplit drops line breaks and tabs before parsing: the check passed, the stored URL kept them
+    ({"url": "https://example.com/x\r\nX-Injected: 1", "events": ["*"]}, "invalid_url"),
+    ({"url": "https://example.com/\tx", "events": ["*"]}, "invalid_url"),
     ({"url": "https://example.com/x", "events": ["license.exploded"]}, "unknown_event_type"),
     ({"url": "https://example.com/x", "events": []}, "unknown_event_type"),
     ({"url": "https://example.com/x"}, "missing_field"),

@@ -162,6 +162,21 @@ async def test_checkout_completed_delivers_keys_by_mail(shop, tenant, clock, set
     assert await _outcomes(settings.database_url) == ["fulfilled:2"]
 
 
+async def test_nul_characters_in_an_event_do_not_lose_the_purchase(shop, tenant, clock, settings):
+    """PostgreSQL's jsonb refuses \\u0000 and its text refuses NUL: a signed event carrying one (in
+    what the buyer typed, or in its id) was a 500, retried by Stripe until it gave up."""
+    app, client, _ = shop
+    session = checkout_session("cs_test_nul", email="ada@example.com", price_id="price_desktop_perpetual")
+    session["customer_details"]["name"] = "Ada\x00Buyer"
+    r = await _post(client, clock, tenant, "checkout.session.completed", session, "evt_1Nul\x00")
+    assert r.status_code == 200 and r.json() == {"received": True, "handled": True, "duplicate": False}, r.text
+    again = await _post(client, clock, tenant, "checkout.session.completed", session, "evt_1Nul\x00")
+    assert again.json()["duplicate"] is True
+    await jobs.run_due(app.state.services)
+    assert [lic["email"] for lic in await _licenses(settings.database_url, tenant.id)] == ["ada@example.com"]
+    assert await _outcomes(settings.database_url) == ["fulfilled:1"]
+
+
 async def test_signature_refusals_leave_no_trace(shop, tenant, clock, settings):
     _, client, _ = shop
     session = checkout_session("cs_test_refused", email="eve@example.com", price_id="price_desktop_perpetual")

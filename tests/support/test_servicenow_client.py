@@ -30,7 +30,8 @@ def oauth(url: str, **changes) -> Instance:
 
 @pytest.fixture
 async def client():
-    made = ServiceNowClient(ManualClock(), timeout=5.0)  # loopback, but CI's two cores may be busy
+    # loopback (allowed, as under QG_WEBHOOK_ALLOW_PRIVATE); 5 s: CI's two cores may be busy
+    made = ServiceNowClient(ManualClock(), timeout=5.0, allow_private=True)
     yield made
     await made.aclose()
 
@@ -143,13 +144,24 @@ async def test_basic_auth_refused_and_rights_missing(servicenow, client):
 
 async def test_timeout(servicenow):
     servicenow.fail("GET", delay=1.5)
-    client = ServiceNowClient(ManualClock(), timeout=0.5)
+    client = ServiceNowClient(ManualClock(), timeout=0.5, allow_private=True)
     try:
         with pytest.raises(ServiceNowError) as raised:
             await client.check(basic(servicenow.url))
     finally:
         await client.aclose()
     assert raised.value.code == "timeout"
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused_before_connecting(servicenow):
+    client = ServiceNowClient(ManualClock(), timeout=5.0, allow_private=False)
+    try:
+        with pytest.raises(ServiceNowError) as raised:
+            await client.check(basic(servicenow.url.replace("127.0.0.1", "localhost")))
+    finally:
+        await client.aclose()
+    assert raised.value.code == "destination_refused"
+    assert servicenow.table_requests("GET") == []
 
 
 async def test_refused_connection(client):

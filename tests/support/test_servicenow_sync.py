@@ -95,6 +95,16 @@ async def test_bad_settings_are_400(quiet, tenant, body, code, field):
     assert (r.status_code, r.json()["error"], r.json().get("field")) == (400, code, field), r.text
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:8080", "https://10.1.2.3",
+                                 "https://169.254.169.254", "https://[::1]:8443"])
+async def test_a_private_instance_address_is_refused_unless_allowed(settings, clock, tenant, url):
+    """As for webhooks (QG_WEBHOOK_ALLOW_PRIVATE): a tenant's connection reached the gateway's loopback
+    and internal networks, and the connection test told open ports from closed ones."""
+    async with running_app(replace(settings, webhook_allow_private=False), clock) as (_, client):
+        r = await client.post("/api/servicenow/settings", json={"instanceUrl": url, **BASIC}, headers=tenant.headers)
+    assert (r.status_code, r.json()["error"], r.json()["field"]) == (400, "url_not_allowed", "instanceUrl"), r.text
+
+
 async def test_connection_test_says_what_failed(quiet, tenant, servicenow, tmp_path):
     _, client = quiet
 

@@ -24,6 +24,7 @@ import asyncpg
 from .. import crypto
 from ..config import Settings, portal_url
 from ..errors import ApiError
+from ..formats import urls
 from . import jobs, templates
 
 log = logging.getLogger("quota_gateway.events.mailer")
@@ -114,6 +115,8 @@ async def mail_settings(conn: asyncpg.Connection, tenant_id: str) -> dict[str, A
 
 
 async def put_mail_settings(conn: asyncpg.Connection, tenant_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    if changes.get("customerPortalUrl"):  # it becomes a link in customers' e-mails
+        urls.check_http_url(changes["customerPortalUrl"], "customerPortalUrl")
     current = {**await mail_settings(conn, tenant_id), **{k: v for k, v in changes.items() if v is not None}}
     await conn.execute(
         """INSERT INTO tenant_mail_settings (tenant_id, contact_email, deliver_licenses, customer_portal_url, updated_at)
@@ -161,8 +164,8 @@ async def render_for(conn: asyncpg.Connection, settings: Settings, tenant_id: st
                      context: dict[str, Any]) -> templates.Rendered:
     """Template `template` of the tenant rendered with `context` plus TenantName and CustomerPortalUrl."""
     chosen = await templates.load(conn, tenant_id, template)
-    full = {"TenantName": await tenant_display_name(conn, tenant_id), "CustomerPortalUrl": await customer_portal_url(conn, settings, tenant_id),
-            **context}
+    full = {"TenantName": await tenant_display_name(conn, tenant_id),
+            "CustomerPortalUrl": await customer_portal_url(conn, settings, tenant_id), **context}
     return templates.render(chosen, full)
 
 

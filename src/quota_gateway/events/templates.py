@@ -1,7 +1,9 @@
 """E-mail templates: built-in defaults, a tenant's own versions, and sandboxed Jinja2 rendering.
 
 Templates are tenant-written text, so they render in Jinja2's SandboxedEnvironment (no attribute
-access to internals, no imports); the HTML part is autoescaped, the text part and subject are not.
+access to internals, no imports) and may hold only what renders in bounded time and space
+(`_refuse_unbounded`: no loops, calls or repetition); the HTML part is autoescaped, the text part
+and subject are not.
 A missing placeholder renders empty rather than failing the mail.
 """
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ApiError
@@ -105,9 +107,44 @@ _text_env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
 _html_env = SandboxedEnvironment(autoescape=True)
 
 
+# What a template may hold: placeholders, conditions, comparisons, + and ~, and filters that cannot
+# grow a value. Templates render inside requests, on the event loop every tenant shares, so a loop
+# ({% for %}: nested range()s turn 10^10 times), a repetition or power (*, **), a width (center(10^9)),
+# a call or a variable doubled by each {% set %} would stall them all; without those, rendering
+# takes time and space in proportion to the template and its placeholders.
+_ALLOWED_NODES = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Const, nodes.If,
+                  nodes.CondExpr, nodes.Compare, nodes.Operand, nodes.And, nodes.Or, nodes.Not, nodes.Neg,
+                  nodes.Pos, nodes.Concat, nodes.Add, nodes.Sub, nodes.Tuple, nodes.List, nodes.Keyword,
+                  nodes.Filter, nodes.Test)
+_ALLOWED_FILTERS = frozenset({"upper", "lower", "title", "capitalize", "trim", "striptags", "escape", "e",
+                              "default", "d", "string", "length", "count"})
+_ALLOWED_TESTS = frozenset({"defined", "undefined", "none", "number", "string", "eq", "ne", "equalto", "lt",
+                            "le", "gt", "ge", "odd", "even"})
+_SHOWN = {"For": "{% for %}", "Macro": "{% macro %}", "CallBlock": "{% call %}", "Assign": "{% set %}",
+          "AssignBlock": "{% set %}", "With": "{% with %}", "FilterBlock": "{% filter %}", "Include": "{% include %}",
+          "Import": "{% import %}", "FromImport": "{% from %}", "Extends": "{% extends %}", "Block": "{% block %}",
+          "Mul": "*", "Pow": "**", "Div": "/", "FloorDiv": "//", "Mod": "%", "Call": "a call",
+          "Getattr": "attribute access (.)", "Getitem": "item access ([])", "Slice": "a slice", "Dict": "a dict"}
+
+
+def _refuse_unbounded(tree: nodes.Template) -> None:
+    for node in tree.find_all(nodes.Node):
+        if isinstance(node, (nodes.Filter, nodes.Test)):
+            allowed = _ALLOWED_FILTERS if isinstance(node, nodes.Filter) else _ALLOWED_TESTS
+            if node.name not in allowed:
+                kind = "filter" if isinstance(node, nodes.Filter) else "test"
+                raise TemplateSyntaxError(f"the {kind} '{node.name}' is not allowed in e-mail templates (allowed: "
+                                          f"{', '.join(sorted(allowed))})", node.lineno)
+        elif not isinstance(node, _ALLOWED_NODES):
+            shown = _SHOWN.get(type(node).__name__, type(node).__name__)
+            raise TemplateSyntaxError(f"{shown} is not allowed in e-mail templates", node.lineno)
+
+
 @functools.lru_cache(maxsize=512)
 def _compile(source: str, html: bool) -> Any:
-    return (_html_env if html else _text_env).from_string(source)
+    env = _html_env if html else _text_env
+    _refuse_unbounded(env.parse(source))
+    return env.from_string(source)
 
 
 def check(subject: str, text: str, html: str) -> None:

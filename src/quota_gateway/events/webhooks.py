@@ -36,6 +36,7 @@ import orjson
 
 from .. import crypto
 from ..errors import ApiError
+from ..formats import urls
 from . import jobs, mailer, outbox, types
 
 DELIVER_JOB = "webhook.deliver"
@@ -117,29 +118,49 @@ async def resolve(host: str, port: int, allow_private: bool) -> str:
     return addresses[0]
 
 
+@dataclass(frozen=True)
+class Pinned:
+    """A request's URL with its host replaced by the address the guard checked, and what keeps the
+    request the URL's: its Host header and (https) the name the TLS certificate must carry."""
+
+    url: str
+    host_header: str
+    extensions: dict[str, Any] | None
+
+
+async def pin(url: str, allow_private: bool) -> Pinned:
+    """`url` pinned to an address `resolve` allowed; DestinationRefused otherwise."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = await resolve(host, port, allow_private)
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port:
+        netloc += f":{parts.port}"
+    return Pinned(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
+                  parts.netloc.rsplit("@", 1)[-1], {"sni_hostname": host} if parts.scheme == "https" else None)
+
+
+def refuse_private_host(host: str, field: str = "url") -> None:
+    """400 url_not_allowed when `host` is localhost or a literal loopback, link-local or private address."""
+    literal = None
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or host.endswith(".localhost"):
+            raise ApiError(400, "url_not_allowed", f"{field}: loopback destinations are not allowed",
+                           field=field) from None
+    if literal is not None and _forbidden(str(literal)):
+        raise ApiError(400, "url_not_allowed", f"{field}: loopback, link-local and private addresses are not allowed",
+                       field=field)
+
+
 def check_url(url: str, allow_private: bool) -> str:
     """400 unless `url` is an absolute http(s) URL whose host is not a forbidden literal address."""
+    urls.check_http_url(url)
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(400, "invalid_url", "url: must be an absolute http:// or https:// URL", field="url")
-    if parts.username or parts.password:
-        raise ApiError(400, "invalid_url", "url: must not contain credentials", field="url")
-    try:
-        _ = parts.port  # urllib raises on an invalid or out-of-range port only when asked
-    except ValueError:
-        raise ApiError(400, "invalid_url", "url: invalid port", field="url") from None
     if not allow_private:
-        host = parts.hostname
-        literal = None
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            if host == "localhost" or host.endswith(".localhost"):
-                raise ApiError(400, "url_not_allowed", "url: loopback destinations are not allowed",
-                               field="url") from None
-        if literal is not None and _forbidden(str(literal)):
-            raise ApiError(400, "url_not_allowed", "url: loopback, link-local and private addresses are not allowed",
-                           field="url")
+        refuse_private_host(parts.hostname or "")  # check_http_url made sure there is one
     return url
 
 
@@ -307,20 +328,11 @@ def _excerpt(text: str) -> str:
 
 async def _post(services: Any, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
     """POST to the address the SSRF guard checked (Host header and TLS name stay the URL's)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     timeout = services.settings.webhook_timeout
-    address = await asyncio.wait_for(resolve(host, port, services.settings.webhook_allow_private), timeout)
-    netloc = f"[{address}]" if ":" in address else address
-    if parts.port:
-        netloc += f":{parts.port}"
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    host_header = parts.netloc.rsplit("@", 1)[-1]
+    pinned = await asyncio.wait_for(pin(url, services.settings.webhook_allow_private), timeout)
     response = await http_client(services).post(
-        pinned, content=body, headers={**headers, "Host": host_header},
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        extensions={"sni_hostname": host} if parts.scheme == "https" else None)
+        pinned.url, content=body, headers={**headers, "Host": pinned.host_header},
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), extensions=pinned.extensions)
     return response.status_code, _excerpt(response.text)
 
 

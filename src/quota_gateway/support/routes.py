@@ -166,7 +166,7 @@ async def save_settings(call: Call) -> JSONResponse:
     """Create or replace the ServiceNow connection (a secret left out keeps the stored one)."""
     async with call.services.pool.acquire() as conn:
         view, created = await sync.save_settings(conn, call.tenant_id, call.services.settings.master_key or "", _now(call),
-                                                 call.body)
+                                                 call.body, allow_private=call.services.settings.webhook_allow_private)
     return JSONResponse(view, status_code=201 if created else 200)
 
 
@@ -241,7 +241,7 @@ routes = [
     endpoint("GET", "/api/servicenow/settings", get_settings, scope="manage", tag=_SNOW, errors=_NOT_CONFIGURED,
              responses={200: "the settings, secrets masked", 404: "not configured"}, returns=_SETTINGS_SHOWN),
     endpoint("POST", "/api/servicenow/settings", save_settings, scope="manage", body=_SETTINGS, tag=_SNOW,
-             errors=("invalid_instance_url", "invalid_table"),
+             errors=("invalid_instance_url", "url_not_allowed", "invalid_table"),
              responses={200: "replaced", 201: "created"}, returns=_SETTINGS_SHOWN),
     endpoint("DELETE", "/api/servicenow/settings", delete_settings, scope="manage", tag=_SNOW, errors=_NOT_CONFIGURED,
              responses={200: "deleted", 404: "not configured"}, returns=answer(deleted=BOOLEAN)),

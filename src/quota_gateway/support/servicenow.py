@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from ..clock import Clock
+from ..events import webhooks
 
 FAILURES = {
     "dns_failed": "the instance's host name does not resolve",
@@ -39,6 +40,7 @@ FAILURES = {
     "rate_limited": "the instance is rate limiting requests (429)",
     "server_error": "the instance failed (5xx)",
     "bad_response": "the instance answered something the Table API does not",
+    "destination_refused": "the instance's host is or resolves to a loopback, link-local or private address",
 }
 
 # A cached OAuth token is used until this many seconds before it expires.
@@ -134,8 +136,10 @@ def _result(response: httpx.Response) -> Any:
 class ServiceNowClient:
     """One per process: an httpx connection pool and the OAuth tokens of every tenant's instance."""
 
-    def __init__(self, clock: Clock, timeout: float = 10.0) -> None:
+    def __init__(self, clock: Clock, *, allow_private: bool, timeout: float = 10.0) -> None:
         self.clock = clock
+        # Off: every request goes to an address the webhooks' SSRF guard allows, pinned (no second lookup).
+        self.allow_private = allow_private
         # trust_env off: no proxy or CA bundle from the environment decides where tickets go.
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False)
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -185,6 +189,15 @@ class ServiceNowClient:
             # RFC 6761 6.4: resolvers should answer "invalid" names negatively at once; no query is sent.
             raise ServiceNowError("dns_failed", f"{FAILURES['dns_failed']}: {host} is a special-use name")
         try:
+            if not self.allow_private:
+                try:
+                    pinned = await webhooks.pin(url, allow_private=False)
+                except webhooks.DestinationRefused as exc:
+                    raise ServiceNowError("destination_refused", f"{FAILURES['destination_refused']}: {exc}") from None
+                url, extensions = pinned.url, pinned.extensions
+                kwargs["headers"] = {**kwargs.get("headers", {}), "Host": pinned.host_header}
+                if extensions:
+                    kwargs["extensions"] = extensions
             return await self.http.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
             raise ServiceNowError("timeout", f"{FAILURES['timeout']} ({type(exc).__name__})") from None

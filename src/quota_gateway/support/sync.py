@@ -29,7 +29,7 @@ import asyncpg
 
 from .. import crypto
 from ..errors import ApiError
-from ..events import jobs
+from ..events import jobs, webhooks
 from ..formats.digests import sha256
 from ..services import Services
 from . import service
@@ -62,7 +62,8 @@ def state(services: Services) -> SupportState:
     if services.support is None:
         settings = services.settings
         services.support = SupportState(
-            ServiceNowClient(services.clock, timeout=settings.servicenow_timeout),
+            ServiceNowClient(services.clock, timeout=settings.servicenow_timeout,
+                             allow_private=settings.webhook_allow_private),
             Limits(settings.support_tickets_per_token, settings.support_tickets_per_email,
                    settings.support_ticket_window))
     return services.support
@@ -75,8 +76,10 @@ def correlation_id(tenant_id: str, ticket_id: int) -> str:
 
 # --- settings ----------------------------------------------------------------------------------
 
-def check_instance_url(raw: str) -> str:
-    """`https://host[:port]` (plain http only for a loopback host), without path, query or user."""
+def check_instance_url(raw: str, allow_private: bool) -> str:
+    """`https://host[:port]` (plain http only for a loopback host), without path, query or user;
+    unless `allow_private` (QG_WEBHOOK_ALLOW_PRIVATE), never localhost or a literal loopback,
+    link-local or private address (400 url_not_allowed), as for webhooks."""
     try:
         parts = urlsplit(raw.strip())
         host, port = parts.hostname, parts.port
@@ -90,6 +93,8 @@ def check_instance_url(raw: str) -> str:
         raise bad
     if parts.scheme == "http" and host not in _LOOPBACK_HOSTS:
         raise bad
+    if not allow_private:
+        webhooks.refuse_private_host(host, "instanceUrl")
     netloc = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{netloc}" + (f":{port}" if port else "")
 
@@ -131,9 +136,9 @@ async def get_settings(conn: asyncpg.Connection, tenant_id: str, master_key: str
 
 
 async def save_settings(conn: asyncpg.Connection, tenant_id: str, master_key: str, now: datetime,
-                        body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+                        body: dict[str, Any], *, allow_private: bool) -> tuple[dict[str, Any], bool]:
     """Create or replace the connection; a secret left out keeps the stored one. Returns (view, created)."""
-    url = check_instance_url(body["instanceUrl"])
+    url = check_instance_url(body["instanceUrl"], allow_private)
     table = body.get("table") or "incident"
     if not TABLE_NAME.fullmatch(table):
         raise ApiError(400, "invalid_table", "table must be a ServiceNow table name (lower case, digits, _)",

@@ -140,7 +140,8 @@ async def save_servicenow(ctx: PageContext) -> Response:
             "clientSecret": secrets["clientSecret"] or None, "table": fields["table"][0] or "incident",
             "enabled": bool(ctx.value("enabled"))}
     async with ctx.pool.acquire() as conn:
-        await sync.save_settings(conn, ctx.tenant_id, _master_key(ctx), ctx.now, body)
+        await sync.save_settings(conn, ctx.tenant_id, _master_key(ctx), ctx.now, body,
+                                 allow_private=ctx.services.settings.webhook_allow_private)
     return ctx.redirect(f"{ctx.base}/servicenow", "ServiceNow settings saved.")
 
 

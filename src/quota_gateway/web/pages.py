@@ -21,11 +21,13 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
+from starlette.types import Message
 
 from .. import tenants
 from ..abuse.clientlimit import CLIENT_ADDRESS
 from ..clock import iso_utc
 from ..errors import ApiError
+from ..jsonio import read_body
 from . import csrf, sessions, signin
 from .keys import WebKeys
 from .sessions import WebSession
@@ -230,6 +232,13 @@ def page(audience: str, *, signed_in: bool = True) -> Callable[[Handler], Endpoi
     return wrap
 
 
+async def _form_of(request: Request, raw: bytes) -> FormData:
+    """The form in `raw`, the body `request` had (read whole, within MAX_FORM_BYTES, beforehand)."""
+    async def replay() -> Message:
+        return {"type": "http.request", "body": raw, "more_body": False}
+    return await Request(request.scope, replay).form(max_files=1, max_fields=200)
+
+
 def action(audience: str, *, signed_in: bool = True,
            back: str = "") -> Callable[[Handler], Endpoint]:
     """A form POST of `audience`: CSRF checked first; an ApiError becomes a flash message on
@@ -242,7 +251,11 @@ def action(audience: str, *, signed_in: bool = True,
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
                 return render(request, keys, "error.html", 413, message="That form was too large.")
-            form = await request.form(max_files=1, max_fields=200)
+            try:
+                raw = await read_body(request, MAX_FORM_BYTES)  # a body without Content-Length too
+            except ApiError:
+                return render(request, keys, "error.html", 413, message="That form was too large.")
+            form = await _form_of(request, raw)
             token = form.get(csrf.FIELD)
             if not csrf.valid(keys.csrf, request, token if isinstance(token, str) else None):
                 return render(request, keys, "error.html", 403,
