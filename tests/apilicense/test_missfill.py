@@ -15,6 +15,7 @@ from quota_gateway.apilicense import keyspace, missfill
 from quota_gateway.apilicense.service import mask
 from quota_gateway.autopipeline import AutoPipeline, ClusterAutoPipeline
 from quota_gateway.formats.digests import sha256
+from tcp_cut import postgres_behind_forwarder
 
 VALIDATE = "/api/apilicense/validate"
 
@@ -64,21 +65,118 @@ async def test_a_batch_of_misses_makes_one_query_and_one_script_call(tenant, set
         assert all(r.json()["quota"]["used"] == 2 for r in answers)
 
 
-def test_a_batch_is_cut_into_calls_of_bounded_size(settings):
-    """A wave of misses bigger than FILL_CALL_KEYS goes in several calls (a Lua call holds Redis
-    alone); a cluster takes one call per bucket, since a script may touch one hash tag only."""
-    keys = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(600)]
+class _HeldFills:
+    """The real runner, with each fill call held until released: a batch caught filling Redis."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.spans_buckets = inner.spans_buckets
+        self.fills = 0
+        self.filling = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, script, keys, args):
+        return await self.inner.run(script, keys, args)
+
+    async def run_many(self, script, calls):
+        if script is keyspace.FILL_BATCH:
+            self.fills += 1
+            self.filling.set()
+            await self.release.wait()
+        return await self.inner.run_many(script, calls)
+
+
+async def test_the_next_batch_reads_postgres_while_one_fills_redis(app, client, tenant, settings):
+    product = await make_product(client, tenant.headers)
+    first, second = await _bulk_keys(settings, tenant, product, 10), await _bulk_keys(settings, tenant, product, 10)
+    misses = app.state.services.quota.misses
+    held = misses._runner = _HeldFills(misses._runner)
+    try:
+        early = [asyncio.create_task(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers))
+                 for k in first]
+        await asyncio.wait_for(held.filling.wait(), 10)
+        before = misses.batches
+        late = [asyncio.create_task(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers))
+                for k in second]
+        for _ in range(500):  # the second batch reads and reaches its fill while the first is held
+            if held.fills >= 2 or all(t.done() for t in early):
+                break
+            await asyncio.sleep(0.01)
+        assert misses.batches > before and held.fills >= 2
+        assert not any(t.done() for t in early)
+        held.release.set()
+        answers = await asyncio.gather(*early, *late)
+    finally:
+        misses._runner = held.inner
+    assert [r.status_code for r in answers] == [200] * 20
+    assert all(r.json()["quota"]["used"] == 1 for r in answers)
+
+
+async def test_a_long_cold_wave_gives_every_connection_back(tenant, settings, clock):
+    """Batches read two at a time and hand their connection to the batch forming behind them: when
+    the wave is over, none is kept or lost."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (app, client):
+        product = await make_product(client, tenant.headers)
+        keys = await _bulk_keys(settings, tenant, product, 400)
+        misses, pool = app.state.services.quota.misses, app.state.services.pool
+        before = misses.batches
+
+        async def walk(share: list[str]) -> list[int]:
+            return [(await client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)).status_code
+                    for k in share]
+
+        statuses = await asyncio.gather(*(walk(keys[c::40]) for c in range(40)))
+        assert [s for share in statuses for s in share] == [200] * 400
+        assert misses.batches - before > 10  # many batches, some reading side by side
+        assert misses._held is None and not misses._reading and not misses._batches
+        assert pool.get_idle_size() == pool.get_size()
+
+
+async def test_a_failed_read_does_not_stall_later_misses(settings, tenant, clock):
+    async with postgres_behind_forwarder(settings) as (through, forwarder), running_app(through, clock) as (_, client):
+        product = await make_product(client, tenant.headers)
+        keys = await _bulk_keys(settings, tenant, product, 6)
+        await forwarder.cut()
+        down = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                      for k in keys[:3]))
+        assert [r.status_code for r in down] == [503] * 3
+        await forwarder.restore()
+        up = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                    for k in keys))
+        assert [r.status_code for r in up] == [200] * 6
+
+
+def test_a_batch_is_one_call_on_a_single_redis_and_one_per_bucket_on_a_cluster(settings):
+    keys = [fastpath.generate_api_key(secrets.token_bytes(16)) for _ in range(40)]
     by_bucket: dict[int, list] = {}
     for k in keys:
         by_bucket.setdefault(fastpath.api_key_bucket(k), []).append(k)
     groups = list(by_bucket.values())
     single = missfill.MissBatcher(None, AutoPipeline(settings.redis_url))  # type: ignore[arg-type]
-    calls = single._calls(groups)
-    assert [k for call in calls for group in call for k in group] == [k for group in groups for k in group]
-    assert all(sum(map(len, call)) <= missfill.FILL_CALL_KEYS for call in calls)
-    assert 3 <= len(calls) <= 4  # 600 keys, packed bucket by bucket
+    assert single._calls(groups) == [groups]
     clustered = missfill.MissBatcher(None, ClusterAutoPipeline(settings.redis_url))  # type: ignore[arg-type]
     assert clustered._calls(groups) == [[group] for group in groups]
+
+
+async def test_a_wave_of_misses_goes_in_batches_of_bounded_size(tenant, settings, clock):
+    """A hundred misses at once make batches of at most BATCH_KEYS keys (the longest waiting
+    first), READS_AT_ONCE reading PostgreSQL side by side, not one batch of a hundred."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (app, client):
+        product = await make_product(client, tenant.headers)
+        keys = await _bulk_keys(settings, tenant, product, 100)
+        misses = app.state.services.quota.misses
+        sizes: list[int] = []
+        run = misses._run
+
+        async def counted(batch):
+            sizes.append(len(batch))
+            await run(batch)
+
+        misses._run = counted
+        answers = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": k}, headers=tenant.headers)
+                                         for k in keys))
+        assert [r.status_code for r in answers] == [200] * 100
+        assert sum(sizes) == 100 and max(sizes) <= missfill.BATCH_KEYS and len(sizes) >= 100 // missfill.BATCH_KEYS
 
 
 async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, tenant, settings):
@@ -94,6 +192,27 @@ async def test_counters_rebuilt_from_postgres_with_unflushed_usage(app, client, 
     assert r.status_code == 429 and r.json()["errorCode"] == "quota_exhausted"
     r = await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)
     assert r.status_code == 200 and r.json()["quota"]["used"] == 10
+
+
+async def test_unflushed_usage_is_found_in_a_large_pending_hash(tenant, settings, clock):
+    """The rebuild sums the license's own pending fields (every day of them) however large the
+    bucket's pending hash has grown (a backlog: many scan pages), and nobody else's."""
+    async with running_app(dataclasses.replace(settings, flush_interval=3600.0), clock) as (_, client):
+        product = await make_product(client, tenant.headers)
+        [key] = await _bulk_keys(settings, tenant, product, 1, used_total=7)
+        r = await client.post(VALIDATE, json={"apiKey": key, "units": 5}, headers=tenant.headers)
+        assert r.status_code == 200 and r.json()["quota"]["used"] == 12
+        async with db_connection(settings.database_url) as conn:
+            license_id = await conn.fetchval("SELECT id FROM api_licenses WHERE key_digest = $1", sha256(key))
+        ref = keyspace.LicenseRef(key)
+        r_sync = redis_sync.Redis.from_url(settings.redis_url)
+        others = {f"{license_id}{n}:20261207": 1000 for n in range(3000)}  # ids sharing its digits, other licenses
+        r_sync.hset(ref.validate_keys[1], mapping={**others, f"{license_id}:20261207": 4})
+        assert r_sync.object("encoding", ref.validate_keys[1]) == b"hashtable"
+        r_sync.hdel(ref.entry, "c", "m")  # the counters lost, the pending usage kept
+        r = await client.post(VALIDATE, json={"apiKey": key, "units": 1}, headers=tenant.headers)
+        assert r.status_code == 200 and r.json()["quota"]["used"] == 7 + 5 + 4 + 1
+        r_sync.hdel(ref.validate_keys[1], *others)
 
 
 async def test_unknown_and_other_tenants_keys_in_one_batch(client, tenant, other_tenant, settings):

@@ -7,13 +7,14 @@ own validate call (the miss) and a share of the batch, instead of a metadata rea
 fill, a counter read, a counter fill and a second validation.
 
 After a Redis restart, a cold start or a burst of never-seen keys, the misses of one tick (one
-pipeline reply wakes them together), and those arriving while a batch is in flight, share one
-round trip to each store.
+pipeline reply wakes them together), and those arriving while batches read PostgreSQL, share one
+round trip to each store, up to BATCH_KEYS keys a batch; a batch fills Redis while others read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from . import keyspace
@@ -40,9 +41,16 @@ FROM api_licenses l JOIN products p ON p.id = l.product_id
 WHERE l.key_digest = ANY($1::bytea[])"""
 
 
-# Keys per fill call on a single Redis: a call runs alone there, so a wave of thousands of misses
-# is cut into calls other clients' commands can pass between.
-FILL_CALL_KEYS = 256
+# A cold wave goes in batches of at most BATCH_KEYS keys, READS_AT_ONCE of them reading PostgreSQL
+# at once; a batch whose read is back fills Redis while others read. Measured at 64 connections
+# (cold first touches a second, same machine state, two turns each): batches as large as the
+# misses waiting (~30-50 keys, one read at a time) 4,800-5,400; two reads at once 5,600-5,800;
+# two reads of at most 16 keys 6,400-7,900 (12 and 24 keys alike; 8 keys 4,400-5,000, the query's
+# own cost then dominating; three reads no better). Large batches make a convoy: all their
+# validations are answered together, their clients' next requests miss together, and the server,
+# Redis and PostgreSQL take turns idling while one of them works through a whole batch.
+BATCH_KEYS = 16
+READS_AT_ONCE = 2
 
 
 class MissBatcher:
@@ -51,18 +59,19 @@ class MissBatcher:
         self._runner = runner
         # key hash -> (where it lives, generation seen, [(its validations' futures, their arguments)])
         self._waiting: dict[str, tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]] = {}
-        self._running: asyncio.Task | None = None  # the batch in flight (one at a time)
+        self._reading: set[asyncio.Task] = set()  # the batches whose PostgreSQL read is in flight
+        self._batches: set[asyncio.Task] = set()  # every batch not finished (the loop keeps weak references)
         self._held: Any = None  # a pool connection kept for the batch that starts next
         self.batches = 0  # batches run (tests and benchmarks read it)
 
     async def fill(self, ref: LicenseRef, generation: Any, validate_args: list) -> list:
         """Fill this key's metadata and counters together with every other miss of this tick (or of
-        every tick the batch in flight spans), then validate: the validate script's reply."""
+        every tick the reads in flight span), then validate: the validate script's reply."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         entry = self._waiting.get(ref.entry)
         if entry is None:
-            if not self._waiting and self._running is None:
+            if not self._waiting and len(self._reading) < READS_AT_ONCE:
                 loop.call_soon(self._start)  # after the other tasks woken in this tick have asked
             self._waiting[ref.entry] = (ref, generation, [(future, validate_args)])
         else:
@@ -76,20 +85,30 @@ class MissBatcher:
             await self._pool.release(held)
 
     def _start(self) -> None:
-        """Run the waiting misses as one batch. One batch at a time: misses arriving meanwhile wait
-        for it to end and then go together, so a cold wave makes few large batches (one query and
-        one script call for many keys) rather than many small ones. (Letting the next batch read
-        PostgreSQL while the one before fills Redis was measured: batches of ~23 keys instead of
-        ~32 at 64 connections, and no gain.)"""
-        if self._running is not None or not self._waiting:
-            return
-        batch, self._waiting = self._waiting, {}
-        self._running = asyncio.get_running_loop().create_task(self._run(list(batch.values())))
-        self._running.add_done_callback(self._next)
+        """Run the waiting misses in batches (BATCH_KEYS keys at most), while fewer than
+        READS_AT_ONCE batches read PostgreSQL: misses arriving meanwhile wait for a read to end
+        and then go together, so a cold wave makes few batches (one query and one script call for
+        many keys) rather than one per key."""
+        loop = asyncio.get_running_loop()
+        while self._waiting and len(self._reading) < READS_AT_ONCE:
+            if len(self._waiting) <= BATCH_KEYS:
+                batch, self._waiting = list(self._waiting.values()), {}
+            else:  # the longest waiting first (a dict keeps the order they came in)
+                batch = [self._waiting.pop(key) for key in list(itertools.islice(self._waiting, BATCH_KEYS))]
+            task = loop.create_task(self._run(batch))
+            self._reading.add(task)
+            self._batches.add(task)
+            task.add_done_callback(self._ended)
 
-    def _next(self, _: asyncio.Task) -> None:
-        self._running = None
-        self._start()
+    def _read_done(self, task: asyncio.Task) -> None:
+        """That batch's PostgreSQL read is back (or failed): another batch may read."""
+        if task in self._reading:
+            self._reading.discard(task)
+            self._start()
+
+    def _ended(self, task: asyncio.Task) -> None:
+        self._batches.discard(task)
+        self._read_done(task)  # if it failed before its read was back
 
     async def _run(self, batch: list[tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]]) -> None:
         try:
@@ -102,16 +121,19 @@ class MissBatcher:
 
     async def _fill(self, batch: list[tuple[LicenseRef, Any, list[tuple[asyncio.Future, list]]]]) -> None:
         self.batches += 1
-        conn, self._held = self._held or await self._pool.acquire(), None
+        conn, self._held = self._held, None
+        if conn is None:
+            conn = await self._pool.acquire()
         try:
             rows = await conn.fetch(_ROWS, [ref.digest for ref, _, _ in batch])
         except BaseException:
             await self._pool.release(conn)
             raise
-        if self._waiting:  # the next batch is forming: it reads on this connection, with no reset between
-            self._held = conn
+        if self._waiting and self._held is None:  # the next batch is forming: it reads on this connection,
+            self._held = conn                       # with no reset between
         else:
             await self._pool.release(conn)
+        self._read_done(asyncio.current_task())  # type: ignore[arg-type]  # _fill runs in its batch's task
         found = {bytes(row["key_digest"]): row for row in rows}
         by_bucket: dict[int, list[tuple[LicenseRef, Any, Any, list[tuple[asyncio.Future, list]]]]] = {}
         for ref, generation, waiting in batch:
@@ -130,15 +152,7 @@ class MissBatcher:
 
     def _calls(self, groups: list[list]) -> list[list[list]]:
         """The batch's bucket groups as the fill calls take them: all in one call where a script
-        may span buckets (a single Redis), up to FILL_CALL_KEYS keys a call; else one per bucket."""
+        may span buckets (a single Redis); else one call per bucket."""
         if not self._runner.spans_buckets:
             return [[items] for items in groups]
-        calls: list[list[list]] = [[]]
-        keys = 0
-        for items in groups:
-            if keys + len(items) > FILL_CALL_KEYS and calls[-1]:
-                calls.append([])
-                keys = 0
-            calls[-1].append(items)
-            keys += len(items)
-        return calls
+        return [groups]

@@ -47,24 +47,34 @@ local function fill_group(k, a)
     local epoch, seq = string.match(marker, '([^:]+):(%d+)')
     stale = tonumber(seq) > (applied[epoch] or 0)
   end
-  local unflushed = nil  -- license id -> units consumed but not applied in Postgres (read once)
+  -- Units of a license consumed but not yet applied in Postgres: its fields ("<id>:<day>") of the
+  -- pending hash, and of the flushing one while a flush Postgres has not applied is in flight.
+  -- Matched by Redis (HSCAN), not copied whole into Lua: a cold wave fills one or two keys a
+  -- bucket, and copying each bucket's pending usage into Lua cost the fill a third of its time.
+  local flushing = nil  -- whether the bucket's flushing hash counts (looked up once)
+  local function sum_of(hash, pattern)
+    local units, cursor = {}, '0'  -- field -> units: a field met twice by the scan counts once
+    repeat
+      local page = redis.call('HSCAN', hash, cursor, 'MATCH', pattern, 'COUNT', 1000)
+      cursor = page[1]
+      local flat = page[2]
+      for i = 1, #flat, 2 do units[flat[i]] = tonumber(flat[i + 1]) end
+    until cursor == '0'
+    local total = 0
+    for _, n in pairs(units) do total = total + n end
+    return total
+  end
   local function unflushed_of(id)
-    if not unflushed then
-      unflushed = {}
-      local function add(hash)
-        local flat = redis.call('HGETALL', hash)
-        for i = 1, #flat, 2 do
-          local owner = string.match(flat[i], '^(%d+):')
-          if owner then unflushed[owner] = (unflushed[owner] or 0) + tonumber(flat[i + 1]) end
-        end
-      end
-      add(KEYS[k + 1])
+    local pattern = id .. ':*'
+    local total = sum_of(KEYS[k + 1], pattern)
+    if flushing == nil then
       local fepoch = redis.call('HGET', KEYS[k + 2], '__epoch')
-      if fepoch and tonumber(redis.call('HGET', KEYS[k + 2], '__seq')) > (applied[fepoch] or 0) then
-        add(KEYS[k + 2])
-      end
+      flushing = fepoch ~= false and tonumber(redis.call('HGET', KEYS[k + 2], '__seq')) > (applied[fepoch] or 0)
     end
-    return unflushed[id] or 0
+    if flushing then
+      total = total + sum_of(KEYS[k + 2], pattern)
+    end
+    return total
   end
 
   local products = tonumber(ARGV[a + 1])
