@@ -175,3 +175,25 @@ def test_journal_entries_as_servicenow_renders_them():
     assert inbound.comment_text("2027-01-15 08:00:00 - Jane Agent (Work notes)\ninternal\n\n") is None
     assert inbound.comment_text("Plain text from a custom rule") == "Plain text from a custom rule"
     assert inbound.comment_text("  \n") is None
+
+
+@pytest.mark.parametrize("suffix", ["²", "9" * 30])
+async def test_an_odd_ticket_number_in_the_correlation_id_is_not_found(desk, tenant, servicenow, suffix):
+    """'²' passes str.isdigit() but int() refuses it; 30 digits overflow PostgreSQL's bigint."""
+    _, client = desk
+    token = await _setup(client, tenant, servicenow)
+    r = await client.post(f"/hooks/servicenow/{tenant.slug}", headers={"Authorization": f"Bearer {token}"},
+                          json={"sys_id": "a" * 32, "sys_mod_count": "1", "correlation_id": f"qg-{tenant.id}-{suffix}"})
+    assert r.status_code == 404 and r.json()["error"] == "ticket_not_found", r.text
+
+
+async def test_a_comment_with_nul_is_kept(desk, tenant, servicenow):
+    """PostgreSQL text refuses NUL: the agent's comment was a 500 on every retry of the rule."""
+    _, client = desk
+    token = await _setup(client, tenant, servicenow)
+    ticket_id = (await client.post("/api/support/ticket", json=TICKET, headers=tenant.headers)).json()["ticketId"]
+    r = await client.post(f"/hooks/servicenow/{tenant.slug}", headers={"Authorization": f"Bearer {token}"},
+                          json={"sys_id": "b" * 32, "sys_mod_count": "3", "comments": "Fixed\x00 in 2.1",
+                                "correlation_id": f"qg-{tenant.id}-{ticket_id}"})
+    assert r.status_code == 200 and r.json()["applied"] == ["comment"], r.text
+    assert (await _thread(client, tenant, ticket_id))["messages"][-1]["message"] == "Fixed\ufffd in 2.1"

@@ -94,3 +94,9 @@ async def test_a_form_without_content_length_is_read_only_up_to_the_bound(client
                           headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 413 and "too large" in r.text
     assert sum(sent) <= MAX_FORM_BYTES + chunk
+
+
+async def test_nul_in_a_path_is_refused(client, settings, tenant, clock):
+    form = await sign_in_admin(client, settings.database_url, tenant.id, tenant.slug, clock)
+    r = await client.post(f"/admin/{tenant.slug}/tokens/a%00b/revoke", data={"csrf_token": form})
+    assert "must not contain NUL characters" in await _flash_after(client, r)

@@ -80,6 +80,8 @@ def parse(raw: bytes) -> dict[str, Any]:
     comments = body.get("comments")
     if comments is not None and not isinstance(comments, str):
         raise ApiError(400, "invalid_field", "comments: must be a string", field="comments")
+    if comments is not None:
+        comments = comments.replace("\x00", "\ufffd")  # PostgreSQL text refuses NUL; the comment is kept
     if comments is not None and len(comments) > service.MESSAGE_MAX + 300:
         raise ApiError(400, "message_too_long", f"comments: at most {service.MESSAGE_MAX} characters",
                        field="comments", maxLength=service.MESSAGE_MAX)
@@ -109,10 +111,12 @@ async def _ticket_of(conn: asyncpg.Connection, tenant_id: str, sys_id: str, corr
     row = await conn.fetchrow("SELECT id, snow_sys_id FROM support_tickets WHERE tenant_id = $1 AND snow_sys_id = $2",
                               tenant_id, sys_id)
     prefix = f"qg-{tenant_id}-"
-    if row is None and correlation and correlation.startswith(prefix) and correlation[len(prefix):].isdigit():
+    number = correlation[len(prefix):] if correlation and correlation.startswith(prefix) else ""
+    # ASCII digits only, as many as a bigint holds: isdigit() alone takes '²', which int() refuses.
+    if row is None and number.isascii() and number.isdigit() and len(number) <= 18:
         # The incident is ours but its create's answer was lost: the ticket has no sys_id yet.
         row = await conn.fetchrow("SELECT id, snow_sys_id FROM support_tickets WHERE tenant_id = $1 AND id = $2 "
-                                  "AND snow_sys_id IS NULL", tenant_id, int(correlation[len(prefix):]))
+                                  "AND snow_sys_id IS NULL", tenant_id, int(number))
     if row is None:
         raise ApiError(404, "ticket_not_found", "no ticket of this tenant has that incident")
     return row

@@ -197,8 +197,8 @@ async def _context(request: Request, audience: str, signed_in: bool) -> PageCont
 
 
 def refuse_nul(values: Iterable[tuple[str, Any]]) -> None:
-    """400 invalid_field for a form or query value holding NUL, which PostgreSQL text cannot store
-    (the API's schema refuses it the same way)."""
+    """400 invalid_field for a path, form or query value holding NUL, which PostgreSQL text cannot
+    store (the API's routing and schema refuse it the same way)."""
     for name, value in values:
         if "\x00" in name or (isinstance(value, str) and "\x00" in value):
             label = name if "\x00" not in name else "a field"
@@ -219,7 +219,7 @@ def page(audience: str, *, signed_in: bool = True) -> Callable[[Handler], Endpoi
             if isinstance(ctx, Response):
                 return ctx
             try:
-                refuse_nul(request.query_params.multi_items())
+                refuse_nul([*request.path_params.items(), *request.query_params.multi_items()])
                 return await handler(ctx)
             except Redirect as moved:
                 return RedirectResponse(moved.url, status_code=303)
@@ -266,7 +266,7 @@ def action(audience: str, *, signed_in: bool = True,
                 return ctx
             ctx.form = form
             try:
-                refuse_nul(form.multi_items())
+                refuse_nul([*request.path_params.items(), *form.multi_items()])
                 return await handler(ctx)
             except Redirect as moved:
                 return RedirectResponse(moved.url, status_code=303)
