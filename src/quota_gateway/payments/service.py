@@ -155,15 +155,15 @@ async def read_settings(conn: asyncpg.Connection, tenant_id: str, provider: str,
     return row["settings"], _secrets(master_key, tenant_id, provider, row), row["updated_at"]
 
 
-async def set_stripe_api_key(conn: asyncpg.Connection, tenant_id: str, master_key: str | None, api_key: str,
-                             now: datetime) -> None:
+async def set_stripe_api_key(conn: asyncpg.Connection, redis: Any, tenant_id: str, master_key: str | None,
+                             api_key: str, now: datetime) -> None:
     """Set (or, with "", remove) the Stripe API key, keeping the mappings and signing secrets."""
     if api_key and not re.fullmatch(stripe.API_KEY_PATTERN, api_key):
         raise ApiError(400, "invalid_field", "apiKey: a secret (sk_...) or restricted (rk_...) key", field="apiKey")
     found = await read_settings(conn, tenant_id, "stripe", master_key)
     if found is None:
         raise ApiError(404, "not_configured", "stripe is not configured")
-    await save_settings(conn, tenant_id, "stripe", master_key, found[0], {"apiKey": api_key or None}, now)
+    await save_settings(conn, redis, tenant_id, "stripe", master_key, found[0], {"apiKey": api_key or None}, now)
 
 
 async def delete_settings(conn: asyncpg.Connection, tenant_id: str, provider: str) -> bool:

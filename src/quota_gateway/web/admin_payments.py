@@ -61,6 +61,7 @@ async def set_stripe_api_key(ctx: PageContext) -> Response:
     remove = bool(ctx.value("remove"))
     api_key = "" if remove else form_text(ctx, "api_key", max_len=255, label="API key", required=True)
     async with ctx.pool.acquire() as conn:
-        await payments.set_stripe_api_key(conn, ctx.tenant_id, ctx.services.settings.master_key, api_key, ctx.now)
+        await payments.set_stripe_api_key(conn, ctx.services.redis, ctx.tenant_id, ctx.services.settings.master_key,
+                                          api_key, ctx.now)
     return ctx.redirect(f"{ctx.base}/payments", "Stripe API key removed." if remove else
                         "Stripe API key saved: sessions whose payload names no price are read from Stripe.")
