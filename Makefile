@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml setup.py src/quota_gateway/_fastpath.pyx
 run: $(STAMP)
 	$(BIN)/quota-gateway serve $(ARGS)
 
-# Lint and types first (src/ must stay clean), then the tests.
+# Lint (src/, tests/ and benchmarks/ must stay clean) and types (src/) first, then the tests.
 test: $(STAMP) node browser
-	$(BIN)/ruff check src
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

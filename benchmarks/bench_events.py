@@ -66,7 +66,7 @@ class _MailHandler:
     def __init__(self, arrivals: Arrivals) -> None:
         self.arrivals = arrivals
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.arrivals.mail[envelope.rcpt_tos[0]] = time.perf_counter()
         return "250 OK"
 

@@ -45,7 +45,7 @@ def _server(app: str, port: int, env: dict[str, str], factory: bool = False):
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"{app} did not start")
+                    raise RuntimeError(f"{app} did not start") from None
                 time.sleep(0.1)
         yield proc
     finally:
@@ -119,10 +119,11 @@ def _drive_wrk(port: int, bodies: list[bytes], headers: dict[str, str], connecti
 
 
 async def _provision(database_url: str, base: str, master_key: str, keys: int) -> tuple[str, list[str], dict]:
+    import asyncpg
+
     from quota_gateway import db
     from quota_gateway.auth.service import create_token
     from quota_gateway.tenants import create_tenant
-    import asyncpg
 
     await db.migrate_url(database_url)
     conn = await asyncpg.connect(database_url)
@@ -239,8 +240,8 @@ def report(results: dict) -> str:
         errors = sum(r["statuses"]["other"] + r["statuses"]["socket errors"] for _, runs in rows for r in runs)
         if errors:
             lines.append(f"WARNING: {errors} non-2xx answers or socket errors")
-        ratios = [y["rps"] / x["rps"] for x, y in zip(a, b)]
-        p99s = [y["p99_ms"] / x["p99_ms"] for x, y in zip(a, b)]
+        ratios = [y["rps"] / x["rps"] for x, y in zip(a, b, strict=True)]
+        p99s = [y["p99_ms"] / x["p99_ms"] for x, y in zip(a, b, strict=True)]
         lines.append(f"throughput b/a = {_throughput(b) / _throughput(a):.2f} (target >= 0.90; turns: "
                      f"{' '.join(f'{r:.2f}' for r in ratios)}); p99 b/a = {_latency(b, 99) / _latency(a, 99):.2f} "
                      f"(target <= 2.00; turns: {' '.join(f'{r:.2f}' for r in p99s)})")

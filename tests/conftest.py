@@ -11,8 +11,8 @@ import importlib
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
 
 import asyncpg
 import httpx

@@ -70,14 +70,14 @@ class SmtpCapture:
                                       tls_context=tls_context, require_starttls=require_starttls)
 
     # --- aiosmtpd hooks (run on the server's own thread and loop) ---
-    def _authenticate(self, server, session, envelope, mechanism, auth_data):  # noqa: ANN001
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
         if isinstance(auth_data, LoginPassword):
             user, password = auth_data.login.decode(), auth_data.password.decode()
             if self.passwords.get(user) == password:
                 return AuthResult(success=True, auth_data=user)
         return AuthResult(success=False, handled=False)
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
+    async def handle_DATA(self, server, session, envelope) -> str:
         with self._lock:
             if self._fail_next > 0:
                 self._fail_next -= 1
@@ -89,7 +89,7 @@ class SmtpCapture:
         return "250 Message accepted for delivery"
 
     # --- test side ---
-    def start(self) -> "SmtpCapture":
+    def start(self) -> SmtpCapture:
         self._controller.start()
         return self
 

@@ -21,7 +21,7 @@ class CuttableForwarder:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> "CuttableForwarder":
+    async def start(self) -> CuttableForwarder:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

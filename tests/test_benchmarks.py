@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from benchmarks import load
+
 
 @pytest.mark.slow
 def test_load_harness_alternates_turns_and_reports_ratios():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 
-
 ODD_VALUES = [None, True, -1, 0, 2**70, 1.5, "", "x" * 5000, "'; DROP TABLE tenants; --", "\u0000\ud7ff\u202e",
               [], [1, "a"], {}, {"a": {"b": []}}]
 ODD_PATH_VALUES = ["0", "-1", "99999999999999999999999", "abc", "%00", "..%2F..", "x" * 300, "ÄÖÜ", "1.5"]

@@ -114,7 +114,7 @@ class Receiver:
             with self._lock:
                 self._in_flight[event_id] -= 1
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"]),
                                 Route("/gone", lambda r: Response("gone", status_code=410), methods=["POST"])])
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="off")

@@ -19,7 +19,7 @@ from .abuse.clientlimit import resolve_token
 from .abuse.failures import ACCESS_TOKEN, ACTIVATION_KEY
 from .errors import ApiError
 from .jsonio import JSONResponse, content_type_is_json, parse_json, read_body
-from .principal import Principal
+from .principal import Principal, TokenMiss
 from .schema import Object, Query
 
 if TYPE_CHECKING:
@@ -115,7 +115,9 @@ async def authenticate(services: Services, asgi_scope: Scope, header: str | None
     client's address made too many failed lookups (abuse.clientlimit.resolve_token)."""
     if not header:
         raise ApiError(401, "unauthorized", "missing Authorization header (expected: ExisOneApi <token>)")
-    principal = await resolve_token(services, asgi_scope, header)
+    principal = services.tokens.probe(header)
+    if type(principal) is TokenMiss:
+        principal = await resolve_token(services, asgi_scope, principal)
     if principal is None:
         services.failed_lookups.record(None, ACCESS_TOKEN)
         raise ApiError(401, "unauthorized", "access token is malformed, unknown, expired or revoked")

@@ -3,13 +3,13 @@ limit is off by default and, when on, refuses only the token that failed too oft
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import string
 
 import httpx
 
-from conftest import METRICS_HEADERS, db_connection, make_api_key, make_product, running_app
+from conftest import METRICS_HEADERS, make_api_key, make_product, running_app
+from pg_reads import table_reads
 
 VALIDATE = "/api/apilicense/validate"
 UNKNOWN_API_KEY = "qg_" + "A" * 30
@@ -116,14 +116,6 @@ def _random_token() -> dict[str, str]:
     return {"Authorization": f"ExisOneApi exo_at_{public}_{secrets.token_hex(16)}"}
 
 
-async def _token_reads(database_url: str) -> int:
-    await asyncio.sleep(1.3)  # a backend publishes its statistics within a second of idling
-    async with db_connection(database_url) as conn:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        return await conn.fetchval("SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
-                                   "WHERE relname = 'access_tokens'")
-
-
 async def test_wrong_access_tokens_count_in_the_address_failure_window(settings, tenant, clock):
     """Random access tokens miss every cache, so each one would be a PostgreSQL lookup: they count
     as the address's failed lookups, and past the limit the address's unverified tokens are refused
@@ -136,7 +128,7 @@ async def test_wrong_access_tokens_count_in_the_address_failure_window(settings,
             r = await (client.post(path, json={"apiKey": UNKNOWN_API_KEY}, headers=_random_token())
                        if path == VALIDATE else client.get(path, headers=_random_token()))
             assert r.status_code == 401 and r.json()["error"] == "unauthorized"
-        before = await _token_reads(settings.database_url)
+        before = await table_reads(settings.database_url, "access_tokens")
         for _ in range(5):
             r = await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY}, headers=_random_token())
             assert r.status_code == 429 and r.json()["error"] == "too_many_failed_lookups"
@@ -144,7 +136,7 @@ async def test_wrong_access_tokens_count_in_the_address_failure_window(settings,
         r = await client.get("/api/tenant", headers=_random_token())
         assert r.status_code == 429 and r.json()["error"] == "too_many_failed_lookups"
         assert (await client.get("/api/tenant", headers=fresh)).status_code == 429  # unverified: refused too
-        assert await _token_reads(settings.database_url) == before  # none of them reached PostgreSQL
+        assert await table_reads(settings.database_url, "access_tokens") == before  # none of them reached PostgreSQL
         # the token verified before, and malformed tokens (refused without I/O), answer as ever
         assert (await client.get("/api/tenant", headers=tenant.headers)).status_code == 200
         r = await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY}, headers=tenant.headers)
@@ -161,10 +153,10 @@ async def test_wrong_access_tokens_count_in_the_address_failure_window(settings,
 async def test_a_wrong_secret_of_a_verified_token_never_reaches_postgres(client, tenant, settings):
     assert (await client.get("/api/tenant", headers=tenant.headers)).status_code == 200
     public = _public_id(tenant)
-    before = await _token_reads(settings.database_url)
+    before = await table_reads(settings.database_url, "access_tokens")
     for _ in range(5):
         wrong = {"Authorization": f"ExisOneApi exo_at_{public}_{secrets.token_hex(16)}"}
         assert (await client.get("/api/tenant", headers=wrong)).status_code == 401
         assert (await client.post(VALIDATE, json={"apiKey": UNKNOWN_API_KEY}, headers=wrong)).status_code == 401
-    assert await _token_reads(settings.database_url) == before
+    assert await table_reads(settings.database_url, "access_tokens") == before
     assert (await client.get("/api/tenant", headers=tenant.headers)).status_code == 200

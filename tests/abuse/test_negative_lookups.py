@@ -1,40 +1,18 @@
 """A failed lookup reaches PostgreSQL once per negative-cache window, on every unauthenticated
 surface: unknown tenant slugs on the portal, the admin UI and the payment receivers, unknown
-sign-in e-mail addresses. Counted from PostgreSQL's own statistics (pg_stat_user_tables), which
-a backend publishes within a second of going idle. Creating the tenant, admin or customer drops
-the entry at once: nothing answers "unknown" after the creation."""
+sign-in e-mail addresses. Counted from PostgreSQL's own statistics (pg_reads). Creating the
+tenant, admin or customer drops the entry at once: nothing answers "unknown" after the creation."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from conftest import TEST_MASTER_KEY, db_connection, make_product
+from conftest import TEST_MASTER_KEY, db_connection, make_product, running_app
+from pg_reads import table_reads
 from quota_gateway import cli
 from quota_gateway.abuse import negative
 from web.web_helpers import csrf_of, sign_in_admin
-
-_STATS_PUBLISHED = 1.3  # seconds: a backend's pending statistics are flushed within 1 s of idling
-
-
-async def _scans(database_url: str, tables: tuple[str, ...]) -> int:
-    async with db_connection(database_url) as conn:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        return await conn.fetchval("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) "
-                                   "FROM pg_stat_user_tables WHERE relname = ANY($1::text[])", list(tables))
-
-
-async def _reads(database_url: str, *tables: str, above: int | None = None) -> int:
-    """Scans (sequential and index) of `tables` so far, once every backend published its own;
-    with `above`, waits (up to 10 s, a loaded machine delays the publishing) until they pass it."""
-    await asyncio.sleep(_STATS_PUBLISHED)
-    count = await _scans(database_url, tables)
-    for _ in range(40):
-        if above is None or count > above:
-            break
-        await asyncio.sleep(0.25)
-        count = await _scans(database_url, tables)
-    return count
 
 
 async def _refused_requests(database_url: str, email: str) -> int:
@@ -55,26 +33,26 @@ def _cli_env(monkeypatch, settings) -> None:
 
 
 async def test_an_unknown_portal_or_admin_slug_reaches_postgres_once(client, settings, tenant):
-    before = await _reads(settings.database_url, "tenants")
+    before = await table_reads(settings.database_url, "tenants")
     assert (await client.get("/portal/nosuchslug/login")).status_code == 404
-    first = await _reads(settings.database_url, "tenants", above=before)
+    first = await table_reads(settings.database_url, "tenants", above=before)
     assert first > before  # the first guess was looked up (so the counter sees these lookups)
     for path in ["/portal/nosuchslug/login"] * 4 + ["/admin/nosuchslug/login", "/portal/nosuchslug/"]:
         assert (await client.get(path)).status_code == 404
-    assert await _reads(settings.database_url, "tenants") == first
+    assert await table_reads(settings.database_url, "tenants") == first
     assert (await client.get(f"/portal/{tenant.slug}/login")).status_code == 200  # a known slug still answers
 
 
 async def test_an_unknown_receiver_slug_reaches_postgres_once(client, settings, tenant):
-    before = await _reads(settings.database_url, "tenants")
+    before = await table_reads(settings.database_url, "tenants")
     r = await client.post("/hooks/stripe/nosuchslug", content=b"{}", headers={"stripe-signature": "t=1,v1=00"})
     assert r.status_code == 404 and r.json()["error"] == "not_configured"
-    first = await _reads(settings.database_url, "tenants", above=before)
+    first = await table_reads(settings.database_url, "tenants", above=before)
     assert first > before
     for provider in ("stripe", "stripe", "stripe", "stripe", "paypal"):
         r = await client.post(f"/hooks/{provider}/nosuchslug", content=b"{}")
         assert r.status_code == 404 and r.json()["error"] == "not_configured"
-    assert await _reads(settings.database_url, "tenants") == first
+    assert await table_reads(settings.database_url, "tenants") == first
 
 
 async def test_a_tenant_created_after_a_guess_answers_at_once(client, settings, monkeypatch):
@@ -96,13 +74,13 @@ async def _ask_for_code(client, base: str, email: str):
 async def test_an_unknown_sign_in_address_reaches_postgres_once(client, settings, tenant):
     base, email = f"/portal/{tenant.slug}", "stranger@example.com"
     lookups = ("licenses", "api_licenses", "admin_users")
-    before = await _reads(settings.database_url, *lookups)
+    before = await table_reads(settings.database_url, *lookups)
     await _ask_for_code(client, base, email)
-    first = await _reads(settings.database_url, *lookups, above=before)
+    first = await table_reads(settings.database_url, *lookups, above=before)
     assert first > before and await _refused_requests(settings.database_url, email) == 1
     for _ in range(4):
         await _ask_for_code(client, base, "  Stranger@Example.com ")
-    assert await _reads(settings.database_url, *lookups) == first
+    assert await table_reads(settings.database_url, *lookups) == first
     assert await _refused_requests(settings.database_url, email) == 1  # nothing more written either
     # the admin UI's sign-in is a lookup of its own (another table, another answer)
     await _ask_for_code(client, f"/admin/{tenant.slug}", email)
@@ -154,3 +132,33 @@ async def test_a_creation_racing_a_lookup_leaves_no_stale_entry(app):
     fresh = negative.tenant("never-made")
     await negative.remember_missing(redis, fresh)
     assert await negative.is_missing(redis, fresh)
+
+
+async def test_an_unconfigured_receiver_of_a_known_tenant_reaches_postgres_once(client, settings, clock, tenant,
+                                                                               other_tenant):
+    """A known tenant without Stripe or PayPal: its receiver reads payment_settings once per window,
+    and configuring the provider through another gateway process answers at once everywhere."""
+    stripe_hook, unsigned = f"/hooks/stripe/{tenant.slug}", {"stripe-signature": "t=1,v1=00"}
+    before = await table_reads(settings.database_url, "payment_settings")
+    r = await client.post(stripe_hook, content=b"{}", headers=unsigned)
+    assert r.status_code == 404 and r.json()["error"] == "not_configured"
+    first = await table_reads(settings.database_url, "payment_settings", above=before)
+    assert first == before + 1
+    for _ in range(4):
+        r = await client.post(stripe_hook, content=b"{}", headers=unsigned)
+        assert r.status_code == 404 and r.json()["error"] == "not_configured"
+    assert await table_reads(settings.database_url, "payment_settings") == first
+    # PayPal of this tenant and Stripe of another are entries of their own
+    for hook in (f"/hooks/paypal/{tenant.slug}", f"/hooks/stripe/{other_tenant.slug}"):
+        r = await client.post(hook, content=b"{}", headers=unsigned)
+        assert r.status_code == 404 and r.json()["error"] == "not_configured"
+    assert await table_reads(settings.database_url, "payment_settings", above=first) == first + 2
+
+    async with running_app(settings, clock) as (_, elsewhere):
+        r = await elsewhere.put("/api/payments/stripe", headers=tenant.headers,
+                                json={"webhookSecret": "whsec_test_5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH", "mappings": []})
+        assert r.status_code == 200, r.text
+    r = await client.post(stripe_hook, content=b"{}", headers=unsigned)  # configured: the signature is checked
+    assert r.status_code == 400 and r.json()["error"] == "invalid_signature"
+    r = await client.post(f"/hooks/stripe/{other_tenant.slug}", content=b"{}", headers=unsigned)
+    assert r.status_code == 404 and r.json()["error"] == "not_configured"

@@ -194,24 +194,23 @@ async def test_a_lifetime_reset_survives_redis_losing_unflushed_usage(manual_flu
 
 
 async def test_cached_metadata_never_lapses_so_a_postgres_outage_keeps_keys_validating(settings, tenant, clock):
-    async with postgres_behind_forwarder(settings) as (through, forwarder):
-        async with running_app(through, clock) as (_, client):
-            product = await make_product(client, tenant.headers)
-            key = await make_api_key(client, tenant.headers, product, maxApiCalls=5)
-            revoked = await make_api_key(client, tenant.headers, product)
-            assert (await client.delete(f"/api/apilicense/{revoked}", headers=tenant.headers)).status_code == 200
-            for k in (key, revoked):
-                await _consume(client, tenant.headers, k, 1)  # both cached
-            await forwarder.cut()
-            redis = aioredis.from_url(settings.redis_url)
-            try:  # nothing of theirs can expire during the outage (so no backup copy is needed)
-                entries = [name async for name in redis.scan_iter(match="qg:{b*}:[kp]:*")]
-                assert len(entries) >= 3 and {await redis.ttl(name) for name in entries} == {-1}
-            finally:
-                await redis.aclose()
-            r = await _consume(client, tenant.headers, key, 2)
-            assert r.status_code == 200, r.text
-            assert r.json()["quota"] == {"limit": 5, "used": 3, "remaining": 2}
-            assert (await _consume(client, tenant.headers, key, 3)).status_code == 429
-            r = await _consume(client, tenant.headers, revoked, 1)
-            assert r.status_code == 403 and r.json()["errorCode"] == "revoked"
+    async with postgres_behind_forwarder(settings) as (through, forwarder), running_app(through, clock) as (_, client):
+        product = await make_product(client, tenant.headers)
+        key = await make_api_key(client, tenant.headers, product, maxApiCalls=5)
+        revoked = await make_api_key(client, tenant.headers, product)
+        assert (await client.delete(f"/api/apilicense/{revoked}", headers=tenant.headers)).status_code == 200
+        for k in (key, revoked):
+            await _consume(client, tenant.headers, k, 1)  # both cached
+        await forwarder.cut()
+        redis = aioredis.from_url(settings.redis_url)
+        try:  # nothing of theirs can expire during the outage (so no backup copy is needed)
+            entries = [name async for name in redis.scan_iter(match="qg:{b*}:[kp]:*")]
+            assert len(entries) >= 3 and {await redis.ttl(name) for name in entries} == {-1}
+        finally:
+            await redis.aclose()
+        r = await _consume(client, tenant.headers, key, 2)
+        assert r.status_code == 200, r.text
+        assert r.json()["quota"] == {"limit": 5, "used": 3, "remaining": 2}
+        assert (await _consume(client, tenant.headers, key, 3)).status_code == 429
+        r = await _consume(client, tenant.headers, revoked, 1)
+        assert r.status_code == 403 and r.json()["errorCode"] == "revoked"

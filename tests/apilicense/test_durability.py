@@ -97,7 +97,7 @@ async def test_concurrent_mixed_units_never_exceed_and_match_postgres(flusher, c
     units = [rng.randint(1, 9) for _ in range(300)]
     results = await asyncio.gather(*(client.post(VALIDATE, json={"apiKey": key, "units": u}, headers=tenant.headers)
                                      for u in units))
-    granted = sum(u for u, r in zip(units, results) if r.status_code == 200)
+    granted = sum(u for u, r in zip(units, results, strict=True) if r.status_code == 200)
     assert 450 - 9 < granted <= 450
     final = (await client.get(f"/api/apilicense/validate/{key}", headers=tenant.headers)).json()
     assert final["quota"]["used"] == granted

@@ -180,7 +180,7 @@ async def test_window_limit_and_roll_over(client, tenant, clock, period, seconds
         assert (await _validate(client, tenant.headers, key)).status_code == 200
     r = await _validate(client, tenant.headers, key)
     assert r.status_code == 429 and r.json()["errorCode"] == f"rate_limit_{period}"
-    start, end = _fastpath_py.window_bounds(int(clock.now()), period)
+    _, end = _fastpath_py.window_bounds(int(clock.now()), period)
     assert r.json()["retryAfterSeconds"] == end - int(clock.now())
     assert r.headers["ratelimit-policy"] == f'"calls_{period}";q=3;w={seconds}'
     clock.set(end - 1)
@@ -380,7 +380,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("patch,code", BAD_INPUTS, ids=[f"{list(p)[0]}={list(p.values())[0]!r}"[:40] for p, _ in BAD_INPUTS])
+@pytest.mark.parametrize("patch,code", BAD_INPUTS, ids=[f"{next(iter(p))}={next(iter(p.values()))!r}"[:40] for p, _ in BAD_INPUTS])
 async def test_bad_input_is_400(client, tenant, patch, code):
     body = {"apiKey": "qgk_" + "0" * 28, **patch}
     if patch.get("apiKey", "") is None:

@@ -31,40 +31,40 @@ async def test_expiry_at_the_calendars_last_second_is_fine(client, tenant):
 
 
 async def test_a_five_minute_postgres_outage_keeps_verified_tokens_serving(settings, tenant, clock):
-    async with postgres_behind_forwarder(settings) as (through, forwarder):
-        async with running_app(through, clock) as (app, client), running_app(through, clock) as (other, _):
-            product = await make_product(client, tenant.headers)
-            key = await make_api_key(client, tenant.headers, product)
-            verify = await tenant.token_with(settings.database_url, ["verify"])
-            body = {"apiKey": key}
-            assert (await client.post("/api/apilicense/validate", json=body, headers=verify)).status_code == 200
-            assert (await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)).status_code == 200
+    async with (postgres_behind_forwarder(settings) as (through, forwarder),
+                running_app(through, clock) as (app, client), running_app(through, clock) as (other, _)):
+        product = await make_product(client, tenant.headers)
+        key = await make_api_key(client, tenant.headers, product)
+        verify = await tenant.token_with(settings.database_url, ["verify"])
+        body = {"apiKey": key}
+        assert (await client.post("/api/apilicense/validate", json=body, headers=verify)).status_code == 200
+        assert (await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)).status_code == 200
 
-            await forwarder.cut()
-            for _ in range(30):  # 5 minutes, in steps of 10 s: every token cache entry goes stale many times
-                clock.advance(10)
-                r = await client.post("/api/apilicense/validate", json=body, headers=verify)
-                assert r.status_code == 200, r.text
-            stranger = await tenant.token_with(settings.database_url, ["verify"])
-            r = await client.post("/api/apilicense/validate", json=body, headers=stranger)
-            assert r.status_code == 503  # never verified, and no way to verify it now: not a 401
-            # A revocation published by another process still ends the cached token at once.
-            await other.state.services.tokens.publish_invalidation(tenant.token.split("_")[2])
-            for _ in range(100):
-                if not (await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)).is_success:
-                    break
-                await asyncio.sleep(0.01)
-            r = await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)
-            assert r.status_code == 503, r.text
+        await forwarder.cut()
+        for _ in range(30):  # 5 minutes, in steps of 10 s: every token cache entry goes stale many times
+            clock.advance(10)
+            r = await client.post("/api/apilicense/validate", json=body, headers=verify)
+            assert r.status_code == 200, r.text
+        stranger = await tenant.token_with(settings.database_url, ["verify"])
+        r = await client.post("/api/apilicense/validate", json=body, headers=stranger)
+        assert r.status_code == 503  # never verified, and no way to verify it now: not a 401
+        # A revocation published by another process still ends the cached token at once.
+        await other.state.services.tokens.publish_invalidation(tenant.token.split("_")[2])
+        for _ in range(100):
+            if not (await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)).is_success:
+                break
+            await asyncio.sleep(0.01)
+        r = await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)
+        assert r.status_code == 503, r.text
 
-            await forwarder.restore()
-            assert (await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)).status_code == 200
-            flusher = app.state.services.usage_flusher
-            for _ in range(100):  # the usage held in Redis during the outage reaches PostgreSQL
-                await flusher.flush(list(range(1024)))
-                async with db_connection(settings.database_url) as conn:
-                    total = await conn.fetchval("SELECT used_total FROM api_licenses")
-                if total == 33:
-                    break
-                await asyncio.sleep(0.05)
-            assert total == 33
+        await forwarder.restore()
+        assert (await client.post("/api/apilicense/validate", json=body, headers=tenant.headers)).status_code == 200
+        flusher = app.state.services.usage_flusher
+        for _ in range(100):  # the usage held in Redis during the outage reaches PostgreSQL
+            await flusher.flush(list(range(1024)))
+            async with db_connection(settings.database_url) as conn:
+                total = await conn.fetchval("SELECT used_total FROM api_licenses")
+            if total == 33:
+                break
+            await asyncio.sleep(0.05)
+        assert total == 33

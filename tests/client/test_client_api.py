@@ -6,11 +6,12 @@ import http.server
 import subprocess
 import sys
 import threading
+from typing import ClassVar
 
 import httpx
 import pytest
-from conftest import make_api_key, make_product
 
+from conftest import make_api_key, make_product
 from quota_gateway.client import (
     ApiKeyValidation,
     AsyncQuotaClient,
@@ -96,8 +97,8 @@ async def test_revoked_key_is_a_403_verdict_and_bad_tokens_raise(app, client, te
 class _Flaky(http.server.BaseHTTPRequestHandler):
     """A loopback stand-in for a gateway that answers 503 (Redis down) before it recovers."""
 
-    answers: list[tuple[int, dict[str, str], bytes]] = []
-    seen: list[str] = []
+    answers: ClassVar[list[tuple[int, dict[str, str], bytes]]] = []  # shared by the handler instances
+    seen: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["content-length"]))
@@ -138,16 +139,15 @@ def test_sync_client_retries_503_honouring_retry_after(flaky_gateway):
     assert waits == [1.0, 1.0] and handler.seen == ["k1", "k1"] + ["k1"]
 
     handler.answers = [UNAVAILABLE] * 3
-    with QuotaClient(url, "exo_at_a_b", sleep=waits.append, retry=RetryPolicy(attempts=3)) as quota:
-        with pytest.raises(GatewayUnavailable):
-            quota.validate("qgk_x")
+    with QuotaClient(url, "exo_at_a_b", sleep=waits.append, retry=RetryPolicy(attempts=3)) as quota, \
+            pytest.raises(GatewayUnavailable):
+        quota.validate("qgk_x")
 
     # a Retry-After longer than the policy allows ends the retries at once
     handler.answers = [(503, {"retry-after": "30"}, b"{}")]
     waits.clear()
-    with QuotaClient(url, "exo_at_a_b", sleep=waits.append) as quota:
-        with pytest.raises(GatewayUnavailable):
-            quota.validate("qgk_x")
+    with QuotaClient(url, "exo_at_a_b", sleep=waits.append) as quota, pytest.raises(GatewayUnavailable):
+        quota.validate("qgk_x")
     assert waits == []
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import make_api_key, make_product
 from fastapi import FastAPI
 from fastapi import Request as FastAPIRequest
 from starlette.applications import Starlette
@@ -12,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from conftest import make_api_key, make_product
 from quota_gateway.client import (
     ApiKeyValidation,
     AsyncQuotaClient,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_api_key, make_product, make_tenant
 
+from conftest import make_api_key, make_product, make_tenant
 from quota_gateway.client import QuotaMiddleware
 
 README = Path(__file__).resolve().parents[2] / "README.md"

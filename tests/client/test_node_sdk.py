@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from conftest import make_tenant
 from exisone import ExisOneClient, ExisOneClientOptions
+
+from conftest import make_tenant
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 

@@ -1,6 +1,6 @@
 """{{CustomerPortalUrl}} in every e-mail, through a real SMTP server: the tenant's own address
 when it set one, else this gateway's portal of that tenant ({QG_PUBLIC_URL}/portal/{slug}/), and
-never another tenant's."""
+never another tenant's. {{TenantName}}: the display name the portal shows, else the tenant's name."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import make_product, running_app
+from conftest import db_connection, make_product, running_app
 from quota_gateway.config import Settings, portal_url, public_base
 from quota_gateway.events import jobs
+from quota_gateway.web import service as web_service
 
 DAY = 86400
 PUBLIC = "https://licenses.gateway.example"
@@ -127,6 +128,31 @@ async def test_the_tenants_own_address_wins(quiet, tenant, other_tenant, smtp_se
     await jobs.run_due(app.state.services)
     *_, again = await smtp_server.wait_for(5)
     assert again.rcpt_tos == ["second@acme.example"] and f"{PUBLIC}/portal/acme/" in again.text
+
+
+async def test_tenant_name_is_the_display_name_the_portal_shows(quiet, tenant, other_tenant, smtp_server, settings):
+    app, client = quiet
+    products = {}
+    for t in (tenant, other_tenant):
+        await _mail_setup(client, t, smtp_server)
+        products[t.slug] = await make_product(client, t.headers, name="Desk")
+    async with db_connection(settings.database_url) as conn:
+        await web_service.save_branding(conn, tenant.id, "Acme Licensing", "#1d4ed8", None)
+    for t in (tenant, other_tenant):
+        await _license(client, t, products[t.slug], f"buyer@{t.slug}.example")
+    await jobs.run_due(app.state.services)
+    mails = _by_recipient(await smtp_server.wait_for(2))
+    [acme], [globex] = mails["buyer@acme.example"], mails["buyer@globex.example"]
+    assert f"--\r\nAcme Licensing · {PUBLIC}/portal/acme/" in acme.text and ">Acme Licensing · <" in acme.html
+    # the other tenant set no display name: its own name, never acme's
+    assert f"--\r\nGlobex · {PUBLIC}/portal/globex/" in globex.text and "Acme" not in globex.text + globex.html
+    # a display name cleared again falls back to the tenant's name
+    async with db_connection(settings.database_url) as conn:
+        await web_service.save_branding(conn, tenant.id, "", "#1d4ed8", None)
+    await _license(client, tenant, products["acme"], "second@acme.example")
+    await jobs.run_due(app.state.services)
+    *_, again = await smtp_server.wait_for(3)
+    assert again.rcpt_tos == ["second@acme.example"] and f"--\r\nAcme · {PUBLIC}/portal/acme/" in again.text
 
 
 @pytest.mark.parametrize("address", ["javascript:alert(1)", "https://account.acme.example/\r\nBcc: all@example.com",

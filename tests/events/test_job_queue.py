@@ -95,7 +95,7 @@ async def test_retry_schedule_0_5m_30m_2h_24h_then_failed(quiet_app, tenant, rec
     recorder.failures = 99
     job_id = await _enqueue(app, tenant.id, {"n": 1})
     assert await jobs.run_due(services) == 1  # attempt 1, immediately
-    for attempt, delay in zip(range(2, 6), (300, 1800, 7200, 86400)):
+    for attempt, delay in zip(range(2, 6), (300, 1800, 7200, 86400), strict=True):
         clock.advance(delay - 1)
         assert await jobs.run_due(services) == 0, f"attempt {attempt} ran early"
         clock.advance(1)

@@ -103,7 +103,7 @@ async def test_delivery_arrives_signed_within_a_second(settings, tenant, webhook
     """Real clock, background worker: a license created through the API arrives at the receiver,
     verified by hand and by the standardwebhooks package."""
     webhook_receiver.check_standard = True
-    async with running_app(settings, Clock()) as (app, client):
+    async with running_app(settings, Clock()) as (_, client):
         made = await _endpoint(client, tenant, webhook_receiver, events=["license.created"])
         product = await make_product(client, tenant.headers, name="Desk")
         started = time.monotonic()
@@ -255,7 +255,7 @@ async def test_410_gone_disables_at_once(quiet, tenant, webhook_receiver):
 
 
 async def test_ping(quiet, tenant, webhook_receiver):
-    app, client = quiet
+    _, client = quiet
     made = await _endpoint(client, tenant, webhook_receiver, events=["license.created"])
     r = await client.post(f"/api/webhooks/{made['id']}/ping", headers=tenant.headers)
     assert r.status_code == 200 and r.json()["delivered"] is True and r.json()["statusCode"] == 200
@@ -270,7 +270,7 @@ async def test_ping(quiet, tenant, webhook_receiver):
 
 
 async def test_secret_rotation_overlap(quiet, tenant, webhook_receiver, clock):
-    app, client = quiet
+    _, client = quiet
     made = await _endpoint(client, tenant, webhook_receiver)
     old = made["secret"]
     r = await client.post(f"/api/webhooks/{made['id']}/rotate-secret", json={"overlapSeconds": 3600},

@@ -67,7 +67,7 @@ def test_version_compare(version, minimum, below):
 
 
 async def test_generate_activate_validate_deactivate(client, tenant):
-    product_id, name = await _product(client, tenant)
+    _, name = await _product(client, tenant)
     r = await client.post("/api/activationkey/generate", json={"productName": name, "email": "u@example.com"},
                           headers=tenant.headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
@@ -126,7 +126,7 @@ async def test_seat_usage_is_404_for_standard_keys(client, tenant):
 ])
 async def test_activation_errors(client, tenant, clock, case, status, code):
     product_id, name = await _product(client, tenant, minimumRequiredVersion="2.0")
-    other_id, other = await _product(client, tenant, name="Other")
+    _, other = await _product(client, tenant, name="Other")
     key = await _license(client, tenant, product_id, validityDays=1)
     extra = {"version": "2.1"}
     if case == "unknown":
@@ -200,7 +200,7 @@ async def test_deactivation_only_from_bound_hardware_and_cooldown(client, tenant
 
 
 async def test_features_set_and_csv(client, tenant):
-    product_id, name = await _product(client, tenant)
+    product_id, _ = await _product(client, tenant)
     key = await _license(client, tenant, product_id)
     r = await client.post("/api/license/features/csv", json={"activationKey": key}, headers=tenant.headers)
     assert r.json() == {"features": "Export,Sync"}
@@ -222,7 +222,7 @@ async def test_plans_and_plan_duration(client, tenant, clock):
     r = await client.post("/api/plan", json={**plan, "name": "Yearly"}, headers=tenant.headers)
     assert r.status_code == 200 and r.json()["name"] == "Yearly"
     assert [p["name"] for p in (await client.get("/api/plan", headers=tenant.headers)).json()["items"]] == ["Yearly"]
-    product_id, name = await _product(client, tenant)
+    _, name = await _product(client, tenant)
     key = (await client.post("/api/activationkey/generate", json={"productName": name, "email": "u@example.com",
                                                                   "planId": plan["id"]}, headers=tenant.headers)).text
     shown = (await client.get(f"/api/licenses/{key}", headers=tenant.headers)).json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -150,7 +150,7 @@ async def test_tampered_offline_code_answers_like_an_invalid_key(client, tenant,
                               headers=tenant.headers)).json()["offlineCode"]
     on_other_device = await _validate(client, tenant, code, hw=HW2, name=name)
     assert on_other_device["status"] == "invalid" and on_other_device["features"] == ["Export", "Sync"]
-    assert on_other_device["expirationDate"] == iso_utc(datetime.fromtimestamp(1_800_000_000, timezone.utc)
+    assert on_other_device["expirationDate"] == iso_utc(datetime.fromtimestamp(1_800_000_000, UTC)
                                                        + timedelta(days=5))
 
 

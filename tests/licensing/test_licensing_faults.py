@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import make_product
-
 
 async def test_renaming_a_plan_to_another_plans_name_is_409(client, tenant):
     made = []

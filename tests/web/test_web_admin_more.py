@@ -7,8 +7,9 @@ import asyncio
 import re
 
 import pytest
-from conftest import make_api_key, make_product, running_app
 from web_helpers import secret_of, sign_in_admin, sql_value
+
+from conftest import make_api_key, make_product, running_app
 
 
 async def test_floating_keys_customers_and_live_leases(app, client, settings, tenant, clock):

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import make_product
 from web_helpers import activate_from, with_db
 
+from conftest import make_product
 from quota_gateway.web import analytics
 
 # Wednesday 2027-03-03, noon: its week starts on Monday 03-01, its month on 03-01 too.

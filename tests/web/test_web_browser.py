@@ -16,18 +16,17 @@ from typing import Self
 import httpx
 import pytest
 import uvicorn
-from web_helpers import activate_from, make_admin_link, portal_cookie
-
-from conftest import running_app
-from quota_gateway.app import create_app
-from quota_gateway.embedded import free_port
-
-webdriver = pytest.importorskip("selenium.webdriver")
+from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
+from web_helpers import activate_from, make_admin_link, portal_cookie
+
+from conftest import running_app
+from quota_gateway.app import create_app
+from quota_gateway.embedded import free_port
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import running_app
 from web_helpers import activate_from, csrf_of, portal_cookie, secret_of, sign_in_admin
 
+from conftest import running_app
 from quota_gateway.events import jobs
 
 

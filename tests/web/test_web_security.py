@@ -11,9 +11,9 @@ import time
 
 import asyncpg
 import pytest
-from conftest import TEST_MASTER_KEY, make_tenant, running_app
 from web_helpers import KEYS, csrf_of, make_admin_link, portal_cookie, sign_in_admin, sql_value, with_db
 
+from conftest import TEST_MASTER_KEY, make_tenant, running_app
 from quota_gateway.web import signin
 
 

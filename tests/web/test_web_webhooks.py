@@ -8,9 +8,9 @@ from __future__ import annotations
 import html
 import re
 
-from conftest import running_app
 from web_helpers import secret_of, sign_in_admin, sql_value
 
+from conftest import running_app
 from quota_gateway.events import jobs
 
 

@@ -10,8 +10,8 @@ from typing import TypeVar
 
 import asyncpg
 import httpx
-from conftest import TEST_MASTER_KEY
 
+from conftest import TEST_MASTER_KEY
 from quota_gateway.clock import Clock
 from quota_gateway.web import sessions, signin
 from quota_gateway.web.keys import WebKeys

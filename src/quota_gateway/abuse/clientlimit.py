@@ -29,7 +29,7 @@ from ..scripts import LuaScript, reply_text
 from .clientaddr import ClientAddresses, limit_key
 
 if TYPE_CHECKING:
-    from ..principal import Principal
+    from ..principal import Principal, TokenMiss
     from ..services import Services
 
 log = logging.getLogger("quota_gateway.abuse")
@@ -140,25 +140,21 @@ class ClientLimitMiddleware:
             await windows.run(services, scope, "fail", windows.request_limit)
 
 
-async def resolve_token(services: Services, scope: Scope, header: str | None) -> Principal | None:
-    """The caller's token through the in-process cache; on a miss, looked up in PostgreSQL unless
-    the client's address used up its failed lookups this minute (429 too_many_failed_lookups), and
-    a token that matched nothing counts as one of them. A token whose public id was verified
-    before (its re-check after the cache's TTL) is never refused this way, so a client sharing an
-    address with a guesser keeps its token."""
-    tokens = services.tokens
-    hit, principal = tokens.lookup(header)
-    if hit:  # cached, or malformed: no I/O to guard
-        return principal
+async def resolve_token(services: Services, scope: Scope, miss: TokenMiss) -> Principal | None:
+    """A token the in-process cache missed (`TokenCache.probe`), looked up in PostgreSQL unless the
+    client's address used up its failed lookups this minute (429 too_many_failed_lookups); a token
+    that matched nothing counts as one of them. A token verified before (its re-check after the
+    cache's TTL) is never refused this way, so a client sharing an address with a guesser keeps its
+    token."""
     windows: ClientWindows = services.client_windows
-    guarded = windows.failure_limit > 0 and not tokens.verified_before(header)
+    guarded = windows.failure_limit > 0 and miss.verified is None
     if guarded:
         verdict = await windows.run(services, scope, "check", 0)
         if not verdict.allowed:
             retry_after = max(verdict.retry_after, 1)
             raise ApiError(429, _MESSAGES["failures"][0], _MESSAGES["failures"][1],
                            headers={"Retry-After": str(retry_after)}, retryAfter=retry_after)
-    principal = await tokens.resolve(header)
+    principal = await services.tokens.resolve(miss)
     if principal is None and guarded:
         await windows.run(services, scope, "fail", 0)
     return principal

@@ -34,6 +34,11 @@ def sign_in(tenant_id: str, audience: str, email: str) -> str:
     return entry("signin", f"{tenant_id}:{audience}", email.strip().lower())
 
 
+def payment_receiver(tenant_id: str, provider: str) -> str:
+    """This tenant has not configured `provider` (asked by /hooks/<provider>/{slug})."""
+    return entry("pay", tenant_id, provider)
+
+
 async def is_missing(redis: Any, key: str) -> bool:
     return await redis.get(key) in (_MISSING, "1")
 

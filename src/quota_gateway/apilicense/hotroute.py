@@ -23,6 +23,7 @@ from ..fastpath import WINDOW_NAMES
 from ..jsonio import refuse_duplicate_members, too_large
 from ..logs import ThrottledWarning
 from ..openapi import ERROR_SCHEMA
+from ..principal import TokenMiss
 from ..routing import EndpointSpec
 from ..schema import Bool, Int, Str, obj
 
@@ -74,10 +75,9 @@ async def _handle(services: Services, scope: Scope, receive: Receive) -> tuple[i
             authorization = value.decode("latin-1")
         elif name == b"idempotency-key":
             idempotency_key = value.decode("latin-1")
-    tokens = services.tokens
-    hit, principal = tokens.lookup(authorization)
-    if not hit:  # a token this process has not verified, or a wrong one: guarded per address
-        principal = await resolve_token(services, scope, authorization)
+    principal = services.tokens.probe(authorization)
+    if type(principal) is TokenMiss:  # a token this process has not verified, or a wrong one: guarded per address
+        principal = await resolve_token(services, scope, principal)
     failures = services.failed_lookups
     if principal is None:
         failures.record(None, ACCESS_TOKEN)

@@ -155,13 +155,19 @@ async def customer_portal_url(conn: asyncpg.Connection, settings: Settings, tena
     return row["customer_portal_url"] or portal_url(settings, row["slug"])
 
 
+async def tenant_display_name(conn: asyncpg.Connection, tenant_id: str) -> str:
+    """{{TenantName}} of the tenant's e-mails: the display name its customers see in the portal
+    (the admin UI's branding settings, `tenant_branding`), else the tenant's name."""
+    return await conn.fetchval("SELECT coalesce(nullif(b.display_name, ''), t.name) FROM tenants t "
+                               "LEFT JOIN tenant_branding b ON b.tenant_id = t.id WHERE t.id = $1", tenant_id) or ""
+
+
 async def render_for(conn: asyncpg.Connection, settings: Settings, tenant_id: str, template: str,
                      context: dict[str, Any]) -> templates.Rendered:
     """Template `template` of the tenant rendered with `context` plus TenantName and CustomerPortalUrl."""
     chosen = await templates.load(conn, tenant_id, template)
-    tenant_name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", tenant_id) or ""
-    full = {"TenantName": tenant_name, "CustomerPortalUrl": await customer_portal_url(conn, settings, tenant_id),
-            **context}
+    full = {"TenantName": await tenant_display_name(conn, tenant_id),
+            "CustomerPortalUrl": await customer_portal_url(conn, settings, tenant_id), **context}
     return templates.render(chosen, full)
 
 
@@ -252,7 +258,7 @@ async def send_test(services: Any, tenant_id: str, to: str) -> dict[str, Any]:
     recipients = _recipients(to)
     async with services.pool.acquire() as conn:
         config = await smtp_config(conn, services.settings, tenant_id)
-        tenant_name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", tenant_id) or ""
+        tenant_name = await tenant_display_name(conn, tenant_id)
     if config is None:
         raise ApiError(409, "smtp_not_configured", "no SMTP server is configured (PUT /api/smtp)")
     try:

@@ -111,8 +111,9 @@ async def _save(call: Call, provider: str) -> dict:
         changes["webhookId"] = body["webhookId"]
     async with call.services.pool.acquire() as conn:
         mappings = await service.resolve_mappings(conn, call.tenant_id, body["mappings"], _KEY_FIELDS[provider])
-        await service.save_settings(conn, call.tenant_id, provider, call.services.settings.master_key,
-                                    {"mappings": mappings}, changes, call.services.clock.utcnow())
+        await service.save_settings(conn, call.services.redis, call.tenant_id, provider,
+                                    call.services.settings.master_key, {"mappings": mappings}, changes,
+                                    call.services.clock.utcnow())
     return await _show(call, provider)
 
 

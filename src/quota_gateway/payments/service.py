@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from .. import catalogue, crypto, listing, tenants
+from ..abuse import negative
 from ..clock import iso_utc
 from ..config import Settings
 from ..errors import ApiError
@@ -116,10 +117,12 @@ async def resolve_mappings(conn: asyncpg.Connection, tenant_id: str, mappings: l
 _REQUIRED_SECRET = {"stripe": ("webhookSecrets", "webhookSecret"), "paypal": ("webhookId", "webhookId")}
 
 
-async def save_settings(conn: asyncpg.Connection, tenant_id: str, provider: str, master_key: str | None,
+async def save_settings(conn: asyncpg.Connection, redis: Any, tenant_id: str, provider: str, master_key: str | None,
                         settings: dict, secret_changes: dict, now: datetime) -> None:
     """Replace a provider's settings. `secret_changes` edits the stored secrets: a name absent keeps
-    its value (a PUT that omits it), None removes it."""
+    its value (a PUT that omits it), None removes it. The receiver's "not configured" entry is
+    dropped first, so it answers the new settings at once."""
+    await negative.forget(redis, negative.payment_receiver(tenant_id, provider))
     async with conn.transaction():
         existing = await conn.fetchrow("SELECT secrets_enc FROM payment_settings WHERE tenant_id = $1 AND provider = $2 "
                                        "FOR UPDATE", tenant_id, provider)
@@ -164,8 +167,12 @@ async def _receiving_tenant(pool: asyncpg.Pool, redis: Any, slug: str, provider:
     # An unknown tenant and an unconfigured provider answer alike: the URL reveals nothing.
     row = None
     if tenant is not None and tenant["slug"] == slug:
-        async with pool.acquire() as conn:
-            row = await _load(conn, tenant["id"], provider)
+        unconfigured = negative.payment_receiver(tenant["id"], provider)  # negative-cached too
+        if not await negative.is_missing(redis, unconfigured):
+            async with pool.acquire() as conn:
+                row = await _load(conn, tenant["id"], provider)
+            if row is None:
+                await negative.remember_missing(redis, unconfigured)
     if tenant is None or row is None:
         raise ApiError(404, "not_configured", f"no {provider} receiver at this address")
     return tenant["id"], row["settings"], _secrets(master_key, tenant["id"], provider, row)
