@@ -50,7 +50,7 @@ class Settings:
     smtp_timeout: float = field(default=30.0, metadata={"env": "QG_SMTP_TIMEOUT", "doc": "seconds an SMTP conversation may take"})
     smtp_ca_file: str | None = field(default=None, metadata={"env": "QG_SMTP_CA_FILE", "doc": "PEM certificates trusted for SMTP TLS in addition to the system's (a private CA; the tests' self-signed certificate)"})
     webhook_timeout: float = field(default=10.0, metadata={"env": "QG_WEBHOOK_TIMEOUT", "doc": "seconds a webhook receiver has to answer"})
-    webhook_allow_private: bool = field(default=False, metadata={"env": "QG_WEBHOOK_ALLOW_PRIVATE", "doc": "allow webhook and ServiceNow URLs that resolve to loopback, link-local or private addresses (tests, closed networks)"})
+    webhook_allow_private: bool = field(default=False, metadata={"env": "QG_WEBHOOK_ALLOW_PRIVATE", "doc": "allow webhook, ServiceNow and tenant SMTP destinations that resolve to loopback, link-local or private addresses (tests, closed networks)"})
     metrics_bind: str = field(default="127.0.0.1:9464", metadata={"env": "QG_METRICS_BIND", "doc": "host:port of the metrics listener (GET /metrics without a token; workers share it); empty = none"})
     metrics_token: str = field(default="", metadata={"env": "QG_METRICS_TOKEN", "doc": "operator credential for GET /metrics on the public listener (`Authorization: Bearer <it>`, at least 16 characters); empty = the public /metrics refuses everyone. Tenant access tokens never read server-wide metrics"})
     trusted_proxies: str = field(default="", metadata={"env": "QG_TRUSTED_PROXIES", "doc": "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed; from anyone else the header is ignored"})

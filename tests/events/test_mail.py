@@ -204,3 +204,25 @@ async def test_mail_settings(client, tenant, other_tenant):
     assert (await client.get("/api/email/settings", headers=other_tenant.headers)).json()["deliverLicenses"] is False
     r = await client.put("/api/email/settings", json={"contactEmail": "nope"}, headers=tenant.headers)
     assert r.status_code == 400 and r.json()["error"] == "invalid_field"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LocalHost.", "10.0.0.5", "169.254.169.254", "::1"])
+async def test_a_tenants_smtp_server_at_a_private_address_is_refused(settings, clock, tenant, host):
+    """As for webhooks (QG_WEBHOOK_ALLOW_PRIVATE): the test message told open ports of the gateway's
+    loopback and internal networks from closed ones."""
+    async with running_app(replace(settings, webhook_allow_private=False), clock) as (_, client):
+        r = await client.put("/api/smtp", json={"host": host, "port": 25, "security": "none",
+                                                "from": "shop@acme.example"}, headers=tenant.headers)
+    assert (r.status_code, r.json()["error"], r.json()["field"]) == (400, "url_not_allowed", "host"), r.text
+
+
+async def test_a_tenants_smtp_host_resolving_to_loopback_is_refused_when_sending(settings, clock, tenant,
+                                                                                 smtp_server):
+    async with running_app(replace(settings, webhook_allow_private=False), clock) as (_, client):
+        # '127.1' is no address literal, but the resolver reads it as 127.0.0.1
+        r = await client.put("/api/smtp", json={"host": "127.1", "port": smtp_server.port, "security": "none",
+                                                "from": "shop@acme.example"}, headers=tenant.headers)
+        assert r.status_code == 200, r.text  # a name: what it resolves to is checked at each connection
+        r = await client.post("/api/smtp/test", json={"to": "ops@acme.example"}, headers=tenant.headers)
+    assert (r.status_code, r.json()["error"]) == (400, "url_not_allowed"), r.text
+    assert smtp_server.messages == []

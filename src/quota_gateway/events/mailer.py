@@ -25,7 +25,7 @@ from .. import crypto
 from ..config import Settings, portal_url
 from ..errors import ApiError
 from ..formats import urls
-from . import jobs, templates
+from . import jobs, templates, webhooks
 
 log = logging.getLogger("quota_gateway.events.mailer")
 
@@ -81,6 +81,8 @@ async def put_smtp(conn: asyncpg.Connection, settings: Any, tenant_id: str, *, h
     """Store the tenant's SMTP server; `password` None keeps the stored one, "" clears it."""
     if security not in SECURITY:
         raise ApiError(400, "invalid_field", f"security: must be one of {', '.join(SECURITY)}", field="security")
+    if not settings.webhook_allow_private:
+        webhooks.refuse_private_host(host.rstrip(".").lower(), "host")
     sealed: bytes | None
     if password is None:
         sealed = await conn.fetchval("SELECT password_enc FROM smtp_settings WHERE tenant_id = $1", tenant_id)
@@ -229,6 +231,14 @@ class MailNotConfigured(Exception):
     pass
 
 
+async def _check_destination(config: SmtpConfig, settings: Any) -> None:
+    """A tenant's own server is held to the webhooks' destination rule, whatever its name resolves
+    to now (the server-wide default is the operator's: a local relay is fine); DestinationRefused
+    unless QG_WEBHOOK_ALLOW_PRIVATE."""
+    if config.source == "tenant" and not settings.webhook_allow_private:
+        await webhooks.resolve(config.host, config.port, False)
+
+
 async def _send_job(services: Any, job: jobs.Job) -> None:
     p = job.payload
     if "renderError" in p:
@@ -237,6 +247,7 @@ async def _send_job(services: Any, job: jobs.Job) -> None:
         config = await smtp_config(conn, services.settings, job.tenant_id)
     if config is None:  # retried: the tenant may configure SMTP in the meantime
         raise MailNotConfigured("no SMTP server configured for this tenant and no server-wide default")
+    await _check_destination(config, services.settings)  # refused: retried, the settings may be fixed
     message = build_message(config.from_address, p["to"], p["subject"], p["text"], p["html"], p["messageId"],
                             services.clock.utcnow())
     await send(config, message, services.settings.smtp_timeout, services.settings.smtp_ca_file)
@@ -250,6 +261,10 @@ async def send_test(services: Any, tenant_id: str, to: str) -> dict[str, Any]:
         tenant_name = await tenant_display_name(conn, tenant_id)
     if config is None:
         raise ApiError(409, "smtp_not_configured", "no SMTP server is configured (PUT /api/smtp)")
+    try:
+        await _check_destination(config, services.settings)
+    except webhooks.DestinationRefused as exc:
+        raise ApiError(400, "url_not_allowed", f"host: {exc}", field="host") from None
     message_id = new_message_id()
     message = build_message(config.from_address, recipients, f"{tenant_name}: SMTP test",
                             "This is a test message: the SMTP settings work.\n",
