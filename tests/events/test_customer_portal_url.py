@@ -10,6 +10,7 @@ import pytest
 
 from conftest import db_connection, make_product, running_app
 from quota_gateway.config import Settings, portal_url, public_base
+from quota_gateway.errors import ApiError
 from quota_gateway.events import jobs
 from quota_gateway.web import service as web_service
 
@@ -153,6 +154,23 @@ async def test_tenant_name_is_the_display_name_the_portal_shows(quiet, tenant, o
     await jobs.run_due(app.state.services)
     *_, again = await smtp_server.wait_for(3)
     assert again.rcpt_tos == ["second@acme.example"] and f"--\r\nAcme · {PUBLIC}/portal/acme/" in again.text
+
+
+async def test_a_display_name_is_one_line_and_the_smtp_test_subject_stays_one(quiet, tenant, smtp_server, settings):
+    _, client = quiet
+    await _mail_setup(client, tenant, smtp_server)
+    async with db_connection(settings.database_url) as conn:
+        with pytest.raises(ApiError) as refused:
+            await web_service.save_branding(conn, tenant.id, "Acme\r\nBcc: all@example.com", "#1d4ed8", None)
+        assert refused.value.code == "invalid_field"
+        # a name stored before that rule (or a tenant's own name) still makes a one-line subject
+        await conn.execute("INSERT INTO tenant_branding (tenant_id, display_name, colour) VALUES ($1, $2, '#1d4ed8') "
+                           "ON CONFLICT (tenant_id) DO UPDATE SET display_name = EXCLUDED.display_name",
+                           tenant.id, "Acme\r\nBcc: all@example.com")
+    r = await client.post("/api/smtp/test", json={"to": "ops@acme.example"}, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    [mail] = await smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["ops@acme.example"] and mail.message["Subject"] == "Acme Bcc: all@example.com: SMTP test"
 
 
 @pytest.mark.parametrize("address", ["javascript:alert(1)", "https://account.acme.example/\r\nBcc: all@example.com",

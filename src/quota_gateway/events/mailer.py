@@ -266,7 +266,8 @@ async def send_test(services: Any, tenant_id: str, to: str) -> dict[str, Any]:
     except webhooks.DestinationRefused as exc:
         raise ApiError(400, "url_not_allowed", f"host: {exc}", field="host") from None
     message_id = new_message_id()
-    message = build_message(config.from_address, recipients, f"{tenant_name}: SMTP test",
+    subject = " ".join(f"{tenant_name}: SMTP test".split())  # one line, as templates.render folds subjects
+    message = build_message(config.from_address, recipients, subject,
                             "This is a test message: the SMTP settings work.\n",
                             "<p>This is a test message: the SMTP settings work.</p>", message_id,
                             services.clock.utcnow())

@@ -207,6 +207,8 @@ async def save_branding(conn: asyncpg.Connection, tenant_id: str, display_name: 
     """Display name, colour (white text on it must pass WCAG AA, 4.5:1) and an optional PNG/JPEG logo."""
     if len(display_name) > 100:
         raise ApiError(400, "invalid_field", "display name: at most 100 characters", field="displayName")
+    if any(c < " " or c == "\x7f" for c in display_name):  # it heads pages and e-mails ({{TenantName}})
+        raise ApiError(400, "invalid_field", "display name: one line, no control characters", field="displayName")
     if not _COLOUR.fullmatch(colour):
         raise ApiError(400, "invalid_field", "colour: #rrggbb", field="colour")
     if contrast_with_white(colour) < 4.5:
